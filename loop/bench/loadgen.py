@@ -1,0 +1,155 @@
+"""Build and drive the C programs: the load generator and the C echo floor.
+
+They are compiled on demand with the system C compiler (`cc -O2`) into a cache
+keyed by the source's hash, so an edited .c file is rebuilt and an unchanged one
+is compiled once per machine.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+
+from ._proc import Child, ChildError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The load generator runs on CPU 1, every server on CPU 0 (see DESIGN.md "Measuring").
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+
+class BuildError(Exception):
+    pass
+
+
+def _cache_dirs():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    yield os.path.join(base, "uvcffi-bench")
+    yield os.path.join(tempfile.gettempdir(), "uvcffi-bench-%d" % os.getuid())
+
+
+def build(name):
+    """Path of the compiled `name`.c, compiling it first if needed."""
+    src = os.path.join(HERE, name + ".c")
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise BuildError("no C compiler (cc) found; install gcc to run the network workloads")
+    last = None
+    for d in _cache_dirs():
+        exe = os.path.join(d, "%s-%s" % (name, digest))
+        if os.access(exe, os.X_OK):
+            return exe
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError as e:
+            last = e
+            continue
+        tmp = "%s.%d.tmp" % (exe, os.getpid())
+        r = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, src],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+        if r.returncode != 0:
+            raise BuildError("cc failed on %s.c: %s" % (name, r.stdout.decode(errors="replace")[-500:]))
+        os.replace(tmp, exe)  # atomic: two concurrent runs never see half a binary
+        return exe
+    raise BuildError("no writable cache directory for the C programs: %s" % last)
+
+
+def start_floor(transport, addr=None):
+    """Start the C echo floor server; returns (child, "port-or-path")."""
+    argv = [build("echo_floor"), "-t", transport]
+    if addr:
+        argv += ["-a", addr]
+    child = Child(argv, cpu=SERVER_CPU, name="echo_floor")
+    try:
+        _, where = child.expect("READY", 10)
+    except ChildError:
+        child.close()
+        raise
+    return child, where
+
+
+def pingpong(transport, addr, size, conns, warm, secs, server):
+    """Drive `server` (a Child speaking the control protocol) with ping-pong load.
+
+    The server's CPU accounting is bracketed by the load generator's own
+    "start"/"stop", i.e. only the measured window counts, not connection setup
+    or warm-up.  Returns a dict of figures; raises ChildError with a reason.
+    """
+    argv = [build("loadgen"), "-t", transport, "-a", addr, "-c", conns, "-s", size,
+            "-w", "%.3f" % warm, "-d", "%.3f" % secs, "-T", "%.3f" % (warm + secs + 20)]
+    with Child(argv, cpu=CLIENT_CPU, name="loadgen") as lg:
+        def step(prefix, timeout):
+            try:
+                return lg.expect((prefix, "error"), timeout)
+            except ChildError as e:
+                raise ChildError("load generator: %s" % e)
+
+        what, rest = step("start", warm + 25)
+        if what == "error":
+            raise ChildError(rest)
+        server.send("start")
+        what, rest = step("stop", secs + 25)
+        if what == "error":
+            raise ChildError(rest)
+        server.send("stop")
+        what, rest = step("result", 10)
+        if what == "error":
+            raise ChildError(rest)
+        res = _kv(rest)
+        try:
+            _, ru = server.expect("RUSAGE", 10)
+        except ChildError as e:
+            raise ChildError("server: %s" % e)
+    ut, st, wall = (float(x) for x in ru.split()[:3])
+    rt, csecs = res["rt"], res["secs"]
+    if rt <= 0:
+        raise ChildError("no round trip completed in %.1f s (server stalled)" % csecs)
+    # Per-round-trip CPU from rates: the two windows are the same length but
+    # a few ms apart, so rate x client-time-per-round-trip is the exact form.
+    per_rt = csecs / rt / wall if wall > 0 else 0.0
+    return {
+        "rps": rt / csecs,
+        "p50_us": res["p50_us"],
+        "p99_us": res["p99_us"],
+        "cpu_us": (ut + st) * per_rt * 1e6,
+        "user_us": ut * per_rt * 1e6,
+        "sys_us": st * per_rt * 1e6,
+        "server_busy": (ut + st) / wall if wall > 0 else 0.0,
+        "client_busy": res["cpu"],
+        "lost": res.get("lost", 0),
+    }
+
+
+def idle_connections(addr, conns, timeout):
+    """Start a load generator holding `conns` idle TCP connections.
+
+    Returns (child, seconds it took); the caller reads the server's RSS and then
+    closes the child, which resets all the connections.
+    """
+    argv = [build("loadgen"), "-t", "tcp", "-a", addr, "-c", conns, "-i", "-T", "%.1f" % timeout]
+    lg = Child(argv, cpu=CLIENT_CPU, name="loadgen")
+    try:
+        what, rest = lg.expect(("connected", "error"), timeout + 10)
+    except ChildError as e:
+        lg.close()
+        raise ChildError("load generator: %s" % e)
+    if what == "error":
+        lg.close()
+        raise ChildError(rest)
+    return lg, float(_kv("n=" + rest).get("secs", 0.0))
+
+
+def _kv(text):
+    out = {}
+    for item in text.split():
+        if "=" in item:
+            k, v = item.split("=", 1)
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+    return out

@@ -1,0 +1,321 @@
+/* uvcffi C core: see uvc_core.h for the contract with Python. */
+#include "uvc_core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* 1 MiB is enough for every connection of a busy iteration to get a full 64 KiB read
+ * until the arena runs low; what does not fit is read on the next iteration. */
+#define UVC_ARENA_SIZE (1024 * 1024)
+#define UVC_EVENTS_INITIAL 1024
+#define UVC_SLOTS_INITIAL 64
+
+static void timer_cb(uv_timer_t *t) { (void)t; }
+static void async_cb(uv_async_t *a) { (void)a; }
+
+static void signal_poll_cb(uv_poll_t *p, int status, int events) {
+    uvc_loop_t *L = p->data;
+    unsigned char buf[256];
+    (void)events;
+    if (status < 0)
+        return;
+    for (;;) {
+        ssize_t n = read(L->signal_fds[0], buf, sizeof buf);
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            uvc_emit(L, UVC_EV_SIGNAL, -1, buf[i], 0, 0);
+    }
+}
+
+uvc_loop_t *uvc_loop_new(void) {
+    uvc_loop_t *L = calloc(1, sizeof *L);
+    if (L == NULL)
+        return NULL;
+    L->signal_fds[0] = L->signal_fds[1] = -1;
+    L->events_cap = UVC_EVENTS_INITIAL;
+    L->events = malloc(sizeof(int64_t) * UVC_EVENT_WORDS * L->events_cap);
+    L->arena_size = UVC_ARENA_SIZE;
+    L->arena = malloc(L->arena_size);
+    if (L->events == NULL || L->arena == NULL)
+        goto fail;
+    if (uv_loop_init(&L->uv) != 0)
+        goto fail;
+    L->uv.data = L;
+    uv_timer_init(&L->uv, &L->timer);
+    L->timer.data = L;
+    /* The internal handles never hold a run open by themselves, except the async handle:
+     * a loop with nothing else to do blocks until call_soon_threadsafe wakes it. */
+    uv_unref((uv_handle_t *)&L->timer);
+    uv_async_init(&L->uv, &L->async, async_cb);
+    L->async.data = L;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, L->signal_fds) == 0) {
+        uv_poll_init(&L->uv, &L->signal_poll, L->signal_fds[0]);
+        L->signal_poll.data = L;
+        uv_poll_start(&L->signal_poll, UV_READABLE, signal_poll_cb);
+        uv_unref((uv_handle_t *)&L->signal_poll);
+    }
+    return L;
+fail:
+    free(L->events);
+    free(L->arena);
+    free(L);
+    return NULL;
+}
+
+static void close_any(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) {
+        /* Internal handles live inside uvc_loop_t: close them without a callback. */
+        uv_close(h, h->data == h->loop->data ? NULL : uvc_close_cb);
+    }
+}
+
+void uvc_loop_free(uvc_loop_t *L) {
+    if (L == NULL)
+        return;
+    uv_walk(&L->uv, close_any, NULL);
+    /* Run the close callbacks, and let requests still in libuv's thread pool finish. */
+    L->nevents = 0;
+    L->arena_used = 0;
+    uv_run(&L->uv, UV_RUN_DEFAULT);
+    uv_loop_close(&L->uv);
+    if (L->signal_fds[0] >= 0) {
+        close(L->signal_fds[0]);
+        close(L->signal_fds[1]);
+    }
+    for (int i = 0; i < L->nslots; i++) {
+        /* Only handles that libuv never saw can still be here; free them. */
+        if (L->slots[i] != NULL)
+            free(L->slots[i]);
+    }
+    free(L->slots);
+    free(L->free_slots);
+    free(L->dead_slots);
+    free(L->events);
+    free(L->arena);
+    free(L);
+}
+
+int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
+    /* Slots that died during the previous run become reusable only now, after Python has
+     * seen their CLOSED events. */
+    for (int i = 0; i < L->ndead; i++)
+        L->free_slots[L->nfree++] = L->dead_slots[i];
+    L->ndead = 0;
+    L->nevents = 0;
+    L->arena_used = 0;
+    if (timeout_ms == 0) {
+        uv_run(&L->uv, UV_RUN_NOWAIT);
+    } else {
+        if (timeout_ms > 0) {
+            uv_update_time(&L->uv);
+            uv_timer_start(&L->timer, timer_cb, (uint64_t)timeout_ms, 0);
+        }
+        uv_run(&L->uv, UV_RUN_ONCE);
+        if (timeout_ms > 0)
+            uv_timer_stop(&L->timer);
+    }
+    return L->nevents;
+}
+
+int64_t *uvc_events(uvc_loop_t *L) { return L->events; }
+char *uvc_arena(uvc_loop_t *L) { return L->arena; }
+size_t uvc_arena_size(uvc_loop_t *L) { return L->arena_size; }
+int uvc_wakeup(uvc_loop_t *L) { return uv_async_send(&L->async); }
+int uvc_signal_fd(uvc_loop_t *L) { return L->signal_fds[1]; }
+int uvc_backend_fd(uvc_loop_t *L) { return uv_backend_fd(&L->uv); }
+int uvc_loop_fork(uvc_loop_t *L) { return uv_loop_fork(&L->uv); }
+int uvc_active_slots(uvc_loop_t *L) { return L->active; }
+
+void uvc_emit(uvc_loop_t *L, int kind, int slot, int64_t a, int64_t b, int64_t c) {
+    if (L->nevents == L->events_cap) {
+        int cap = L->events_cap * 2;
+        int64_t *ev = realloc(L->events, sizeof(int64_t) * UVC_EVENT_WORDS * cap);
+        if (ev == NULL)
+            abort(); /* an event cannot be dropped without losing a callback */
+        L->events = ev;
+        L->events_cap = cap;
+    }
+    int64_t *e = L->events + (size_t)L->nevents * UVC_EVENT_WORDS;
+    e[0] = kind;
+    e[1] = slot;
+    e[2] = a;
+    e[3] = b;
+    e[4] = c;
+    L->nevents++;
+}
+
+void uvc_arena_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+    uvc_base_t *b = handle->data;
+    uvc_loop_t *L = b->loop;
+    size_t room = L->arena_size - L->arena_used;
+    if (room > suggested)
+        room = suggested;
+    buf->base = L->arena + L->arena_used;
+    buf->len = room;
+}
+
+int64_t uvc_arena_put(uvc_loop_t *L, const void *data, size_t len) {
+    if (L->arena_size - L->arena_used < len)
+        return -1;
+    int64_t off = (int64_t)L->arena_used;
+    memcpy(L->arena + off, data, len);
+    L->arena_used += len;
+    return off;
+}
+
+static int slot_new(uvc_loop_t *L, uvc_base_t *b) {
+    if (L->nfree == 0) {
+        int n = L->nslots ? L->nslots * 2 : UVC_SLOTS_INITIAL;
+        uvc_base_t **slots = realloc(L->slots, sizeof *slots * n);
+        if (slots == NULL)
+            return -1;
+        L->slots = slots;
+        int *fs = realloc(L->free_slots, sizeof(int) * n);
+        if (fs == NULL)
+            return -1;
+        L->free_slots = fs;
+        int *ds = realloc(L->dead_slots, sizeof(int) * n);
+        if (ds == NULL)
+            return -1;
+        L->dead_slots = ds;
+        L->dead_cap = n;
+        /* Hand out low numbers first so Python's slot list stays short. */
+        for (int i = n - 1; i >= L->nslots; i--) {
+            slots[i] = NULL;
+            L->free_slots[L->nfree++] = i;
+        }
+        L->nslots = n;
+    }
+    int slot = L->free_slots[--L->nfree];
+    L->slots[slot] = b;
+    L->active++;
+    return slot;
+}
+
+static void slot_release(uvc_loop_t *L, int slot) {
+    L->slots[slot] = NULL;
+    L->dead_slots[L->ndead++] = slot;
+    L->active--;
+}
+
+void *uvc_handle_alloc(uvc_loop_t *L, size_t size, size_t handle_offset) {
+    uvc_base_t *b = calloc(1, size);
+    if (b == NULL)
+        return NULL;
+    b->loop = L;
+    b->handle = (uv_handle_t *)((char *)b + handle_offset);
+    b->handle->data = b;
+    b->slot = slot_new(L, b);
+    if (b->slot < 0) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void uvc_handle_discard(void *h) {
+    uvc_base_t *b = h;
+    /* Never seen by libuv, so no close callback will come: release the slot at once (it is
+     * still parked until the next run, as any other dead slot). */
+    slot_release(b->loop, b->slot);
+    free(b);
+}
+
+uvc_base_t *uvc_slot_get(uvc_loop_t *L, int slot) {
+    if (slot < 0 || slot >= L->nslots)
+        return NULL;
+    return L->slots[slot];
+}
+
+void uvc_close_cb(uv_handle_t *handle) {
+    uvc_base_t *b = handle->data;
+    uvc_loop_t *L = b->loop;
+    uvc_emit(L, UVC_EV_CLOSED, b->slot, 0, 0, 0);
+    slot_release(L, b->slot);
+    if (b->on_free != NULL)
+        b->on_free(b);
+    free(b);
+}
+
+int uvc_close(uvc_loop_t *L, int slot) {
+    uvc_base_t *b = uvc_slot_get(L, slot);
+    if (b == NULL)
+        return UV_EBADF;
+    if (uv_is_closing(b->handle))
+        return 0;
+    uv_close(b->handle, uvc_close_cb);
+    return 0;
+}
+
+int uvc_ref(uvc_loop_t *L, int slot, int ref) {
+    uvc_base_t *b = uvc_slot_get(L, slot);
+    if (b == NULL)
+        return UV_EBADF;
+    if (ref)
+        uv_ref(b->handle);
+    else
+        uv_unref(b->handle);
+    return 0;
+}
+
+int uvc_fileno(uvc_loop_t *L, int slot) {
+    uvc_base_t *b = uvc_slot_get(L, slot);
+    uv_os_fd_t fd;
+    if (b == NULL)
+        return UV_EBADF;
+    int r = uv_fileno(b->handle, &fd);
+    return r < 0 ? r : (int)fd;
+}
+
+/* ---- add_reader / add_writer ---- */
+
+typedef struct {
+    uvc_base_t base;
+    uv_poll_t poll;
+} uvc_poll_t;
+
+static void poll_cb(uv_poll_t *p, int status, int events) {
+    uvc_base_t *b = p->data;
+    uvc_emit(b->loop, UVC_EV_POLL, b->slot, status, events, 0);
+}
+
+int uvc_poll_new(uvc_loop_t *L, int fd) {
+    /* libuv aborts the process when epoll_ctl fails on an fd it was given, so refuse a
+     * closed fd here, where it can still become an OSError. */
+    if (fcntl(fd, F_GETFD) < 0)
+        return uv_translate_sys_error(errno);
+    uvc_poll_t *h = uvc_handle_alloc(L, sizeof *h, offsetof(uvc_poll_t, poll));
+    if (h == NULL)
+        return UV_ENOMEM;
+    int r = uv_poll_init(&L->uv, &h->poll, fd);
+    if (r < 0) {
+        uvc_handle_discard(h);
+        return r;
+    }
+    h->poll.data = h;
+    return h->base.slot;
+}
+
+int uvc_poll_set(uvc_loop_t *L, int slot, int events) {
+    uvc_base_t *b = uvc_slot_get(L, slot);
+    if (b == NULL)
+        return UV_EBADF;
+    uv_poll_t *p = (uv_poll_t *)b->handle;
+    if (events == 0)
+        return uv_poll_stop(p);
+    uv_os_fd_t fd;
+    if (uv_fileno(b->handle, &fd) == 0 && fcntl(fd, F_GETFD) < 0)
+        return uv_translate_sys_error(errno);
+    return uv_poll_start(p, events, poll_cb);
+}
+
+const char *uvc_strerror(int err) { return uv_strerror(err); }
+const char *uvc_err_name(int err) { return uv_err_name(err); }
+int uvc_translate_sys_error(int sys_errno) { return uv_translate_sys_error(sys_errno); }
+unsigned int uvc_libuv_version(void) { return uv_version(); }

@@ -1,0 +1,136 @@
+/* uvcffi C core: the libuv loop, the event array, the read arena and handle slots.
+ *
+ * Every libuv callback is C that appends a fixed-size record to the event array; Python
+ * drains the array after uvc_run_once() returns.  No Python runs inside uv_run().
+ *
+ * Handles are named by integer slots.  A slot's memory is owned by C and freed in the libuv
+ * close callback, which emits UVC_EV_CLOSED; the slot number itself is only reused after the
+ * next uvc_run_once(), so Python can never see an event of an old handle under a new owner.
+ *
+ * The text between the "cffi-begin" and "cffi-end" markers is what build_ffi.py hands to
+ * cffi's cdef(): keep it plain declarations (no macros, no includes).
+ */
+#ifndef UVC_CORE_H
+#define UVC_CORE_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <uv.h>
+
+/* cffi-begin */
+/* Event kinds.  The transport modules own the meaning of a, b and c for their kinds. */
+enum {
+    UVC_EV_READ = 1,        /* slot, a = arena offset, b = length                        */
+    UVC_EV_EOF = 2,         /* slot                                                      */
+    UVC_EV_READ_ERROR = 3,  /* slot, a = uv error                                        */
+    UVC_EV_WRITE_DONE = 4,  /* slot, a = status, b = bytes the request carried          */
+    UVC_EV_SHUTDOWN = 5,    /* slot, a = status                                          */
+    UVC_EV_CONNECT = 6,     /* slot, a = status                                          */
+    UVC_EV_ACCEPT = 7,      /* slot = server, a = status, b = new slot (or -1)           */
+    UVC_EV_CLOSED = 8,      /* slot: its memory is gone; the last event of that slot     */
+    UVC_EV_POLL = 9,        /* slot, a = status, b = UV_READABLE|UV_WRITABLE mask        */
+    UVC_EV_SIGNAL = 10,     /* a = signal number (read from Python's wakeup fd)          */
+    UVC_EV_EXIT = 11,       /* slot, a = exit status, b = terminating signal             */
+    UVC_EV_DNS = 12,        /* slot = request, a = status                                */
+    UVC_EV_UDP_RECV = 13,   /* slot, a = arena offset, b = length, c = sockaddr offset   */
+    UVC_EV_UDP_SEND = 14,   /* slot, a = status, b = bytes                               */
+    UVC_EV_FS = 15,         /* slot = request, a = result                                */
+    UVC_EV_USER = 16        /* first kind free for new modules                           */
+};
+
+enum {
+    UVC_READABLE = 1,
+    UVC_WRITABLE = 2,
+    UVC_DISCONNECT = 4
+};
+
+/* One event: kind, slot, a, b, c, all int64 so Python can unpack the array in one call. */
+#define UVC_EVENT_WORDS 5
+
+typedef struct uvc_loop_s uvc_loop_t;
+
+uvc_loop_t *uvc_loop_new(void);
+/* Close every handle, run their close callbacks, close the libuv loop and free it all. */
+void uvc_loop_free(uvc_loop_t *L);
+
+/* Run one libuv iteration.  timeout_ms < 0 blocks until an event, 0 only polls.
+ * Returns how many events were recorded (see uvc_events()).  The arena and the event
+ * array are valid until the next call. */
+int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms);
+int64_t *uvc_events(uvc_loop_t *L);
+char *uvc_arena(uvc_loop_t *L);
+size_t uvc_arena_size(uvc_loop_t *L);
+
+/* Wake a loop blocked in uvc_run_once from any thread (coalesced by libuv). */
+int uvc_wakeup(uvc_loop_t *L);
+/* The fd Python's signal.set_wakeup_fd() should write to; its bytes become UVC_EV_SIGNAL. */
+int uvc_signal_fd(uvc_loop_t *L);
+int uvc_backend_fd(uvc_loop_t *L);
+int uvc_loop_fork(uvc_loop_t *L);
+int uvc_active_slots(uvc_loop_t *L);
+
+/* Close a handle slot (any kind).  Its UVC_EV_CLOSED event follows. */
+int uvc_close(uvc_loop_t *L, int slot);
+/* ref/unref a handle: an unref'd handle does not keep a run going by itself. */
+int uvc_ref(uvc_loop_t *L, int slot, int ref);
+/* The fd behind a handle, or a negative uv error. */
+int uvc_fileno(uvc_loop_t *L, int slot);
+
+/* add_reader / add_writer: one uv_poll_t per fd. */
+int uvc_poll_new(uvc_loop_t *L, int fd);
+int uvc_poll_set(uvc_loop_t *L, int slot, int events);
+
+const char *uvc_strerror(int err);
+const char *uvc_err_name(int err);
+int uvc_translate_sys_error(int sys_errno);
+unsigned int uvc_libuv_version(void);
+/* cffi-end */
+
+/* ---- for the C modules only (not part of the cffi interface) ---- */
+
+/* Every handle struct starts with this header, followed (anywhere) by its uv handle. */
+typedef struct uvc_base_s {
+    uvc_loop_t *loop;
+    uv_handle_t *handle;          /* points into the same allocation */
+    int slot;
+    void (*on_free)(struct uvc_base_s *);   /* extra cleanup before free(), may be NULL */
+} uvc_base_t;
+
+struct uvc_loop_s {
+    uv_loop_t uv;
+    uv_timer_t timer;             /* the one timer: wakes uv_run for the next Python timer */
+    uv_async_t async;             /* call_soon_threadsafe */
+    uv_poll_t signal_poll;        /* watches the read end of Python's signal wakeup fd */
+    int signal_fds[2];
+
+    int64_t *events;
+    int nevents, events_cap;
+
+    char *arena;
+    size_t arena_used, arena_size;
+
+    uvc_base_t **slots;
+    int nslots;
+    int *free_slots;              /* ready for reuse */
+    int nfree;
+    int *dead_slots;              /* freed during this run; reusable from the next run */
+    int ndead, dead_cap;
+    int active;
+};
+
+/* Allocate a zeroed handle struct of `size` bytes whose uv handle lives at `handle`
+ * offset; registers it in a slot.  Returns NULL when out of memory. */
+void *uvc_handle_alloc(uvc_loop_t *L, size_t size, size_t handle_offset);
+/* Free a handle that was allocated but never initialised by libuv (init failed). */
+void uvc_handle_discard(void *h);
+uvc_base_t *uvc_slot_get(uvc_loop_t *L, int slot);
+void uvc_emit(uvc_loop_t *L, int kind, int slot, int64_t a, int64_t b, int64_t c);
+/* libuv alloc_cb handing out arena space (zero bytes when full: libuv then reports
+ * UV_ENOBUFS and the fd is read again on the next iteration). */
+void uvc_arena_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
+/* Copy bytes into the arena; returns the offset or -1 when full. */
+int64_t uvc_arena_put(uvc_loop_t *L, const void *data, size_t len);
+/* The close callback every slot handle uses. */
+void uvc_close_cb(uv_handle_t *handle);
+
+#endif

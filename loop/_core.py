@@ -1,0 +1,922 @@
+"""The scheduling core of the uvcffi loop: everything that is not a transport.
+
+One C call per iteration: ``uvc_run_once`` runs libuv once, and libuv's callbacks (C)
+record events in an array that ``_run_once`` drains here, dispatching each to the Python
+object that owns its handle slot.  Timers live in a Python heap; the ready queue is a deque.
+"""
+import collections
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import warnings
+import weakref
+from asyncio import events, futures, tasks
+from asyncio import coroutines as _coroutines  # noqa: F401  (iscoroutine lives in asyncio)
+import asyncio
+
+from ._errors import check, uv_error
+from ._handles import Handle, TimerHandle, new_handle, new_timer_handle
+from ._uv import ffi, lib
+
+logger = logging.getLogger("asyncio")
+
+EV_READ = lib.UVC_EV_READ
+EV_CLOSED = lib.UVC_EV_CLOSED
+EV_POLL = lib.UVC_EV_POLL
+EV_SIGNAL = lib.UVC_EV_SIGNAL
+WORDS = lib.UVC_EVENT_WORDS
+
+# As asyncio: compact the timer heap once more than half of at least 100 entries are
+# cancelled, so call_later+cancel churn does not grow it without bound.
+_MIN_SCHEDULED_TIMERS = 100
+_MIN_CANCELLED_FRACTION = 0.5
+# libuv timeouts are int milliseconds; a day keeps the value far from overflow and the
+# loop wakes (harmlessly) at most once a day when it has nothing to do.
+_MAX_TIMEOUT_MS = 86_400_000
+
+
+def _debug_from_env():
+    return sys.flags.dev_mode or (
+        not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
+    )
+
+
+def _is_coroutine_callback(callback):
+    return asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback)
+
+
+def _format_callback(callback):
+    try:
+        return repr(callback)
+    except Exception:  # a broken __repr__ must not hide the original error
+        return object.__repr__(callback)
+
+
+def _fileobj_to_fd(fileobj):
+    """The fd of an int or of an object with fileno(), as selectors does it."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+def _sighandler_noop(signum, frame):
+    """Python-level handler for signals the loop handles: the C-level handler already wrote
+    the signal number to the wakeup fd, which is what the loop reacts to."""
+
+
+class _FdWatcher:
+    """One uv_poll_t per fd, shared by its reader and writer (add_reader/add_writer)."""
+
+    __slots__ = ("loop", "fd", "slot", "reader", "writer", "mask")
+
+    def __init__(self, loop, fd, slot):
+        self.loop = loop
+        self.fd = fd
+        self.slot = slot
+        self.reader = None
+        self.writer = None
+        self.mask = 0
+
+    def _uv_event(self, kind, status, events, c):
+        # On a poll error (such as EBADF) both callbacks run: their own read or write
+        # then meets the error, as they would with a selector reporting the fd ready.
+        ready = self.loop._ready
+        if status < 0 or events & lib.UVC_READABLE:
+            r = self.reader
+            if r is not None and not r._cancelled:
+                ready.append(r)
+        if status < 0 or events & lib.UVC_WRITABLE:
+            w = self.writer
+            if w is not None and not w._cancelled:
+                ready.append(w)
+
+    def _uv_closed(self):
+        pass
+
+
+class CoreLoop(asyncio.AbstractEventLoop):
+    """The asyncio event loop on libuv, without the transport methods (see uvcffi.Loop)."""
+
+    def __init__(self):
+        self._uv = lib.uvc_loop_new()
+        if self._uv == ffi.NULL:
+            raise MemoryError("uvcffi: cannot create the libuv loop")
+        self._arena = ffi.buffer(lib.uvc_arena(self._uv), lib.uvc_arena_size(self._uv))
+        # slot -> the Python object that owns the handle (it gets the slot's events)
+        self._slots = [None] * 64
+        self._ready = collections.deque()
+        self._timers = []  # heap of (when, seq, TimerHandle)
+        self._timer_seq = itertools.count()
+        self._timer_cancelled_count = 0
+        self._closed = False
+        self._stopping = False
+        self._thread_id = None
+        # True while the loop thread may block in libuv: call_soon_threadsafe only pays
+        # for a wake-up then (see _run_once for why this has no lost-wake-up race).
+        self._polling = False
+        self._debug = _debug_from_env()
+        self.slow_callback_duration = 0.1
+        self._current_handle = None
+        self._exception_handler = None
+        self._task_factory = None
+        self._default_executor = None
+        self._executor_shutdown_called = False
+        self._asyncgens = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._fd_watchers = {}  # fd -> _FdWatcher
+        # fd -> transport using it: add_reader/add_writer refuse those fds, as asyncio does
+        self._fd_transports = weakref.WeakValueDictionary()
+        self._signal_handlers = {}
+        self._wakeup_installed = False
+        self._wakeup_previous = -1
+        self._in_main_thread = False
+
+    # ---------------------------------------------------------------- slots and events
+
+    def _slot_register(self, slot, owner):
+        """Make ``owner`` receive the events of the handle in ``slot``.
+
+        ``owner`` has ``_uv_event(kind, a, b, c)``, ``_uv_read(data)`` when it reads a
+        stream (UVC_EV_READ), and ``_uv_closed()`` for the handle's last event.
+        """
+        slots = self._slots
+        if slot >= len(slots):
+            slots.extend([None] * (slot + 1 - len(slots)))
+        slots[slot] = owner
+
+    def _uv_close(self, slot):
+        """Close a handle slot; its owner's ``_uv_closed`` runs when libuv is done."""
+        if not self._closed:
+            lib.uvc_close(self._uv, slot)
+
+    def _dispatch(self, n):
+        ev = ffi.unpack(lib.uvc_events(self._uv), n * WORDS)
+        slots = self._slots
+        arena = self._arena
+        for i in range(0, n * WORDS, WORDS):
+            kind = ev[i]
+            if kind == EV_READ:
+                off = ev[i + 2]
+                owner = slots[ev[i + 1]]
+                if owner is not None:
+                    owner._uv_read(arena[off:off + ev[i + 3]])
+            elif kind == EV_CLOSED:
+                slot = ev[i + 1]
+                owner = slots[slot]
+                slots[slot] = None
+                if owner is not None:
+                    owner._uv_closed()
+            elif kind == EV_SIGNAL:
+                self._handle_signal(ev[i + 2])
+            else:
+                owner = slots[ev[i + 1]]
+                if owner is not None:
+                    owner._uv_event(kind, ev[i + 2], ev[i + 3], ev[i + 4])
+
+    def _run_once(self):
+        """One iteration: poll libuv (waiting for the next timer at most), dispatch its
+        events, move due timers to the ready queue, run what was ready when it started."""
+        timers = self._timers
+        sched_count = len(timers)
+        if (
+            sched_count > _MIN_SCHEDULED_TIMERS
+            and self._timer_cancelled_count / sched_count > _MIN_CANCELLED_FRACTION
+        ):
+            live = []
+            for entry in timers:
+                if entry[2]._cancelled:
+                    entry[2]._scheduled = False
+                else:
+                    live.append(entry)
+            heapq.heapify(live)
+            self._timers = timers = live
+            self._timer_cancelled_count = 0
+        else:
+            while timers and timers[0][2]._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(timers)[2]._scheduled = False
+
+        # The flag goes up before the ready queue is looked at: a thread that appends after
+        # that look sees the flag and wakes libuv; one that appended before it is seen here.
+        self._polling = True
+        if self._ready or self._stopping:
+            timeout = 0
+        elif timers:
+            # Round up so that a timer never fires early; an early libuv wake-up (its clock
+            # is in whole milliseconds) just leads to another short wait below.
+            delay = timers[0][0] - time.monotonic()
+            timeout = 0 if delay <= 0 else min(math.ceil(delay * 1000.0), _MAX_TIMEOUT_MS)
+        else:
+            timeout = -1
+        try:
+            n = lib.uvc_run_once(self._uv, timeout)
+        finally:
+            self._polling = False
+        if n:
+            self._dispatch(n)
+
+        if timers:
+            now = time.monotonic()
+            ready = self._ready
+            while timers:
+                entry = timers[0]
+                if entry[0] > now:
+                    break
+                heapq.heappop(timers)
+                handle = entry[2]
+                handle._scheduled = False
+                if handle._cancelled:
+                    self._timer_cancelled_count -= 1
+                else:
+                    ready.append(handle)
+
+        ready = self._ready
+        ntodo = len(ready)
+        if self._debug:
+            self._run_ready_debug(ntodo)
+            return
+        popleft = ready.popleft
+        for _ in range(ntodo):
+            handle = popleft()
+            if not handle._cancelled:
+                handle._run()
+
+    def _run_ready_debug(self, ntodo):
+        popleft = self._ready.popleft
+        for _ in range(ntodo):
+            handle = popleft()
+            if handle._cancelled:
+                continue
+            self._current_handle = handle
+            t0 = time.monotonic()
+            try:
+                handle._run()
+            finally:
+                self._current_handle = None
+            dt = time.monotonic() - t0
+            if dt >= self.slow_callback_duration:
+                logger.warning("Executing %s took %.3f seconds", _format_callback(handle), dt)
+
+    # ---------------------------------------------------------------- running and stopping
+
+    def _check_closed(self):
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+
+    def _check_running(self):
+        if self._thread_id is not None:
+            raise RuntimeError("This event loop is already running")
+        if events._get_running_loop() is not None:
+            raise RuntimeError("Cannot run the event loop while another loop is running")
+
+    def _check_thread(self):
+        """In debug mode, refuse non-thread-safe calls from a thread the loop is not running in."""
+        if self._thread_id is None:
+            return
+        if threading.get_ident() != self._thread_id:
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other than the current one"
+            )
+
+    def _check_callback(self, callback, method):
+        if _is_coroutine_callback(callback):
+            raise TypeError(f"coroutines cannot be used with {method}()")
+        if not callable(callback):
+            raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
+
+    def run_forever(self):
+        """Run the event loop until stop() is called."""
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        self._thread_id = threading.get_ident()
+        try:
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
+            )
+            events._set_running_loop(self)
+            self._in_main_thread = threading.current_thread() is threading.main_thread()
+            self._sync_wakeup_fd()
+            while True:
+                self._run_once()
+                if self._stopping:
+                    break
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            self._in_main_thread = False
+            self._sync_wakeup_fd()
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def run_until_complete(self, future):
+        """Run until the future (a Future, Task or coroutine) is done, and return its result.
+
+        A coroutine is wrapped in a Task.  Raises RuntimeError if the loop is stopped before
+        the future is done, and the future's exception if it has one.
+        """
+        self._check_closed()
+        self._check_running()
+        new_task = not futures.isfuture(future)
+        future = tasks.ensure_future(future, loop=self)
+        if new_task:
+            # If the loop stops first, RuntimeError says so: the task need not also be
+            # reported as "destroyed but pending" (the flag is the Task's own, as asyncio sets it).
+            try:
+                future._log_destroy_pending = False
+            except AttributeError:
+                pass
+        future.add_done_callback(self._run_until_complete_cb)
+        try:
+            self.run_forever()
+        except BaseException:
+            if new_task and future.done() and not future.cancelled():
+                future.exception()
+            raise
+        finally:
+            future.remove_done_callback(self._run_until_complete_cb)
+        if not future.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return future.result()
+
+    @staticmethod
+    def _run_until_complete_cb(fut):
+        if not fut.cancelled():
+            exc = fut.exception()
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                # Let the exception come out of run_forever(), which stops the loop anyway.
+                return
+        fut.get_loop().stop()
+
+    def stop(self):
+        """Stop the loop once the callbacks already scheduled have run."""
+        self._stopping = True
+
+    def is_running(self):
+        """True while run_forever() (or run_until_complete()) is running."""
+        return self._thread_id is not None
+
+    def is_closed(self):
+        """True once close() has been called."""
+        return self._closed
+
+    def close(self):
+        """Close the loop: drop pending callbacks, shut the default executor down without
+        waiting, release every libuv handle.  The loop must not be running; closing twice
+        is allowed."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        if self._debug:
+            logger.debug("Close %r", self)
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            warnings.warn(
+                f"Closing the loop {self!r} on interpreter shutdown stage, "
+                "skipping signal handlers removal",
+                ResourceWarning,
+                source=self,
+            )
+            self._signal_handlers.clear()
+        self._sync_wakeup_fd(force_off=True)
+        self._closed = True
+        self._ready.clear()
+        for entry in self._timers:
+            entry[2]._scheduled = False
+        self._timers.clear()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+        self._release_uv()
+
+    def _release_uv(self):
+        uv, self._uv = self._uv, ffi.NULL
+        if uv != ffi.NULL:
+            lib.uvc_loop_free(uv)
+        self._fd_watchers.clear()
+        self._slots = []
+
+    def __del__(self, _warn=warnings.warn):
+        if getattr(self, "_closed", True):
+            return
+        _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+        if not self.is_running():
+            self.close()
+
+    def __repr__(self):
+        return (
+            f"<{self.__class__.__name__} running={self.is_running()} "
+            f"closed={self.is_closed()} debug={self.get_debug()}>"
+        )
+
+    # ---------------------------------------------------------------- scheduling
+
+    def time(self):
+        """The loop's clock: time.monotonic(), in seconds."""
+        return time.monotonic()
+
+    def call_soon(self, callback, *args, context=None):
+        """Arrange for callback(*args) to be called soon, in FIFO order, in ``context``
+        (the current context by default).  Returns an asyncio.Handle."""
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_soon")
+        elif not callable(callback):
+            self._check_callback(callback, "call_soon")
+        handle = new_handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_later(self, delay, callback, *args, context=None):
+        """Arrange for callback(*args) to be called after ``delay`` seconds (never earlier).
+        Returns an asyncio.TimerHandle that can be cancelled."""
+        if delay is None:
+            raise TypeError("delay must not be None")
+        return self.call_at(time.monotonic() + delay, callback, *args, context=context)
+
+    def call_at(self, when, callback, *args, context=None):
+        """Like call_later(), with an absolute time on the loop's clock (loop.time())."""
+        if when is None:
+            raise TypeError("when cannot be None")
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        elif not callable(callback):
+            self._check_callback(callback, "call_at")
+        timer = new_timer_handle(when, callback, args, self, context)
+        heapq.heappush(self._timers, (when, next(self._timer_seq), timer))
+        timer._scheduled = True
+        return timer
+
+    def _timer_handle_cancelled(self, handle):
+        """Called by TimerHandle.cancel(): count it for the heap compaction."""
+        if handle._scheduled:
+            self._timer_cancelled_count += 1
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        """Like call_soon(), but safe to call from any thread: wakes the loop if it waits."""
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug or not callable(callback):
+            self._check_callback(callback, "call_soon_threadsafe")
+        handle = new_handle(callback, args, self, context)
+        self._ready.append(handle)
+        if self._polling:
+            lib.uvc_wakeup(self._uv)
+        return handle
+
+    def _write_to_self(self):
+        """Wake the loop from another thread (the name asyncio's own helpers call)."""
+        if not self._closed:
+            lib.uvc_wakeup(self._uv)
+
+    # ---------------------------------------------------------------- futures and tasks
+
+    def create_future(self):
+        """Create an asyncio.Future attached to this loop."""
+        return futures.Future(loop=self)
+
+    def create_task(self, coro, *, name=None, context=None):
+        """Schedule a coroutine as a Task (or through the task factory); return it."""
+        self._check_closed()
+        if self._task_factory is None:
+            if context is None:
+                task = tasks.Task(coro, loop=self, name=name)
+            else:
+                task = tasks.Task(coro, loop=self, name=name, context=context)
+            if task._source_traceback:
+                del task._source_traceback[-1]
+        else:
+            if context is None:
+                task = self._task_factory(self, coro)
+            else:
+                task = self._task_factory(self, coro, context=context)
+            if name is not None:
+                try:
+                    task.set_name(name)
+                except AttributeError:
+                    pass
+        return task
+
+    def set_task_factory(self, factory):
+        """Set the factory create_task() uses: factory(loop, coro[, context=]) -> Future.
+        None restores the default (asyncio.Task)."""
+        if factory is not None and not callable(factory):
+            raise TypeError("task factory must be a callable or None")
+        self._task_factory = factory
+
+    def get_task_factory(self):
+        """Return the task factory, or None for the default."""
+        return self._task_factory
+
+    # ---------------------------------------------------------------- executors
+
+    def run_in_executor(self, executor, func, *args):
+        """Run func(*args) in ``executor`` (the default ThreadPoolExecutor when None) and
+        return an asyncio.Future for its result."""
+        self._check_closed()
+        if self._debug:
+            self._check_callback(func, "run_in_executor")
+        if executor is None:
+            executor = self._default_executor
+            if self._executor_shutdown_called:
+                raise RuntimeError("Executor shutdown has been called")
+            if executor is None:
+                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                self._default_executor = executor
+        return futures.wrap_future(executor.submit(func, *args), loop=self)
+
+    def set_default_executor(self, executor):
+        """Use ``executor`` (a ThreadPoolExecutor) for run_in_executor(None, ...)."""
+        if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            if sys.version_info >= (3, 11):
+                raise TypeError("executor must be ThreadPoolExecutor")
+            warnings.warn(
+                "Using the default executor that is not an instance of "
+                "ThreadPoolExecutor is deprecated and will be prohibited in Python 3.9",
+                DeprecationWarning,
+                2,
+            )
+        self._default_executor = executor
+
+    async def shutdown_default_executor(self, timeout=None):
+        """Shut the default executor down and wait (at most ``timeout`` seconds) for its
+        threads; run_in_executor(None, ...) raises RuntimeError afterwards."""
+        self._executor_shutdown_called = True
+        if self._default_executor is None:
+            return
+        future = self.create_future()
+        thread = threading.Thread(target=self._do_shutdown, args=(future,))
+        thread.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            warnings.warn(
+                "The executor did not finishing joining its threads within "
+                f"{timeout} seconds.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._default_executor.shutdown(wait=False)
+        else:
+            thread.join()
+
+    def _do_shutdown(self, future):
+        try:
+            self._default_executor.shutdown(wait=True)
+            if not self.is_closed():
+                self.call_soon_threadsafe(_set_result_unless_done, future, None)
+        except Exception as ex:
+            if not self.is_closed() and not future.cancelled():
+                self.call_soon_threadsafe(_set_exception_unless_done, future, ex)
+
+    # ---------------------------------------------------------------- async generators
+
+    def _asyncgen_finalizer_hook(self, agen):
+        self._asyncgens.discard(agen)
+        if not self.is_closed():
+            self.call_soon_threadsafe(self.create_task, agen.aclose())
+
+    def _asyncgen_firstiter_hook(self, agen):
+        if self._asyncgens_shutdown_called:
+            warnings.warn(
+                f"asynchronous generator {agen!r} was scheduled after "
+                "loop.shutdown_asyncgens() call",
+                ResourceWarning,
+                source=self,
+            )
+        self._asyncgens.add(agen)
+
+    async def shutdown_asyncgens(self):
+        """Close every asynchronous generator still alive that was iterated on this loop."""
+        self._asyncgens_shutdown_called = True
+        if not len(self._asyncgens):
+            return
+        closing = list(self._asyncgens)
+        self._asyncgens.clear()
+        results = await tasks.gather(*[ag.aclose() for ag in closing], return_exceptions=True)
+        for result, agen in zip(results, closing):
+            if isinstance(result, Exception):
+                self.call_exception_handler(
+                    {
+                        "message": "an error occurred during closing of "
+                        f"asynchronous generator {agen!r}",
+                        "exception": result,
+                        "asyncgen": agen,
+                    }
+                )
+
+    # ---------------------------------------------------------------- debug
+
+    def get_debug(self):
+        """True when the loop is in debug mode."""
+        return self._debug
+
+    def set_debug(self, enabled):
+        """Turn debug mode on or off (slow-callback warnings, thread checks, origins)."""
+        self._debug = bool(enabled)
+        if self.is_running():
+            self.call_soon_threadsafe(self._set_coroutine_origin_tracking, self._debug)
+
+    def _set_coroutine_origin_tracking(self, enabled):
+        if bool(enabled) == bool(self._coroutine_origin_tracking_enabled):
+            return
+        if enabled:
+            self._coroutine_origin_tracking_saved_depth = sys.get_coroutine_origin_tracking_depth()
+            sys.set_coroutine_origin_tracking_depth(10)
+        else:
+            sys.set_coroutine_origin_tracking_depth(self._coroutine_origin_tracking_saved_depth)
+        self._coroutine_origin_tracking_enabled = enabled
+
+    # ---------------------------------------------------------------- errors
+
+    def get_exception_handler(self):
+        """Return the exception handler, or None for the default."""
+        return self._exception_handler
+
+    def set_exception_handler(self, handler):
+        """Set handler(loop, context) as the exception handler; None restores the default."""
+        if handler is not None and not callable(handler):
+            raise TypeError(f"A callable object or None is expected, got {handler!r}")
+        self._exception_handler = handler
+
+    def default_exception_handler(self, context):
+        """Log ``context`` (message, exception and the rest) on the 'asyncio' logger."""
+        message = context.get("message") or "Unhandled exception in event loop"
+        exception = context.get("exception")
+        if exception is not None:
+            exc_info = (type(exception), exception, exception.__traceback__)
+        else:
+            exc_info = False
+        if (
+            "source_traceback" not in context
+            and self._current_handle is not None
+            and self._current_handle._source_traceback
+        ):
+            context["handle_traceback"] = self._current_handle._source_traceback
+        lines = [message]
+        for key in sorted(context):
+            if key in ("message", "exception"):
+                continue
+            value = context[key]
+            if key == "source_traceback":
+                value = "Object created at (most recent call last):\n" + "".join(
+                    traceback.format_list(value)
+                ).rstrip()
+            elif key == "handle_traceback":
+                value = "Handle created at (most recent call last):\n" + "".join(
+                    traceback.format_list(value)
+                ).rstrip()
+            else:
+                value = repr(value)
+            lines.append(f"{key}: {value}")
+        logger.error("\n".join(lines), exc_info=exc_info)
+
+    def call_exception_handler(self, context):
+        """Pass ``context`` to the exception handler (or the default one).  An error in a
+        custom handler is logged by the default handler, never raised."""
+        if self._exception_handler is None:
+            try:
+                self.default_exception_handler(context)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                logger.error("Exception in default exception handler", exc_info=True)
+            return
+        try:
+            self._exception_handler(self, context)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            try:
+                self.default_exception_handler(
+                    {
+                        "message": "Unhandled error in exception handler",
+                        "exception": exc,
+                        "context": context,
+                    }
+                )
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                logger.error(
+                    "Exception in default exception handler while handling an "
+                    "unexpected error in custom exception handler",
+                    exc_info=True,
+                )
+
+    # ---------------------------------------------------------------- add_reader / add_writer
+
+    def _ensure_fd_no_transport(self, fd):
+        fileno = _fileobj_to_fd(fd)
+        transport = self._fd_transports.get(fileno)
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
+        return fileno
+
+    def _fd_watch(self, fd, which, callback, args):
+        self._check_closed()
+        if self._debug:
+            self._check_callback(callback, "add_reader" if which == "reader" else "add_writer")
+        handle = Handle(callback, args, self, None)
+        watcher = self._fd_watchers.get(fd)
+        if watcher is None:
+            slot = check(lib.uvc_poll_new(self._uv, fd))
+            watcher = _FdWatcher(self, fd, slot)
+            self._slot_register(slot, watcher)
+            self._fd_watchers[fd] = watcher
+        old = getattr(watcher, which)
+        setattr(watcher, which, handle)
+        mask = (lib.UVC_READABLE if watcher.reader else 0) | (
+            lib.UVC_WRITABLE if watcher.writer else 0
+        )
+        err = lib.uvc_poll_set(self._uv, watcher.slot, mask)
+        if err < 0:
+            setattr(watcher, which, old)
+            if old is None and watcher.mask == 0:
+                self._fd_unwatch_all(watcher)
+            raise uv_error(err)
+        watcher.mask = mask
+        if old is not None:
+            old.cancel()
+        return handle
+
+    def _fd_unwatch(self, fd, which):
+        if self._closed:
+            return False
+        watcher = self._fd_watchers.get(fd)
+        if watcher is None:
+            return False
+        old = getattr(watcher, which)
+        if old is None:
+            return False
+        setattr(watcher, which, None)
+        old.cancel()
+        if watcher.reader is None and watcher.writer is None:
+            # Close the poll now: libuv drops the fd from epoll at once, so the caller may
+            # close the fd right after this returns.
+            self._fd_unwatch_all(watcher)
+        else:
+            watcher.mask = lib.UVC_READABLE if watcher.reader else lib.UVC_WRITABLE
+            lib.uvc_poll_set(self._uv, watcher.slot, watcher.mask)
+        return True
+
+    def _fd_unwatch_all(self, watcher):
+        del self._fd_watchers[watcher.fd]
+        lib.uvc_close(self._uv, watcher.slot)
+
+    def add_reader(self, fd, callback, *args):
+        """Call callback(*args) whenever ``fd`` (an int or an object with fileno()) is
+        readable; replaces an earlier reader of the same fd."""
+        fd = self._ensure_fd_no_transport(fd)
+        self._fd_watch(fd, "reader", callback, args)
+
+    def remove_reader(self, fd):
+        """Stop watching ``fd`` for reading; True if it was watched."""
+        fd = self._ensure_fd_no_transport(fd)
+        return self._fd_unwatch(fd, "reader")
+
+    def add_writer(self, fd, callback, *args):
+        """Call callback(*args) whenever ``fd`` is writable; replaces an earlier writer."""
+        fd = self._ensure_fd_no_transport(fd)
+        self._fd_watch(fd, "writer", callback, args)
+
+    def remove_writer(self, fd):
+        """Stop watching ``fd`` for writing; True if it was watched."""
+        fd = self._ensure_fd_no_transport(fd)
+        return self._fd_unwatch(fd, "writer")
+
+    # ---------------------------------------------------------------- signals
+
+    def _sync_wakeup_fd(self, force_off=False):
+        """Point Python's signal wakeup fd at the loop while it needs it.
+
+        The loop needs it while signal handlers are installed, and while it runs in the main
+        thread: libuv retries an epoll_wait interrupted by a signal, so without the wakeup
+        byte a Ctrl-C would wait for the next I/O event before KeyboardInterrupt is raised.
+        """
+        want = not force_off and not self._closed and (
+            bool(self._signal_handlers) or self._in_main_thread
+        )
+        if want == self._wakeup_installed:
+            return
+        if want:
+            try:
+                prev = signal.set_wakeup_fd(lib.uvc_signal_fd(self._uv), warn_on_full_buffer=False)
+            except (ValueError, OSError):
+                return  # not the main thread: only Python's own delivery remains
+            self._wakeup_previous = prev
+            self._wakeup_installed = True
+        else:
+            try:
+                signal.set_wakeup_fd(self._wakeup_previous)
+            except (ValueError, OSError):
+                try:
+                    signal.set_wakeup_fd(-1)
+                except (ValueError, OSError) as exc:
+                    logger.info("set_wakeup_fd(-1) failed: %s", exc)
+            self._wakeup_installed = False
+            self._wakeup_previous = -1
+
+    def _check_signal(self, sig):
+        if not isinstance(sig, int):
+            raise TypeError(f"sig must be an int, not {sig!r}")
+        if sig not in signal.valid_signals():
+            raise ValueError(f"invalid signal number {sig}")
+
+    def add_signal_handler(self, sig, callback, *args):
+        """Call callback(*args) in the loop when signal ``sig`` arrives.
+
+        Raises RuntimeError outside the main thread or for a signal that cannot be caught,
+        ValueError/TypeError for an invalid signal, TypeError for a coroutine callback.
+        """
+        if _is_coroutine_callback(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("set_wakeup_fd only works in main thread of the main interpreter")
+        handle = Handle(callback, args, self, None)
+        self._signal_handlers[sig] = handle
+        self._sync_wakeup_fd()
+        try:
+            signal.signal(sig, _sighandler_noop)
+            signal.siginterrupt(sig, False)
+        except (OSError, RuntimeError, ValueError) as exc:
+            del self._signal_handlers[sig]
+            self._sync_wakeup_fd()
+            if isinstance(exc, OSError) and exc.errno != 22:  # EINVAL: cannot be caught
+                raise
+            raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+
+    def remove_signal_handler(self, sig):
+        """Remove the handler of ``sig`` (restoring the default); True if there was one."""
+        self._check_signal(sig)
+        try:
+            del self._signal_handlers[sig]
+        except KeyError:
+            return False
+        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == 22:
+                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+            raise
+        self._sync_wakeup_fd()
+        return True
+
+    def _handle_signal(self, sig):
+        handle = self._signal_handlers.get(sig)
+        if handle is None:
+            return
+        if handle._cancelled:
+            self.remove_signal_handler(sig)
+        else:
+            self._ready.append(handle)
+
+    # ---------------------------------------------------------------- fork
+
+    def _after_fork(self):
+        """Make the loop usable in a forked child (libuv re-creates its epoll set)."""
+        if not self._closed:
+            lib.uvc_loop_fork(self._uv)
+
+
+def _set_result_unless_done(fut, result):
+    if not fut.done():
+        fut.set_result(result)
+
+
+def _set_exception_unless_done(fut, exc):
+    if not fut.done():
+        fut.set_exception(exc)

@@ -1,0 +1,80 @@
+"""Entry points: new_event_loop(), run(), EventLoopPolicy and install()."""
+import asyncio
+import sys
+import warnings
+
+from ._loop import Loop
+
+
+def new_event_loop():
+    """Return a new uvcffi event loop."""
+    return Loop()
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """An asyncio event loop policy whose new_event_loop() returns uvcffi loops."""
+
+    def new_event_loop(self):
+        return new_event_loop()
+
+
+def install():
+    """Make uvcffi the loop asyncio.run() and asyncio.new_event_loop() create.
+
+    On Python 3.12+ prefer asyncio.run(main(), loop_factory=uvcffi.new_event_loop) or
+    uvcffi.run(main()): event loop policies are deprecated from Python 3.14.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(EventLoopPolicy())
+
+
+def run(main, *, debug=None):
+    """Run the coroutine ``main`` on a new uvcffi loop and return its result, as
+    asyncio.run() does: cancel what is left, close async generators and the default
+    executor, then close the loop."""
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+            return runner.run(main)
+    return _run_before_311(main, debug)
+
+
+def _run_before_311(main, debug):
+    if asyncio._get_running_loop() is not None:
+        raise RuntimeError("uvcffi.run() cannot be called from a running event loop")
+    if not asyncio.iscoroutine(main):
+        raise ValueError(f"a coroutine was expected, got {main!r}")
+    loop = new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        if debug is not None:
+            loop.set_debug(debug)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_all_tasks(loop):
+    to_cancel = asyncio.all_tasks(loop)
+    if not to_cancel:
+        return
+    for task in to_cancel:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*to_cancel, return_exceptions=True))
+    for task in to_cancel:
+        if task.cancelled():
+            continue
+        if task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during uvcffi.run() shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )

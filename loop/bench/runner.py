@@ -1,0 +1,330 @@
+"""The orchestrator: which workloads exist, and running them interleaved.
+
+Order of a run (repeated N times, the loop order rotated each time so that no
+loop is always measured first, i.e. always on the coolest or the noisiest part
+of a noisy machine):
+
+    for each workload group (one server kind, or the worker benchmarks, ...):
+        for each loop: start its process, measure every workload of the group,
+                       end the process.
+
+One process per (loop, group) keeps a crash or a hang in one loop's code from
+touching any other cell, and keeps every loop's process equally fresh.
+"""
+
+import fnmatch
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+from . import loadgen
+from ._proc import Child, ChildError, python_module_argv
+from .loops import FLOOR, describe
+
+
+class Workload:
+    """One row group of the table.
+
+    family: "net" (a server process + the C load generator), "worker" (a
+    benchmark inside one process per loop) or "mem" (idle connections).
+    """
+
+    def __init__(self, name, family, group, metric, unit, higher=True,
+                 kind=None, transport=None, size=None, doc=""):
+        self.name, self.family, self.group = name, family, group
+        self.metric, self.unit, self.higher = metric, unit, higher
+        self.kind, self.transport, self.size, self.doc = kind, transport, size, doc
+
+    def to_json(self):
+        return {"family": self.family, "metric": self.metric, "unit": self.unit,
+                "higher_is_better": self.higher, "size": self.size,
+                "transport": self.transport, "doc": self.doc}
+
+
+def _workloads():
+    out = []
+    styles = [
+        ("tcp-protocol", "tcp-protocol", "tcp", (1, 10, 100), "loop.create_server + Protocol"),
+        ("tcp-buffered", "tcp-buffered", "tcp", (1, 10, 100), "loop.create_server + BufferedProtocol"),
+        ("tcp-streams", "tcp-streams", "tcp", (1, 10, 100), "asyncio.start_server streams"),
+        ("tcp-sock", "tcp-sock", "tcp", (1, 10, 100), "loop.sock_accept/sock_recv/sock_sendall"),
+        ("unix-protocol", "unix-protocol", "unix", (1,), "loop.create_unix_server + Protocol"),
+        ("udp-pingpong", "udp", "udp", (1,), "loop.create_datagram_endpoint"),
+    ]
+    for prefix, kind, transport, sizes, doc in styles:
+        for k in sizes:
+            out.append(Workload("%s-%dk" % (prefix, k), "net", prefix, "rps", "rt/s",
+                                kind=kind, transport=transport, size=k * 1024,
+                                doc="%s echo, %d KiB requests" % (doc, k)))
+    for name, unit, doc in [
+        ("sched-call_soon", "ops/s", "loop.call_soon, 100 self-rescheduling callbacks"),
+        ("sched-call_later_cancel", "ops/s", "loop.call_later(3600) + cancel()"),
+        ("sched-call_soon_threadsafe", "ops/s", "loop.call_soon_threadsafe from another thread"),
+        ("sched-sleep0", "ops/s", "100 tasks chaining asyncio.sleep(0)"),
+        ("sched-task_create", "ops/s", "loop.create_task of a trivial coroutine"),
+        ("subproc-pipe", "MiB/s", "create_subprocess_exec(cat), 64 KiB writes, read back"),
+        ("subproc-spawn", "spawns/s", "create_subprocess_exec(/bin/true) + wait, sequential"),
+    ]:
+        out.append(Workload(name, "worker", "worker", "value", unit, doc=doc))
+    out.append(Workload("mem-idle-10k", "mem", "mem", "kib_per_conn", "KiB/conn", higher=False,
+                        kind="tcp-protocol", transport="tcp", size=10000,
+                        doc="server RSS growth per idle TCP connection, 10,000 connections"))
+    return out
+
+
+WORKLOADS = _workloads()
+
+
+def select(patterns):
+    """Workloads matching any of `patterns` (fnmatch globs; a bare word also
+    matches as a prefix, so "tcp" means every tcp-* workload)."""
+    if not patterns:
+        return list(WORKLOADS)
+    chosen = []
+    for w in WORKLOADS:
+        for p in patterns:
+            if fnmatch.fnmatchcase(w.name, p) or w.name.startswith(p) or w.group == p:
+                chosen.append(w)
+                break
+    return chosen
+
+
+class Settings:
+    def __init__(self, quick=False, reps=None, conns=10, mem_conns=10000):
+        self.quick = quick
+        self.reps = reps or (2 if quick else 5)
+        self.warm = 0.2 if quick else 0.4      # per network measurement
+        self.secs = 0.5 if quick else 1.5
+        self.micro_warm = 0.15 if quick else 0.4
+        self.micro_secs = 0.3 if quick else 1.0
+        self.conns = conns
+        self.mem_conns = mem_conns
+        self.start_timeout = 60.0              # PyPy on a busy box starts slowly
+
+    def to_json(self):
+        return dict(self.__dict__)
+
+
+class Results:
+    """samples[workload][loop] = [dict of figures per successful repetition];
+    errors[workload][loop] = [reason per failed repetition]."""
+
+    def __init__(self):
+        self.samples = {}
+        self.errors = {}
+
+    def add(self, wl, loop, figures):
+        self.samples.setdefault(wl, {}).setdefault(loop, []).append(figures)
+
+    def fail(self, wl, loop, reason):
+        self.errors.setdefault(wl, {}).setdefault(loop, []).append(reason)
+
+
+class Runner:
+    def __init__(self, loops, workloads, settings, log=None):
+        self.loops = list(loops)
+        self.workloads = list(workloads)
+        self.s = settings
+        self.results = Results()
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.tmp = tempfile.mkdtemp(prefix="uvcffi-bench-")
+        self.notes = []
+        self._floor_done = set()
+
+    # -- the plan -------------------------------------------------------------
+    def groups(self):
+        seen = []
+        for w in self.workloads:
+            if w.group not in seen:
+                seen.append(w.group)
+        return [(g, [w for w in self.workloads if w.group == g]) for g in seen]
+
+    def run(self):
+        try:
+            self._preflight()
+            for rep in range(self.s.reps):
+                r = rep % len(self.loops)
+                order = self.loops[r:] + self.loops[:r]
+                for group, wls in self.groups():
+                    family = wls[0].family
+                    if family == "net":
+                        self._net_group(rep, order, wls)
+                    elif family == "worker":
+                        for loop in order:
+                            self._worker(rep, loop, wls)
+                    elif family == "mem":
+                        for loop in order:
+                            for w in wls:
+                                self._mem(rep, loop, w)
+        finally:
+            from ._proc import close_all
+            close_all()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return self.results
+
+    def _preflight(self):
+        """Build the C programs once, up front; without them the network and
+        memory workloads are n/a (with the compiler's reason), the rest runs."""
+        if not any(w.family in ("net", "mem") for w in self.workloads):
+            return
+        try:
+            loadgen.build("loadgen")
+            loadgen.build("echo_floor")
+        except Exception as e:
+            reason = describe(e)
+            self.notes.append("network workloads skipped: " + reason)
+            for w in [w for w in self.workloads if w.family in ("net", "mem")]:
+                for loop in self.loops:
+                    for _ in range(self.s.reps):
+                        self.results.fail(w.name, loop, reason)
+            self.workloads = [w for w in self.workloads if w.family not in ("net", "mem")]
+        if (os.cpu_count() or 1) < 2:
+            self.notes.append("only one CPU: server and load generator share it; "
+                              "CPU per round trip is still valid, rt/s is not")
+
+    # -- network --------------------------------------------------------------
+    def _start_server(self, loop, kind, transport):
+        """Start the server for `loop`; returns (child, address for loadgen)."""
+        path = os.path.join(self.tmp, "%s-%s.sock" % (loop.replace(" ", "_"), kind))
+        if transport == "unix" and os.path.exists(path):
+            os.unlink(path)
+        if loop == FLOOR:
+            child, where = loadgen.start_floor(transport, path if transport == "unix" else None)
+        else:
+            argv = python_module_argv("uvcffi.bench.server", "--loop", loop, "--kind", kind,
+                                      "--path", path, "--cpu", loadgen.SERVER_CPU)
+            child = Child(argv, cpu=loadgen.SERVER_CPU, name="%s server" % loop)
+            try:
+                _, where = child.expect("READY", self.s.start_timeout)
+            except ChildError:
+                child.close()
+                raise
+        addr = where if transport == "unix" else "127.0.0.1:" + where
+        return child, addr
+
+    def _net_group(self, rep, order, wls):
+        kind, transport = wls[0].kind, wls[0].transport
+        # The C floor depends only on transport and size, not on the Python
+        # style: measure it once per repetition and show it under every style.
+        floor_wls = [w for w in wls if (rep, transport, w.size) not in self._floor_done]
+        for loop in order + ([FLOOR] if floor_wls else []):
+            todo = floor_wls if loop == FLOOR else wls
+            server = None
+            for w in todo:
+                key = w.name if loop != FLOOR else self._floor_key(w)
+                try:
+                    if server is None or not server.alive():
+                        if server is not None:
+                            server.close()
+                        server, addr = self._start_server(loop, kind, transport)
+                    fig = loadgen.pingpong(transport, addr, w.size, self.s.conns,
+                                           self.s.warm, self.s.secs, server)
+                    self.results.add(key, loop, fig)
+                    self.log("  [%d/%d] %-22s %-8s %9s rt/s  p99 %7.0f us  cpu %6.2f us/rt"
+                             % (rep + 1, self.s.reps, w.name, loop, _si(fig["rps"]),
+                                fig["p99_us"], fig["cpu_us"]))
+                except ChildError as e:
+                    reason = str(e)
+                    if server is not None and server.notes:
+                        reason = "%s; server: %s" % (reason, server.notes[0])
+                    self.results.fail(key, loop, reason)
+                    self.log("  [%d/%d] %-22s %-8s n/a (%s)" % (rep + 1, self.s.reps, w.name, loop, reason))
+                    # A failed run may leave the server wedged: fresh one next time.
+                    if server is not None:
+                        server.close()
+                        server = None
+                finally:
+                    if loop == FLOOR:
+                        self._floor_done.add((rep, transport, w.size))
+            if server is not None:
+                server.close()
+
+    @staticmethod
+    def _floor_key(w):
+        return "floor:%s-%d" % (w.transport, w.size)
+
+    # -- in-process benchmarks -------------------------------------------------
+    def _worker(self, rep, loop, wls):
+        remaining = [w.name for w in wls]
+        per_bench = 60 + self.s.micro_warm + self.s.micro_secs
+        while remaining:
+            argv = python_module_argv("uvcffi.bench.micro", "--loop", loop,
+                                      "--secs", self.s.micro_secs, "--warm", self.s.micro_warm,
+                                      "--cpu", loadgen.SERVER_CPU, *remaining)
+            child = Child(argv, cpu=loadgen.SERVER_CPU, name="%s worker" % loop)
+            current = None
+            try:
+                while remaining:
+                    _, rest = child.expect("RESULT", per_bench)
+                    obj = json.loads(rest)
+                    if obj.get("started"):
+                        current = obj["name"]
+                        continue
+                    name = obj.pop("name")
+                    if "error" in obj:
+                        self.results.fail(name, loop, obj["error"])
+                        self.log("  [%d/%d] %-26s %-8s n/a (%s)" % (rep + 1, self.s.reps, name, loop, obj["error"]))
+                    else:
+                        self.results.add(name, loop, obj)
+                        self.log("  [%d/%d] %-26s %-8s %9s %s" % (rep + 1, self.s.reps, name, loop,
+                                                                  _si(obj["value"]), obj["unit"]))
+                    if name in remaining:
+                        remaining.remove(name)
+                    current = None
+            except ChildError as e:
+                victims = [current] if current else list(remaining)
+                for name in victims:
+                    self.results.fail(name, loop, str(e))
+                    self.log("  [%d/%d] %-26s %-8s n/a (%s)" % (rep + 1, self.s.reps, name, loop, e))
+                    remaining.remove(name)
+            finally:
+                child.close()
+
+    # -- memory per idle connection ----------------------------------------------
+    def _mem(self, rep, loop, w):
+        conns = self.s.mem_conns
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = conns + 256
+        if hard != resource.RLIM_INFINITY and hard < need:
+            reason = ("skipped: RLIMIT_NOFILE hard limit is %d, %d connections need %d "
+                      "(raise it with ulimit -Hn)" % (hard, conns, need))
+            self.results.fail(w.name, loop, reason)
+            if rep == 0 and loop == self.loops[0]:
+                self.log("  " + reason)
+            return
+        server = lg = None
+        try:
+            server, addr = self._start_server(loop, w.kind, w.transport)
+            server.send("rss")
+            rss0 = int(server.expect("RSS", 10)[1])
+            lg, secs = loadgen.idle_connections(addr, conns, timeout=60)
+            time.sleep(0.3)  # let the loop finish creating the last protocols
+            server.send("rss")
+            rss1 = int(server.expect("RSS", 10)[1])
+            fig = {"kib_per_conn": (rss1 - rss0) / 1024.0 / conns, "connect_s": secs,
+                   "rss0_mib": rss0 / 2.0 ** 20}
+            self.results.add(w.name, loop, fig)
+            self.log("  [%d/%d] %-22s %-8s %6.2f KiB/conn (10k connected in %.2f s)"
+                     % (rep + 1, self.s.reps, w.name, loop, fig["kib_per_conn"], secs))
+        except ChildError as e:
+            reason = str(e)
+            if server is not None and server.notes:
+                reason = "%s; server: %s" % (reason, server.notes[0])
+            self.results.fail(w.name, loop, reason)
+            self.log("  [%d/%d] %-22s %-8s n/a (%s)" % (rep + 1, self.s.reps, w.name, loop, reason))
+        finally:
+            if lg is not None:
+                lg.close()
+            if server is not None:
+                server.close()
+
+
+def _si(x):
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return "%.3g%s" % (x / div, suf)
+    return "%.3g" % x

@@ -1,0 +1,41 @@
+import asyncio
+import gc
+import sys
+
+import pytest
+
+import uvcffi
+
+
+try:
+    from pytest_asyncio.plugin import PytestAsyncioSpecs as _AsyncioSpecs
+except ImportError:  # older pytest-asyncio (the one pip picks for Python 3.9)
+    _AsyncioSpecs = object
+
+# pytest-asyncio runs every `async def` test on a uvcffi loop: through the loop-factory hook
+# where the installed version has it, else through the (older) policy fixture.
+if hasattr(_AsyncioSpecs, "pytest_asyncio_loop_factories"):
+
+    def pytest_asyncio_loop_factories(config, item):
+        return {"uvcffi": uvcffi.new_event_loop}
+
+else:
+
+    @pytest.fixture(scope="session")
+    def event_loop_policy():
+        return uvcffi.EventLoopPolicy()
+
+
+@pytest.fixture
+def loop():
+    """A fresh uvcffi loop for synchronous tests; closed (and checked closed) afterwards."""
+    lp = uvcffi.new_event_loop()
+    yield lp
+    if not lp.is_closed():
+        lp.close()
+    gc.collect()
+
+
+def pytest_report_header(config):
+    impl = sys.implementation.name
+    return f"uvcffi on {impl} {sys.version.split()[0]}, libuv {uvcffi.libuv_version()}"

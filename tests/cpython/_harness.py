@@ -1,0 +1,53 @@
+"""Run CPython's own test_asyncio mixins against uvcffi.
+
+Each test module here subclasses a stdlib mixin with a factory returning a uvcffi loop,
+keeps the tests of one area (by name), and skips what it must with a reason that names it.
+"""
+import asyncio
+import sys
+import unittest
+
+import pytest
+
+import uvcffi
+
+try:
+    from test.test_asyncio import utils as test_utils
+except ImportError:  # a Python without its test package
+    test_utils = None
+
+requires_stdlib_tests = pytest.mark.skipif(
+    test_utils is None, reason="this Python does not ship test.test_asyncio"
+)
+requires_cpython_311 = pytest.mark.skipif(
+    sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11),
+    reason="the stdlib test_asyncio mixins are bound for CPython 3.11 (the machine's Python)",
+)
+
+
+class UvcffiPolicy(asyncio.DefaultEventLoopPolicy):
+    """For the tests that make their loop with asyncio.new_event_loop()."""
+
+    def new_event_loop(self):
+        return uvcffi.new_event_loop()
+
+
+def uvcffi_case(name, bases, *, factory="create_event_loop", keep=None, skips=None, module=None):
+    """A TestCase class from stdlib ``bases`` whose ``factory`` method returns uvcffi loops.
+
+    ``keep(test_name)`` selects the tests of this area (the others are not collected);
+    ``skips`` maps a test name to the reason it is skipped.
+    """
+    skips = dict(skips or {})
+    ns = {factory: lambda self: uvcffi.new_event_loop(), "__module__": module or __name__}
+    cls = type(name, tuple(bases), ns)
+    for attr in dir(cls):
+        if not attr.startswith("test_"):
+            continue
+        if keep is not None and not keep(attr):
+            setattr(cls, attr, None)  # not callable: unittest and pytest skip collecting it
+        elif attr in skips:
+            setattr(cls, attr, unittest.skip(skips.pop(attr))(getattr(cls, attr)))
+    if skips:
+        raise AssertionError(f"{name}: skips name unknown tests {sorted(skips)}")
+    return cls

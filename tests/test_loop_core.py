@@ -1,0 +1,604 @@
+"""The scheduling side of uvcffi.Loop, compared against what asyncio's loop does."""
+import asyncio
+import contextvars
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+
+import uvcffi
+
+
+def test_is_an_abstract_event_loop(loop):
+    assert isinstance(loop, asyncio.AbstractEventLoop)
+    assert "running=False" in repr(loop)
+
+
+def test_call_soon_order_and_args(loop):
+    out = []
+    for i in range(5):
+        loop.call_soon(out.append, i)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == [0, 1, 2, 3, 4]
+
+
+def test_call_soon_returns_cancellable_handle(loop):
+    out = []
+    h = loop.call_soon(out.append, 1)
+    assert isinstance(h, asyncio.Handle)
+    h.cancel()
+    assert h.cancelled()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == []
+
+
+def test_call_later_never_early_and_ordered(loop):
+    fired = []
+    start = loop.time()
+    for delay in (0.03, 0.001, 0.02, 0.0105):
+        loop.call_later(delay, lambda d=delay: fired.append((d, loop.time() - start)))
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert [d for d, _ in fired] == [0.001, 0.0105, 0.02, 0.03]
+    for delay, elapsed in fired:
+        assert elapsed >= delay
+
+
+def test_call_at_uses_loop_time(loop):
+    out = []
+    loop.call_at(loop.time() + 0.01, out.append, "x")
+    loop.call_at(loop.time() + 0.02, loop.stop)
+    loop.run_forever()
+    assert out == ["x"]
+
+
+def test_equal_deadlines_run_in_scheduling_order(loop):
+    out = []
+    when = loop.time() + 0.005
+    for i in range(20):
+        loop.call_at(when, out.append, i)
+    loop.call_at(when, loop.stop)
+    loop.run_forever()
+    assert out == list(range(20))
+
+
+def test_timer_handle_cancel_and_heap_compaction(loop):
+    out = []
+    handles = [loop.call_later(10, out.append, i) for i in range(1000)]
+    assert all(isinstance(h, asyncio.TimerHandle) for h in handles)
+    for h in handles[:900]:
+        h.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    # compaction dropped the cancelled entries
+    assert len(loop._timers) == 100
+    assert out == []
+    assert handles[950].when() > loop.time()
+
+
+def test_timeout_rounding(loop):
+    """Sub-millisecond sleeps neither spin nor fire early (libuv counts whole ms)."""
+    calls = 0
+    orig = loop._run_once
+
+    def counting():
+        nonlocal calls
+        calls += 1
+        orig()
+
+    loop._run_once = counting
+
+    async def wait():
+        for delay in (1e-2, 1e-4, 1e-6, 1e-8, 1e-10):
+            t0 = loop.time()
+            await asyncio.sleep(delay)
+            assert loop.time() - t0 >= delay
+
+    loop.run_until_complete(wait())
+    assert calls <= 20
+
+
+def test_sub_millisecond_clock(loop):
+    assert loop.time() == pytest.approx(time.monotonic(), abs=0.01)
+    t1 = loop.time()
+    while loop.time() == t1:
+        pass
+    assert loop.time() - t1 < 0.001
+
+
+def test_call_later_none_delay_is_type_error(loop):
+    with pytest.raises(TypeError):
+        loop.call_later(None, print)
+    with pytest.raises(TypeError):
+        loop.call_at(None, print)
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_later", "call_at"])
+def test_non_callable_and_coroutine_callbacks_rejected(loop, method):
+    args = (0,) if method in ("call_later", "call_at") else ()
+
+    async def coro():
+        pass
+
+    with pytest.raises(TypeError):
+        getattr(loop, method)(*args, 42)
+    c = coro()
+    with pytest.raises(TypeError):
+        getattr(loop, method)(*args, c)
+    c.close()
+    loop.set_debug(True)
+    with pytest.raises(TypeError):
+        getattr(loop, method)(*args, coro)
+
+
+def test_exception_in_callback_reaches_handler_and_loop_continues(loop):
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(ctx))
+
+    def boom():
+        raise ZeroDivisionError("x")
+
+    out = []
+    loop.call_soon(boom)
+    loop.call_soon(out.append, "after")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert out == ["after"]
+    assert len(seen) == 1
+    assert isinstance(seen[0]["exception"], ZeroDivisionError)
+    assert seen[0]["message"].startswith("Exception in callback")
+    assert isinstance(seen[0]["handle"], asyncio.Handle)
+
+
+def test_default_exception_handler_logs(loop, caplog):
+    loop.call_soon(lambda: 1 / 0)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert "Exception in callback" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
+
+
+def test_exception_handler_quartet(loop, caplog):
+    assert loop.get_exception_handler() is None
+    with pytest.raises(TypeError):
+        loop.set_exception_handler(42)
+
+    def bad_handler(lp, ctx):
+        raise ValueError("handler broke")
+
+    loop.set_exception_handler(bad_handler)
+    assert loop.get_exception_handler() is bad_handler
+    loop.call_exception_handler({"message": "hello"})
+    assert "Unhandled error in exception handler" in caplog.text
+    loop.set_exception_handler(None)
+    loop.default_exception_handler({"message": "plain", "extra": 1})
+    assert "plain" in caplog.text and "extra: 1" in caplog.text
+
+
+def test_run_until_complete_result_and_exception(loop):
+    async def ok():
+        await asyncio.sleep(0.001)
+        return 7
+
+    async def bad():
+        raise KeyError("k")
+
+    assert loop.run_until_complete(ok()) == 7
+    with pytest.raises(KeyError):
+        loop.run_until_complete(bad())
+    fut = loop.create_future()
+    loop.call_soon(fut.set_result, "f")
+    assert loop.run_until_complete(fut) == "f"
+
+
+def test_run_until_complete_stopped_early(loop):
+    async def forever():
+        await asyncio.sleep(10)
+
+    loop.call_soon(loop.stop)
+    task = loop.create_task(forever())
+    with pytest.raises(RuntimeError, match="stopped before Future completed"):
+        loop.run_until_complete(task)
+    task.cancel()
+    loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+
+
+def test_run_forever_reentry_and_other_loop_running(loop):
+    async def inner():
+        with pytest.raises(RuntimeError, match="already running"):
+            loop.run_forever()
+        other = uvcffi.new_event_loop()
+        try:
+            with pytest.raises(RuntimeError, match="another loop is running"):
+                other.run_forever()
+        finally:
+            other.close()
+        with pytest.raises(RuntimeError, match="running event loop"):
+            loop.close()
+        return True
+
+    assert loop.run_until_complete(inner())
+
+
+def test_closed_loop_refuses_work(loop):
+    loop.close()
+    loop.close()  # twice is fine
+    assert loop.is_closed()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon(print)
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_later(1, print)
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon_threadsafe(print)
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.run_forever()
+    coro = asyncio.sleep(0)
+    with pytest.raises(RuntimeError):
+        loop.create_task(coro)
+    coro.close()
+    with pytest.raises(RuntimeError):
+        loop.add_reader(0, print)
+
+
+def test_stop_before_run_runs_one_iteration(loop):
+    out = []
+    loop.call_soon(out.append, 1)
+    loop.stop()
+    loop.run_forever()
+    assert out == [1]
+
+
+def test_contextvars_on_every_callback(loop):
+    var = contextvars.ContextVar("var", default="default")
+    seen = []
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in-ctx")
+    loop.call_soon(lambda: seen.append(var.get()), context=ctx)
+    loop.call_later(0.001, lambda: seen.append(var.get()), context=ctx)
+    var.set("current")
+    loop.call_soon(lambda: seen.append(var.get()))
+    loop.call_later(0.002, loop.stop)
+    loop.run_forever()
+    assert sorted(seen) == ["current", "in-ctx", "in-ctx"]
+
+
+def test_call_soon_threadsafe_wakes_a_blocked_loop(loop):
+    out = []
+
+    def from_thread():
+        time.sleep(0.05)
+        loop.call_soon_threadsafe(out.append, threading.get_ident())
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=from_thread)
+    t.start()
+    start = time.monotonic()
+    loop.run_forever()  # nothing else to do: blocks in libuv until woken
+    t.join()
+    assert out == [t.ident]
+    assert time.monotonic() - start < 5
+
+
+def test_call_soon_threadsafe_many_threads(loop):
+    count = 2000
+    got = []
+
+    def producer():
+        for i in range(count // 4):
+            loop.call_soon_threadsafe(got.append, i)
+
+    async def main():
+        threads = [threading.Thread(target=producer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        while len(got) < count:
+            await asyncio.sleep(0.001)
+        for t in threads:
+            t.join()
+
+    loop.run_until_complete(asyncio.wait_for(main(), 10))
+    assert len(got) == count
+
+
+def test_create_task_name_context_and_factory(loop):
+    var = contextvars.ContextVar("v", default=0)
+
+    async def read():
+        return var.get()
+
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, 5)
+    task = loop.create_task(read(), name="reader")
+    assert task.get_name() == "reader"
+    assert loop.run_until_complete(task) == 0
+    if sys.version_info >= (3, 11):
+        assert loop.run_until_complete(loop.create_task(read(), context=ctx)) == 5
+
+    made = []
+
+    def factory(lp, coro, **kw):
+        t = asyncio.Task(coro, loop=lp, **kw)
+        made.append(t)
+        return t
+
+    with pytest.raises(TypeError):
+        loop.set_task_factory(1)
+    loop.set_task_factory(factory)
+    assert loop.get_task_factory() is factory
+    t = loop.create_task(read(), name="made")
+    assert made == [t] and t.get_name() == "made"
+    loop.run_until_complete(t)
+    loop.set_task_factory(None)
+    assert loop.get_task_factory() is None
+
+
+def test_run_in_executor_and_shutdown(loop):
+    async def main():
+        r = await loop.run_in_executor(None, threading.get_ident)
+        assert r != threading.get_ident()
+        await loop.shutdown_default_executor()
+        with pytest.raises(RuntimeError, match="shutdown"):
+            loop.run_in_executor(None, print)
+
+    loop.run_until_complete(main())
+
+
+def test_set_default_executor(loop):
+    import concurrent.futures
+
+    ex = concurrent.futures.ThreadPoolExecutor(1)
+    loop.set_default_executor(ex)
+    assert loop.run_until_complete(loop.run_in_executor(None, lambda: 3)) == 3
+    if sys.version_info >= (3, 11):
+        with pytest.raises(TypeError):
+            loop.set_default_executor(object())
+    loop.close()
+    ex.shutdown()
+
+
+def test_shutdown_asyncgens(loop):
+    closed = []
+
+    async def agen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.append(True)
+
+    async def main():
+        g = agen()
+        await g.__anext__()
+        return g
+
+    g = loop.run_until_complete(main())
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    assert closed == [True]
+    del g
+
+
+def test_debug_mode(loop, caplog):
+    assert loop.get_debug() in (True, False)
+    loop.set_debug(True)
+    assert loop.get_debug()
+    loop.slow_callback_duration = 0.01
+    loop.call_soon(time.sleep, 0.03)
+    loop.call_soon(loop.stop)
+    with caplog.at_level("WARNING", logger="asyncio"):
+        loop.run_forever()
+    assert "took" in caplog.text
+
+    errors = []
+
+    async def main():
+        def other_thread():
+            try:
+                loop.call_soon(print)
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=other_thread)
+        t.start()
+        await loop.run_in_executor(None, t.join)
+
+    loop.run_until_complete(main())
+    assert errors and "Non-thread-safe" in str(errors[0])
+    loop.set_debug(False)
+
+
+def test_reader_and_writer(loop):
+    r, w = socket.socketpair()
+    r.setblocking(False)
+    w.setblocking(False)
+    got = []
+
+    def on_readable():
+        got.append(r.recv(100))
+        if b"".join(got) == b"hello":
+            assert loop.remove_reader(r)
+            loop.stop()
+
+    def on_writable():
+        w.send(b"hello")
+        assert loop.remove_writer(w.fileno())
+
+    loop.add_reader(r, on_readable)
+    loop.add_writer(w, on_writable)
+    loop.run_forever()
+    assert b"".join(got) == b"hello"
+    assert not loop.remove_reader(r)
+    assert not loop.remove_writer(w)
+    r.close()
+    w.close()
+
+
+def test_reader_replaced_and_shared_poll(loop):
+    r, w = socket.socketpair()
+    out = []
+    loop.add_reader(r, out.append, "first")
+    loop.add_reader(r, lambda: (out.append("second"), r.recv(10), loop.stop()))
+    loop.add_writer(r, lambda: None)  # same fd, one poll handle for both
+    w.send(b"x")
+    loop.run_forever()
+    assert out == ["second"]
+    assert loop.remove_writer(r) and loop.remove_reader(r)
+    r.close()
+    w.close()
+
+
+def test_add_reader_bad_fds(loop):
+    with pytest.raises(ValueError):
+        loop.add_reader(-1, print)
+    with pytest.raises(ValueError):
+        loop.add_reader(object(), print)
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(OSError):
+        loop.add_reader(r, print)
+    with open(__file__) as f:  # epoll refuses regular files, as with asyncio
+        with pytest.raises(PermissionError):
+            loop.add_reader(f, print)
+
+
+def test_remove_reader_then_close_fd_then_reuse(loop):
+    for _ in range(3):
+        r, w = socket.socketpair()
+        loop.add_reader(r, print)
+        assert loop.remove_reader(r)
+        r.close()
+        w.close()
+    loop.run_until_complete(asyncio.sleep(0))
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_signal_handler(loop):
+    got = []
+    loop.add_signal_handler(signal.SIGUSR1, lambda *a: (got.append(a), loop.stop()), "arg")
+    loop.call_later(0.01, os.kill, os.getpid(), signal.SIGUSR1)
+    loop.run_forever()
+    assert got == [("arg",)]
+    assert loop.remove_signal_handler(signal.SIGUSR1)
+    assert not loop.remove_signal_handler(signal.SIGUSR1)
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_signal_handler_bad_input(loop):
+    async def coro():
+        pass
+
+    with pytest.raises(TypeError):
+        loop.add_signal_handler(signal.SIGUSR1, coro)
+    with pytest.raises(TypeError):
+        loop.add_signal_handler("x", print)
+    with pytest.raises(ValueError):
+        loop.add_signal_handler(signal.NSIG + 1, print)
+    with pytest.raises(RuntimeError):
+        loop.add_signal_handler(signal.SIGKILL, print)
+    assert not loop._signal_handlers
+
+    errors = []
+
+    def other():
+        try:
+            loop.add_signal_handler(signal.SIGUSR2, print)
+        except RuntimeError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert errors
+
+
+def test_signal_interrupts_a_loop_blocked_in_libuv():
+    """Ctrl-C (SIGINT, default handler) must stop a loop that waits in libuv at once."""
+    code = (
+        "import uvcffi, os, signal, threading, time\n"
+        "loop = uvcffi.new_event_loop()\n"
+        "threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "t = time.monotonic()\n"
+        "try:\n"
+        "    loop.run_forever()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', round(time.monotonic() - t, 1))\n"
+        "loop.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.startswith("interrupted"), out.stderr
+    assert float(out.stdout.split()[1]) < 5
+
+
+def test_close_releases_handles_and_fds(loop):
+    before = len(os.listdir("/proc/self/fd"))
+    loops = [uvcffi.new_event_loop() for _ in range(5)]
+    socks = []
+    for lp in loops:
+        r, w = socket.socketpair()
+        socks += [r, w]
+        lp.add_reader(r, print)
+    for lp in loops:
+        lp.close()
+    for s in socks:
+        s.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_unclosed_loop_warns():
+    lp = uvcffi.new_event_loop()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        del lp
+        gc.collect()
+    assert any(issubclass(x.category, ResourceWarning) for x in w)
+
+
+def test_uvcffi_run_and_loop_factory():
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    assert uvcffi.run(main()) is uvcffi.Loop
+    if sys.version_info >= (3, 12):
+        assert asyncio.run(main(), loop_factory=uvcffi.new_event_loop) is uvcffi.Loop
+
+
+def test_policy_and_install():
+    old = asyncio.get_event_loop_policy()
+    try:
+        uvcffi.install()
+        lp = asyncio.new_event_loop()
+        assert isinstance(lp, uvcffi.Loop)
+        lp.close()
+    finally:
+        asyncio.set_event_loop_policy(old)
+
+
+def test_python_m_uvcffi(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "async def main():\n"
+        "    await asyncio.sleep(0.001)\n"
+        "    print(type(asyncio.get_running_loop()).__module__, sys.argv[1:], __name__)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "uvcffi", str(script), "a", "b"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["uvcffi._loop", "['a',", "'b']", "__main__"]
+
+
+@pytest.mark.asyncio
+async def test_pytest_asyncio_runs_on_uvcffi():
+    assert isinstance(asyncio.get_running_loop(), uvcffi.Loop)
+    await asyncio.sleep(0)

@@ -128,6 +128,7 @@ class Runner:
     def __init__(self, loops, workloads, settings, log=None):
         self.loops = list(loops)
         self.workloads = list(workloads)
+        self.workloads_all = list(workloads)  # for the report, even if some get skipped
         self.s = settings
         self.results = Results()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

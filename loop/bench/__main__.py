@@ -1,0 +1,110 @@
+"""python -m uvcffi.bench: uvcffi, asyncio and uvloop side by side.
+
+    python -m uvcffi.bench [--quick] [--json FILE] [--plot FILE]
+                           [--loops uvcffi,asyncio,uvloop] [--only WORKLOAD ...]
+
+Runs on the interpreter it is started with (CPython or PyPy); every server and
+worker process uses that same interpreter.  See runner.py for the order of
+runs and report.py for how figures are summarized.
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+from . import loops as loops_mod
+from . import report
+from .loadgen import CLIENT_CPU
+from .runner import WORKLOADS, Runner, Settings, select
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="python -m uvcffi.bench",
+        description="Benchmark uvcffi against asyncio and uvloop, interleaved, on this interpreter.")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 repetitions of short runs (under ~3 minutes) instead of 5")
+    ap.add_argument("--json", metavar="FILE", help="write all figures as JSON")
+    ap.add_argument("--plot", metavar="FILE",
+                    help="write a bar chart normalized to asyncio (.svg; .png needs matplotlib)")
+    ap.add_argument("--loops", default=None,
+                    help="comma-separated loops (default: uvcffi,asyncio and uvloop if installed)")
+    ap.add_argument("--only", nargs="+", metavar="WORKLOAD",
+                    help="workloads to run: names, globs (tcp-*-1k) or prefixes (tcp, sched)")
+    ap.add_argument("--repeat", type=int, default=None, help="repetitions (default 5, --quick 2)")
+    ap.add_argument("--list", action="store_true", help="list the workloads and exit")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for w in WORKLOADS:
+            print("%-28s %s" % (w.name, w.doc))
+        return 0
+    if args.loops:
+        names = [n.strip() for n in args.loops.split(",") if n.strip()]
+        bad = [n for n in names if n not in loops_mod.ALL]
+        if bad:
+            print("unknown loop(s): %s (known: %s)" % (", ".join(bad), ", ".join(loops_mod.ALL)),
+                  file=sys.stderr)
+            return 2
+    else:
+        names = loops_mod.default_loops()
+        if "uvloop" not in names:
+            print("uvloop is not importable on %s %s: comparing %s only"
+                  % (platform.python_implementation(), platform.python_version(), ", ".join(names)),
+                  file=sys.stderr)
+    # The baseline goes first so that the table reads "asyncio, then the others".
+    if loops_mod.BASELINE in names:
+        names.remove(loops_mod.BASELINE)
+        names.insert(0, loops_mod.BASELINE)
+    workloads = select(args.only)
+    if not workloads:
+        print("no workload matches %s; see --list" % " ".join(args.only), file=sys.stderr)
+        return 2
+    settings = Settings(quick=args.quick, reps=args.repeat)
+
+    # The orchestrator only waits on pipes; keep it off the server's CPU.
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > CLIENT_CPU:
+        try:
+            os.sched_setaffinity(0, {CLIENT_CPU})
+        except OSError:
+            pass
+
+    print("uvcffi.bench on %s %s: loops %s; %d workloads x %d repetitions%s"
+          % (platform.python_implementation(), platform.python_version(), ", ".join(names),
+             len(workloads), settings.reps, " (quick)" if args.quick else ""), file=sys.stderr)
+    runner = Runner(names, workloads, settings)
+    started = report.now()
+    t0 = time.monotonic()
+    interrupted = False
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: reporting what was measured", file=sys.stderr)
+    elapsed = time.monotonic() - t0
+    summary = report.summarize(runner)
+    title = "uvcffi.bench, %s %s, %s" % (platform.python_implementation(),
+                                         platform.python_version(), started)
+    print()
+    print(title)
+    notes = list(runner.notes)
+    notes.append("server CPU 0, C load generator CPU 1, %d connections, %s s windows, "
+                 "%d repetitions, medians (min-max); total %.0f s"
+                 % (settings.conns, settings.secs, settings.reps, elapsed))
+    print(report.table(summary, notes))
+    if args.json:
+        report.write_json(args.json, report.to_json(summary, runner, started, report.now()))
+        print("json: %s" % args.json, file=sys.stderr)
+    if args.plot:
+        path = report.write_plot(args.plot, summary, names, title)
+        print("plot: %s" % path, file=sys.stderr)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

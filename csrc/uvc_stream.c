@@ -1,0 +1,231 @@
+/* uvcffi stream handles: see uvc_stream.h. */
+#include "uvc_stream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    uvc_base_t base;
+    union {
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } u;
+} uvc_stream_t;
+
+/* A queued write owns a copy of the bytes that did not go out at once. */
+typedef struct {
+    uv_write_t req;
+    size_t len;
+    char data[];
+} uvc_write_req_t;
+
+static uv_stream_t *stream_of(uvc_loop_t *L, int slot) {
+    uvc_base_t *b = uvc_slot_get(L, slot);
+    if (b == NULL)
+        return NULL;
+    uv_handle_type t = b->handle->type;
+    if (t != UV_TCP && t != UV_NAMED_PIPE && t != UV_TTY)
+        return NULL;
+    return (uv_stream_t *)b->handle;
+}
+
+static int stream_new(uvc_loop_t *L, int is_tcp, int ipc) {
+    uvc_stream_t *h = uvc_handle_alloc(L, sizeof *h, offsetof(uvc_stream_t, u));
+    if (h == NULL)
+        return UV_ENOMEM;
+    int r = is_tcp ? uv_tcp_init(&L->uv, &h->u.tcp) : uv_pipe_init(&L->uv, &h->u.pipe, ipc);
+    if (r < 0) {
+        uvc_handle_discard(h);
+        return r;
+    }
+    h->u.stream.data = h;
+    return h->base.slot;
+}
+
+int uvc_tcp_new(uvc_loop_t *L) { return stream_new(L, 1, 0); }
+int uvc_pipe_new(uvc_loop_t *L, int ipc) { return stream_new(L, 0, ipc); }
+
+int uvc_stream_open(uvc_loop_t *L, int slot, int fd) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    if (s->type == UV_TCP)
+        return uv_tcp_open((uv_tcp_t *)s, fd);
+    return uv_pipe_open((uv_pipe_t *)s, fd);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    uvc_base_t *b = s->data;
+    uvc_loop_t *L = b->loop;
+    if (nread > 0) {
+        /* alloc_cb handed out the arena from arena_used on: claim what was filled. */
+        uvc_emit(L, UVC_EV_READ, b->slot, buf->base - L->arena, nread, 0);
+        L->arena_used += (size_t)nread;
+    } else if (nread == UV_EOF) {
+        uvc_emit(L, UVC_EV_EOF, b->slot, 0, 0, 0);
+    } else if (nread < 0 && nread != UV_ENOBUFS) {
+        uvc_emit(L, UVC_EV_READ_ERROR, b->slot, nread, 0, 0);
+    }
+    /* 0 (EAGAIN) and UV_ENOBUFS (arena full: read again next iteration) are not events. */
+}
+
+int uvc_read_start(uvc_loop_t *L, int slot) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    return uv_read_start(s, uvc_arena_alloc_cb, read_cb);
+}
+
+int uvc_read_stop(uvc_loop_t *L, int slot) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    return uv_read_stop(s);
+}
+
+static void write_cb(uv_write_t *req, int status) {
+    uvc_write_req_t *w = (uvc_write_req_t *)req;
+    uvc_base_t *b = req->handle->data;
+    uvc_emit(b->loop, UVC_EV_WRITE_DONE, b->slot, status, (int64_t)w->len, 0);
+    free(w);
+}
+
+int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    size_t done = 0;
+    if (s->write_queue_size == 0) {
+        uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)len);
+        int r = uv_try_write(s, &buf, 1);
+        if (r >= 0) {
+            done = (size_t)r;
+            if (done == len)
+                return (int64_t)len;
+        } else if (r != UV_EAGAIN) {
+            return r;
+        }
+    }
+    size_t rest = len - done;
+    uvc_write_req_t *w = malloc(sizeof *w + rest);
+    if (w == NULL)
+        return UV_ENOMEM;
+    memcpy(w->data, data + done, rest);
+    w->len = rest;
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned int)rest);
+    int r = uv_write(&w->req, s, &buf, 1, write_cb);
+    if (r < 0) {
+        free(w);
+        return r;
+    }
+    return (int64_t)done;
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+    uvc_base_t *b = req->handle->data;
+    uvc_emit(b->loop, UVC_EV_SHUTDOWN, b->slot, status, 0, 0);
+    free(req);
+}
+
+int uvc_shutdown(uvc_loop_t *L, int slot) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    uv_shutdown_t *req = malloc(sizeof *req);
+    if (req == NULL)
+        return UV_ENOMEM;
+    int r = uv_shutdown(req, s, shutdown_cb);
+    if (r < 0)
+        free(req);
+    return r;
+}
+
+size_t uvc_write_queue_size(uvc_loop_t *L, int slot) {
+    uv_stream_t *s = stream_of(L, slot);
+    return s == NULL ? 0 : s->write_queue_size;
+}
+
+static void connection_cb(uv_stream_t *server, int status) {
+    uvc_base_t *b = server->data;
+    uvc_loop_t *L = b->loop;
+    if (status < 0) {
+        uvc_emit(L, UVC_EV_ACCEPT, b->slot, status, -1, 0);
+        return;
+    }
+    int slot = stream_new(L, server->type == UV_TCP, 0);
+    if (slot < 0) {
+        uvc_emit(L, UVC_EV_ACCEPT, b->slot, slot, -1, 0);
+        return;
+    }
+    uv_stream_t *client = stream_of(L, slot);
+    int r = uv_accept(server, client);
+    if (r < 0) {
+        /* Python never hears of this slot: its CLOSED event finds no owner. */
+        uv_close((uv_handle_t *)client, uvc_close_cb);
+        uvc_emit(L, UVC_EV_ACCEPT, b->slot, r, -1, 0);
+        return;
+    }
+    uvc_emit(L, UVC_EV_ACCEPT, b->slot, 0, slot, 0);
+}
+
+int uvc_listen(uvc_loop_t *L, int slot, int backlog) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    return uv_listen(s, backlog, connection_cb);
+}
+
+static void connect_cb(uv_connect_t *req, int status) {
+    uvc_base_t *b = req->handle->data;
+    uvc_emit(b->loop, UVC_EV_CONNECT, b->slot, status, 0, 0);
+    free(req);
+}
+
+int uvc_tcp_connect(uvc_loop_t *L, int slot, const char *ip, int port, unsigned int flowinfo,
+                    unsigned int scope_id) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL || s->type != UV_TCP)
+        return UV_EBADF;
+    struct sockaddr_storage addr;
+    int r;
+    if (strchr(ip, ':') != NULL) {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
+        r = uv_ip6_addr(ip, port, a6);
+        if (r == 0) {
+            a6->sin6_flowinfo = htonl(flowinfo);
+            if (scope_id)
+                a6->sin6_scope_id = scope_id;
+        }
+    } else {
+        r = uv_ip4_addr(ip, port, (struct sockaddr_in *)&addr);
+    }
+    if (r < 0)
+        return r;
+    uv_connect_t *req = malloc(sizeof *req);
+    if (req == NULL)
+        return UV_ENOMEM;
+    r = uv_tcp_connect(req, (uv_tcp_t *)s, (const struct sockaddr *)&addr, connect_cb);
+    if (r < 0)
+        free(req);
+    return r;
+}
+
+int uvc_pipe_connect(uvc_loop_t *L, int slot, const char *path) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL || s->type != UV_NAMED_PIPE)
+        return UV_EBADF;
+    uv_connect_t *req = malloc(sizeof *req);
+    if (req == NULL)
+        return UV_ENOMEM;
+    /* Errors (even a bad path) arrive through connect_cb, as UVC_EV_CONNECT. */
+    uv_pipe_connect(req, (uv_pipe_t *)s, path, connect_cb);
+    return 0;
+}
+
+int uvc_tcp_nodelay(uvc_loop_t *L, int slot, int enable) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL || s->type != UV_TCP)
+        return UV_EBADF;
+    return uv_tcp_nodelay((uv_tcp_t *)s, enable);
+}

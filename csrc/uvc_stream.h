@@ -1,0 +1,44 @@
+/* uvcffi stream handles: TCP (uv_tcp_t) and pipes / Unix sockets (uv_pipe_t).
+ *
+ * These primitives work on any stream slot and are shared by the socket transports
+ * (transports/stream.py) and the pipe transports (transports/pipe.py).
+ *
+ * Events (see uvc_core.h): UVC_EV_READ (data in the arena), UVC_EV_EOF, UVC_EV_READ_ERROR,
+ * UVC_EV_WRITE_DONE (a = status, b = bytes that request had queued), UVC_EV_SHUTDOWN,
+ * UVC_EV_CONNECT, UVC_EV_ACCEPT.
+ */
+#ifndef UVC_STREAM_H
+#define UVC_STREAM_H
+
+#include "uvc_core.h"
+
+/* cffi-begin */
+int uvc_tcp_new(uvc_loop_t *L);
+int uvc_pipe_new(uvc_loop_t *L, int ipc);
+/* Adopt an open fd (socket, pipe, FIFO, character device) into a stream slot. */
+int uvc_stream_open(uvc_loop_t *L, int slot, int fd);
+
+int uvc_read_start(uvc_loop_t *L, int slot);
+int uvc_read_stop(uvc_loop_t *L, int slot);
+
+/* Write now what the fd takes (uv_try_write) and queue only the unsent tail, copied into
+ * C-owned memory.  Returns the bytes written at once (>= 0; the other len - n bytes
+ * complete with one UVC_EV_WRITE_DONE whose b is len - n) or a negative uv error. */
+int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len);
+/* Half-close after the queued writes: UVC_EV_SHUTDOWN follows. */
+int uvc_shutdown(uvc_loop_t *L, int slot);
+/* Bytes queued in libuv for this stream (uv_stream_t.write_queue_size). */
+size_t uvc_write_queue_size(uvc_loop_t *L, int slot);
+
+/* Listen on a bound TCP or pipe slot.  Each connection is accepted in C into a new slot of
+ * the same kind: UVC_EV_ACCEPT with a = status and b = the new slot (-1 on error). */
+int uvc_listen(uvc_loop_t *L, int slot, int backlog);
+/* Connect an (opened or fresh) TCP slot: UVC_EV_CONNECT with a = status follows. */
+int uvc_tcp_connect(uvc_loop_t *L, int slot, const char *ip, int port, unsigned int flowinfo,
+                    unsigned int scope_id);
+/* Connect a pipe slot to a filesystem path: UVC_EV_CONNECT follows. */
+int uvc_pipe_connect(uvc_loop_t *L, int slot, const char *path);
+int uvc_tcp_nodelay(uvc_loop_t *L, int slot, int enable);
+/* cffi-end */
+
+#endif

@@ -1,0 +1,87 @@
+"""The C stream layer (csrc/uvc_stream.c) driven directly through slots, below any transport."""
+import errno
+import socket
+
+from uvcffi._uv import lib
+
+
+class Recorder:
+    def __init__(self):
+        self.data = []
+        self.events = []
+        self.closed = False
+
+    def _uv_read(self, data):
+        self.data.append(data)
+
+    def _uv_event(self, kind, a, b, c):
+        self.events.append((kind, a, b))
+
+    def _uv_closed(self):
+        self.closed = True
+
+
+def run_until(loop, cond, limit=2000):
+    for _ in range(limit):
+        if cond():
+            return
+        loop._run_once()
+    raise AssertionError("condition not met")
+
+
+def test_listen_accept_connect_write_read_shutdown(loop):
+    srv_sock = socket.socket()
+    srv_sock.bind(("127.0.0.1", 0))
+    port = srv_sock.getsockname()[1]
+    uv = loop._uv
+    server, client = Recorder(), Recorder()
+    s_slot = lib.uvc_tcp_new(uv)
+    loop._slot_register(s_slot, server)
+    assert lib.uvc_stream_open(uv, s_slot, srv_sock.detach()) == 0
+    assert lib.uvc_listen(uv, s_slot, 16) == 0
+
+    c_slot = lib.uvc_tcp_new(uv)
+    loop._slot_register(c_slot, client)
+    assert lib.uvc_tcp_connect(uv, c_slot, b"127.0.0.1", port, 0, 0) == 0
+    run_until(loop, lambda: client.events and server.events)
+    assert client.events[0] == (lib.UVC_EV_CONNECT, 0, 0)
+    kind, status, a_slot = server.events[0]
+    assert (kind, status) == (lib.UVC_EV_ACCEPT, 0) and a_slot >= 0
+    accepted = Recorder()
+    loop._slot_register(a_slot, accepted)
+    assert lib.uvc_read_start(uv, a_slot) == 0
+
+    payload = bytes(range(256)) * 4096  # 1 MiB: more than the socket takes at once
+    sent = lib.uvc_write(uv, c_slot, payload, len(payload))
+    assert 0 <= sent <= len(payload)
+    assert lib.uvc_shutdown(uv, c_slot) == 0
+    run_until(loop, lambda: (lib.UVC_EV_EOF, 0, 0) in accepted.events, limit=100000)
+    assert b"".join(accepted.data) == payload
+    if sent < len(payload):
+        assert (lib.UVC_EV_WRITE_DONE, 0, len(payload) - sent) in client.events
+    assert (lib.UVC_EV_SHUTDOWN, 0, 0) in client.events
+
+    for slot in (c_slot, a_slot, s_slot):
+        lib.uvc_close(uv, slot)
+    run_until(loop, lambda: client.closed and accepted.closed and server.closed)
+    assert lib.uvc_active_slots(uv) == 0
+
+
+def test_connect_refused_and_bad_slot(loop):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there now
+    uv = loop._uv
+    rec = Recorder()
+    slot = lib.uvc_tcp_new(uv)
+    loop._slot_register(slot, rec)
+    assert lib.uvc_tcp_connect(uv, slot, b"127.0.0.1", port, 0, 0) == 0
+    run_until(loop, lambda: rec.events)
+    kind, status, _ = rec.events[0]
+    assert kind == lib.UVC_EV_CONNECT and -status == errno.ECONNREFUSED
+    assert lib.uvc_tcp_connect(uv, slot, b"not an ip", 1, 0, 0) < 0
+    assert lib.uvc_write(uv, 99999, b"x", 1) < 0
+    assert lib.uvc_read_start(uv, -1) < 0
+    lib.uvc_close(uv, slot)
+    run_until(loop, lambda: rec.closed)

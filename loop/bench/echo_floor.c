@@ -13,7 +13,8 @@
  * harness drives both alike:
  *   prints "READY <port|path>" once listening;
  *   stdin "start" -> snapshot getrusage(RUSAGE_SELF);
- *   stdin "stop"  -> print "RUSAGE <utime> <stime> <wall>" (seconds since "start");
+ *   stdin "stop"  -> print "RUSAGE <utime> <stime> <wall> <nivcsw>" since "start"
+ *                    (nivcsw: involuntary context switches, i.e. CPU contention);
  *   stdin "rss"   -> print "RSS <bytes>";
  *   stdin "quit" or EOF -> exit.
  *
@@ -58,9 +59,10 @@ static void ctl_line(char *line) {
         struct timespec t1;
         getrusage(RUSAGE_SELF, &ru);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        printf("RUSAGE %.6f %.6f %.6f\n", tv(ru.ru_utime) - tv(g_ru0.ru_utime),
+        printf("RUSAGE %.6f %.6f %.6f %ld\n", tv(ru.ru_utime) - tv(g_ru0.ru_utime),
                tv(ru.ru_stime) - tv(g_ru0.ru_stime),
-               (t1.tv_sec - g_t0.tv_sec) + (t1.tv_nsec - g_t0.tv_nsec) / 1e9);
+               (t1.tv_sec - g_t0.tv_sec) + (t1.tv_nsec - g_t0.tv_nsec) / 1e9,
+               ru.ru_nivcsw - g_ru0.ru_nivcsw);
     } else if (!strncmp(line, "rss", 3)) {
         long pages = 0, res = 0;
         FILE *f = fopen("/proc/self/statm", "r");

@@ -58,6 +58,36 @@ def build(name):
     raise BuildError("no writable cache directory for the C programs: %s" % last)
 
 
+def cpu_times():
+    """{cpu index: (busy ticks, total ticks)} from /proc/stat, or {} elsewhere.
+
+    Sampled around every measurement window: the share of CPU 0 and CPU 1 that
+    went to *other* processes (this machine is shared) is the busy share minus
+    what the server and the client say they used themselves.
+    """
+    out = {}
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if not line.startswith("cpu") or line.startswith("cpu "):
+                    continue
+                parts = line.split()
+                vals = [int(x) for x in parts[1:9]]
+                idle = vals[3] + vals[4]  # idle + iowait
+                out[int(parts[0][3:])] = (sum(vals) - idle, sum(vals))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _busy_share(t0, t1, cpu):
+    if cpu not in t0 or cpu not in t1:
+        return None
+    busy = t1[cpu][0] - t0[cpu][0]
+    total = t1[cpu][1] - t0[cpu][1]
+    return busy / float(total) if total > 0 else None
+
+
 def start_floor(transport, addr=None):
     """Start the C echo floor server; returns (child, "port-or-path")."""
     argv = [build("echo_floor"), "-t", transport]
@@ -92,10 +122,12 @@ def pingpong(transport, addr, size, conns, warm, secs, server):
         if what == "error":
             raise ChildError(rest)
         server.send("start")
+        ticks0 = cpu_times()
         what, rest = step("stop", secs + 25)
         if what == "error":
             raise ChildError(rest)
         server.send("stop")
+        ticks1 = cpu_times()
         what, rest = step("result", 10)
         if what == "error":
             raise ChildError(rest)
@@ -104,24 +136,39 @@ def pingpong(transport, addr, size, conns, warm, secs, server):
             _, ru = server.expect("RUSAGE", 10)
         except ChildError as e:
             raise ChildError("server: %s" % e)
-    ut, st, wall = (float(x) for x in ru.split()[:3])
+    fields = ru.split()
+    ut, st, wall = (float(x) for x in fields[:3])
+    preempt = float(fields[3]) if len(fields) > 3 else 0.0
     rt, csecs = res["rt"], res["secs"]
     if rt <= 0:
         raise ChildError("no round trip completed in %.1f s (server stalled)" % csecs)
     # Per-round-trip CPU from rates: the two windows are the same length but
     # a few ms apart, so rate x client-time-per-round-trip is the exact form.
     per_rt = csecs / rt / wall if wall > 0 else 0.0
-    return {
+    server_busy = (ut + st) / wall if wall > 0 else 0.0
+    fig = {
         "rps": rt / csecs,
         "p50_us": res["p50_us"],
         "p99_us": res["p99_us"],
         "cpu_us": (ut + st) * per_rt * 1e6,
         "user_us": ut * per_rt * 1e6,
         "sys_us": st * per_rt * 1e6,
-        "server_busy": (ut + st) / wall if wall > 0 else 0.0,
+        "server_busy": server_busy,
         "client_busy": res["cpu"],
+        # Preemptions per second of each side: a busy neighbour on the same
+        # CPU shows up here long before it is visible in any other figure.
+        "server_preempt_s": preempt / wall if wall > 0 else 0.0,
+        "client_preempt_s": res.get("nivcsw", 0.0) / csecs if csecs > 0 else 0.0,
         "lost": res.get("lost", 0),
     }
+    # Ticks are 10 ms: over a 0.5 s window this is good to a few per cent,
+    # enough to tell "CPU 0 was shared with a test suite" from "it was not".
+    for cpu, own, key in ((SERVER_CPU, server_busy, "others_cpu0"),
+                          (CLIENT_CPU, res["cpu"], "others_cpu1")):
+        share = _busy_share(ticks0, ticks1, cpu)
+        if share is not None:
+            fig[key] = max(0.0, share - own)
+    return fig
 
 
 def idle_connections(addr, conns, timeout):

@@ -14,6 +14,8 @@ from .loops import BASELINE, FLOOR
 
 # When both sides use at least this share of their CPU, that side is the limit.
 BUSY = 0.85
+# Other processes using more than this share of our CPUs make a cell "noisy".
+NOISY = 0.10
 
 
 def _median(xs):
@@ -147,7 +149,13 @@ def table(summary, notes=()):
                 if "cpu_vs" in cell:
                     vs += " cpu %.2fx" % cell["cpu_vs"]
             note = []
-            if cell.get("bound") == "client":
+            others = max(m.get("others_cpu0", {}).get("median", 0.0),
+                         m.get("others_cpu1", {}).get("median", 0.0))
+            if others >= NOISY:
+                # Then "who saturated" says more about the neighbours than
+                # about the loop; CPU per op is still the figure to read.
+                note.append("noisy: other processes took %.0f%% of CPU 0/1" % (others * 100))
+            elif cell.get("bound") == "client":
                 note.append("client-bound")
             elif cell.get("bound") == "latency":
                 note.append("neither side saturated")
@@ -203,9 +211,19 @@ def _calibration(summary):
         cb = m["client_busy"]["median"]
         sb = m["server_busy"]["median"]
         ceiling = m["rps"]["median"]
-        verdict = ("client-limited: C floor server %.0f%% busy, client %.0f%%" % (sb * 100, cb * 100)
-                   if floor.get("bound") != "server" else
-                   "server-limited at the floor: the client drives more than any loop needs")
+        others = max(m.get("others_cpu0", {}).get("median", 0.0),
+                     m.get("others_cpu1", {}).get("median", 0.0))
+        if others >= NOISY:
+            verdict = ("unreliable: other processes took %.0f%% of CPU 0/1 during the floor runs"
+                       % (others * 100))
+        elif floor.get("bound") == "server":
+            verdict = "server-limited at the floor: the client drives more than any loop needs"
+        elif floor.get("bound") == "client":
+            verdict = ("client-limited: C floor server %.0f%% busy, client %.0f%%: loops near "
+                       "this rt/s are capped by the client" % (sb * 100, cb * 100))
+        else:
+            verdict = "neither side saturated (server %.0f%%, client %.0f%%): latency-bound" % (
+                sb * 100, cb * 100)
         near = [l for l, c in entry["loops"].items()
                 if l != FLOOR and c.get("ok") and c["metrics"]["rps"]["median"] >= 0.9 * ceiling]
         extra = ("; near the ceiling (compare CPU/rt instead): " + ", ".join(near)) if near else ""

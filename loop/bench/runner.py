@@ -84,10 +84,15 @@ def select(patterns):
     matches as a prefix, so "tcp" means every tcp-* workload)."""
     if not patterns:
         return list(WORKLOADS)
+    exact = set(w.name for w in WORKLOADS)
     chosen = []
     for w in WORKLOADS:
         for p in patterns:
-            if fnmatch.fnmatchcase(w.name, p) or w.name.startswith(p) or w.group == p:
+            if p in exact:
+                hit = w.name == p  # "sched-call_soon" is not also "..._threadsafe"
+            else:
+                hit = fnmatch.fnmatchcase(w.name, p) or w.name.startswith(p)
+            if hit:
                 chosen.append(w)
                 break
     return chosen

@@ -5,7 +5,8 @@
 Control protocol (stdin/stdout lines, the same as echo_floor.c's):
     -> "READY <port|path>" once listening, or "ERROR <reason>" and exit;
     <- "start": snapshot this process's own getrusage(RUSAGE_SELF) and clock;
-    <- "stop":  -> "RUSAGE <user s> <sys s> <wall s>" since "start";
+    <- "stop":  -> "RUSAGE <user s> <sys s> <wall s> <involuntary switches>"
+                   since "start";
     <- "rss":   -> "RSS <bytes>" (resident set, for memory per connection);
     <- "quit" or EOF: exit at once.
     -> "ERR <reason>" whenever the loop reports an error while serving.
@@ -156,8 +157,11 @@ def _control():
                 ru1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
                 if ru0 is None:
                     ru0, t0 = ru1, t1
-                emit("RUSAGE %.6f %.6f %.6f" % (ru1.ru_utime - ru0.ru_utime,
-                                                ru1.ru_stime - ru0.ru_stime, t1 - t0))
+                # nivcsw counts preemptions: other processes wanting CPU 0,
+                # which is how a noisy neighbour shows up in the figures.
+                emit("RUSAGE %.6f %.6f %.6f %d" % (ru1.ru_utime - ru0.ru_utime,
+                                                   ru1.ru_stime - ru0.ru_stime, t1 - t0,
+                                                   ru1.ru_nivcsw - ru0.ru_nivcsw))
             elif cmd == "rss":
                 emit("RSS %d" % _rss_bytes())
             elif cmd == "quit":

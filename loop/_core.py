@@ -6,6 +6,7 @@ object that owns its handle slot.  Timers live in a Python heap; the ready queue
 """
 import collections
 import concurrent.futures
+import contextvars
 import heapq
 import itertools
 import logging
@@ -24,7 +25,7 @@ from asyncio import coroutines as _coroutines  # noqa: F401  (iscoroutine lives 
 import asyncio
 
 from ._errors import check, uv_error
-from ._handles import Handle, TimerHandle, new_handle, new_timer_handle
+from ._handles import FAST_HANDLES, Handle, TimerHandle, _Handle, _TimerHandle, callback_error_context
 from ._uv import ffi, lib
 
 logger = logging.getLogger("asyncio")
@@ -35,10 +36,10 @@ EV_POLL = lib.UVC_EV_POLL
 EV_SIGNAL = lib.UVC_EV_SIGNAL
 WORDS = lib.UVC_EVENT_WORDS
 
-# As asyncio: compact the timer heap once more than half of at least 100 entries are
-# cancelled, so call_later+cancel churn does not grow it without bound.
-_MIN_SCHEDULED_TIMERS = 100
-_MIN_CANCELLED_FRACTION = 0.5
+# Compact the timer heap once more than half of it, and more than 50 entries, are
+# cancelled timers (asyncio's rule, also applied on cancel): call_later+cancel churn then
+# never grows the heap or the memory behind it.
+_COMPACT_MIN_CANCELLED = 50
 # libuv timeouts are int milliseconds; a day keeps the value far from overflow and the
 # loop wakes (harmlessly) at most once a day when it has nothing to do.
 _MAX_TIMEOUT_MS = 86_400_000
@@ -113,6 +114,14 @@ class _FdWatcher:
 class CoreLoop(asyncio.AbstractEventLoop):
     """The asyncio event loop on libuv, without the transport methods (see uvcffi.Loop)."""
 
+    # The attributes every callback touches are slots: an instance dict this large loses
+    # CPython's fast attribute path, which costs ~20 ns per access on the hottest lines.
+    # (The rest, and the transport mixins' attributes, live in the instance dict.)
+    __slots__ = (
+        "_careful", "_closed", "_debug", "_ready", "_timers", "_timer_seq",
+        "_timer_cancelled_count", "_polling", "_stopping", "_uv", "_slots", "_arena",
+    )
+
     def __init__(self):
         self._uv = lib.uvc_loop_new()
         if self._uv == ffi.NULL:
@@ -131,6 +140,9 @@ class CoreLoop(asyncio.AbstractEventLoop):
         # for a wake-up then (see _run_once for why this has no lost-wake-up race).
         self._polling = False
         self._debug = _debug_from_env()
+        # One flag for the scheduling fast path: True when closed, in debug mode, or when
+        # this Python's Handle cannot be filled directly.
+        self._careful = self._debug or not FAST_HANDLES
         self.slow_callback_duration = 0.1
         self._current_handle = None
         self._exception_handler = None
@@ -195,20 +207,10 @@ class CoreLoop(asyncio.AbstractEventLoop):
         """One iteration: poll libuv (waiting for the next timer at most), dispatch its
         events, move due timers to the ready queue, run what was ready when it started."""
         timers = self._timers
-        sched_count = len(timers)
-        if (
-            sched_count > _MIN_SCHEDULED_TIMERS
-            and self._timer_cancelled_count / sched_count > _MIN_CANCELLED_FRACTION
+        if self._timer_cancelled_count > _COMPACT_MIN_CANCELLED and (
+            self._timer_cancelled_count * 2 > len(timers)
         ):
-            live = []
-            for entry in timers:
-                if entry[2]._cancelled:
-                    entry[2]._scheduled = False
-                else:
-                    live.append(entry)
-            heapq.heapify(live)
-            self._timers = timers = live
-            self._timer_cancelled_count = 0
+            self._compact_timers()
         else:
             while timers and timers[0][2]._cancelled:
                 self._timer_cancelled_count -= 1
@@ -248,22 +250,52 @@ class CoreLoop(asyncio.AbstractEventLoop):
                 else:
                     ready.append(handle)
 
-        ready = self._ready
-        ntodo = len(ready)
-        if self._debug:
-            self._run_ready_debug(ntodo)
-            return
-        popleft = ready.popleft
-        for _ in range(ntodo):
-            handle = popleft()
-            if not handle._cancelled:
-                handle._run()
+        ntodo = len(self._ready)
+        if ntodo:
+            if self._debug or not FAST_HANDLES:
+                self._run_ready_debug(ntodo)
+            else:
+                self._run_ready(ntodo)
+
+    def _compact_timers(self):
+        """Drop cancelled timers from the heap (in place: callers may hold the list)."""
+        timers = self._timers
+        live = []
+        for entry in timers:
+            if entry[2]._cancelled:
+                entry[2]._scheduled = False
+            else:
+                live.append(entry)
+        heapq.heapify(live)
+        timers[:] = live
+        self._timer_cancelled_count = 0
+
+    def _run_ready(self, ntodo):
+        """Run the first ``ntodo`` ready handles, as Handle._run() would, without its frame
+        per callback: the batch loop sits inside one try, re-entered after an error."""
+        popleft = self._ready.popleft
+        while ntodo:
+            try:
+                while ntodo:
+                    ntodo -= 1
+                    handle = popleft()
+                    if not handle._cancelled:
+                        handle._context.run(handle._callback, *handle._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self.call_exception_handler(callback_error_context(handle, exc))
+            handle = None  # no cycle through the traceback
 
     def _run_ready_debug(self, ntodo):
         popleft = self._ready.popleft
+        debug = self._debug
         for _ in range(ntodo):
             handle = popleft()
             if handle._cancelled:
+                continue
+            if not debug:
+                handle._run()
                 continue
             self._current_handle = handle
             t0 = time.monotonic()
@@ -403,6 +435,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
             self._signal_handlers.clear()
         self._sync_wakeup_fd(force_off=True)
         self._closed = True
+        self._careful = True
         self._ready.clear()
         for entry in self._timers:
             entry[2]._scheduled = False
@@ -443,14 +476,31 @@ class CoreLoop(asyncio.AbstractEventLoop):
     def call_soon(self, callback, *args, context=None):
         """Arrange for callback(*args) to be called soon, in FIFO order, in ``context``
         (the current context by default).  Returns an asyncio.Handle."""
-        if self._closed:
-            raise RuntimeError("Event loop is closed")
-        if self._debug:
+        if self._careful:
+            return self._call_soon_checked(callback, args, context, "call_soon")
+        if not callable(callback):
+            self._check_callback(callback, "call_soon")
+        # The slots of asyncio.Handle, filled here rather than in a chain of __init__ calls:
+        # every Future callback of the program comes through this line.
+        handle = _new_object(_Handle)
+        handle._context = _copy_context() if context is None else context
+        handle._loop = self
+        handle._callback = callback
+        handle._args = args
+        handle._cancelled = False
+        handle._repr = None
+        handle._source_traceback = None
+        self._ready.append(handle)
+        return handle
+
+    def _call_soon_checked(self, callback, args, context, method):
+        self._check_closed()
+        if self._debug and method != "call_soon_threadsafe":
             self._check_thread()
-            self._check_callback(callback, "call_soon")
-        elif not callable(callback):
-            self._check_callback(callback, "call_soon")
-        handle = new_handle(callback, args, self, context)
+        self._check_callback(callback, method)
+        handle = Handle(callback, args, self, context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
         self._ready.append(handle)
         return handle
 
@@ -459,26 +509,43 @@ class CoreLoop(asyncio.AbstractEventLoop):
         Returns an asyncio.TimerHandle that can be cancelled."""
         if delay is None:
             raise TypeError("delay must not be None")
-        return self.call_at(time.monotonic() + delay, callback, *args, context=context)
+        return self._call_at(time.monotonic() + delay, callback, args, context, "call_later")
 
     def call_at(self, when, callback, *args, context=None):
         """Like call_later(), with an absolute time on the loop's clock (loop.time())."""
         if when is None:
             raise TypeError("when cannot be None")
-        if self._closed:
-            raise RuntimeError("Event loop is closed")
-        if self._debug:
-            self._check_thread()
-            self._check_callback(callback, "call_at")
-        elif not callable(callback):
-            self._check_callback(callback, "call_at")
-        timer = new_timer_handle(when, callback, args, self, context)
+        return self._call_at(when, callback, args, context, "call_at")
+
+    def _call_at(self, when, callback, args, context, method):
+        if self._careful:
+            self._check_closed()
+            if self._debug:
+                self._check_thread()
+            self._check_callback(callback, method)
+            timer = TimerHandle(when, callback, args, self, context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+        else:
+            if not callable(callback):
+                self._check_callback(callback, method)
+            timer = _new_object(_TimerHandle)
+            timer._context = _copy_context() if context is None else context
+            timer._loop = self
+            timer._callback = callback
+            timer._args = args
+            timer._cancelled = False
+            timer._repr = None
+            timer._source_traceback = None
+            timer._when = when
+        # (when, sequence) orders the heap in C, FIFO among equal deadlines.
         heapq.heappush(self._timers, (when, next(self._timer_seq), timer))
         timer._scheduled = True
         return timer
 
     def _timer_handle_cancelled(self, handle):
-        """Called by TimerHandle.cancel(): count it for the heap compaction."""
+        """Called by TimerHandle.cancel() (before it marks itself cancelled): count it for
+        the heap compaction."""
         if handle._scheduled:
             self._timer_cancelled_count += 1
 
@@ -486,10 +553,20 @@ class CoreLoop(asyncio.AbstractEventLoop):
         """Like call_soon(), but safe to call from any thread: wakes the loop if it waits."""
         if self._closed:
             raise RuntimeError("Event loop is closed")
-        if self._debug or not callable(callback):
-            self._check_callback(callback, "call_soon_threadsafe")
-        handle = new_handle(callback, args, self, context)
-        self._ready.append(handle)
+        if self._careful:
+            handle = self._call_soon_checked(callback, args, context, "call_soon_threadsafe")
+        else:
+            if not callable(callback):
+                self._check_callback(callback, "call_soon_threadsafe")
+            handle = _new_object(_Handle)
+            handle._context = _copy_context() if context is None else context
+            handle._loop = self
+            handle._callback = callback
+            handle._args = args
+            handle._cancelled = False
+            handle._repr = None
+            handle._source_traceback = None
+            self._ready.append(handle)
         if self._polling:
             lib.uvc_wakeup(self._uv)
         return handle
@@ -644,6 +721,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
     def set_debug(self, enabled):
         """Turn debug mode on or off (slow-callback warnings, thread checks, origins)."""
         self._debug = bool(enabled)
+        self._careful = self._closed or self._debug or not FAST_HANDLES
         if self.is_running():
             self.call_soon_threadsafe(self._set_coroutine_origin_tracking, self._debug)
 
@@ -910,6 +988,10 @@ class CoreLoop(asyncio.AbstractEventLoop):
         """Make the loop usable in a forked child (libuv re-creates its epoll set)."""
         if not self._closed:
             lib.uvc_loop_fork(self._uv)
+
+
+_new_object = object.__new__
+_copy_context = contextvars.copy_context
 
 
 def _set_result_unless_done(fut, result):

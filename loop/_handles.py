@@ -1,9 +1,11 @@
 """asyncio's Handle and TimerHandle, made cheaply.
 
 call_soon and call_later are the hottest loop methods (every Future callback goes through
-call_soon).  asyncio.Handle.__init__ asks the loop for its debug flag on every call; these
-subclasses fill the same slots directly when the loop is not in debug mode, and stay
-asyncio.Handle / asyncio.TimerHandle instances for every user and library.
+call_soon).  asyncio.Handle.__init__ asks the loop for its debug flag on every call; the
+loop instead fills the same slots directly when it is not in debug mode (see
+CoreLoop.call_soon), making instances of these subclasses, which stay asyncio.Handle /
+asyncio.TimerHandle for every user and library.  FAST_HANDLES says whether this Python's
+Handle has the slots that fast path knows; if not, the loop builds handles the regular way.
 """
 import contextvars
 from asyncio import events
@@ -32,48 +34,28 @@ class _TimerHandle(TimerHandle):
             TimerHandle.cancel(self)
             return
         self._cancelled = True
-        if self._scheduled:
-            loop._timer_cancelled_count += 1
         self._callback = None
         self._args = None
+        if self._scheduled:
+            loop._timer_cancelled_count += 1
+            # Compact now rather than at the next iteration: a burst of call_later+cancel
+            # (timeouts that did not fire) then never piles up in the heap.
+            if loop._timer_cancelled_count > 50 and loop._timer_cancelled_count * 2 > len(loop._timers):
+                loop._compact_timers()
 
 
-def _slow_new_handle(callback, args, loop, context):
-    return Handle(callback, args, loop, context)
+def callback_error_context(handle, exc):
+    """The exception-handler context Handle._run() would build for ``exc``."""
+    try:
+        from asyncio.format_helpers import _format_callback_source
 
-
-def _slow_new_timer_handle(when, callback, args, loop, context):
-    return TimerHandle(when, callback, args, loop, context)
-
-
-def _fast_new_handle(callback, args, loop, context, _new=object.__new__, _cls=_Handle):
-    if loop._debug:
-        return Handle(callback, args, loop, context)
-    h = _new(_cls)
-    h._context = _copy_context() if context is None else context
-    h._loop = loop
-    h._callback = callback
-    h._args = args
-    h._cancelled = False
-    h._repr = None
-    h._source_traceback = None
-    return h
-
-
-def _fast_new_timer_handle(when, callback, args, loop, context, _new=object.__new__, _cls=_TimerHandle):
-    if loop._debug:
-        return TimerHandle(when, callback, args, loop, context)
-    h = _new(_cls)
-    h._context = _copy_context() if context is None else context
-    h._loop = loop
-    h._callback = callback
-    h._args = args
-    h._cancelled = False
-    h._repr = None
-    h._source_traceback = None
-    h._when = when
-    h._scheduled = False
-    return h
+        cb = _format_callback_source(handle._callback, handle._args)
+    except Exception:  # a Python without that helper, or a broken repr
+        cb = object.__repr__(handle._callback)
+    context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    return context
 
 
 def _layout_is_known():
@@ -85,9 +67,4 @@ def _layout_is_known():
     return slots == _HANDLE_SLOTS and timer_slots == {"_scheduled", "_when"}
 
 
-if _layout_is_known():
-    new_handle = _fast_new_handle
-    new_timer_handle = _fast_new_timer_handle
-else:  # a Python whose Handle has other fields: build it the regular way
-    new_handle = _slow_new_handle
-    new_timer_handle = _slow_new_timer_handle
+FAST_HANDLES = _layout_is_known()

@@ -11,6 +11,7 @@ runs and report.py for how figures are summarized.
 import argparse
 import os
 import platform
+import signal
 import sys
 import time
 
@@ -36,6 +37,10 @@ def parse_args(argv):
     ap.add_argument("--repeat", type=int, default=None, help="repetitions (default 5, --quick 2)")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     return ap.parse_args(argv)
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None):
@@ -77,6 +82,9 @@ def main(argv=None):
     print("uvcffi.bench on %s %s: loops %s; %d workloads x %d repetitions%s"
           % (platform.python_implementation(), platform.python_version(), ", ".join(names),
              len(workloads), settings.reps, " (quick)" if args.quick else ""), file=sys.stderr)
+    # SIGTERM takes the same way out as Ctrl-C, through the finally blocks
+    # that end every child process this run started.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     runner = Runner(names, workloads, settings)
     started = report.now()
     t0 = time.monotonic()

@@ -122,7 +122,7 @@ def _mm(metric):
 def table(summary, notes=()):
     """The human-readable table, one row per (workload, loop)."""
     head = ("workload", "loop", "result  median (min-max)", "p50/p99 us",
-            "CPU us/op usr+sys", "vs asyncio", "note")
+            "CPU us/op usr+sys", "x asyncio", "CPU x asyncio", "note")
     rows = []
     for name, entry in summary.items():
         w = entry["meta"]
@@ -131,7 +131,7 @@ def table(summary, notes=()):
             wl = name if first else ""
             first = False
             if not cell.get("ok"):
-                rows.append((wl, loop, "n/a (%s)" % cell["reason"], "", "", "", ""))
+                rows.append((wl, loop, "n/a (%s)" % cell["reason"], "", "", "", "", ""))
                 continue
             m = cell["metrics"]
             unit = cell.get("unit", w.unit)
@@ -143,11 +143,8 @@ def table(summary, notes=()):
             if "cpu_us" in m:
                 cpu = "%s (%s+%s)" % (si(m["cpu_us"]["median"]), si(m["user_us"]["median"]),
                                       si(m["sys_us"]["median"]))
-            vs = ""
-            if "vs" in cell:
-                vs = "%.2fx" % cell["vs"]
-                if "cpu_vs" in cell:
-                    vs += " cpu %.2fx" % cell["cpu_vs"]
+            vs = ("%.2fx" % cell["vs"]) if "vs" in cell else ""
+            cvs = ("%.2fx" % cell["cpu_vs"]) if "cpu_vs" in cell else ""
             note = []
             others = max(m.get("others_cpu0", {}).get("median", 0.0),
                          m.get("others_cpu1", {}).get("median", 0.0))
@@ -163,7 +160,7 @@ def table(summary, notes=()):
                 note.append("%d run(s) failed: %s" % (cell["failed"], cell["reason"]))
             if m.get("lost", {}).get("median"):
                 note.append("%d datagrams resent" % m["lost"]["median"])
-            rows.append((wl, loop, result, lat, cpu, vs, "; ".join(note)))
+            rows.append((wl, loop, result, lat, cpu, vs, cvs, "; ".join(note)))
     widths = [len(h) for h in head]
     for r in rows:
         for i, c in enumerate(r[:-1]):

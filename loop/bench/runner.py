@@ -220,13 +220,24 @@ class Runner:
         for loop in order + ([FLOOR] if floor_wls else []):
             todo = floor_wls if loop == FLOOR else wls
             server = None
+            start_failed = None
             for w in todo:
                 key = w.name if loop != FLOOR else self._floor_key(w)
+                if start_failed:
+                    # The server could not even start: don't pay its start-up
+                    # timeout again for every size.
+                    self.results.fail(key, loop, start_failed)
+                    continue
                 try:
                     if server is None or not server.alive():
                         if server is not None:
                             server.close()
-                        server, addr = self._start_server(loop, kind, transport)
+                        try:
+                            server, addr = self._start_server(loop, kind, transport)
+                        except ChildError as e:
+                            start_failed = "server did not start: %s" % e
+                            server = None
+                            raise ChildError(start_failed)
                     fig = loadgen.pingpong(transport, addr, w.size, self.s.conns,
                                            self.s.warm, self.s.secs, server)
                     self.results.add(key, loop, fig)
@@ -256,16 +267,20 @@ class Runner:
     # -- in-process benchmarks -------------------------------------------------
     def _worker(self, rep, loop, wls):
         remaining = [w.name for w in wls]
-        per_bench = 60 + self.s.micro_warm + self.s.micro_secs
+        # Generous against a slow machine, short against a loop that hangs:
+        # each hang costs this much once per repetition.
+        per_bench = 2 * (self.s.micro_warm + self.s.micro_secs) + 15
         while remaining:
             argv = python_module_argv("uvcffi.bench.micro", "--loop", loop,
                                       "--secs", self.s.micro_secs, "--warm", self.s.micro_warm,
                                       "--cpu", loadgen.SERVER_CPU, *remaining)
             child = Child(argv, cpu=loadgen.SERVER_CPU, name="%s worker" % loop)
             current = None
+            first = True
             try:
                 while remaining:
-                    _, rest = child.expect("RESULT", per_bench)
+                    _, rest = child.expect("RESULT", per_bench + (self.s.start_timeout if first else 0))
+                    first = False
                     obj = json.loads(rest)
                     if obj.get("started"):
                         current = obj["name"]

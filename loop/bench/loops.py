@@ -48,4 +48,12 @@ def describe(exc):
     text = text[0] if text else ""
     name = type(exc).__name__
     out = "%s: %s" % (name, text) if text else name
+    if not text:
+        # A bare NotImplementedError says nothing; the function that raised
+        # it (AbstractEventLoop.sock_accept, ...) says what is missing.
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:
+            out += " in %s()" % tb.tb_frame.f_code.co_name
     return out if len(out) <= 160 else out[:157] + "..."

@@ -69,6 +69,14 @@ class EchoDatagram(asyncio.DatagramProtocol):
         self.transport.sendto(data, addr)
 
 
+def _report(exc):
+    # Handler coroutines are tasks nobody awaits: without this their
+    # exception (say NotImplementedError from a loop method that does not
+    # exist yet) would surface only at garbage collection, and the cell would
+    # read "server stalled" instead of naming the cause.
+    emit("ERR " + describe(exc))
+
+
 async def _stream_echo(reader, writer):
     try:
         while True:
@@ -79,6 +87,8 @@ async def _stream_echo(reader, writer):
             await writer.drain()
     except ConnectionError:
         pass
+    except Exception as e:
+        _report(e)
     finally:
         writer.close()
 
@@ -92,16 +102,22 @@ async def _sock_echo(loop, sock):
             await loop.sock_sendall(sock, data)
     except ConnectionError:
         pass
+    except Exception as e:
+        _report(e)
     finally:
         sock.close()
 
 
 async def _sock_accept_loop(loop, lsock):
-    while True:
-        conn, _ = await loop.sock_accept(lsock)
-        conn.setblocking(False)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        loop.create_task(_sock_echo(loop, conn))
+    try:
+        while True:
+            conn, _ = await loop.sock_accept(lsock)
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            loop.create_task(_sock_echo(loop, conn))
+    except Exception as e:
+        _report(e)
+        raise
 
 
 async def start(loop, kind, path):
@@ -122,7 +138,13 @@ async def start(loop, kind, path):
         lsock.bind((host, 0))
         lsock.listen(BACKLOG)
         lsock.setblocking(False)
-        loop._bench_keep = loop.create_task(_sock_accept_loop(loop, lsock))
+        task = loop.create_task(_sock_accept_loop(loop, lsock))
+        # Let the accept loop reach its first await: a loop without
+        # sock_accept fails here, at start-up, with the real reason.
+        await asyncio.sleep(0)
+        if task.done() and task.exception() is not None:
+            raise task.exception()
+        start.keep = (task, lsock)
         return str(lsock.getsockname()[1])
     elif kind == "udp":
         transport, _ = await loop.create_datagram_endpoint(EchoDatagram, local_addr=(host, 0))

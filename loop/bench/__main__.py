@@ -102,8 +102,8 @@ def main(argv=None):
     print(title)
     notes = list(runner.notes)
     notes.append("server CPU 0, C load generator CPU 1, %d connections, %s s windows, "
-                 "%d repetitions, medians (min-max); total %.0f s"
-                 % (settings.conns, settings.secs, settings.reps, elapsed))
+                 "%d repetitions, medians (min-max); %d noisy measurements retaken; total %.0f s"
+                 % (settings.conns, settings.secs, settings.reps, runner.retries, elapsed))
     print(report.table(summary, notes))
     if args.json:
         report.write_json(args.json, report.to_json(summary, runner, started, report.now()))

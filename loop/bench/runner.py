@@ -109,6 +109,11 @@ class Settings:
         self.conns = conns
         self.mem_conns = mem_conns
         self.start_timeout = 60.0              # PyPy on a busy box starts slowly
+        # A measurement during which other processes took a good share of our
+        # CPUs is taken again (the least disturbed attempt is kept), but only
+        # while the run is ahead of the pace that finishes within `budget`.
+        self.noisy_retries = 1 if quick else 2
+        self.budget = 150.0 if quick else 1050.0
 
     def to_json(self):
         return dict(self.__dict__)
@@ -140,6 +145,10 @@ class Runner:
         self.tmp = tempfile.mkdtemp(prefix="uvcffi-bench-")
         self.notes = []
         self._floor_done = set()
+        self._t0 = time.monotonic()
+        self._done_est = 0.0   # estimated seconds of the plan done so far
+        self._plan_est = 1.0   # estimated seconds of the whole plan
+        self.retries = 0
 
     # -- the plan -------------------------------------------------------------
     def groups(self):
@@ -149,9 +158,35 @@ class Runner:
                 seen.append(w.group)
         return [(g, [w for w in self.workloads if w.group == g]) for g in seen]
 
+    # -- pacing -----------------------------------------------------------------
+    def _cost(self, family):
+        """Rough seconds one measurement of `family` takes, for pacing only."""
+        if family == "net":
+            return self.s.warm + self.s.secs + 0.3
+        if family == "worker":
+            return self.s.micro_warm + self.s.micro_secs + 0.2
+        return 4.0
+
+    def _plan(self):
+        est = 0.0
+        floors = set()
+        for _, wls in self.groups():
+            for w in wls:
+                est += self._cost(w.family) * len(self.loops)
+                if w.family == "net" and (w.transport, w.size) not in floors:
+                    floors.add((w.transport, w.size))
+                    est += self._cost("net")
+        return max(1.0, est * self.s.reps)
+
+    def _may_retry(self):
+        """True while the run is ahead of the pace that ends within budget."""
+        elapsed = time.monotonic() - self._t0
+        return elapsed < self.s.budget * min(1.0, self._done_est / self._plan_est)
+
     def run(self):
         try:
             self._preflight()
+            self._plan_est = self._plan()
             for rep in range(self.s.reps):
                 r = rep % len(self.loops)
                 order = self.loops[r:] + self.loops[:r]
@@ -238,8 +273,7 @@ class Runner:
                             start_failed = "server did not start: %s" % e
                             server = None
                             raise ChildError(start_failed)
-                    fig = loadgen.pingpong(transport, addr, w.size, self.s.conns,
-                                           self.s.warm, self.s.secs, server)
+                    fig = self._pingpong(transport, addr, w, server)
                     self.results.add(key, loop, fig)
                     self.log("  [%d/%d] %-22s %-8s %9s rt/s  p99 %7.0f us  cpu %6.2f us/rt"
                              % (rep + 1, self.s.reps, w.name, loop, _si(fig["rps"]),
@@ -255,10 +289,25 @@ class Runner:
                         server.close()
                         server = None
                 finally:
+                    self._done_est += self._cost("net")
                     if loop == FLOOR:
                         self._floor_done.add((rep, transport, w.size))
             if server is not None:
                 server.close()
+
+    def _pingpong(self, transport, addr, w, server):
+        best = None
+        for attempt in range(1 + self.s.noisy_retries):
+            if attempt:
+                self.retries += 1
+            fig = loadgen.pingpong(transport, addr, w.size, self.s.conns,
+                                   self.s.warm, self.s.secs, server)
+            fig["attempts"] = attempt + 1
+            if best is None or noise(fig) < noise(best):
+                best = fig
+            if noise(best) < RETRY_NOISE or not self._may_retry():
+                break
+        return best
 
     @staticmethod
     def _floor_key(w):
@@ -266,7 +315,33 @@ class Runner:
 
     # -- in-process benchmarks -------------------------------------------------
     def _worker(self, rep, loop, wls):
-        remaining = [w.name for w in wls]
+        got = self._run_worker(loop, [w.name for w in wls])
+        self._done_est += self._cost("worker") * len(wls)
+        for _ in range(self.s.noisy_retries):
+            again = [n for n, r in got.items()
+                     if "error" not in r and noise(r) >= RETRY_NOISE]
+            if not again or not self._may_retry():
+                break
+            self.retries += len(again)
+            for name, r in self._run_worker(loop, again).items():
+                if "error" not in r and noise(r) < noise(got[name]):
+                    got[name] = r
+        for w in wls:
+            r = got[w.name]
+            if "error" in r:
+                self.results.fail(w.name, loop, r["error"])
+                self.log("  [%d/%d] %-26s %-8s n/a (%s)" % (rep + 1, self.s.reps, w.name, loop, r["error"]))
+            else:
+                self.results.add(w.name, loop, r)
+                self.log("  [%d/%d] %-26s %-8s %9s %s" % (rep + 1, self.s.reps, w.name, loop,
+                                                          _si(r["value"]), r["unit"]))
+
+    def _run_worker(self, loop, names):
+        """{name: figures or {"error": reason}} for each of `names`, run in
+        worker processes of `loop`; a hung or crashed benchmark costs only
+        itself (the worker is restarted on the ones after it)."""
+        out = {}
+        remaining = list(names)
         # Generous against a slow machine, short against a loop that hangs:
         # each hang costs this much once per repetition.
         per_bench = 2 * (self.s.micro_warm + self.s.micro_secs) + 15
@@ -286,24 +361,18 @@ class Runner:
                         current = obj["name"]
                         continue
                     name = obj.pop("name")
-                    if "error" in obj:
-                        self.results.fail(name, loop, obj["error"])
-                        self.log("  [%d/%d] %-26s %-8s n/a (%s)" % (rep + 1, self.s.reps, name, loop, obj["error"]))
-                    else:
-                        self.results.add(name, loop, obj)
-                        self.log("  [%d/%d] %-26s %-8s %9s %s" % (rep + 1, self.s.reps, name, loop,
-                                                                  _si(obj["value"]), obj["unit"]))
+                    out[name] = obj
                     if name in remaining:
                         remaining.remove(name)
                     current = None
             except ChildError as e:
                 victims = [current] if current else list(remaining)
                 for name in victims:
-                    self.results.fail(name, loop, str(e))
-                    self.log("  [%d/%d] %-26s %-8s n/a (%s)" % (rep + 1, self.s.reps, name, loop, e))
+                    out[name] = {"error": str(e)}
                     remaining.remove(name)
             finally:
                 child.close()
+        return out
 
     # -- memory per idle connection ----------------------------------------------
     def _mem(self, rep, loop, w):
@@ -318,6 +387,7 @@ class Runner:
                 self.log("  " + reason)
             return
         server = lg = None
+        self._done_est += self._cost("mem")
         try:
             server, addr = self._start_server(loop, w.kind, w.transport)
             server.send("rss")
@@ -342,6 +412,15 @@ class Runner:
                 lg.close()
             if server is not None:
                 server.close()
+
+
+# Share of CPU 0 or 1 taken by other processes above which a measurement is
+# taken again (when the run is ahead of its time budget).
+RETRY_NOISE = 0.15
+
+
+def noise(fig):
+    return max(fig.get("others_cpu0", 0.0), fig.get("others_cpu1", 0.0))
 
 
 def _si(x):

@@ -82,7 +82,7 @@ class Child:
             chunk = os.read(fd, 65536)
             if not chunk:
                 self.proc.poll()
-                raise ChildError(self._death())
+                raise ChildError(self.death())
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode(errors="replace").rstrip("\r")
@@ -123,7 +123,8 @@ class Child:
         # The last line of a traceback names the exception: the useful part.
         return (lines[-1] if lines else "")[-limit:]
 
-    def _death(self):
+    def death(self):
+        """How the child ended, with its last stderr line."""
         rc = self.proc.returncode
         tail = self.stderr_tail()
         what = "exited with %s" % rc if rc is not None else "closed its output"

@@ -381,7 +381,10 @@ static int run_idle(void) {
     conn_t *cs = calloc((size_t)g_conns, sizeof *cs);
     uint64_t t_begin = now_ns();
     uint64_t deadline = t_begin + (uint64_t)(g_timeout * 1e9);
-    int next = 0, inflight = 0, done = 0;
+    int next = 0, inflight = 0, done = 0, done_before = 0;
+    /* A server that accepts but never answers would otherwise cost the whole
+     * -T timeout: give up after 10 s without a single new connection done. */
+    uint64_t last_progress = t_begin;
     struct epoll_event evs[256];
     const char *fail = NULL;
     int fail_errno = 0;
@@ -405,7 +408,12 @@ static int run_idle(void) {
             inflight++;
         }
         if (fail) break;
-        if (now_ns() >= deadline) {
+        uint64_t t = now_ns();
+        if (done != done_before) {
+            done_before = done;
+            last_progress = t;
+        }
+        if (t >= deadline || t - last_progress > 10000000000ull) {
             fail = "timeout";
             break;
         }

@@ -283,9 +283,7 @@ class Runner:
                              % (rep + 1, self.s.reps, w.name, loop, _si(fig["rps"]),
                                 fig["p99_us"], fig["cpu_us"]))
                 except ChildError as e:
-                    reason = str(e)
-                    if server is not None and server.notes:
-                        reason = "%s; server: %s" % (reason, server.notes[0])
+                    reason = self._why(e, server)
                     self.results.fail(key, loop, reason)
                     self.log("  [%d/%d] %-22s %-8s n/a (%s)" % (rep + 1, self.s.reps, w.name, loop, reason))
                     # A failed run may leave the server wedged: fresh one next time.
@@ -312,6 +310,19 @@ class Runner:
             if noise(best) < RETRY_NOISE or not self._may_retry():
                 break
         return best
+
+    @staticmethod
+    def _why(exc, server):
+        """The reason for an n/a cell: what the client saw, plus what the
+        server said (an error its loop reported) or how it died."""
+        reason = str(exc)
+        if server is not None:
+            if server.notes:
+                reason = "%s; server: %s" % (reason, server.notes[0])
+            elif not server.alive() and server.name not in reason:
+                time.sleep(0.1)  # let it finish writing its last stderr line
+                reason = "%s; %s" % (reason, server.death())
+        return reason
 
     @staticmethod
     def _floor_key(w):
@@ -406,9 +417,7 @@ class Runner:
             self.log("  [%d/%d] %-22s %-8s %6.2f KiB/conn (10k connected in %.2f s)"
                      % (rep + 1, self.s.reps, w.name, loop, fig["kib_per_conn"], secs))
         except ChildError as e:
-            reason = str(e)
-            if server is not None and server.notes:
-                reason = "%s; server: %s" % (reason, server.notes[0])
+            reason = self._why(e, server)
             self.results.fail(w.name, loop, reason)
             self.log("  [%d/%d] %-22s %-8s n/a (%s)" % (rep + 1, self.s.reps, w.name, loop, reason))
         finally:

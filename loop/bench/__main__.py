@@ -35,6 +35,8 @@ def parse_args(argv):
     ap.add_argument("--only", nargs="+", metavar="WORKLOAD",
                     help="workloads to run: names, globs (tcp-*-1k) or prefixes (tcp, sched)")
     ap.add_argument("--repeat", type=int, default=None, help="repetitions (default 5, --quick 2)")
+    ap.add_argument("--conns", type=int, default=10,
+                    help="connections of the ping-pong load generator (default 10)")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     return ap.parse_args(argv)
 
@@ -70,7 +72,10 @@ def main(argv=None):
     if not workloads:
         print("no workload matches %s; see --list" % " ".join(args.only), file=sys.stderr)
         return 2
-    settings = Settings(quick=args.quick, reps=args.repeat)
+    if args.conns < 1 or (args.repeat is not None and args.repeat < 1):
+        print("--conns and --repeat must be at least 1", file=sys.stderr)
+        return 2
+    settings = Settings(quick=args.quick, reps=args.repeat, conns=args.conns)
 
     # The orchestrator only waits on pipes; keep it off the server's CPU.
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > CLIENT_CPU:
@@ -100,6 +105,7 @@ def main(argv=None):
                                          platform.python_version(), started)
     print()
     print(title)
+    print("versions: " + ", ".join("%s %s" % kv for kv in report.versions(names).items()))
     notes = list(runner.notes)
     notes.append("server CPU 0, C load generator CPU 1, %d connections, %s s windows, "
                  "%d repetitions, medians (min-max); %d noisy measurements retaken; total %.0f s"

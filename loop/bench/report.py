@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 
 from .loops import BASELINE, FLOOR
@@ -233,6 +234,35 @@ def _calibration(summary):
 
 # -- JSON ----------------------------------------------------------------------
 
+def versions(loops):
+    """Installed versions of the loops compared, and uvcffi's git commit when
+    it runs from a work tree: a figure is only as good as knowing what ran."""
+    out = {}
+    try:
+        from importlib.metadata import version, PackageNotFoundError
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return out
+    for name in loops:
+        if name == "asyncio":
+            continue
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+        except Exception:
+            pass
+    if "uvcffi" in loops:
+        here = os.path.dirname(os.path.abspath(__file__))
+        try:
+            r = subprocess.run(["git", "-C", here, "describe", "--always", "--dirty"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5)
+            if r.returncode == 0 and r.stdout.strip():
+                out["uvcffi"] = "%s (git %s)" % (out.get("uvcffi", "?"), r.stdout.decode().strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return out
+
+
 def to_json(summary, runner, started, finished):
     data = {
         "meta": {
@@ -243,6 +273,8 @@ def to_json(summary, runner, started, finished):
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "loops": list(runner.loops),
+            "versions": versions(runner.loops),
+            "retries": runner.retries,
             "baseline": BASELINE,
             "settings": runner.s.to_json(),
             "notes": list(runner.notes),

@@ -103,20 +103,21 @@ def main(argv=None):
     summary = report.summarize(runner)
     title = "uvcffi.bench, %s %s, %s" % (platform.python_implementation(),
                                          platform.python_version(), started)
-    print()
-    print(title)
-    print("versions: " + ", ".join("%s %s" % kv for kv in report.versions(names).items()))
-    notes = list(runner.notes)
-    notes.append("server CPU 0, C load generator CPU 1, %d connections, %s s windows, "
-                 "%d repetitions, medians (min-max); %d noisy measurements retaken; total %.0f s"
-                 % (settings.conns, settings.secs, settings.reps, runner.retries, elapsed))
-    print(report.table(summary, notes))
+    # Files first: a closed stdout (| head) must not cost the JSON.
     if args.json:
         report.write_json(args.json, report.to_json(summary, runner, started, report.now()))
         print("json: %s" % args.json, file=sys.stderr)
     if args.plot:
         path = report.write_plot(args.plot, summary, names, title)
         print("plot: %s" % path, file=sys.stderr)
+    notes = list(runner.notes)
+    notes.append("server CPU 0, C load generator CPU 1, %d connections, %s s windows, "
+                 "%d repetitions, medians (min-max); %d noisy measurements retaken; total %.0f s"
+                 % (settings.conns, settings.secs, settings.reps, runner.retries, elapsed))
+    print()
+    print(title)
+    print("versions: " + ", ".join("%s %s" % kv for kv in report.versions(names).items()))
+    print(report.table(summary, notes))
     return 130 if interrupted else 0
 
 

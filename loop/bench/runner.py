@@ -282,7 +282,7 @@ class Runner:
                     self.log("  [%d/%d] %-22s %-8s %9s rt/s  p99 %7.0f us  cpu %6.2f us/rt"
                              % (rep + 1, self.s.reps, w.name, loop, _si(fig["rps"]),
                                 fig["p99_us"], fig["cpu_us"]))
-                except ChildError as e:
+                except Exception as e:  # a garbled line too: one cell, not the run
                     reason = self._why(e, server)
                     self.results.fail(key, loop, reason)
                     self.log("  [%d/%d] %-22s %-8s n/a (%s)" % (rep + 1, self.s.reps, w.name, loop, reason))
@@ -315,7 +315,7 @@ class Runner:
     def _why(exc, server):
         """The reason for an n/a cell: what the client saw, plus what the
         server said (an error its loop reported) or how it died."""
-        reason = str(exc)
+        reason = str(exc) if isinstance(exc, ChildError) else describe(exc)
         if server is not None:
             if server.notes:
                 reason = "%s; server: %s" % (reason, server.notes[0])
@@ -380,11 +380,13 @@ class Runner:
                     if name in remaining:
                         remaining.remove(name)
                     current = None
-            except ChildError as e:
+            except Exception as e:
+                why = str(e) if isinstance(e, ChildError) else describe(e)
                 victims = [current] if current else list(remaining)
                 for name in victims:
-                    out[name] = {"error": str(e)}
-                    remaining.remove(name)
+                    out[name] = {"error": why}
+                    if name in remaining:
+                        remaining.remove(name)
             finally:
                 child.close()
         return out
@@ -416,7 +418,7 @@ class Runner:
             self.results.add(w.name, loop, fig)
             self.log("  [%d/%d] %-22s %-8s %6.2f KiB/conn (10k connected in %.2f s)"
                      % (rep + 1, self.s.reps, w.name, loop, fig["kib_per_conn"], secs))
-        except ChildError as e:
+        except Exception as e:
             reason = self._why(e, server)
             self.results.fail(w.name, loop, reason)
             self.log("  [%d/%d] %-22s %-8s n/a (%s)" % (rep + 1, self.s.reps, w.name, loop, reason))

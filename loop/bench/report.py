@@ -310,6 +310,10 @@ def _esc(s):
             .replace('"', "&quot;"))
 
 
+FOOTNOTE = ("medians over the repetitions; network: server on CPU 0, C load generator on CPU 1; "
+            "CPU = the server's own user+sys time per operation; n/a = the loop raised or stalled")
+
+
 def svg(summary, loops, title):
     """A dependency-free SVG: two panels of horizontal bars per workload,
     throughput and CPU per operation, both as "x asyncio" with >1 better."""
@@ -320,7 +324,7 @@ def svg(summary, loops, title):
     names = [n for n, e in summary.items() if any(c.get("vs") for c in e["loops"].values())]
     bar, gap, label_w, panel_w, top = 11, 10, 210, 330, 70
     group_h = bar * len(loops) + gap
-    height = top + group_h * max(1, len(names)) + 40
+    height = top + group_h * max(1, len(names)) + 60
     width = label_w + 2 * panel_w + 60
 
     def vmax(key):
@@ -370,6 +374,7 @@ def svg(summary, loops, title):
                            '<title>%s %s: %.2fx</title></rect>'
                            % (x0, yy, w, bar - 1, colors[l], _esc(name), _esc(l), v))
                 out.append('<text x="%.1f" y="%d" font-size="9">%.2fx</text>' % (x0 + w + 3, yy + bar - 2, v))
+    out.append('<text x="10" y="%d" fill="#555" font-size="10">%s</text>' % (height - 10, _esc(FOOTNOTE)))
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

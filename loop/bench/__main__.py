@@ -117,7 +117,7 @@ def main(argv=None):
     print()
     print(title)
     print("versions: " + ", ".join("%s %s" % kv for kv in report.versions(names).items()))
-    print(report.table(summary, notes))
+    print(report.table(summary, notes, report.baseline(names)))
     return 130 if interrupted else 0
 
 

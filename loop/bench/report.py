@@ -27,6 +27,11 @@ def _median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
 
 
+def baseline(loops):
+    """asyncio when it is compared, else the first loop: ratios need one."""
+    return BASELINE if BASELINE in loops else (list(loops) or [BASELINE])[0]
+
+
 def summarize(runner):
     """{workload: {"meta": Workload, "loops": {loop: cell}}} in table order.
 
@@ -35,6 +40,7 @@ def summarize(runner):
     """
     res = runner.results
     loops = list(runner.loops)
+    base = baseline(loops)
     out = {}
     for w in runner.workloads_all:
         if w.name not in res.samples and w.name not in res.errors:
@@ -63,7 +69,7 @@ def summarize(runner):
             if w.family == "net":
                 cell["bound"] = _bound(metrics)
             cells[loop] = cell
-        _add_ratios(w, cells)
+        _add_ratios(w, cells, base)
         out[w.name] = {"meta": w, "loops": cells}
     return out
 
@@ -81,10 +87,10 @@ def _bound(m):
     return "latency"
 
 
-def _add_ratios(w, cells):
+def _add_ratios(w, cells, base_name):
     """"vs" = the loop's figure relative to asyncio's, >1 meaning better, for
     the primary figure and for CPU per operation alike."""
-    base = cells.get(BASELINE)
+    base = cells.get(base_name)
     if not base or not base.get("ok"):
         return
     bm = base["metrics"]
@@ -120,10 +126,10 @@ def _mm(metric):
     return "%s (%s-%s)" % (si(metric["median"]), si(metric["min"]), si(metric["max"]))
 
 
-def table(summary, notes=()):
+def table(summary, notes=(), base=BASELINE):
     """The human-readable table, one row per (workload, loop)."""
     head = ("workload", "loop", "result  median (min-max)", "p50/p99 us",
-            "CPU us/op usr+sys", "x asyncio", "CPU x asyncio", "note")
+            "CPU us/op usr+sys", "x " + base, "CPU x " + base, "note")
     rows = []
     for name, entry in summary.items():
         w = entry["meta"]
@@ -275,7 +281,7 @@ def to_json(summary, runner, started, finished):
             "loops": list(runner.loops),
             "versions": versions(runner.loops),
             "retries": runner.retries,
-            "baseline": BASELINE,
+            "baseline": baseline(runner.loops),
             "settings": runner.s.to_json(),
             "notes": list(runner.notes),
         },
@@ -316,7 +322,9 @@ FOOTNOTE = ("medians over the repetitions; network: server on CPU 0, C load gene
 
 def svg(summary, loops, title):
     """A dependency-free SVG: two panels of horizontal bars per workload,
-    throughput and CPU per operation, both as "x asyncio" with >1 better."""
+    throughput and CPU per operation, both relative to the baseline loop
+    (asyncio when compared) with >1 better."""
+    base = baseline(loops)
     loops = [l for l in loops]
     colors = dict(COLORS)
     for i, l in enumerate(l for l in loops if l not in colors):
@@ -342,8 +350,8 @@ def svg(summary, loops, title):
         out.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/>' % (x, colors[l]))
         out.append('<text x="%d" y="40">%s</text>' % (x + 16, _esc(l)))
         x += 30 + 7 * len(l)
-    panels = [("vs", "throughput vs asyncio (higher is better)"),
-              ("cpu_vs", "CPU per operation, asyncio / loop (higher is better)")]
+    panels = [("vs", "throughput vs %s (higher is better)" % base),
+              ("cpu_vs", "CPU per operation, %s / loop (higher is better)" % base)]
     for pi, (key, ptitle) in enumerate(panels):
         x0 = label_w + pi * (panel_w + 30)
         scale = (panel_w - 50) / vmax(key)
@@ -400,8 +408,9 @@ def _png(path, summary, loops, title):
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(names) * max(1, len(loops)) / 2 + 2),
                              sharey=True)
     h = 0.8 / max(1, len(loops))
-    for ax, key, t in ((axes[0], "vs", "throughput vs asyncio"),
-                       (axes[1], "cpu_vs", "CPU/op, asyncio / loop")):
+    base = baseline(loops)
+    for ax, key, t in ((axes[0], "vs", "throughput vs " + base),
+                       (axes[1], "cpu_vs", "CPU/op, %s / loop" % base)):
         for li, l in enumerate(loops):
             vals = [summary[n]["loops"].get(l, {}).get(key) or 0 for n in names]
             ax.barh([i + li * h for i in range(len(names))], vals, height=h, label=l,

@@ -17,7 +17,7 @@ import time
 
 from . import loops as loops_mod
 from . import report
-from .loadgen import CLIENT_CPU
+from .loadgen import CLIENT_CPU, SERVER_CPU
 from .runner import WORKLOADS, Runner, Settings, select
 
 
@@ -78,7 +78,7 @@ def main(argv=None):
     settings = Settings(quick=args.quick, reps=args.repeat, conns=args.conns)
 
     # The orchestrator only waits on pipes; keep it off the server's CPU.
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > CLIENT_CPU:
+    if hasattr(os, "sched_setaffinity") and CLIENT_CPU != SERVER_CPU:
         try:
             os.sched_setaffinity(0, {CLIENT_CPU})
         except OSError:
@@ -111,9 +111,10 @@ def main(argv=None):
         path = report.write_plot(args.plot, summary, names, title)
         print("plot: %s" % path, file=sys.stderr)
     notes = list(runner.notes)
-    notes.append("server CPU 0, C load generator CPU 1, %d connections, %s s windows, "
+    notes.append("server CPU %d, C load generator CPU %d, %d connections, %s s windows, "
                  "%d repetitions, medians (min-max); %d noisy measurements retaken; total %.0f s"
-                 % (settings.conns, settings.secs, settings.reps, runner.retries, elapsed))
+                 % (SERVER_CPU, CLIENT_CPU, settings.conns, settings.secs, settings.reps,
+                    runner.retries, elapsed))
     print()
     print(title)
     print("versions: " + ", ".join("%s %s" % kv for kv in report.versions(names).items()))

@@ -30,8 +30,7 @@ def pin(pid, cpu):
     if cpu is None or not hasattr(os, "sched_setaffinity"):
         return
     try:
-        if cpu in os.sched_getaffinity(0) or cpu < (os.cpu_count() or 1):
-            os.sched_setaffinity(pid, {cpu})
+        os.sched_setaffinity(pid, {cpu})
     except OSError:
         pass
 

@@ -15,9 +15,23 @@ from ._proc import Child, ChildError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# The load generator runs on CPU 1, every server on CPU 0 (see DESIGN.md "Measuring").
-SERVER_CPU = 0
-CLIENT_CPU = 1
+
+def _cpus():
+    """(server CPU, client CPU): the first two CPUs this process may use, so a
+    container restricted to, say, CPUs 2-3 still gets two distinct ones.
+    Only the orchestrator's values count (before it pins itself); children
+    are told theirs with --cpu."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = list(range(os.cpu_count() or 1))
+    if not allowed:
+        allowed = [0]
+    return allowed[0], allowed[1] if len(allowed) > 1 else allowed[0]
+
+
+# Every server on one CPU, the load generator on another (DESIGN.md "Measuring").
+SERVER_CPU, CLIENT_CPU = _cpus()
 
 
 class BuildError(Exception):
@@ -163,8 +177,12 @@ def pingpong(transport, addr, size, conns, warm, secs, server):
     }
     # Ticks are 10 ms: over a 0.5 s window this is good to a few per cent,
     # enough to tell "CPU 0 was shared with a test suite" from "it was not".
-    for cpu, own, key in ((SERVER_CPU, server_busy, "others_cpu0"),
-                          (CLIENT_CPU, res["cpu"], "others_cpu1")):
+    # ("others_cpu0" is the server's CPU, "others_cpu1" the client's.)
+    if SERVER_CPU == CLIENT_CPU:
+        sides = ((SERVER_CPU, server_busy + res["cpu"], "others_cpu0"),)
+    else:
+        sides = ((SERVER_CPU, server_busy, "others_cpu0"), (CLIENT_CPU, res["cpu"], "others_cpu1"))
+    for cpu, own, key in sides:
         share = _busy_share(ticks0, ticks1, cpu)
         if share is not None:
             fig[key] = max(0.0, share - own)

@@ -22,7 +22,7 @@ import threading
 import time
 
 from .loops import describe, new_loop
-from .loadgen import SERVER_CPU, _busy_share, cpu_times
+from .loadgen import _busy_share, cpu_times
 from . import subproc
 
 perf = time.perf_counter
@@ -171,7 +171,7 @@ def _cpu():
     return ru.ru_utime, ru.ru_stime
 
 
-def run_one(loop, name, secs, warm):
+def run_one(loop, name, secs, warm, cpu=None):
     fn, unit, scale = BENCHES[name]
     if warm > 0:
         # Warm-up matters most on PyPy, whose JIT needs the loop hot.
@@ -193,7 +193,7 @@ def run_one(loop, name, secs, warm):
         "user_us": (u1 - u0) / per * 1e6,
         "sys_us": (s1 - s0) / per * 1e6,
     }
-    share = _busy_share(t0, t1, SERVER_CPU)
+    share = _busy_share(t0, t1, cpu) if cpu is not None else None
     if share is not None and name.startswith("sched-"):
         # Only where the worker has no children: their CPU would count as "others".
         res["others_cpu0"] = max(0.0, share - (u1 - u0 + s1 - s0) / elapsed)
@@ -226,7 +226,7 @@ def main(argv=None):
     for name in args.benches:
         out({"name": name, "started": True})
         try:
-            res = run_one(loop, name, args.secs, args.warm)
+            res = run_one(loop, name, args.secs, args.warm, args.cpu)
             res["name"] = name
         except BaseException as e:
             res = {"name": name, "error": describe(e)}

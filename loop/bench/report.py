@@ -158,7 +158,7 @@ def table(summary, notes=(), base=BASELINE):
             if others >= NOISY:
                 # Then "who saturated" says more about the neighbours than
                 # about the loop; CPU per op is still the figure to read.
-                note.append("noisy: other processes took %.0f%% of CPU 0/1" % (others * 100))
+                note.append("noisy: other processes took %.0f%% of a CPU" % (others * 100))
             elif cell.get("bound") == "client":
                 note.append("client-bound")
             elif cell.get("bound") == "latency":
@@ -218,7 +218,7 @@ def _calibration(summary):
         others = max(m.get("others_cpu0", {}).get("median", 0.0),
                      m.get("others_cpu1", {}).get("median", 0.0))
         if others >= NOISY:
-            verdict = ("unreliable: other processes took %.0f%% of CPU 0/1 during the floor runs"
+            verdict = ("unreliable: other processes took %.0f%% of a CPU during the floor runs"
                        % (others * 100))
         elif floor.get("bound") == "server":
             verdict = "server-limited at the floor: the client drives more than any loop needs"
@@ -316,7 +316,7 @@ def _esc(s):
             .replace('"', "&quot;"))
 
 
-FOOTNOTE = ("medians over the repetitions; network: server on CPU 0, C load generator on CPU 1; "
+FOOTNOTE = ("medians over the repetitions; network: server and C load generator on CPUs of their own; "
             "CPU = the server's own user+sys time per operation; n/a = the loop raised or stalled")
 
 

@@ -227,7 +227,7 @@ class Runner:
                     for _ in range(self.s.reps):
                         self.results.fail(w.name, loop, reason)
             self.workloads = [w for w in self.workloads if w.family not in ("net", "mem")]
-        if (os.cpu_count() or 1) < 2:
+        if loadgen.SERVER_CPU == loadgen.CLIENT_CPU:
             self.notes.append("only one CPU: server and load generator share it; "
                               "CPU per round trip is still valid, rt/s is not")
 

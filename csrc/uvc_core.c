@@ -75,9 +75,10 @@ static void close_any(uv_handle_t *h, void *arg) {
     }
 }
 
-void uvc_loop_free(uvc_loop_t *L) {
-    if (L == NULL)
+void uvc_loop_close(uvc_loop_t *L) {
+    if (L == NULL || L->closed)
         return;
+    L->closed = 1;
     uv_walk(&L->uv, close_any, NULL);
     /* Run the close callbacks, and let requests still in libuv's thread pool finish. */
     L->nevents = 0;
@@ -87,12 +88,22 @@ void uvc_loop_free(uvc_loop_t *L) {
     if (L->signal_fds[0] >= 0) {
         close(L->signal_fds[0]);
         close(L->signal_fds[1]);
+        L->signal_fds[0] = L->signal_fds[1] = -1;
     }
     for (int i = 0; i < L->nslots; i++) {
-        /* Only handles that libuv never saw can still be here; free them. */
-        if (L->slots[i] != NULL)
+        /* Requests Python never collected (their memory is a slot): free them here. */
+        if (L->slots[i] != NULL) {
             free(L->slots[i]);
+            L->slots[i] = NULL;
+        }
     }
+    L->nevents = 0;
+}
+
+void uvc_loop_free(uvc_loop_t *L) {
+    if (L == NULL)
+        return;
+    uvc_loop_close(L);
     free(L->slots);
     free(L->free_slots);
     free(L->dead_slots);
@@ -102,6 +113,8 @@ void uvc_loop_free(uvc_loop_t *L) {
 }
 
 int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
+    if (L->closed)
+        return 0;
     /* Slots that died during the previous run become reusable only now, after Python has
      * seen their CLOSED events. */
     for (int i = 0; i < L->ndead; i++)
@@ -126,10 +139,13 @@ int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
 int64_t *uvc_events(uvc_loop_t *L) { return L->events; }
 char *uvc_arena(uvc_loop_t *L) { return L->arena; }
 size_t uvc_arena_size(uvc_loop_t *L) { return L->arena_size; }
-int uvc_wakeup(uvc_loop_t *L) { return uv_async_send(&L->async); }
+int uvc_wakeup(uvc_loop_t *L) {
+    /* libuv aborts on a send to a closed loop: a late call_soon_threadsafe must not. */
+    return L->closed ? UV_EBADF : uv_async_send(&L->async);
+}
 int uvc_signal_fd(uvc_loop_t *L) { return L->signal_fds[1]; }
-int uvc_backend_fd(uvc_loop_t *L) { return uv_backend_fd(&L->uv); }
-int uvc_loop_fork(uvc_loop_t *L) { return uv_loop_fork(&L->uv); }
+int uvc_backend_fd(uvc_loop_t *L) { return L->closed ? UV_EBADF : uv_backend_fd(&L->uv); }
+int uvc_loop_fork(uvc_loop_t *L) { return L->closed ? UV_EBADF : uv_loop_fork(&L->uv); }
 int uvc_active_slots(uvc_loop_t *L) { return L->active; }
 
 void uvc_emit(uvc_loop_t *L, int kind, int slot, int64_t a, int64_t b, int64_t c) {
@@ -205,6 +221,8 @@ static void slot_release(uvc_loop_t *L, int slot) {
 }
 
 void *uvc_handle_alloc(uvc_loop_t *L, size_t size, size_t handle_offset) {
+    if (L->closed)
+        return NULL;
     uvc_base_t *b = calloc(1, size);
     if (b == NULL)
         return NULL;
@@ -228,7 +246,7 @@ void uvc_handle_discard(void *h) {
 }
 
 uvc_base_t *uvc_slot_get(uvc_loop_t *L, int slot) {
-    if (slot < 0 || slot >= L->nslots)
+    if (L->closed || slot < 0 || slot >= L->nslots)
         return NULL;
     return L->slots[slot];
 }
@@ -286,6 +304,8 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
 }
 
 int uvc_poll_new(uvc_loop_t *L, int fd) {
+    if (L->closed)
+        return UV_EBADF;
     /* libuv aborts the process when epoll_ctl fails on an fd it was given, so refuse a
      * closed fd here, where it can still become an OSError. */
     if (fcntl(fd, F_GETFD) < 0)

@@ -50,7 +50,11 @@ enum {
 typedef struct uvc_loop_s uvc_loop_t;
 
 uvc_loop_t *uvc_loop_new(void);
-/* Close every handle, run their close callbacks, close the libuv loop and free it all. */
+/* Close every handle, run their close callbacks and close the libuv loop.  The struct
+ * stays valid (every call on it then fails with UV_EBADF, wake-ups are ignored) until
+ * uvc_loop_free, so a late call from another thread cannot touch freed memory. */
+void uvc_loop_close(uvc_loop_t *L);
+/* Free the struct (closing it first if needed). */
 void uvc_loop_free(uvc_loop_t *L);
 
 /* Run one libuv iteration.  timeout_ms < 0 blocks until an event, 0 only polls.
@@ -116,6 +120,7 @@ struct uvc_loop_s {
     int *dead_slots;              /* freed during this run; reusable from the next run */
     int ndead, dead_cap;
     int active;
+    int closed;
 };
 
 /* Allocate a zeroed handle struct of `size` bytes whose uv handle lives at `handle`

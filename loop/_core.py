@@ -95,17 +95,17 @@ class _FdWatcher:
         self.mask = 0
 
     def _uv_event(self, kind, status, events, c):
-        # On a poll error (such as EBADF) both callbacks run: their own read or write
-        # then meets the error, as they would with a selector reporting the fd ready.
-        ready = self.loop._ready
+        # The callbacks run now, with the other I/O callbacks of this iteration.  On a poll
+        # error (such as EBADF) both run: their own read or write then meets the error, as
+        # they would with a selector reporting the fd ready.
         if status < 0 or events & lib.UVC_READABLE:
             r = self.reader
             if r is not None and not r._cancelled:
-                ready.append(r)
+                r._run()
         if status < 0 or events & lib.UVC_WRITABLE:
             w = self.writer
             if w is not None and not w._cancelled:
-                ready.append(w)
+                w._run()
 
     def _uv_closed(self):
         pass
@@ -123,12 +123,18 @@ class CoreLoop(asyncio.AbstractEventLoop):
     )
 
     def __init__(self):
-        self._uv = lib.uvc_loop_new()
-        if self._uv == ffi.NULL:
+        uv = lib.uvc_loop_new()
+        if uv == ffi.NULL:
             raise MemoryError("uvcffi: cannot create the libuv loop")
+        # close() closes the libuv loop; the struct itself is freed with this object, so a
+        # late call from another thread (call_soon_threadsafe) finds a closed loop, not
+        # freed memory.
+        self._uv = ffi.gc(uv, lib.uvc_loop_free)
         self._arena = ffi.buffer(lib.uvc_arena(self._uv), lib.uvc_arena_size(self._uv))
         # slot -> the Python object that owns the handle (it gets the slot's events)
         self._slots = [None] * 64
+        # events a Ctrl-C interrupted the dispatch of (see _keep_undispatched)
+        self._backlog = []
         self._ready = collections.deque()
         self._timers = []  # heap of (when, seq, TimerHandle)
         self._timer_seq = itertools.count()
@@ -179,33 +185,90 @@ class CoreLoop(asyncio.AbstractEventLoop):
         if not self._closed:
             lib.uvc_close(self._uv, slot)
 
-    def _dispatch(self, n):
-        ev = ffi.unpack(lib.uvc_events(self._uv), n * WORDS)
+    def _dispatch(self, ev, end):
+        """Hand the events of the last libuv run (``ev[:end]``, WORDS per event) to the
+        owners of their slots."""
+        i = 0
         slots = self._slots
         arena = self._arena
-        for i in range(0, n * WORDS, WORDS):
-            kind = ev[i]
-            if kind == EV_READ:
-                off = ev[i + 2]
-                owner = slots[ev[i + 1]]
-                if owner is not None:
-                    owner._uv_read(arena[off:off + ev[i + 3]])
-            elif kind == EV_CLOSED:
-                slot = ev[i + 1]
-                owner = slots[slot]
-                slots[slot] = None
-                if owner is not None:
+        while i < end:
+            # One try around the batch (free in CPython 3.11+), re-entered after an error,
+            # so that one failing owner neither stops the loop nor loses later events.
+            try:
+                while i < end:
+                    kind = ev[i]
+                    slot = ev[i + 1]
+                    i += WORDS
+                    if kind == EV_READ:
+                        owner = slots[slot]
+                        if owner is not None:
+                            off = ev[i - 3]
+                            owner._uv_read(arena[off:off + ev[i - 2]])
+                    elif kind == EV_CLOSED:
+                        owner = slots[slot]
+                        slots[slot] = None
+                        if owner is not None:
+                            owner._uv_closed()
+                    elif kind == EV_SIGNAL:
+                        self._handle_signal(ev[i - 3])
+                    else:
+                        owner = slots[slot]
+                        if owner is not None:
+                            owner._uv_event(kind, ev[i - 3], ev[i - 2], ev[i - 1])
+            except (SystemExit, KeyboardInterrupt):
+                self._keep_undispatched(ev, i, end)
+                raise
+            except BaseException as exc:
+                self.call_exception_handler(
+                    {
+                        "message": f"Exception in {slots[ev[i - WORDS + 1]]!r} while "
+                        "handling a libuv event",
+                        "exception": exc,
+                    }
+                )
+
+    def _keep_undispatched(self, ev, i, end):
+        """Ctrl-C (or SystemExit) stopped a dispatch: keep the events not yet handed out,
+        with their data copied out of the arena the next run reuses, for the next run."""
+        backlog = self._backlog
+        arena = self._arena
+        for j in range(i, end, WORDS):
+            record = ev[j:j + WORDS]
+            if record[0] == EV_READ:
+                record.append(arena[record[2]:record[2] + record[3]])
+            backlog.append(record)
+
+    def _dispatch_backlog(self):
+        backlog, self._backlog = self._backlog, []
+        slots = self._slots
+        for n, record in enumerate(backlog):
+            kind, slot, a, b, c = record[:WORDS]
+            owner = slots[slot] if slot >= 0 else None
+            try:
+                if kind == EV_SIGNAL:
+                    self._handle_signal(a)
+                elif owner is None:
+                    continue
+                elif kind == EV_READ:
+                    owner._uv_read(record[WORDS])
+                elif kind == EV_CLOSED:
+                    slots[slot] = None
                     owner._uv_closed()
-            elif kind == EV_SIGNAL:
-                self._handle_signal(ev[i + 2])
-            else:
-                owner = slots[ev[i + 1]]
-                if owner is not None:
-                    owner._uv_event(kind, ev[i + 2], ev[i + 3], ev[i + 4])
+                else:
+                    owner._uv_event(kind, a, b, c)
+            except (SystemExit, KeyboardInterrupt):
+                self._backlog = backlog[n + 1:] + self._backlog
+                raise
+            except BaseException as exc:
+                self.call_exception_handler(
+                    {"message": f"Exception in {owner!r} while handling a libuv event", "exception": exc}
+                )
 
     def _run_once(self):
         """One iteration: poll libuv (waiting for the next timer at most), dispatch its
         events, move due timers to the ready queue, run what was ready when it started."""
+        if self._backlog:
+            self._dispatch_backlog()
         timers = self._timers
         if self._timer_cancelled_count > _COMPACT_MIN_CANCELLED and (
             self._timer_cancelled_count * 2 > len(timers)
@@ -232,12 +295,25 @@ class CoreLoop(asyncio.AbstractEventLoop):
             n = lib.uvc_run_once(self._uv, timeout)
         finally:
             self._polling = False
-        if n:
-            self._dispatch(n)
+
+        # asyncio's order within an iteration: the callbacks that were ready before the poll,
+        # then the I/O callbacks (run here directly, as libuv's events are dispatched), then
+        # the timers that are due.  Callbacks scheduled meanwhile run in the next iteration.
+        ev = ffi.unpack(lib.uvc_events(self._uv), n * WORDS) if n else None
+        ntodo = len(self._ready)
+        if ntodo:
+            try:
+                self._run_handles(self._ready.popleft, ntodo)
+            except BaseException:  # only SystemExit / KeyboardInterrupt get here
+                if ev is not None:
+                    self._keep_undispatched(ev, 0, n * WORDS)
+                raise
+        if ev is not None:
+            self._dispatch(ev, n * WORDS)
 
         if timers:
             now = time.monotonic()
-            ready = self._ready
+            due = []
             while timers:
                 entry = timers[0]
                 if entry[0] > now:
@@ -248,14 +324,9 @@ class CoreLoop(asyncio.AbstractEventLoop):
                 if handle._cancelled:
                     self._timer_cancelled_count -= 1
                 else:
-                    ready.append(handle)
-
-        ntodo = len(self._ready)
-        if ntodo:
-            if self._debug or not FAST_HANDLES:
-                self._run_ready_debug(ntodo)
-            else:
-                self._run_ready(ntodo)
+                    due.append(handle)
+            if due:
+                self._run_handles(iter(due).__next__, len(due))
 
     def _compact_timers(self):
         """Drop cancelled timers from the heap (in place: callers may hold the list)."""
@@ -270,15 +341,18 @@ class CoreLoop(asyncio.AbstractEventLoop):
         timers[:] = live
         self._timer_cancelled_count = 0
 
-    def _run_ready(self, ntodo):
-        """Run the first ``ntodo`` ready handles, as Handle._run() would, without its frame
-        per callback: the batch loop sits inside one try, re-entered after an error."""
-        popleft = self._ready.popleft
+    def _run_handles(self, next_handle, ntodo):
+        """Run ``ntodo`` handles taken with ``next_handle()``, as Handle._run() would but
+        without its frame per callback: the batch loop sits inside one try (free in CPython
+        3.11+), re-entered after an error."""
+        if self._careful:
+            self._run_handles_careful(next_handle, ntodo)
+            return
         while ntodo:
             try:
                 while ntodo:
                     ntodo -= 1
-                    handle = popleft()
+                    handle = next_handle()
                     if not handle._cancelled:
                         handle._context.run(handle._callback, *handle._args)
             except (SystemExit, KeyboardInterrupt):
@@ -287,11 +361,11 @@ class CoreLoop(asyncio.AbstractEventLoop):
                 self.call_exception_handler(callback_error_context(handle, exc))
             handle = None  # no cycle through the traceback
 
-    def _run_ready_debug(self, ntodo):
-        popleft = self._ready.popleft
+    def _run_handles_careful(self, next_handle, ntodo):
+        """The same in debug mode (slow-callback warnings) or with asyncio's own Handle._run."""
         debug = self._debug
         for _ in range(ntodo):
-            handle = popleft()
+            handle = next_handle()
             if handle._cancelled:
                 continue
             if not debug:
@@ -448,9 +522,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._release_uv()
 
     def _release_uv(self):
-        uv, self._uv = self._uv, ffi.NULL
-        if uv != ffi.NULL:
-            lib.uvc_loop_free(uv)
+        lib.uvc_loop_close(self._uv)
         self._fd_watchers.clear()
         self._slots = []
 

@@ -21,11 +21,17 @@ class Recorder:
         self.closed = True
 
 
+def run_once(loop):
+    """One loop iteration that waits 10 ms at most (a bare _run_once may block forever)."""
+    loop.call_later(0.01, lambda: None)
+    loop._run_once()
+
+
 def run_until(loop, cond, limit=2000):
     for _ in range(limit):
         if cond():
             return
-        loop._run_once()
+        run_once(loop)
     raise AssertionError("condition not met")
 
 
@@ -85,3 +91,88 @@ def test_connect_refused_and_bad_slot(loop):
     assert lib.uvc_read_start(uv, -1) < 0
     lib.uvc_close(uv, slot)
     run_until(loop, lambda: rec.closed)
+
+
+def _connected_pair(loop):
+    """Two connected TCP slots (client, accepted) with recorders, reading started."""
+    srv_sock = socket.socket()
+    srv_sock.bind(("127.0.0.1", 0))
+    port = srv_sock.getsockname()[1]
+    uv = loop._uv
+    server, client = Recorder(), Recorder()
+    s_slot = lib.uvc_tcp_new(uv)
+    loop._slot_register(s_slot, server)
+    lib.uvc_stream_open(uv, s_slot, srv_sock.detach())
+    lib.uvc_listen(uv, s_slot, 16)
+    c_slot = lib.uvc_tcp_new(uv)
+    loop._slot_register(c_slot, client)
+    lib.uvc_tcp_connect(uv, c_slot, b"127.0.0.1", port, 0, 0)
+    run_until(loop, lambda: client.events and server.events)
+    a_slot = server.events[0][2]
+    return (c_slot, client), a_slot, s_slot
+
+
+def test_failing_owner_does_not_stop_dispatch(loop, caplog):
+    (c_slot, client), a_slot, s_slot = _connected_pair(loop)
+    uv = loop._uv
+
+    class Exploding(Recorder):
+        def _uv_read(self, data):
+            raise RuntimeError("owner bug")
+
+    second = Recorder()
+    loop._slot_register(a_slot, Exploding())
+    lib.uvc_read_start(uv, a_slot)
+    # a second connection's read lands in the same batch as the failing one
+    (c2, _), a2, s2 = _connected_pair(loop)
+    loop._slot_register(a2, second)
+    lib.uvc_read_start(uv, a2)
+    lib.uvc_write(uv, c_slot, b"boom", 4)
+    lib.uvc_write(uv, c2, b"fine", 4)
+    run_until(loop, lambda: second.data)
+    assert second.data == [b"fine"]
+    assert "owner bug" in caplog.text
+
+
+def test_keyboard_interrupt_mid_dispatch_keeps_the_rest(loop):
+    (c_slot, client), a_slot, s_slot = _connected_pair(loop)
+    (c2, _), a2, s2 = _connected_pair(loop)
+    uv = loop._uv
+    interrupted = []
+
+    class Interrupting(Recorder):
+        def _uv_read(self, data):
+            if not interrupted:
+                interrupted.append(data)
+                raise KeyboardInterrupt
+            self.data.append(data)
+
+    first, second = Interrupting(), Recorder()
+    loop._slot_register(a_slot, first)
+    loop._slot_register(a2, second)
+    lib.uvc_read_start(uv, a_slot)
+    lib.uvc_read_start(uv, a2)
+    lib.uvc_write(uv, c_slot, b"one", 3)
+    lib.uvc_write(uv, c2, b"two", 3)
+    got_interrupt = False
+    for _ in range(1000):
+        try:
+            run_once(loop)
+        except KeyboardInterrupt:
+            got_interrupt = True
+        if second.data:
+            break
+    assert got_interrupt
+    assert second.data == [b"two"]  # delivered from the backlog, data intact
+
+
+def test_calls_after_close_fail_cleanly(loop):
+    (c_slot, client), a_slot, s_slot = _connected_pair(loop)
+    uv = loop._uv
+    loop.close()
+    assert lib.uvc_write(uv, c_slot, b"x", 1) < 0
+    assert lib.uvc_read_start(uv, a_slot) < 0
+    assert lib.uvc_close(uv, s_slot) < 0
+    assert lib.uvc_wakeup(uv) < 0
+    assert lib.uvc_poll_new(uv, 0) < 0
+    assert lib.uvc_tcp_new(uv) < 0

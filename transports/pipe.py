@@ -83,6 +83,16 @@ class _PipeTransportBase:
     def _call_soon(self, callback, *args):
         self._loop.call_soon(callback, *args, context=self._context)
 
+    def _schedule_connection_lost(self, exc):
+        if self._loop.is_closed():
+            # No callback can run any more (a transport closed from __del__ after its
+            # loop): just let go of the pipe.
+            if self._pipe is not None:
+                self._pipe.close()
+            self._pipe = None
+            return
+        self._call_soon(self._call_connection_lost, exc)
+
     def _state_words(self):
         return []
 
@@ -199,7 +209,7 @@ class ReadPipeTransport(_PipeTransportBase, asyncio.ReadTransport):
         self._closing = True
         self._release_slot()
         self._call_soon(self._protocol.eof_received)
-        self._call_soon(self._call_connection_lost, None)
+        self._schedule_connection_lost(None)
 
     # ---- public API
 
@@ -277,7 +287,7 @@ class ReadPipeTransport(_PipeTransportBase, asyncio.ReadTransport):
         self._held.clear()
         self._held_eof = False
         self._release_slot()
-        self._call_soon(self._call_connection_lost, exc)
+        self._schedule_connection_lost(exc)
 
 
 class WritePipeTransport(_PipeTransportBase, asyncio.WriteTransport):
@@ -470,7 +480,7 @@ class WritePipeTransport(_PipeTransportBase, asyncio.WriteTransport):
         if not self._buffer_size:
             self._unwatch_hangup()
             self._release_slot()
-            self._call_soon(self._call_connection_lost, None)
+            self._schedule_connection_lost(None)
 
     def close(self):
         """Close the transport after flushing the buffered data (as write_eof())."""
@@ -506,7 +516,7 @@ class WritePipeTransport(_PipeTransportBase, asyncio.WriteTransport):
         self._unwatch_hangup()
         self._release_slot()
         if not already:
-            self._call_soon(self._call_connection_lost, exc)
+            self._schedule_connection_lost(exc)
 
 
 class _HangupWatch:

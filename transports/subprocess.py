@@ -207,8 +207,9 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         if loop.get_debug():
             program = args if isinstance(args, (bytes, str)) else args[0]
             logger.debug("process %r created: pid %s", program, self._pid)
-        self._connect_pipes(parent_ends)
-        loop.call_soon(self._connected, waiter, context=self._context)
+        for fd in parent_ends:
+            self._pipes[fd] = None  # connected by _connect_pipes
+        loop.create_task(self._connect_pipes(parent_ends, waiter))
 
     # ---------------------------------------------------------------- starting
 
@@ -386,27 +387,27 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         except RuntimeError:
             pass  # the loop is closed
 
-    def _connect_pipes(self, parent_ends):
-        loop = self._loop
-        for fd, pipe in sorted(parent_ends.items()):
-            proto = _PipeProtocol(self, fd)
-            self._pipes[fd] = proto
-            if fd == 0:
-                WritePipeTransport(loop, pipe, proto)
-            else:
-                ReadPipeTransport(loop, pipe, proto)
-            # the pipe protocols' connection_made runs before _connected (call_soon order)
-
-    def _connected(self, waiter):
-        loop = self._loop
-        if loop is None:
-            return
-        loop.call_soon(self._protocol.connection_made, self, context=self._context)
-        for callback, args in self._pending_calls:
-            loop.call_soon(callback, *args, context=self._context)
-        self._pending_calls = None
-        if waiter is not None and not waiter.cancelled():
-            waiter.set_result(None)
+    async def _connect_pipes(self, files, waiter):
+        # Through the loop's public connect_*_pipe methods, as asyncio does: code that
+        # wraps those methods sees the child's pipes too.
+        try:
+            loop = self._loop
+            for fd, pipe in sorted(files.items()):
+                connect = loop.connect_write_pipe if fd == 0 else loop.connect_read_pipe
+                _, proto = await connect(lambda fd=fd: _PipeProtocol(self, fd), pipe)
+                self._pipes[fd] = proto
+            loop.call_soon(self._protocol.connection_made, self, context=self._context)
+            for callback, args in self._pending_calls:
+                loop.call_soon(callback, *args, context=self._context)
+            self._pending_calls = None
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if waiter is not None and not waiter.cancelled():
+                waiter.set_exception(exc)
+        else:
+            if waiter is not None and not waiter.cancelled():
+                waiter.set_result(None)
 
     # ---------------------------------------------------------------- events
 
@@ -457,7 +458,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
     def _try_finish(self):
         if self._returncode is None or self._finished:
             return
-        if all(p.disconnected for p in self._pipes.values()):
+        if all(p is not None and p.disconnected for p in self._pipes.values()):
             self._finished = True
             self._call(self._call_connection_lost, None)
 
@@ -560,7 +561,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             return
         self._closed = True
         for proto in self._pipes.values():
-            if proto.pipe is not None:
+            if proto is not None and proto.pipe is not None:
                 proto.pipe.close()
         if self._proc is not None and self._returncode is None and self._proc.poll() is None:
             if self._loop is not None and self._loop.get_debug():

@@ -58,21 +58,27 @@ class _PipeTransportBase:
     _slot = None
 
     def _setup(self, loop, pipe, protocol):
+        self._closing = False
         self._loop = loop
-        self._pipe = pipe
         self._fileno = pipe.fileno()
         self._protocol = protocol
-        self._closing = False
+        self._pipe = pipe  # only now: __del__ warns about an open pipe
         # Protocol callbacks run in the context the transport was created in.
         self._context = contextvars.copy_context()
 
     def _check_mode(self, allowed, message):
-        mode = os.fstat(self._fileno).st_mode
+        """Return the fd's mode; ValueError(message) unless one of ``allowed`` accepts it."""
+        try:
+            mode = os.fstat(self._fileno).st_mode
+        except OSError:
+            self._pipe = None
+            raise
         if not any(test(mode) for test in allowed):
             self._pipe = None
             self._fileno = None
             self._protocol = None
             raise ValueError(message)
+        return mode
 
     def _attach(self):
         os.set_blocking(self._fileno, False)
@@ -303,8 +309,7 @@ class WritePipeTransport(_PipeTransportBase, asyncio.WriteTransport):
         self._high_water = 64 * 1024
         self._low_water = self._high_water // 4
         self._hangup_slot = None
-        mode = os.fstat(self._fileno).st_mode
-        self._check_mode(
+        mode = self._check_mode(
             (stat.S_ISFIFO, stat.S_ISSOCK, stat.S_ISCHR),
             "Pipe transport is only for pipes, sockets and character devices",
         )

@@ -72,6 +72,8 @@ static dns_req_t *dns_new(uvc_loop_t *L) {
 int uvc_getaddrinfo(uvc_loop_t *L, const char *host, const char *port,
                     int family, int socktype, int protocol, int flags) {
     struct addrinfo hints;
+    if ((host == NULL && port == NULL) || (host != NULL && host[0] == '\0'))
+        return UV_EAI_NONAME;
     dns_req_t *r = dns_new(L);
     if (r == NULL)
         return UV_ENOMEM;
@@ -83,7 +85,7 @@ int uvc_getaddrinfo(uvc_loop_t *L, const char *host, const char *port,
     int err = uv_getaddrinfo(&L->uv, &r->req.ai, getaddrinfo_cb, host, port, &hints);
     if (err < 0) {
         uvc_handle_discard(r);
-        return err;
+        return err == UV_EINVAL ? UV_EAI_NONAME : err;
     }
     return r->base.slot;
 }

@@ -20,8 +20,9 @@ enum {
     UVC_AI_RECORD_SIZE = 72
 };
 
-/* Start a getaddrinfo lookup (host or port may be NULL, not both).  Returns the request's
- * slot, or a negative uv error. */
+/* Start a getaddrinfo lookup (host or port may be NULL).  Returns the request's slot, or a
+ * negative uv error: UV_EAI_NONAME (as the system resolver answers) for no host and no
+ * port, an empty host, or a host libuv's IDNA conversion refuses. */
 int uvc_getaddrinfo(uvc_loop_t *L, const char *host, const char *port,
                     int family, int socktype, int protocol, int flags);
 /* Start a getnameinfo lookup of the address `addr` (4 bytes for AF_INET, 16 for AF_INET6,

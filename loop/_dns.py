@@ -224,11 +224,6 @@ class DnsMethods:
         family, type_, proto, flags = (
             _as_c_int(family), _as_c_int(type), _as_c_int(proto), _as_c_int(flags)
         )
-        if host is None and port is None:
-            raise socket.gaierror(
-                socket.EAI_NONAME,
-                ffi.string(lib.uvc_gai_strerror(socket.EAI_NONAME)).decode(),
-            )
         slot = lib.uvc_getaddrinfo(self._uv, c_host, c_port, family, type_, proto, flags)
         return self._dns_wait(slot, _unpack_addrinfo)
 
@@ -270,7 +265,7 @@ class DnsMethods:
                 raise OSError("IPv4 sockaddr must be 2 tuple")
         elif family != _AF_INET6:
             raise OSError("getnameinfo(): unsupported family")
-        packed = _inet_pton(family, addr[0])
+        packed = _inet_pton(family, addr[0].partition("%")[0])  # PyPy keeps the %scope
         slot = lib.uvc_getnameinfo(self._uv, family, packed, addr[1], flowinfo, scope_id, flags)
         return await self._dns_wait(slot, _unpack_nameinfo)
 

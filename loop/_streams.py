@@ -634,7 +634,7 @@ class StreamMethods:
         return fallback is not None and mode in (fallback.FALLBACK, fallback.TRY_NATIVE)
 
     @staticmethod
-    def _check_sendfile_params(file, offset, count):
+    def _check_transport_sendfile_params(file, offset, count):
         if "b" not in getattr(file, "mode", "b"):
             raise ValueError("file should be opened in binary mode")
         if count is not None:
@@ -661,7 +661,7 @@ class StreamMethods:
             self.remove_writer(fd)
 
     async def _sendfile_native(self, transport, file, offset, count):
-        self._check_sendfile_params(file, offset, count)
+        self._check_transport_sendfile_params(file, offset, count)
         if not hasattr(os, "sendfile"):
             raise asyncio.SendfileNotAvailableError("os.sendfile() is not available")
         try:
@@ -714,7 +714,7 @@ class StreamMethods:
                 transport.resume_reading()
 
     async def _sendfile_fallback(self, transport, file, offset, count):
-        self._check_sendfile_params(file, offset, count)
+        self._check_transport_sendfile_params(file, offset, count)
         if offset:
             file.seek(offset)
         blocksize = min(count, _SENDFILE_CHUNK) if count else _SENDFILE_CHUNK

@@ -113,12 +113,19 @@ class StreamTransportBase:
         ctx = self._context
         loop.call_soon(protocol.connection_made, self, context=ctx)
         loop.call_soon(self._start_reading, context=ctx)
+        self._waiter_pending = waiter is not None
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None, context=ctx)
 
     # ------------------------------------------------------------------ start
 
-    def _start_reading(self):
+    def _start_reading(self, deferred=False):
+        if self._waiter_pending and not deferred:
+            # asyncio runs a read after the callbacks already queued, so the coroutine
+            # awaiting this transport resumes before its first data_received; here reads
+            # are dispatched ahead of the ready queue: start reading one turn later.
+            self._loop.call_soon(self._start_reading, True, context=self._context)
+            return
         self._read_allowed = True
         if self._wants_reading and not self._paused and not self._closing:
             self._read_start()
@@ -592,6 +599,19 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
                  server=None, waiter=None):
         self._sock = sock
         self._fd = fd
+        if sock is not None:
+            # As asyncio: known from the start, still answered after the close.  Accepted
+            # connections (no socket object yet) look them up on first use instead, which
+            # saves two system calls per connection; they are answered while the fd is
+            # open, connection_lost() included.
+            extra = {} if extra is None else extra
+            extra["socket"] = trsock.TransportSocket(sock)
+            for name, query in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+                if name not in extra:
+                    try:
+                        extra[name] = query()
+                    except OSError:
+                        extra[name] = None
         StreamTransportBase.__init__(self, loop, slot, protocol, context=context, extra=extra,
                                      server=server, waiter=waiter)
         loop._fd_transports[fd] = self

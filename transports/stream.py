@@ -103,6 +103,7 @@ class StreamTransportBase:
         self._protocol_paused = False   # pause_writing() was called
         self._server = server
         self._handle_closed = False
+        self._released = False          # the transport let go of its handle (closed)
         self.set_protocol(protocol)
         loop._slot_register(slot, self)
         loop._stream_owners.add(self)
@@ -536,6 +537,7 @@ class StreamTransportBase:
         if self._handle_closed:
             return
         self._handle_closed = True
+        self._released = True
         self._reading_started = False
         loop = self._loop
         loop._stream_owners.discard(self)
@@ -557,7 +559,7 @@ class StreamTransportBase:
         self._block_writes()
 
     def __del__(self, _warn=warnings.warn):
-        if not getattr(self, "_handle_closed", True):
+        if not getattr(self, "_released", True):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._release_resource()
 

@@ -77,6 +77,12 @@ def _inheritable_fds_above_stdio(keep):
     return False
 
 
+def _pidfd_watch(loop, pid):
+    """Watch ``pid`` (a child started by Popen) in C: its slot, or UV_ENOSYS without
+    pidfds (a module function so that tests can take the fallback path)."""
+    return lib.uvc_process_watch(loop._uv, pid)
+
+
 class SpawnedProcess:
     """The 'subprocess' extra of a uv_spawn'ed child: the parts of subprocess.Popen's
     interface that make sense for it (pid, returncode, poll, wait, send_signal, terminate,
@@ -360,7 +366,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             universal_newlines=False, bufsize=bufsize, **kwargs
         )
         self._proc = proc
-        slot = lib.uvc_process_watch(loop._uv, proc.pid)
+        slot = _pidfd_watch(loop, proc.pid)
         if slot >= 0:
             self._slot = slot
             loop._slot_register(slot, self)

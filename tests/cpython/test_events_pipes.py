@@ -15,9 +15,5 @@ if test_utils is not None:
         "UvcffiEventLoopPipeTests",
         (test_events.UnixEventLoopTestsMixin, test_utils.TestCase),
         keep=lambda name: name.startswith(PIPES),
-        skips={
-            "test_write_pipe_disconnect_on_close": "uses sock_recv: enabled with the sock_* "
-            "methods (issue 3); tests/test_pipes.py covers the socket reader going away",
-        },
         module=__name__,
     )

@@ -14,6 +14,26 @@ import pytest
 from uvcffi._uv import lib
 
 
+class Flag:
+    """asyncio.Event without a loop lookup at creation (Python 3.9's Event wants a current
+    loop when it is made)."""
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._waiter = None
+        self._set = False
+
+    def set(self):
+        self._set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self):
+        if not self._set:
+            self._waiter = self._loop.create_future()
+            await self._waiter
+
+
 def run(loop, coro, timeout=10):
     """Run ``coro`` on ``loop``, failing (not hanging) after ``timeout`` seconds."""
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
@@ -29,7 +49,7 @@ class ReadProto(asyncio.Protocol):
         self.data = bytearray()
         self.transport = None
         self.done = loop.create_future()
-        self.got_data = asyncio.Event()
+        self.got_data = Flag(loop)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -55,7 +75,7 @@ class WriteProto(asyncio.BaseProtocol):
         self.events = []
         self.transport = None
         self.done = loop.create_future()
-        self.resumed = asyncio.Event()
+        self.resumed = Flag(loop)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -96,6 +116,7 @@ def test_read_pipe_data_eof_order(loop):
 
 
 def test_read_pipe_refuses_regular_file(loop):
+    gc.collect()
     before = open_fds()
     with tempfile.TemporaryFile() as f:
         with pytest.raises(ValueError, match="Pipe transport is for pipes/sockets only."):
@@ -103,7 +124,7 @@ def test_read_pipe_refuses_regular_file(loop):
         with pytest.raises(ValueError, match="only for pipes, sockets and character devices"):
             run(loop, loop.connect_write_pipe(asyncio.BaseProtocol, f))
     gc.collect()
-    assert open_fds() == before
+    assert open_fds() - before == set()
     assert lib.uvc_active_slots(loop._uv) == 0
 
 

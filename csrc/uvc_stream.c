@@ -166,7 +166,12 @@ static void connection_cb(uv_stream_t *server, int status) {
         uvc_emit(L, UVC_EV_ACCEPT, b->slot, r, -1, 0);
         return;
     }
-    uvc_emit(L, UVC_EV_ACCEPT, b->slot, 0, slot, 0);
+    uv_os_fd_t fd = -1;
+    uv_fileno((uv_handle_t *)client, &fd);
+    /* asyncio sets TCP_NODELAY on every TCP transport: do it here, saving a call. */
+    if (client->type == UV_TCP)
+        uv_tcp_nodelay((uv_tcp_t *)client, 1);
+    uvc_emit(L, UVC_EV_ACCEPT, b->slot, 0, slot, fd);
 }
 
 int uvc_listen(uvc_loop_t *L, int slot, int backlog) {

@@ -31,7 +31,8 @@ int uvc_shutdown(uvc_loop_t *L, int slot);
 size_t uvc_write_queue_size(uvc_loop_t *L, int slot);
 
 /* Listen on a bound TCP or pipe slot.  Each connection is accepted in C into a new slot of
- * the same kind: UVC_EV_ACCEPT with a = status and b = the new slot (-1 on error). */
+ * the same kind: UVC_EV_ACCEPT with a = status, b = the new slot (-1 on error) and c = its fd.
+ * Accepted TCP connections have TCP_NODELAY set, as asyncio does. */
 int uvc_listen(uvc_loop_t *L, int slot, int backlog);
 /* Connect an (opened or fresh) TCP slot: UVC_EV_CONNECT with a = status follows. */
 int uvc_tcp_connect(uvc_loop_t *L, int slot, const char *ip, int port, unsigned int flowinfo,

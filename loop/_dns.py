@@ -1,5 +1,284 @@
-"""Loop methods: getaddrinfo and getnameinfo on libuv's thread pool (issue 3)."""
+"""Loop methods: getaddrinfo and getnameinfo on libuv's thread pool (issue 3).
+
+A lookup that needs the resolver runs as a libuv request (uv_getaddrinfo/uv_getnameinfo);
+its completion is a UVC_EV_DNS event, after which one C call copies the packed result out
+and frees the request.  Hosts that are already IP addresses never leave the loop thread:
+``numeric_addrinfo`` builds the answer socket.getaddrinfo would give.
+"""
+import operator
+import socket
+import struct
+
+from ._errors import uv_error
+from ._uv import ffi, lib
+
+_AF_INET = socket.AF_INET
+_AF_INET6 = getattr(socket, "AF_INET6", None)
+_AF_UNSPEC = socket.AF_UNSPEC
+_STREAM = socket.SOCK_STREAM
+_DGRAM = socket.SOCK_DGRAM
+_TCP = socket.IPPROTO_TCP
+_UDP = socket.IPPROTO_UDP
+_inet_pton = socket.inet_pton
+_inet_ntop = socket.inet_ntop
+
+# socket.getaddrinfo hands out the enum members, not plain ints: so do we.
+_FAMILIES = {int(m): m for m in socket.AddressFamily}
+_KINDS = {int(m): m for m in socket.SocketKind}
+
+# What socket.getaddrinfo answers for an IP address with each (type, proto) the numeric
+# path handles: every other combination is left to the resolver and its errors.
+_NUMERIC_KINDS = {
+    (0, 0): ((_KINDS[_STREAM], _TCP), (_KINDS[_DGRAM], _UDP), (_KINDS[socket.SOCK_RAW], 0)),
+    (_STREAM, 0): ((_KINDS[_STREAM], _TCP),),
+    (_STREAM, _TCP): ((_KINDS[_STREAM], _TCP),),
+    (0, _TCP): ((_KINDS[_STREAM], _TCP),),
+    (_DGRAM, 0): ((_KINDS[_DGRAM], _UDP),),
+    (_DGRAM, _UDP): ((_KINDS[_DGRAM], _UDP),),
+    (0, _UDP): ((_KINDS[_DGRAM], _UDP),),
+}
+# Flags that change nothing when the host is an address and the port a number.
+_NUMERIC_FLAGS = socket.AI_PASSIVE | socket.AI_NUMERICHOST | getattr(socket, "AI_NUMERICSERV", 0)
+
+_RECORD = struct.Struct("=iiiIII48s")
+_RECORD_SIZE = lib.UVC_AI_RECORD_SIZE
+assert _RECORD.size == _RECORD_SIZE
+_INT_MAX = 2**31 - 1
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
+def _numeric_port(port):
+    """The port as an int when it is one (int, or str/bytes of ASCII digits), else None."""
+    if port is None:
+        return 0
+    if type(port) is int:
+        return port if 0 <= port <= 65535 else None
+    if isinstance(port, (str, bytes)):
+        if not port or not port.isdigit() or not port.isascii() or len(port) > 5:
+            return None
+        port = int(port)
+        return port if port <= 65535 else None
+    return None
+
+
+def numeric_addrinfo(host, port, family=0, type=0, proto=0, flags=0):
+    """socket.getaddrinfo's answer when ``host`` is an IPv4/IPv6 address and ``port`` a
+    number, computed without the resolver; None when the resolver must be asked.
+
+    Only inputs whose answer does not depend on the system's configuration are handled:
+    the rest (names, service names, scoped IPv6, unusual type/proto/flags) return None.
+    """
+    if not (isinstance(family, int) and isinstance(type, int) and isinstance(proto, int)
+            and isinstance(flags, int)):
+        return None
+    kinds = _NUMERIC_KINDS.get((type, proto))
+    if kinds is None or flags & ~_NUMERIC_FLAGS:
+        return None
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    elif not isinstance(host, str):
+        return None
+    port = _numeric_port(port)
+    if port is None or "%" in host or "\0" in host:
+        return None
+    if family == _AF_UNSPEC:
+        if ":" in host:
+            family = _AF_INET6
+        elif host[-1:].isdigit():
+            family = _AF_INET
+        else:
+            return None
+    if family == _AF_INET:
+        try:
+            _inet_pton(_AF_INET, host)
+        except (OSError, ValueError):
+            return None
+        # inet_pton takes only plain dotted quads, which is already inet_ntop's spelling.
+        addr = (host, port)
+    elif family == _AF_INET6 and family is not None:
+        try:
+            host = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, host))
+        except (OSError, ValueError):
+            return None
+        addr = (host, port, 0, 0)
+    else:
+        return None
+    family = _FAMILIES[family]
+    return [(family, kind, p, "", addr) for kind, p in kinds]
+
+
+def _as_c_int(value):
+    value = operator.index(value)
+    if value > _INT_MAX:
+        raise OverflowError("signed integer is greater than maximum")
+    if value < -_INT_MAX - 1:
+        raise OverflowError("signed integer is less than minimum")
+    return value
+
+
+def _gaierror(status):
+    """The exception socket.getaddrinfo raises for a libuv resolver status."""
+    eai = lib.uvc_gai_errno(status)
+    if eai == 0:
+        return uv_error(status)  # a system error (EAI_SYSTEM), an OSError as socket gives
+    return socket.gaierror(eai, ffi.string(lib.uvc_gai_strerror(eai)).decode(errors="replace"))
+
+
+def _unpack_addrinfo(data):
+    count = len(data) // _RECORD_SIZE
+    canonname = data[count * _RECORD_SIZE:].decode(errors="surrogateescape")
+    families, kinds = _FAMILIES, _KINDS
+    result = []
+    for fam, kind, proto, port, flowinfo, scope_id, host in _RECORD.iter_unpack(
+        data[: count * _RECORD_SIZE]
+    ):
+        host = host[: host.index(b"\0")].decode()
+        if fam == _AF_INET:
+            addr = (host, port)
+        else:
+            addr = (host, port, flowinfo, scope_id)
+        result.append((families.get(fam, fam), kinds.get(kind, kind), proto, canonname, addr))
+        canonname = ""  # as glibc, the name comes with the first entry only
+    return result
+
+
+class _Lookup:
+    """A lookup in flight: the owner of its request slot until the UVC_EV_DNS event."""
+
+    __slots__ = ("loop", "slot", "future", "unpack")
+
+    def __init__(self, loop, slot, future, unpack):
+        self.loop = loop
+        self.slot = slot
+        self.future = future
+        self.unpack = unpack
+
+    def _uv_event(self, kind, status, nbytes, c):
+        loop = self.loop
+        slot = self.slot
+        # The request is freed below (no CLOSED event for requests): forget its slot now.
+        loop._slots[slot] = None
+        # A thread-pool lookup costs far more than this allocation.
+        out = ffi.new("char[]", nbytes) if status == 0 and nbytes else ffi.NULL
+        n = lib.uvc_dns_take(loop._uv, slot, out, nbytes)
+        fut = self.future
+        if fut.done():
+            return  # cancelled meanwhile: the result (or UV_EAI_CANCELED) goes nowhere
+        if status < 0:
+            fut.set_exception(_gaierror(status))
+        elif n < 0:
+            fut.set_exception(uv_error(n))
+        else:
+            fut.set_result(self.unpack(ffi.buffer(out, n)[:] if n else b""))
+
+    def _uv_closed(self):
+        pass
+
+    def cancel_request(self, fut):
+        if fut.cancelled() and self.loop._slots[self.slot] is self:
+            lib.uvc_dns_cancel(self.loop._uv, self.slot)
 
 
 class DnsMethods:
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        """Resolve ``host``/``port`` as socket.getaddrinfo() does, without blocking the loop.
+
+        Returns a list of (family, type, proto, canonname, sockaddr) tuples; raises
+        socket.gaierror (or the same TypeError/OSError/UnicodeError socket.getaddrinfo
+        raises for bad arguments).  IP addresses are answered at once; names are resolved
+        on libuv's thread pool.
+        """
+        info = numeric_addrinfo(host, port, family, type, proto, flags)
+        if info is not None:
+            return info
+        return await self._getaddrinfo_lookup(host, port, family, type, proto, flags)
+
+    def _getaddrinfo_lookup(self, host, port, family, type, proto, flags):
+        self._check_closed()
+        # The arguments are checked as socket.getaddrinfo checks them, with its messages.
+        if host is None:
+            c_host = ffi.NULL
+        elif isinstance(host, str):
+            c_host = host.encode("idna")
+        elif isinstance(host, bytes):
+            c_host = host
+        else:
+            raise TypeError("getaddrinfo() argument 1 must be string or None")
+        if port.__class__ is int:
+            if not _LONG_MIN <= port <= _LONG_MAX:
+                raise OverflowError("Python int too large to convert to C long")
+            c_port = b"%d" % port
+        elif isinstance(port, str):
+            c_port = port.encode("utf-8")
+        elif isinstance(port, bytes):
+            c_port = port
+        elif port is None:
+            c_port = ffi.NULL
+        else:
+            raise OSError("Int or String expected")
+        family, type_, proto, flags = (
+            _as_c_int(family), _as_c_int(type), _as_c_int(proto), _as_c_int(flags)
+        )
+        slot = lib.uvc_getaddrinfo(self._uv, c_host, c_port, family, type_, proto, flags)
+        return self._dns_wait(slot, _unpack_addrinfo)
+
+    def _dns_wait(self, slot, unpack):
+        fut = self.create_future()
+        if slot < 0:
+            fut.set_exception(_gaierror(slot))
+            return fut
+        lookup = _Lookup(self, slot, fut, unpack)
+        self._slot_register(slot, lookup)
+        fut.add_done_callback(lookup.cancel_request)
+        return fut
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        """Look ``sockaddr`` (host, port[, flowinfo, scope_id]) up as socket.getnameinfo()
+        does, without blocking the loop: returns (host, service); raises socket.gaierror,
+        or socket.getnameinfo's TypeError/OSError/OverflowError for bad arguments."""
+        self._check_closed()
+        if not isinstance(sockaddr, tuple):
+            raise TypeError("getnameinfo() argument 1 must be a tuple")
+        flags = _as_c_int(flags)
+        if not 2 <= len(sockaddr) <= 4 or not isinstance(sockaddr[0], str):
+            raise TypeError("getnameinfo(): illegal sockaddr argument")
+        host, port = sockaddr[0], _as_c_int(sockaddr[1])
+        flowinfo = operator.index(sockaddr[2]) if len(sockaddr) > 2 else 0
+        scope_id = operator.index(sockaddr[3]) if len(sockaddr) > 3 else 0
+        if not 0 <= scope_id <= 0xFFFFFFFF:
+            raise OverflowError("Python int too large to convert to C unsigned long")
+        if not 0 <= flowinfo <= 0xFFFFF:
+            raise OverflowError("getnameinfo(): flowinfo must be 0-1048575.")
+        # As socket.getnameinfo: the host must be numeric, resolved with AI_NUMERICHOST
+        # (which never leaves the process, so it runs here), and must be one address.
+        infos = socket.getaddrinfo(host, str(port), _AF_UNSPEC, _DGRAM, 0, socket.AI_NUMERICHOST)
+        if len(infos) != 1:
+            raise OSError("sockaddr resolved to multiple addresses")
+        family, _, _, _, addr = infos[0]
+        if family == _AF_INET:
+            if len(sockaddr) != 2:
+                raise OSError("IPv4 sockaddr must be 2 tuple")
+        elif family != _AF_INET6:
+            raise OSError("getnameinfo(): unsupported family")
+        packed = _inet_pton(family, addr[0].partition("%")[0])  # PyPy keeps the %scope
+        slot = lib.uvc_getnameinfo(self._uv, family, packed, addr[1], flowinfo, scope_id, flags)
+        return await self._dns_wait(slot, _unpack_nameinfo)
+
+    def close(self):
+        if self.is_running() or self.is_closed():
+            return super().close()
+        # Lookups still queued in the thread pool would make closing wait for them.
+        for owner in list(getattr(self, "_slots", ())):
+            if isinstance(owner, _Lookup):
+                lib.uvc_dns_cancel(self._uv, owner.slot)
+        super().close()
+
+
+def _unpack_nameinfo(data):
+    host, _, service = data.partition(b"\0")
+    return host.decode(errors="surrogateescape"), service.decode(errors="surrogateescape")

@@ -1,5 +1,39 @@
 """Loop methods: connect_read_pipe and connect_write_pipe (issue 4)."""
+from uvcffi.transports.pipe import ReadPipeTransport, WritePipeTransport
 
 
 class PipeMethods:
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
+
+    async def connect_read_pipe(self, protocol_factory, pipe):
+        """Register the read end of ``pipe`` (a file-like object with fileno(): a pipe,
+        FIFO, socket or character device) and return (transport, protocol): an
+        asyncio.ReadTransport and the protocol ``protocol_factory()`` made.  The pipe is
+        put in non-blocking mode; the transport closes it in connection_lost.  Raises
+        ValueError for a regular file."""
+        self._check_closed()
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = ReadPipeTransport(self, pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def connect_write_pipe(self, protocol_factory, pipe):
+        """Register the write end of ``pipe`` (a pipe, FIFO, socket or character device)
+        and return (transport, protocol): an asyncio.WriteTransport with flow control
+        (pause_writing()/resume_writing() on the protocol) and the protocol
+        ``protocol_factory()`` made.  Raises ValueError for a regular file."""
+        self._check_closed()
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = WritePipeTransport(self, pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol

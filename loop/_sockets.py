@@ -1,5 +1,407 @@
-"""Loop methods: the sock_* methods and sock_sendfile (issue 3)."""
+"""Loop methods: the sock_* methods and sock_sendfile (issue 3).
+
+Each operation first tries the system call; only when it would block does it wait on the
+loop's fd watcher (one uv_poll per fd, see CoreLoop.add_reader) and retry from there.
+Waiting goes through the same per-fd watcher as add_reader/add_writer, so a second wait of
+the same kind on one socket replaces the first (as asyncio 3.11 does: the first one then
+never completes until it is cancelled).
+"""
+import errno
+import io
+import os
+import socket
+
+from asyncio import SendfileNotAvailableError
+
+from ._dns import numeric_addrinfo
+
+try:
+    import ssl
+except ImportError:  # a Python built without ssl
+    ssl = None
+
+_SSLSocket = ssl.SSLSocket if ssl is not None else ()
+_INET_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
+# asyncio's constants.SENDFILE_FALLBACK_READBUFFER_SIZE
+_SENDFILE_FALLBACK_BUFSIZE = 256 * 1024
+_WOULD_BLOCK = (BlockingIOError, InterruptedError)
+
+
+def _check_socket(sock):
+    if isinstance(sock, _SSLSocket):
+        raise TypeError("Socket cannot be of type SSLSocket")
+    # asyncio checks this in debug mode only; uvcffi always does: a blocking socket would
+    # block the whole loop (a hang), which is never what the caller meant.
+    if sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
+
+
+# The callbacks the fd watcher runs when the socket is ready.  The future may already be
+# done (cancelled during the iteration that reported the fd ready): then they do nothing.
+
+def _recv_ready(fut, sock, n):
+    if fut.done():
+        return
+    try:
+        data = sock.recv(n)
+    except _WOULD_BLOCK:
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(data)
+
+
+def _recv_into_ready(fut, sock, buf):
+    if fut.done():
+        return
+    try:
+        n = sock.recv_into(buf)
+    except _WOULD_BLOCK:
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(n)
+
+
+def _recvfrom_ready(fut, sock, bufsize):
+    if fut.done():
+        return
+    try:
+        result = sock.recvfrom(bufsize)
+    except _WOULD_BLOCK:
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _recvfrom_into_ready(fut, sock, buf, nbytes):
+    if fut.done():
+        return
+    try:
+        result = sock.recvfrom_into(buf, nbytes)
+    except _WOULD_BLOCK:
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _sendall_ready(fut, sock, view, pos):
+    if fut.done():
+        return
+    start = pos[0]
+    try:
+        n = sock.send(view[start:])
+    except _WOULD_BLOCK:
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+        return
+    start += n
+    if start == len(view):
+        fut.set_result(None)
+    else:
+        pos[0] = start
+
+
+def _sendto_ready(fut, sock, data, address):
+    if fut.done():
+        return
+    try:
+        n = sock.sendto(data, 0, address)
+    except _WOULD_BLOCK:
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(n)
+
+
+def _connect_ready(fut, sock, address):
+    if fut.done():
+        return
+    try:
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err != 0:
+            raise OSError(err, f"Connect call failed {address}")
+    except _WOULD_BLOCK:
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(None)
+
+
+def _accept_ready(fut, sock):
+    if fut.done():
+        return
+    try:
+        conn, address = sock.accept()
+        conn.setblocking(False)
+    except _WOULD_BLOCK:
+        return
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        fut.set_result((conn, address))
+
+
+def _writable_ready(fut):
+    if not fut.done():
+        fut.set_result(None)
 
 
 class SocketMethods:
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
+
+    async def _sock_wait(self, sock, which, callback, args):
+        """Run callback(fut, *args) whenever ``sock`` is ready (``which``: "reader" or
+        "writer") until it completes ``fut``; return fut's result.  The watcher goes away
+        when this returns, also when the wait is cancelled."""
+        fut = self.create_future()
+        fd = self._ensure_fd_no_transport(sock.fileno())
+        handle = self._fd_watch(fd, which, callback, (fut,) + args)
+        try:
+            return await fut
+        finally:
+            # A cancelled handle was replaced by a later wait on the same fd: leave that one.
+            if not handle.cancelled():
+                self._fd_unwatch(fd, which)
+            fut = None  # break the frame <-> exception cycle
+
+    async def sock_recv(self, sock, n):
+        """Receive up to ``n`` bytes from the non-blocking socket ``sock``; return them
+        (b"" at end of stream)."""
+        _check_socket(sock)
+        try:
+            return sock.recv(n)
+        except _WOULD_BLOCK:
+            pass
+        return await self._sock_wait(sock, "reader", _recv_ready, (sock, n))
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive data from ``sock`` into the writable buffer ``buf``; return the number
+        of bytes written."""
+        _check_socket(sock)
+        try:
+            return sock.recv_into(buf)
+        except _WOULD_BLOCK:
+            pass
+        return await self._sock_wait(sock, "reader", _recv_into_ready, (sock, buf))
+
+    async def sock_recvfrom(self, sock, bufsize):
+        """Receive a datagram of up to ``bufsize`` bytes from ``sock``; return
+        (data, address)."""
+        _check_socket(sock)
+        try:
+            return sock.recvfrom(bufsize)
+        except _WOULD_BLOCK:
+            pass
+        return await self._sock_wait(sock, "reader", _recvfrom_ready, (sock, bufsize))
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        """Receive a datagram from ``sock`` into ``buf`` (at most ``nbytes`` bytes, all of
+        ``buf`` when 0); return (number of bytes, address)."""
+        _check_socket(sock)
+        if not nbytes:
+            nbytes = len(buf)
+        try:
+            return sock.recvfrom_into(buf, nbytes)
+        except _WOULD_BLOCK:
+            pass
+        return await self._sock_wait(sock, "reader", _recvfrom_into_ready, (sock, buf, nbytes))
+
+    async def sock_sendall(self, sock, data):
+        """Send all of ``data`` (a bytes-like object) on the connected socket ``sock``.
+
+        Returns None once everything is handed to the kernel; on error the exception is
+        raised and there is no telling how much was sent.
+        """
+        _check_socket(sock)
+        try:
+            n = sock.send(data)
+        except _WOULD_BLOCK:
+            n = 0
+        cls = data.__class__
+        if cls is bytes or cls is bytearray:
+            if n == len(data):
+                return
+            view = memoryview(data)
+        else:
+            # Count bytes, not items, for memoryviews and arrays of wider items.
+            view = memoryview(data).cast("B")
+            if n == len(view):
+                return
+        await self._sock_wait(sock, "writer", _sendall_ready, (sock, view, [n]))
+
+    async def sock_sendto(self, sock, data, address):
+        """Send the datagram ``data`` to ``address`` through ``sock``; return the number
+        of bytes sent."""
+        _check_socket(sock)
+        try:
+            return sock.sendto(data, address)
+        except _WOULD_BLOCK:
+            pass
+        return await self._sock_wait(sock, "writer", _sendto_ready, (sock, data, address))
+
+    async def sock_connect(self, sock, address):
+        """Connect ``sock`` to ``address``; a host name is resolved with getaddrinfo()
+        first (for AF_INET/AF_INET6 sockets)."""
+        _check_socket(sock)
+        if sock.family in _INET_FAMILIES:
+            host, port = address[:2]
+            infos = numeric_addrinfo(host, port, sock.family, sock.type, sock.proto)
+            if infos is not None:
+                resolved = infos[0][4]
+                if len(resolved) == 4 and len(address) > 2:
+                    # An IPv6 address keeps the flowinfo and scope id the caller gave.
+                    flowinfo = address[2]
+                    scope_id = address[3] if len(address) > 3 else 0
+                    resolved = (resolved[0], resolved[1], flowinfo, scope_id)
+                address = resolved
+            else:
+                infos = await self.getaddrinfo(
+                    host, port, family=sock.family, type=sock.type, proto=sock.proto
+                )
+                if not infos:
+                    raise OSError(f"getaddrinfo({host!r}) returned empty list")
+                address = infos[0][4]
+        try:
+            sock.connect(address)
+        except _WOULD_BLOCK:
+            pass
+        else:
+            return
+        await self._sock_wait(sock, "writer", _connect_ready, (sock, address))
+
+    async def sock_accept(self, sock):
+        """Accept a connection on the listening socket ``sock``; return (conn, address),
+        ``conn`` being a new non-blocking socket."""
+        _check_socket(sock)
+        try:
+            conn, address = sock.accept()
+        except _WOULD_BLOCK:
+            return await self._sock_wait(sock, "reader", _accept_ready, (sock,))
+        conn.setblocking(False)
+        return conn, address
+
+    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=True):
+        """Send ``file`` (opened in binary mode) from ``offset`` (``count`` bytes, or to
+        its end) on the SOCK_STREAM socket ``sock``; return the number of bytes sent.
+
+        Uses os.sendfile() (zero-copy) when the file supports it; otherwise, when
+        ``fallback`` is true, reads the file and sends it; else raises
+        asyncio.SendfileNotAvailableError.  The file position ends after the last byte sent.
+        """
+        _check_socket(sock)
+        self._check_sendfile_params(sock, file, offset, count)
+        try:
+            return await self._sock_sendfile_native(sock, file, offset, count)
+        except SendfileNotAvailableError:
+            if not fallback:
+                raise
+        return await self._sock_sendfile_fallback(sock, file, offset, count)
+
+    @staticmethod
+    def _check_sendfile_params(sock, file, offset, count):
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if not sock.type == socket.SOCK_STREAM:
+            raise ValueError("only SOCK_STREAM type sockets are supported")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(f"count must be a positive integer (got {count!r})")
+            if count <= 0:
+                raise ValueError(f"count must be a positive integer (got {count!r})")
+        if not isinstance(offset, int):
+            raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
+        if offset < 0:
+            raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+
+    async def _sock_sendfile_native(self, sock, file, offset, count):
+        if not hasattr(os, "sendfile"):
+            raise SendfileNotAvailableError("os.sendfile() is not available")
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            raise SendfileNotAvailableError("not a regular file") from None
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError:
+            raise SendfileNotAvailableError("not a regular file") from None
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0  # an empty file
+        fd = sock.fileno()
+        sent_total = 0
+        try:
+            while True:
+                if count:
+                    blocksize = count - sent_total
+                    if blocksize <= 0:
+                        return sent_total
+                try:
+                    sent = os.sendfile(fd, fileno, offset + sent_total, blocksize)
+                except _WOULD_BLOCK:
+                    await self._sock_wait(sock, "writer", _writable_ready, ())
+                    continue
+                except OSError as exc:
+                    if sent_total == 0:
+                        # Not a file sendfile() takes (a pipe, a socket ...): fall back.
+                        raise SendfileNotAvailableError("os.sendfile call failed") from exc
+                    if exc.errno == errno.ENOTCONN and type(exc) is not ConnectionError:
+                        # The peer went away midway: the same error on every platform.
+                        raise ConnectionError("socket is not connected", errno.ENOTCONN) from exc
+                    raise
+                if sent == 0:
+                    return sent_total  # end of file
+                sent_total += sent
+        finally:
+            if sent_total > 0:
+                os.lseek(fileno, offset + sent_total, os.SEEK_SET)
+
+    async def _sock_sendfile_fallback(self, sock, file, offset, count):
+        if offset:
+            file.seek(offset)
+        blocksize = (
+            min(count, _SENDFILE_FALLBACK_BUFSIZE) if count else _SENDFILE_FALLBACK_BUFSIZE
+        )
+        buf = bytearray(blocksize)
+        sent_total = 0
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - sent_total, blocksize)
+                    if blocksize <= 0:
+                        break
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    break  # end of file
+                await self.sock_sendall(sock, view[:read])
+                sent_total += read
+            return sent_total
+        finally:
+            if sent_total > 0 and hasattr(file, "seek"):
+                file.seek(offset + sent_total)

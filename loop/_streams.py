@@ -1,5 +1,740 @@
-"""Loop methods: create_connection, create_server, create_unix_connection, create_unix_server, connect_accepted_socket, sendfile (issue 3)."""
+"""Loop methods for stream connections (issue 3): create_connection, create_server,
+create_unix_connection, create_unix_server, connect_accepted_socket, sendfile.
+
+Sockets are made, bound and connected in Python (as asyncio does, so every socket option
+and error message is asyncio's); once connected or listening, the fd is adopted into a
+libuv stream slot and all I/O runs in C.
+"""
+import asyncio
+import collections
+import collections.abc
+import errno
+import functools
+import io
+import itertools
+import logging
+import os
+import socket
+import stat
+import sys
+from asyncio import staggered
+
+from ._server import Server, adopt_stream_socket
+from ._uv import lib
+from .transports.stream import SocketTransport, StreamTransportBase
+
+logger = logging.getLogger("asyncio")
+
+try:
+    import ssl as _ssl
+except ImportError:  # a Python built without ssl
+    _ssl = None
+
+_HAS_IPV6 = socket.has_ipv6
+_SENDFILE_CHUNK = 16384
+
+
+def _check_ssl_socket(sock):
+    if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
+        raise TypeError("Socket cannot be of type SSLSocket")
+
+
+def _numeric_addrinfo(host, port, family, type_, proto):
+    """getaddrinfo's answer for an IP literal host and a numeric port, without a resolver
+    round trip (None when the host is not an IP literal)."""
+    if host is None or proto not in (0, socket.IPPROTO_TCP) or type_ != socket.SOCK_STREAM:
+        return None
+    if port is None or port == "" or port == b"":
+        port = 0
+    else:
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            return None  # a service name: the resolver knows it
+    if isinstance(host, bytes):
+        host = host.decode("idna")
+    if "%" in host:
+        return None  # a zone index: leave it to getaddrinfo
+    families = [family] if family != socket.AF_UNSPEC else (
+        [socket.AF_INET, socket.AF_INET6] if _HAS_IPV6 else [socket.AF_INET])
+    for af in families:
+        try:
+            socket.inet_pton(af, host)
+        except (OSError, ValueError):
+            continue
+        addr = (host, port, 0, 0) if af == socket.AF_INET6 else (host, port)
+        return [(af, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", addr)]
+    return None
+
+
+def _interleave_addrinfos(addrinfos, first_address_family_count=1):
+    """Alternate address families (RFC 8305): ``first_address_family_count`` addresses of
+    the first family, then one of each in turn."""
+    by_family = collections.OrderedDict()
+    for info in addrinfos:
+        by_family.setdefault(info[0], []).append(info)
+    lists = list(by_family.values())
+    result = []
+    if first_address_family_count > 1:
+        result.extend(lists[0][:first_address_family_count - 1])
+        del lists[0][:first_address_family_count - 1]
+    for group in itertools.zip_longest(*lists):
+        result.extend(info for info in group if info is not None)
+    return result
+
+
+def _set_reuseport(sock):
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("reuse_port not supported by socket module")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError:
+        raise ValueError("reuse_port not supported by socket module, "
+                         "SO_REUSEPORT defined but not implemented.")
+
+
+class _SendfileFallbackProtocol(asyncio.Protocol):
+    """Stands in for the transport's protocol while sendfile's read/write fallback runs:
+    it waits for the write buffer to drain and refuses reads (reading is paused)."""
+
+    def __init__(self, transport):
+        self._transport = transport
+        self._proto = transport.get_protocol()
+        self._should_resume_reading = transport.is_reading()
+        self._should_resume_writing = getattr(transport, "_protocol_paused", False)
+        transport.pause_reading()
+        transport.set_protocol(self)
+        loop = transport._loop
+        self._write_ready_fut = loop.create_future() if self._should_resume_writing else None
+
+    async def drain(self):
+        if self._transport.is_closing():
+            raise ConnectionError("Connection closed by peer")
+        fut = self._write_ready_fut
+        if fut is not None:
+            await fut
+
+    def connection_made(self, transport):
+        raise RuntimeError("Invalid state: connection should have been established already.")
+
+    def connection_lost(self, exc):
+        fut = self._write_ready_fut
+        if fut is not None and not fut.done():
+            fut.set_exception(ConnectionError("Connection is closed by peer") if exc is None else exc)
+        self._proto.connection_lost(exc)
+
+    def pause_writing(self):
+        if self._write_ready_fut is None:
+            self._write_ready_fut = self._transport._loop.create_future()
+
+    def resume_writing(self):
+        fut = self._write_ready_fut
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(False)
+            self._write_ready_fut = None
+
+    def data_received(self, data):
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def eof_received(self):
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    async def restore(self):
+        self._transport.set_protocol(self._proto)
+        if self._should_resume_reading:
+            self._transport.resume_reading()
+        fut = self._write_ready_fut
+        if fut is not None:
+            fut.cancel()
+        if self._should_resume_writing:
+            self._proto.resume_writing()
 
 
 class StreamMethods:
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
+
+    def __init__(self):
+        super().__init__()
+        # Transports and listeners alive on this loop: close() tells them libuv is going
+        # (their Python socket objects must not close fds libuv already closed).
+        self._stream_owners = set()
+
+    def close(self):
+        if not self.is_running() and not self._closed:
+            for owner in list(self._stream_owners):
+                owner._detach_from_loop()
+            self._stream_owners.clear()
+        super().close()
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _resolve_stream(self, host, port, family=0, proto=0, flags=0):
+        infos = _numeric_addrinfo(host, port, family, socket.SOCK_STREAM, proto)
+        if infos is not None:
+            return infos
+        gai = self.getaddrinfo
+        if getattr(gai, "__func__", None) is asyncio.AbstractEventLoop.getaddrinfo:
+            # SHIM until the loop has its own getaddrinfo (branch `sockets`): the blocking
+            # resolver in the default executor, as asyncio does.
+            return await self.run_in_executor(
+                None, functools.partial(socket.getaddrinfo, host, port, family,
+                                        socket.SOCK_STREAM, proto, flags))
+        return await gai(host, port, family=family, type=socket.SOCK_STREAM, proto=proto,
+                         flags=flags)
+
+    async def _connect_socket(self, sock, address):
+        """Connect the non-blocking ``sock`` to ``address`` (sock_connect semantics)."""
+        connect = self.sock_connect
+        if getattr(connect, "__func__", None) is not asyncio.AbstractEventLoop.sock_connect:
+            return await connect(sock, address)
+        # SHIM until the loop has its own sock_connect (branch `sockets`).
+        try:
+            sock.connect(address)
+            return
+        except (BlockingIOError, InterruptedError):
+            pass
+        fd = sock.fileno()
+        fut = self.create_future()
+
+        def writable():
+            if not fut.done():
+                fut.set_result(None)
+
+        self.add_writer(fd, writable)
+        try:
+            await fut
+        finally:
+            self.remove_writer(fd)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err != 0:
+            raise OSError(err, f"Connect call failed {address}")
+
+    def _make_ssl_protocol(self, app_protocol, sslcontext, waiter, *, server_side,
+                           server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout):
+        from asyncio import sslproto
+
+        kwargs = {"ssl_handshake_timeout": ssl_handshake_timeout}
+        if sys.version_info >= (3, 11):
+            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+        return sslproto.SSLProtocol(self, app_protocol, sslcontext, waiter, server_side,
+                                    server_hostname, **kwargs)
+
+    async def _connection_transport(self, sock, protocol_factory, ssl, server_hostname,
+                                    server_side=False, ssl_handshake_timeout=None,
+                                    ssl_shutdown_timeout=None):
+        """Adopt a connected ``sock`` into a transport running a new protocol; waits for
+        connection_made (and the TLS handshake with ``ssl``)."""
+        sock.setblocking(False)
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        if ssl:
+            if isinstance(ssl, bool):
+                sslcontext = _ssl.create_default_context()
+                if not server_hostname:
+                    sslcontext.check_hostname = False
+            else:
+                sslcontext = ssl
+            proto = self._make_ssl_protocol(
+                protocol, sslcontext, waiter, server_side=server_side,
+                server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+            transport = self._socket_transport(sock, proto, None)
+            app_transport = proto._app_transport
+        else:
+            transport = app_transport = self._socket_transport(sock, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return app_transport, protocol
+
+    def _socket_transport(self, sock, protocol, waiter, server=None):
+        slot, is_tcp = adopt_stream_socket(self, sock)
+        if is_tcp:
+            lib.uvc_tcp_nodelay(self._uv, slot, 1)  # asyncio's default for TCP transports
+        return SocketTransport(self, slot, sock.fileno(), protocol, sock=sock, waiter=waiter,
+                               server=server)
+
+    @staticmethod
+    def _check_ssl_args(ssl, server_hostname=None, ssl_handshake_timeout=None,
+                        ssl_shutdown_timeout=None):
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+    # ------------------------------------------------------------------ TCP client
+
+    async def _connect_sock(self, exceptions, addr_info, local_addr_infos=None):
+        my_exceptions = []
+        exceptions.append(my_exceptions)
+        family, type_, proto, _, address = addr_info
+        sock = None
+        try:
+            sock = socket.socket(family=family, type=type_, proto=proto)
+            sock.setblocking(False)
+            if local_addr_infos is not None:
+                for lfamily, _, _, _, laddr in local_addr_infos:
+                    if lfamily != family:
+                        continue
+                    try:
+                        sock.bind(laddr)
+                        break
+                    except OSError as exc:
+                        msg = (f"error while attempting to bind on address {laddr!r}: "
+                               f"{exc.strerror.lower()}")
+                        my_exceptions.append(OSError(exc.errno, msg))
+                else:
+                    if my_exceptions:
+                        raise my_exceptions.pop()
+                    raise OSError(f"no matching local address with family={family} found")
+            await self._connect_socket(sock, address)
+            return sock
+        except OSError as exc:
+            my_exceptions.append(exc)
+            if sock is not None:
+                sock.close()
+            raise
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        finally:
+            exceptions = my_exceptions = None
+
+    async def create_connection(self, protocol_factory, host=None, port=None, *, ssl=None,
+                                family=0, proto=0, flags=0, sock=None, local_addr=None,
+                                server_hostname=None, ssl_handshake_timeout=None,
+                                ssl_shutdown_timeout=None, happy_eyeballs_delay=None,
+                                interleave=None, all_errors=False):
+        """Open a stream connection to ``host``:``port`` (or over the connected ``sock``)
+        and return (transport, protocol) once the protocol's connection_made has run.
+
+        Every address getaddrinfo gives is tried in turn (or raced, RFC 8305, with
+        ``happy_eyeballs_delay``); on failure the one error, or OSError('Multiple
+        exceptions: ...'), or an ExceptionGroup with ``all_errors`` (Python 3.11+), is
+        raised.  ``ssl`` wraps the connection in TLS (asyncio.sslproto)."""
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if server_hostname is None and ssl:
+            if not host:
+                raise ValueError("You must set server_hostname when using ssl without a host")
+            server_hostname = host
+        self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if sock is not None:
+            _check_ssl_socket(sock)
+        if happy_eyeballs_delay is not None and interleave is None:
+            interleave = 1  # RFC 8305's default when racing
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            infos = await self._resolve_stream(host, port, family, proto, flags)
+            if not infos:
+                raise OSError("getaddrinfo() returned empty list")
+            laddr_infos = None
+            if local_addr is not None:
+                laddr_infos = await self._resolve_stream(*local_addr, family, proto, flags)
+                if not laddr_infos:
+                    raise OSError("getaddrinfo() returned empty list")
+            if interleave:
+                infos = _interleave_addrinfos(infos, interleave)
+
+            exceptions = []
+            if happy_eyeballs_delay is None:
+                for addr_info in infos:
+                    try:
+                        sock = await self._connect_sock(exceptions, addr_info, laddr_infos)
+                        break
+                    except OSError:
+                        continue
+            else:
+                sock, _, _ = await staggered.staggered_race(
+                    (functools.partial(self._connect_sock, exceptions, addr_info, laddr_infos)
+                     for addr_info in infos),
+                    happy_eyeballs_delay, loop=self)
+
+            if sock is None:
+                exceptions = [exc for sub in exceptions for exc in sub]
+                try:
+                    if all_errors and sys.version_info >= (3, 11):
+                        raise ExceptionGroup("create_connection failed", exceptions)  # noqa: F821
+                    if len(exceptions) == 1:
+                        raise exceptions[0]
+                    model = str(exceptions[0])
+                    if all(str(exc) == model for exc in exceptions):
+                        raise exceptions[0]
+                    raise OSError("Multiple exceptions: {}".format(
+                        ", ".join(str(exc) for exc in exceptions)))
+                finally:
+                    exceptions = None
+        else:
+            if sock is None:
+                raise ValueError("host and port was not specified and no sock specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+
+        transport, protocol = await self._connection_transport(
+            sock, protocol_factory, ssl, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        if self._debug:
+            sock = transport.get_extra_info("socket")
+            logger.debug("%r connected to %s:%r: (%r, %r)", sock, host, port, transport, protocol)
+        return transport, protocol
+
+    async def connect_accepted_socket(self, protocol_factory, sock, *, ssl=None,
+                                      ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        """Wrap a connection accepted outside asyncio (server side) in a transport and
+        protocol; returns (transport, protocol)."""
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+        self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
+        _check_ssl_socket(sock)
+        transport, protocol = await self._connection_transport(
+            sock, protocol_factory, ssl, "", server_side=True,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        if self._debug:
+            sock = transport.get_extra_info("socket")
+            logger.debug("%r handled: (%r, %r)", sock, transport, protocol)
+        return transport, protocol
+
+    # ------------------------------------------------------------------ TCP server
+
+    async def create_server(self, protocol_factory, host=None, port=None, *,
+                            family=socket.AF_UNSPEC, flags=socket.AI_PASSIVE, sock=None,
+                            backlog=100, ssl=None, reuse_address=None, reuse_port=None,
+                            keep_alive=None, ssl_handshake_timeout=None,
+                            ssl_shutdown_timeout=None, start_serving=True):
+        """Listen on ``host``:``port`` (every address of a host name or a list of hosts;
+        all interfaces for None or '') or on ``sock``; return a Server.  IPv6 sockets are
+        V6ONLY so the IPv4 wildcard can be bound alongside; SO_REUSEADDR is on by default."""
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if sock is not None:
+            _check_ssl_socket(sock)
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            if reuse_address is None:
+                reuse_address = os.name == "posix" and sys.platform != "cygwin"
+            sockets = []
+            if host == "":
+                hosts = [None]
+            elif isinstance(host, str) or not isinstance(host, collections.abc.Iterable):
+                hosts = [host]
+            else:
+                hosts = host
+            fs = [self._resolve_stream(h, port, family, 0, flags) for h in hosts]
+            infos = await asyncio.gather(*fs)
+            infos = set(itertools.chain.from_iterable(infos))
+
+            completed = False
+            try:
+                for res in infos:
+                    af, socktype, proto, canonname, sa = res
+                    try:
+                        sock = socket.socket(af, socktype, proto)
+                    except socket.error:
+                        if self._debug:
+                            logger.warning("create_server() failed to create socket.socket(%r, %r, %r)",
+                                           af, socktype, proto, exc_info=True)
+                        continue
+                    sockets.append(sock)
+                    if reuse_address:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
+                    if reuse_port:
+                        _set_reuseport(sock)
+                    if keep_alive:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
+                    # Disable IPv4/IPv6 dual stack support (enabled by default on Linux)
+                    # which makes a single socket listen on both address families.
+                    if _HAS_IPV6 and af == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+                    try:
+                        sock.bind(sa)
+                    except OSError as err:
+                        msg = ("error while attempting to bind on address %r: %s"
+                               % (sa, err.strerror.lower()))
+                        if err.errno == errno.EADDRNOTAVAIL:
+                            # Assume the family is not enabled (bpo-30945)
+                            sockets.pop()
+                            sock.close()
+                            if self._debug:
+                                logger.warning(msg)
+                            continue
+                        raise OSError(err.errno, msg) from None
+                if not sockets:
+                    raise OSError("could not bind on any address out of %r"
+                                  % ([info[4] for info in infos],))
+                completed = True
+            finally:
+                if not completed:
+                    for sock in sockets:
+                        sock.close()
+        else:
+            if sock is None:
+                raise ValueError("Neither host/port nor sock were specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+            sockets = [sock]
+
+        for sock in sockets:
+            sock.setblocking(False)
+        server = Server(self, sockets, protocol_factory, ssl, backlog, ssl_handshake_timeout,
+                        ssl_shutdown_timeout)
+        if start_serving:
+            server._start_serving()
+            # One iteration, as asyncio does, so the server is accepting on return.
+            await asyncio.sleep(0)
+        if self._debug:
+            logger.info("%r is serving", server)
+        return server
+
+    # ------------------------------------------------------------------ Unix sockets
+
+    async def create_unix_connection(self, protocol_factory, path=None, *, ssl=None,
+                                     sock=None, server_hostname=None,
+                                     ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        """Connect to the Unix socket ``path`` (a filesystem or abstract-namespace path) or
+        over the connected AF_UNIX ``sock``; return (transport, protocol)."""
+        assert server_hostname is None or isinstance(server_hostname, str)
+        if ssl:
+            if server_hostname is None:
+                raise ValueError("you have to pass server_hostname when using ssl")
+        else:
+            self._check_ssl_args(ssl, server_hostname, ssl_handshake_timeout,
+                                 ssl_shutdown_timeout)
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+            try:
+                sock.setblocking(False)
+                # Connected in Python: uv_pipe_connect cannot reach the abstract namespace.
+                await self._connect_socket(sock, path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("no path and sock were specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+            sock.setblocking(False)
+        return await self._connection_transport(
+            sock, protocol_factory, ssl, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+
+    async def create_unix_server(self, protocol_factory, path=None, *, sock=None,
+                                 backlog=100, ssl=None, ssl_handshake_timeout=None,
+                                 ssl_shutdown_timeout=None, start_serving=True,
+                                 cleanup_socket=True):
+        """Listen on the Unix socket ``path`` (a stale socket file there is removed first;
+        abstract-namespace paths start with a NUL) or on the AF_UNIX ``sock``; return a
+        Server.  From Python 3.13, with ``cleanup_socket`` the socket file is removed when
+        the server closes."""
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
+        unix_paths = {}
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            abstract = path[0] in (0, "\x00")
+            if not abstract:
+                try:
+                    if stat.S_ISSOCK(os.stat(path).st_mode):
+                        os.remove(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    # The directory may allow creating the socket but not checking for it.
+                    logger.error("Unable to check or remove stale UNIX socket %r: %r", path, err)
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE, f"Address {path!r} is already in use") from None
+                raise
+            except BaseException:
+                sock.close()
+                raise
+            if not abstract and cleanup_socket:
+                try:
+                    unix_paths[path] = os.stat(path).st_ino
+                except OSError:
+                    pass
+        else:
+            if sock is None:
+                raise ValueError("path was not specified, and no sock specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+            if cleanup_socket:
+                name = sock.getsockname()
+                if isinstance(name, (str, bytes)) and name and name[0] not in (0, "\x00"):
+                    try:
+                        unix_paths[name] = os.stat(name).st_ino
+                    except OSError:
+                        pass
+        sock.setblocking(False)
+        server = Server(self, [sock], protocol_factory, ssl, backlog, ssl_handshake_timeout,
+                        ssl_shutdown_timeout, unix_paths=unix_paths)
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        return server
+
+    # ------------------------------------------------------------------ sendfile
+
+    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
+        """Send ``file`` (a regular file opened in binary mode) over ``transport`` from
+        ``offset``, ``count`` bytes or to EOF; return the bytes sent.
+
+        On socket transports this is os.sendfile() (zero-copy) once the transport's
+        buffered writes are out, with the transport's own writes refused meanwhile; else
+        (TLS, pipes, or when sendfile(2) cannot do it) the file is read and written
+        through the transport, unless ``fallback`` is False: then
+        SendfileNotAvailableError (or RuntimeError when the transport cannot at all).
+        The file position is left after the last byte sent."""
+        if transport.is_closing():
+            raise RuntimeError("Transport is closing")
+        native = isinstance(transport, SocketTransport)
+        if not native and not self._sendfile_fallback_ok(transport):
+            raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
+        if native:
+            try:
+                return await self._sendfile_native(transport, file, offset, count)
+            except asyncio.SendfileNotAvailableError:
+                if not fallback:
+                    raise
+        if not fallback:
+            raise RuntimeError(f"fallback is disabled and native sendfile is not "
+                               f"supported for transport {transport!r}")
+        return await self._sendfile_fallback(transport, file, offset, count)
+
+    @staticmethod
+    def _sendfile_fallback_ok(transport):
+        if isinstance(transport, StreamTransportBase):
+            return True
+        mode = getattr(transport, "_sendfile_compatible", None)
+        fallback = getattr(getattr(asyncio, "constants", None), "_SendfileMode", None)
+        return fallback is not None and mode in (fallback.FALLBACK, fallback.TRY_NATIVE)
+
+    @staticmethod
+    def _check_transport_sendfile_params(file, offset, count):
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(f"count must be a positive integer (got {count!r})")
+            if count <= 0:
+                raise ValueError(f"count must be a positive integer (got {count!r})")
+        if not isinstance(offset, int):
+            raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
+        if offset < 0:
+            raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+
+    async def _wait_writable(self, fd):
+        fut = self.create_future()
+
+        def writable():
+            if not fut.done():
+                fut.set_result(None)
+
+        self.add_writer(fd, writable)
+        try:
+            await fut
+        finally:
+            self.remove_writer(fd)
+
+    async def _sendfile_native(self, transport, file, offset, count):
+        self._check_transport_sendfile_params(file, offset, count)
+        if not hasattr(os, "sendfile"):
+            raise asyncio.SendfileNotAvailableError("os.sendfile() is not available")
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            raise asyncio.SendfileNotAvailableError("not a regular file")
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError:
+            raise asyncio.SendfileNotAvailableError("not a regular file")
+        blocksize = count if count else fsize
+        if not blocksize:
+            return 0  # an empty file
+        resume_reading = transport.is_reading()
+        transport.pause_reading()
+        await transport._make_empty_waiter()
+        total = 0
+        out_fd = -1
+        try:
+            # libuv watches the socket's fd for the transport; waiting for writability on
+            # a dup of it (same socket) does not disturb that watcher.
+            out_fd = os.dup(transport._fd)
+            while True:
+                n = min(count - total, blocksize) if count else blocksize
+                if n <= 0:
+                    break
+                try:
+                    sent = os.sendfile(out_fd, fileno, offset + total, n)
+                except (BlockingIOError, InterruptedError):
+                    await self._wait_writable(out_fd)
+                    continue
+                except OSError as exc:
+                    if total == 0:
+                        # e.g. a file sendfile(2) cannot map: the fallback can still send it
+                        raise asyncio.SendfileNotAvailableError("os.sendfile call failed") from exc
+                    if exc.errno == errno.ENOTCONN and type(exc) is not ConnectionError:
+                        raise ConnectionError("socket is not connected", errno.ENOTCONN) from exc
+                    raise
+                if sent == 0:
+                    break  # EOF
+                total += sent
+            return total
+        finally:
+            if out_fd >= 0:
+                os.close(out_fd)
+            if total > 0:
+                os.lseek(fileno, offset + total, os.SEEK_SET)
+            transport._reset_empty_waiter()
+            if resume_reading:
+                transport.resume_reading()
+
+    async def _sendfile_fallback(self, transport, file, offset, count):
+        self._check_transport_sendfile_params(file, offset, count)
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, _SENDFILE_CHUNK) if count else _SENDFILE_CHUNK
+        buf = bytearray(blocksize)
+        total = 0
+        proto = _SendfileFallbackProtocol(transport)
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total, blocksize)
+                    if blocksize <= 0:
+                        return total
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    return total
+                await proto.drain()
+                transport.write(view[:read])  # copied by the transport: buf can be reused
+                total += read
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset + total)
+            await proto.restore()

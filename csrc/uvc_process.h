@@ -1,0 +1,48 @@
+/* uvcffi child processes: uv_spawn, exit watching and signals.
+ *
+ * A spawned process is a slot holding a uv_process_t.  Its exit is one UVC_EV_EXIT event
+ * (slot, a = exit status, b = terminating signal, c = 1 when the status is unknown because
+ * something else reaped the child), after which C closes the handle at once: its
+ * UVC_EV_CLOSED follows in the same batch.  Closing the handle right away takes it out of
+ * libuv's SIGCHLD bookkeeping before the pid can be reused by another process.
+ *
+ * Exits are seen two ways, whichever comes first:
+ *  - libuv's own SIGCHLD handler (uv_spawn installs it, and reaps with waitpid(pid));
+ *  - a pidfd (Linux 5.3+) polled for readability, reaped here with waitpid(pid).
+ * The pidfd keeps exits coming when the C-level SIGCHLD handler is not libuv's: Python's
+ * signal module replaces it when an application (or asyncio's SafeChildWatcher) calls
+ * add_signal_handler(SIGCHLD) or signal.signal(SIGCHLD, ...).  With a pidfd in place,
+ * uvc_spawn also gives SIGCHLD back to a handler that was installed before libuv took it,
+ * so spawning never silences the application's own SIGCHLD handler either.
+ *
+ * Processes started by other means (subprocess.Popen, for options uv_spawn cannot express)
+ * are watched with uvc_process_watch(): same events, on a slot of their own.
+ */
+#ifndef UVC_PROCESS_H
+#define UVC_PROCESS_H
+
+#include "uvc_core.h"
+
+/* cffi-begin */
+enum {
+    UVC_SPAWN_SETSID = 1    /* start_new_session: setsid() in the child */
+};
+
+/* Spawn `file` with argv `args` (NULL-terminated), environment `env` (NULL-terminated
+ * "K=V" strings, or NULL to inherit) in `cwd` (or NULL).  The child's fd i (i < nfds) is
+ * the parent's fds[i], or for fds[i] < 0: /dev/null for i <= 2, left alone above.
+ * Returns the process slot (>= 0) or a negative uv error (UV_ENOENT when exec failed);
+ * *pid receives the child's pid. */
+int uvc_spawn(uvc_loop_t *L, const char *file, char **args, char **env, const char *cwd,
+              const int *fds, int nfds, int flags, int *pid);
+/* Watch a child of this process started elsewhere; UVC_EV_EXIT on the returned slot.
+ * UV_ENOSYS when the kernel has no pidfd. */
+int uvc_process_watch(uvc_loop_t *L, int pid);
+/* Send a signal; UV_ESRCH once the exit has been seen (the pid may belong to another
+ * process by then). */
+int uvc_process_kill(uvc_loop_t *L, int slot, int signum);
+/* 1 when exits are watched with pidfds on this kernel. */
+int uvc_process_has_pidfd(void);
+/* cffi-end */
+
+#endif

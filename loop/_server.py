@@ -1,0 +1,284 @@
+"""uvcffi's Server (asyncio.AbstractServer): listening sockets whose connections libuv
+accepts in C (UVC_EV_ACCEPT), each becoming a SocketTransport with a fresh protocol."""
+import asyncio
+import contextvars
+import errno
+import os
+import socket
+import stat
+import sys
+from asyncio import trsock
+
+from ._errors import check, uv_error
+from ._uv import lib
+from .transports.stream import SocketTransport
+
+# accept() errors that mean "out of resources": logged; libuv keeps the server accepting
+# (it sheds the pending connections with its reserve-fd trick and goes on listening).
+_ACCEPT_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def adopt_stream_socket(loop, sock):
+    """A new libuv stream slot (TCP, or pipe for AF_UNIX) that owns ``sock``'s fd.
+
+    The Python socket object keeps the fd number; whoever closes the slot must detach the
+    object first, since libuv closes the fd."""
+    uv = loop._uv
+    is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+    slot = check(lib.uvc_tcp_new(uv) if is_tcp else lib.uvc_pipe_new(uv, 0))
+    err = lib.uvc_stream_open(uv, slot, sock.fileno())
+    if err < 0:
+        lib.uvc_close(uv, slot)  # libuv never took the fd: closing the slot leaves it open
+        raise uv_error(err)
+    return slot, is_tcp
+
+
+class _Listener:
+    """Owner of one listening slot: hands its accept events to the server."""
+
+    __slots__ = ("server", "sock", "slot", "closed")
+
+    def __init__(self, server, sock, slot):
+        self.server = server
+        self.sock = sock
+        self.slot = slot
+        self.closed = False
+
+    def _uv_event(self, kind, status, slot, fd):
+        self.server._accepted(self, status, slot, fd)
+
+    def _uv_read(self, data):
+        pass
+
+    def _uv_closed(self):
+        pass
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        loop = self.server._loop
+        loop._stream_owners.discard(self)
+        self.sock.detach()  # libuv closes the fd with the slot
+        self.sock.close()
+        loop._uv_close(self.slot)
+
+    def _detach_from_loop(self):
+        # The loop closes with the server open: libuv closes the fd, not the socket object.
+        self.closed = True
+        if self.sock.fileno() >= 0:
+            self.sock.detach()
+
+
+class Server(asyncio.AbstractServer):
+    """A server made by create_server() / create_unix_server(): closes, serves, counts
+    its connections as asyncio's Server does."""
+
+    def __init__(self, loop, sockets, protocol_factory, ssl_context, backlog,
+                 ssl_handshake_timeout, ssl_shutdown_timeout, unix_paths=None):
+        self._loop = loop
+        self._sockets = sockets
+        self._listeners = []
+        self._clients = set()
+        self._active_count = 0
+        self._waiters = []
+        self._protocol_factory = protocol_factory
+        self._backlog = backlog
+        self._ssl_context = ssl_context
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        self._serving = False
+        self._serving_forever_fut = None
+        self._context = None
+        # {path: inode} of Unix sockets this server bound (cleanup_socket, Python 3.13+)
+        self._unix_paths = unix_paths or {}
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
+
+    # ------------------------------------------------------------------ connections
+
+    def _attach(self, transport):
+        self._active_count += 1
+        self._clients.add(transport)
+
+    def _detach(self, transport):
+        self._active_count -= 1
+        self._clients.discard(transport)
+        if self._active_count == 0 and self._sockets is None:
+            self._wakeup()
+
+    def _wakeup(self):
+        waiters = self._waiters
+        self._waiters = None
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(waiter)
+
+    def _accepted(self, listener, status, slot, fd):
+        loop = self._loop
+        if status < 0:
+            exc = uv_error(status)
+            if exc.errno in _ACCEPT_RESOURCE_ERRNOS:
+                message = "socket.accept() out of system resource"
+            else:
+                message = "Error on accepting a connection"
+            loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "socket": trsock.TransportSocket(listener.sock),
+            })
+            return
+        if self._sockets is None:
+            loop._uv_close(slot)  # accepted in the same iteration the server closed
+            return
+        # As asyncio, each connection's callbacks run in a copy of the server's context.
+        context = self._context.copy()
+        transport = None
+        try:
+            protocol = context.run(self._protocol_factory)
+            if self._ssl_context is not None:
+                waiter = loop.create_future()
+                app_protocol = protocol
+                protocol = loop._make_ssl_protocol(
+                    app_protocol, self._ssl_context, waiter, server_side=True,
+                    server_hostname=None,
+                    ssl_handshake_timeout=self._ssl_handshake_timeout,
+                    ssl_shutdown_timeout=self._ssl_shutdown_timeout)
+            else:
+                waiter = None
+            transport = SocketTransport(loop, slot, fd, protocol, context=context, server=self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if transport is None:
+                loop._uv_close(slot)
+            loop.call_exception_handler({
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+            })
+            return
+        if waiter is not None:
+            waiter.add_done_callback(lambda fut: self._handshake_done(fut, transport))
+
+    def _handshake_done(self, fut, transport):
+        if fut.cancelled():
+            transport.close()
+            return
+        exc = fut.exception()
+        if exc is not None:
+            transport.close()
+            if self._loop.get_debug():
+                self._loop.call_exception_handler({
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                })
+
+    # ------------------------------------------------------------------ serving
+
+    def _start_serving(self):
+        if self._serving:
+            return
+        self._serving = True
+        loop = self._loop
+        self._context = contextvars.copy_context()
+        for sock in self._sockets:
+            slot, _ = adopt_stream_socket(loop, sock)
+            listener = _Listener(self, sock, slot)
+            loop._slot_register(slot, listener)
+            loop._stream_owners.add(listener)
+            self._listeners.append(listener)
+            err = lib.uvc_listen(loop._uv, slot, self._backlog)
+            if err < 0:
+                raise uv_error(err)
+
+    def get_loop(self):
+        """The loop this server belongs to."""
+        return self._loop
+
+    def is_serving(self):
+        """True while the server accepts connections."""
+        return self._serving
+
+    @property
+    def sockets(self):
+        """The listening sockets (asyncio.trsock.TransportSocket), () once closed."""
+        if self._sockets is None:
+            return ()
+        return tuple(trsock.TransportSocket(s) for s in self._sockets)
+
+    def close(self):
+        """Stop listening and close the listening sockets.  Connections already accepted
+        stay open (see close_clients / abort_clients)."""
+        sockets = self._sockets
+        if sockets is None:
+            return
+        self._sockets = None
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
+        for sock in sockets:
+            sock.close()  # the ones never served (start_serving=False)
+        if sys.version_info >= (3, 13):
+            self._cleanup_unix_paths()
+        self._serving = False
+        fut = self._serving_forever_fut
+        if fut is not None and not fut.done():
+            fut.cancel()
+            self._serving_forever_fut = None
+        if self._active_count == 0:
+            self._wakeup()
+
+    def _cleanup_unix_paths(self):
+        for path, ino in self._unix_paths.items():
+            try:
+                if os.stat(path).st_ino == ino and stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._unix_paths = {}
+
+    def close_clients(self):
+        """Close every connection this server accepted (they flush first)."""
+        for transport in list(self._clients):
+            transport.close()
+
+    def abort_clients(self):
+        """Abort every connection this server accepted."""
+        for transport in list(self._clients):
+            transport.abort()
+
+    async def start_serving(self):
+        """Start accepting connections (a no-op when already serving)."""
+        self._start_serving()
+        await asyncio.sleep(0)
+
+    async def serve_forever(self):
+        """Accept connections until cancelled; then close the server and wait for it."""
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._sockets is None:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    async def wait_closed(self):
+        """Wait until the server is closed and its connections are gone (before Python
+        3.12.1 asyncio returns at once when the server is already closed: so do we)."""
+        if self._waiters is None:
+            return
+        if sys.version_info < (3, 12, 1) and self._sockets is None:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter

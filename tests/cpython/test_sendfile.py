@@ -1,0 +1,16 @@
+"""test_sendfile (loop.sendfile over transports, loop.sock_sendfile) on uvcffi."""
+from ._harness import requires_cpython_311, requires_stdlib_tests, test_utils, uvcffi_case
+
+pytestmark = [requires_stdlib_tests, requires_cpython_311]
+
+if test_utils is not None:
+    from test.test_asyncio import test_sendfile
+
+    UvcffiSendfileTests = uvcffi_case(
+        "UvcffiSendfileTests",
+        (test_sendfile.SendfileTestsBase, test_utils.TestCase),
+        skips={
+            "test_sendfile_not_supported": "uses loop.create_datagram_endpoint (datagrams: branch udp)",
+        },
+        module=__name__,
+    )

@@ -1,0 +1,227 @@
+"""loop.getaddrinfo / loop.getnameinfo: the same answers and errors as the socket module."""
+import asyncio
+import gc
+import socket
+import sys
+
+import pytest
+
+import uvcffi
+from uvcffi._dns import numeric_addrinfo
+
+HAS_IPV6 = socket.has_ipv6
+IS_CPYTHON = sys.implementation.name == "cpython"
+
+
+def run(loop, coro, timeout=30):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def outcome(fn, *args, **kwargs):
+    """What a call gives: ("ok", result) or ("err", exception type, args)."""
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except Exception as exc:  # noqa: BLE001 - the exception is the result compared
+        return ("err", type(exc), exc.args)
+
+
+async def aoutcome(coro):
+    try:
+        return ("ok", await coro)
+    except Exception as exc:  # noqa: BLE001
+        return ("err", type(exc), exc.args)
+
+
+GETADDRINFO_CASES = [
+    (("127.0.0.1", 80), {}),
+    (("127.0.0.1", "80"), {}),
+    (("127.0.0.1", b"80"), {}),
+    ((b"127.0.0.1", 80), {}),
+    (("127.0.0.1", None), {"type": socket.SOCK_STREAM}),
+    (("127.0.0.1", 0), {"type": socket.SOCK_DGRAM}),
+    (("127.0.0.1", 80), {"proto": socket.IPPROTO_TCP}),
+    (("127.0.0.1", 80), {"proto": socket.IPPROTO_UDP}),
+    (("127.0.0.1", 80), {"family": socket.AF_INET, "flags": socket.AI_PASSIVE}),
+    (("127.0.0.1", 80), {"flags": socket.AI_CANONNAME}),
+    (("127.0.0.1", 80), {"flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV}),
+    (("127.0.0.1", 80), {"type": socket.SOCK_STREAM, "flags": socket.AI_ADDRCONFIG}),
+    (("127.1", 80), {}),
+    (("127.0.0.1", 70000), {}),
+    (("127.0.0.1", "http"), {}),
+    (("127.0.0.1", -1), {}),
+    (("127.0.0.1", "no-such-service"), {}),
+    (("127.0.0.1", 80), {"type": socket.SOCK_STREAM, "proto": socket.IPPROTO_UDP}),
+    (("127.0.0.1", 80), {"type": socket.SOCK_RAW}),
+    (("127.0.0.1", 80), {"family": socket.AF_UNIX}),
+    (("localhost", 80), {"type": socket.SOCK_STREAM}),
+    (("localhost", "http"), {"flags": socket.AI_CANONNAME}),
+    ((None, 80), {}),
+    ((None, 80), {"flags": socket.AI_PASSIVE}),
+    ((None, 80), {"family": socket.AF_INET, "type": socket.SOCK_STREAM, "flags": socket.AI_PASSIVE}),
+    (("", 80), {}),
+    ((None, None), {}),
+    (("127.0.0.1", 80), {"family": socket.AF_INET, "type": socket.SOCK_STREAM}),
+]
+# Bad input: the exception CPython's socket.getaddrinfo raises (uvcffi raises the same on
+# PyPy, whose socket module words some of these differently).
+GETADDRINFO_BAD = [
+    ((1, 80), {}, TypeError),
+    ((bytearray(b"127.0.0.1"), 80), {}, TypeError),
+    (("127.0.0.1", 1.5), {}, OSError),
+    (("127.0.0.1", True), {}, OSError),
+    (("127.0.0.1", 2**70), {}, OverflowError),
+    (("127.0.0.1", 80), {"family": "x"}, TypeError),
+    (("127.0.0.1", 80), {"type": 2**40}, OverflowError),
+    (("a" * 70, 80), {}, UnicodeError),
+]
+if HAS_IPV6:
+    GETADDRINFO_CASES += [
+        (("::1", 80), {}),
+        (("0:0::1", 443), {"type": socket.SOCK_STREAM}),
+        (("::ffff:127.0.0.1", 80), {"type": socket.SOCK_STREAM}),
+        (("::1", 80), {"family": socket.AF_INET6, "type": socket.SOCK_DGRAM}),
+        (("::1", 80), {"family": socket.AF_INET}),
+        (("127.0.0.1", 80), {"family": socket.AF_INET6}),
+    ]
+    if IS_CPYTHON:  # PyPy's socket module answers 'fe80::1%lo' here, CPython 'fe80::1'
+        GETADDRINFO_CASES.append((("fe80::1%lo", 80), {"type": socket.SOCK_STREAM}))
+
+
+@pytest.mark.parametrize("args,kwargs", GETADDRINFO_CASES, ids=repr)
+def test_getaddrinfo_matches_socket_module(loop, args, kwargs):
+    expected = outcome(socket.getaddrinfo, *args, **kwargs)
+    got = run(loop, aoutcome(loop.getaddrinfo(*args, **kwargs)))
+    assert got == expected
+    if got[0] == "ok":
+        # The enum members, as socket.getaddrinfo gives them, not bare ints.
+        assert [type(e[0]) for e in got[1]] == [type(e[0]) for e in expected[1]]
+        assert [type(e[1]) for e in got[1]] == [type(e[1]) for e in expected[1]]
+
+
+@pytest.mark.parametrize("args,kwargs,exc_type", GETADDRINFO_BAD, ids=repr)
+def test_getaddrinfo_bad_input(loop, args, kwargs, exc_type):
+    got = run(loop, aoutcome(loop.getaddrinfo(*args, **kwargs)))
+    assert got[0] == "err" and got[1] is exc_type
+    if IS_CPYTHON:
+        assert got == outcome(socket.getaddrinfo, *args, **kwargs)
+
+
+def test_unknown_host_is_gaierror(loop):
+    with pytest.raises(socket.gaierror) as info:
+        run(loop, loop.getaddrinfo("no-such-host.invalid", 80))
+    try:
+        socket.getaddrinfo("no-such-host.invalid", 80)
+    except socket.gaierror as exc:
+        assert info.value.args == exc.args
+    else:
+        pytest.fail("the system resolved a .invalid name")
+
+
+def test_numeric_hosts_do_not_wait(loop):
+    # Answered without the thread pool: the coroutine finishes on its first step.
+    for host in ("127.0.0.1", b"10.1.2.3") + (("::1", "fe80::1:2") if HAS_IPV6 else ()):
+        coro = loop.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        with pytest.raises(StopIteration) as stop:
+            coro.send(None)
+        assert stop.value.value == socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+
+
+@pytest.mark.parametrize(
+    "host,port,kw",
+    [("localhost", 80, {}), ("127.0.0.1", "http", {}), ("fe80::1%lo", 1, {}),
+     ("127.0.0.1", 80, {"flags": socket.AI_CANONNAME}), ("127.0.0.1", 80, {"type": 99})],
+)
+def test_numeric_addrinfo_leaves_the_rest_to_the_resolver(host, port, kw):
+    assert numeric_addrinfo(host, port, **kw) is None
+
+
+def test_many_concurrent_lookups(loop):
+    async def main():
+        return await asyncio.gather(
+            *[loop.getaddrinfo("localhost", 1000 + i, type=socket.SOCK_STREAM) for i in range(50)]
+        )
+
+    results = run(loop, main())
+    for i, got in enumerate(results):
+        assert got == socket.getaddrinfo("localhost", 1000 + i, type=socket.SOCK_STREAM)
+
+
+def test_cancelled_lookup_frees_its_request(loop):
+    from uvcffi._uv import lib
+
+    async def main():
+        before = lib.uvc_active_slots(loop._uv)
+        tasks = [asyncio.ensure_future(loop.getaddrinfo("localhost", i)) for i in range(20)]
+        await asyncio.sleep(0)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(t.cancelled() for t in tasks)
+        # Every request's completion (or cancellation) event still comes and frees it.
+        for _ in range(1000):
+            if lib.uvc_active_slots(loop._uv) == before:
+                break
+            await asyncio.sleep(0.005)
+        assert lib.uvc_active_slots(loop._uv) == before
+        # and the loop still resolves
+        return await loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
+
+    assert run(loop, main()) == socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
+
+
+def test_close_with_lookup_pending():
+    lp = uvcffi.new_event_loop()
+    fut = lp._getaddrinfo_lookup("localhost", 80, 0, 0, 0, 0)
+    lp.close()  # must neither hang nor crash: the lookup is dropped
+    assert lp.is_closed()
+    del fut
+    gc.collect()
+
+
+def test_getaddrinfo_on_closed_loop():
+    lp = uvcffi.new_event_loop()
+    lp.close()
+    coro = lp.getaddrinfo("localhost", 80)
+    with pytest.raises(RuntimeError, match="closed"):
+        coro.send(None)
+
+
+GETNAMEINFO_CASES = [
+    (("127.0.0.1", 80), 0),
+    (("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV),
+    (("localhost", 80), 0),
+]
+GETNAMEINFO_BAD = [
+    (("127.0.0.1", 80, 0, 0), 0, OSError),
+    (["127.0.0.1", 80], 0, TypeError),
+    (("127.0.0.1",), 0, TypeError),
+    ((1, 80), 0, TypeError),
+    ((b"127.0.0.1", 80), 0, TypeError),
+    (("127.0.0.1", "x"), 0, TypeError),
+    (("127.0.0.1", 80), "x", TypeError),
+    (("127.0.0.1", -1), 0, socket.gaierror),
+]
+if IS_CPYTHON:  # PyPy refuses a port above 65535, CPython wraps it
+    GETNAMEINFO_CASES.append((("127.0.0.1", 1048576), 0))
+if HAS_IPV6:
+    GETNAMEINFO_CASES += [
+        (("::1", 443, 0, 0), socket.NI_NUMERICSERV),
+        (("::1", 80), 0),
+        (("fe80::1%lo", 80, 0, 0), socket.NI_NUMERICHOST),
+    ]
+    GETNAMEINFO_BAD.append((("::1", 80, 2**21, 0), 0, OverflowError))
+
+
+@pytest.mark.parametrize("sockaddr,flags,exc_type", GETNAMEINFO_BAD, ids=repr)
+def test_getnameinfo_bad_input(loop, sockaddr, flags, exc_type):
+    got = run(loop, aoutcome(loop.getnameinfo(sockaddr, flags)))
+    assert got[0] == "err" and got[1] is exc_type
+    if IS_CPYTHON:
+        assert got == outcome(socket.getnameinfo, sockaddr, flags)
+
+
+@pytest.mark.parametrize("sockaddr,flags", GETNAMEINFO_CASES, ids=repr)
+def test_getnameinfo_matches_socket_module(loop, sockaddr, flags):
+    expected = outcome(socket.getnameinfo, sockaddr, flags)
+    got = run(loop, aoutcome(loop.getnameinfo(sockaddr, flags)))
+    assert got == expected

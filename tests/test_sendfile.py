@@ -1,0 +1,115 @@
+"""loop.sendfile over stream transports: zero-copy path, fallback, errors; uvcffi beside
+asyncio's selector loop (the specification)."""
+import asyncio
+import gc
+import os
+
+import pytest
+
+import uvcffi
+
+LOOPS = {"uvcffi": uvcffi.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
+DATA = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def anyloop(request):
+    lp = LOOPS[request.param]()
+    lp.kind = request.param
+    yield lp
+    if not lp.is_closed():
+        lp.close()
+    gc.collect()
+
+
+@pytest.fixture
+def datafile(tmp_path):
+    path = tmp_path / "data"
+    path.write_bytes(DATA)
+    with open(path, "rb") as f:
+        yield f
+
+
+class Sink(asyncio.Protocol):
+    def __init__(self):
+        self.data = bytearray()
+        self.done = asyncio.get_event_loop().create_future()
+
+    def data_received(self, data):
+        self.data += data
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        self.done.set_result(exc)
+
+
+async def pair(loop):
+    sink = Sink()
+    server = await loop.create_server(lambda: sink, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tr, pr = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+    return server, tr, sink
+
+
+def run(loop, coro):
+    return loop.run_until_complete(asyncio.wait_for(coro, 20))
+
+
+@pytest.mark.parametrize("offset,count", [(0, None), (1000, None), (5, 70000), (0, len(DATA))])
+def test_sendfile_with_writes_around(anyloop, datafile, offset, count):
+    async def main():
+        server, tr, sink = await pair(anyloop)
+        tr.write(b"head" * 100000)  # buffered: sendfile must wait for it to go out
+        sent = await anyloop.sendfile(tr, datafile, offset, count)
+        expected = DATA[offset:offset + count if count else None]
+        assert sent == len(expected)
+        assert datafile.tell() == offset + sent
+        tr.write(b"end")
+        tr.close()
+        await sink.done
+        assert bytes(sink.data) == b"head" * 100000 + expected + b"end"
+        server.close()
+    run(anyloop, main())
+
+
+def test_sendfile_fallback_for_file_without_fd(anyloop):
+    async def main():
+        server, tr, sink = await pair(anyloop)
+        import io
+        with pytest.raises(asyncio.SendfileNotAvailableError):
+            await anyloop.sendfile(tr, io.BytesIO(b"no fd"), fallback=False)
+        assert await anyloop.sendfile(tr, io.BytesIO(b"in memory")) == 9
+        tr.close()
+        await sink.done
+        assert bytes(sink.data) == b"in memory"
+        server.close()
+    run(anyloop, main())
+
+
+def test_sendfile_refuses_writes_meanwhile_and_bad_args(anyloop, datafile):
+    async def main():
+        server, tr, sink = await pair(anyloop)
+        big = b"b" * (16 << 20)  # still buffered when sendfile starts: it waits for it
+        tr.write(big)
+        task = asyncio.ensure_future(anyloop.sendfile(tr, datafile))
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="sendfile is in progress"):
+            tr.write(b"x")
+        assert await task == len(DATA)
+        tr.write(b"after")
+        for bad, exc in (({"offset": -1}, ValueError), ({"count": 0}, ValueError),
+                         ({"offset": "1"}, TypeError), ({"count": 1.5}, TypeError)):
+            with pytest.raises(exc):
+                await anyloop.sendfile(tr, datafile, **bad)
+        with open(datafile.name, "r") as text:
+            with pytest.raises(ValueError, match="binary mode"):
+                await anyloop.sendfile(tr, text)
+        tr.close()
+        with pytest.raises(RuntimeError, match="Transport is closing"):
+            await anyloop.sendfile(tr, datafile)
+        await sink.done
+        assert bytes(sink.data) == big + DATA + b"after"
+        server.close()
+    run(anyloop, main())

@@ -1,0 +1,448 @@
+"""create_server / create_unix_server / create_connection / Server, uvcffi beside asyncio's
+selector loop (the specification), plus the EMFILE and 10,000-connection checks."""
+import asyncio
+import errno
+import gc
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+import uvcffi
+
+LOOPS = {"uvcffi": uvcffi.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
+TIMEOUT = 10
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def anyloop(request):
+    lp = LOOPS[request.param]()
+    lp.kind = request.param
+    yield lp
+    if not lp.is_closed():
+        lp.close()
+    gc.collect()
+
+
+def run(loop, coro):
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+async def echo(reader, writer):
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def roundtrip(connect, payload=b"ping"):
+    reader, writer = await connect()
+    writer.write(payload)
+    writer.write_eof()
+    got = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return got
+
+
+def test_start_server_open_connection(anyloop):
+    async def main():
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        assert isinstance(server, asyncio.AbstractServer)
+        assert server.is_serving() and server.get_loop() is anyloop
+        port = server.sockets[0].getsockname()[1]
+        got = await roundtrip(lambda: asyncio.open_connection("127.0.0.1", port), b"x" * 300000)
+        assert got == b"x" * 300000
+        server.close()
+        assert not server.is_serving() and server.sockets == ()
+        await server.wait_closed()
+    run(anyloop, main())
+
+
+def test_host_forms_and_dual_stack(anyloop):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+
+    async def main():
+        server = await asyncio.start_server(echo, ["127.0.0.1", "::1"], 0)
+        families = sorted(s.family for s in server.sockets)
+        assert families == sorted([socket.AF_INET, socket.AF_INET6])
+        for s in server.sockets:
+            if s.family == socket.AF_INET6:
+                assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        for s in server.sockets:
+            host, port = s.getsockname()[:2]
+            assert await roundtrip(lambda: asyncio.open_connection(host, port)) == b"ping"
+        server.close()
+        await server.wait_closed()
+        # happy eyeballs over localhost's addresses
+        server = await asyncio.start_server(echo, "localhost", 0)
+        port = server.sockets[0].getsockname()[1]
+        got = await roundtrip(lambda: asyncio.open_connection(
+            "localhost", port, happy_eyeballs_delay=0.05))
+        assert got == b"ping"
+        server.close()
+        await server.wait_closed()
+    run(anyloop, main())
+
+
+def test_create_server_errors(anyloop):
+    async def main():
+        with pytest.raises(ValueError, match="Neither host/port nor sock"):
+            await anyloop.create_server(asyncio.Protocol)
+        sock = socket.socket()
+        with pytest.raises(ValueError, match="host/port and sock can not be specified"):
+            await anyloop.create_server(asyncio.Protocol, "127.0.0.1", 0, sock=sock)
+        sock.close()
+        udp = socket.socket(type=socket.SOCK_DGRAM)
+        with pytest.raises(ValueError, match="A Stream Socket was expected"):
+            await anyloop.create_server(asyncio.Protocol, sock=udp)
+        udp.close()
+        with pytest.raises(TypeError, match="ssl argument must be an SSLContext"):
+            await anyloop.create_server(asyncio.Protocol, "127.0.0.1", 0, ssl=True)
+        with pytest.raises(ValueError, match="ssl_handshake_timeout is only meaningful"):
+            await anyloop.create_server(asyncio.Protocol, "127.0.0.1", 0,
+                                        ssl_handshake_timeout=1)
+        server = await anyloop.create_server(asyncio.Protocol, "127.0.0.1", 0,
+                                             reuse_address=False)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(OSError) as info:
+            await anyloop.create_server(asyncio.Protocol, "127.0.0.1", port,
+                                        reuse_address=False)
+        assert info.value.errno == errno.EADDRINUSE
+        assert "error while attempting to bind on address" in str(info.value)
+        server.close()
+        await server.wait_closed()
+    run(anyloop, main())
+
+
+def test_reuse_port(anyloop):
+    async def main():
+        s1 = await anyloop.create_server(asyncio.Protocol, "127.0.0.1", 0, reuse_port=True)
+        port = s1.sockets[0].getsockname()[1]
+        assert s1.sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        s2 = await anyloop.create_server(asyncio.Protocol, "127.0.0.1", port, reuse_port=True)
+        for s in (s1, s2):
+            s.close()
+            await s.wait_closed()
+    run(anyloop, main())
+
+
+def test_create_connection_errors(anyloop):
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        port = lsock.getsockname()[1]
+        lsock.close()  # nobody listens there
+        with pytest.raises(ConnectionRefusedError):
+            await anyloop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        with pytest.raises(ValueError, match="host and port was not specified"):
+            await anyloop.create_connection(asyncio.Protocol)
+        with pytest.raises(ValueError, match="server_hostname is only meaningful with ssl"):
+            await anyloop.create_connection(asyncio.Protocol, "127.0.0.1", port,
+                                            server_hostname="x")
+        with pytest.raises(ValueError, match="You must set server_hostname"):
+            await anyloop.create_connection(asyncio.Protocol, sock=socket.socket(), ssl=True)
+        udp = socket.socket(type=socket.SOCK_DGRAM)
+        with pytest.raises(ValueError, match="A Stream Socket was expected"):
+            await anyloop.create_connection(asyncio.Protocol, sock=udp)
+        udp.close()
+    run(anyloop, main())
+
+
+def test_create_connection_sock_and_local_addr(anyloop):
+    async def main():
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        sock = socket.create_connection(("127.0.0.1", port))
+        tr, pr = await anyloop.create_connection(asyncio.Protocol, sock=sock)
+        assert tr.get_extra_info("socket").fileno() == sock.fileno()
+        tr.close()
+        await asyncio.sleep(0.01)
+        assert sock.fileno() == -1  # the transport closed the socket it adopted
+        # local_addr binds the client end
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        lport = probe.getsockname()[1]
+        probe.close()
+        tr, pr = await anyloop.create_connection(asyncio.Protocol, "127.0.0.1", port,
+                                                 local_addr=("127.0.0.1", lport))
+        assert tr.get_extra_info("sockname") == ("127.0.0.1", lport)
+        tr.close()
+        server.close()
+        await server.wait_closed()
+    run(anyloop, main())
+
+
+def test_connect_accepted_socket(anyloop):
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        client = socket.create_connection(lsock.getsockname())
+        conn, _ = lsock.accept()
+        received = anyloop.create_future()
+
+        class P(asyncio.Protocol):
+            def data_received(self, data):
+                received.set_result(data)
+
+        tr, pr = await anyloop.connect_accepted_socket(P, conn)
+        client.sendall(b"hello")
+        assert await received == b"hello"
+        tr.close()
+        client.close()
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_unix_server_and_connection(anyloop, tmp_path):
+    path = str(tmp_path / "sock")
+
+    async def main():
+        # a stale socket file from an earlier run is removed
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(path)
+        stale.close()
+        server = await asyncio.start_unix_server(echo, path)
+        assert await roundtrip(lambda: asyncio.open_unix_connection(path), b"u" * 100000) \
+            == b"u" * 100000
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(path)
+        assert await roundtrip(lambda: asyncio.open_unix_connection(sock=sock)) == b"ping"
+        server.close()
+        await server.wait_closed()
+        # a regular file in the way is not removed: bind fails
+        with pytest.raises(OSError) as info:
+            open(path + "2", "w").close()
+            await asyncio.start_unix_server(echo, path + "2")
+        assert info.value.errno == errno.EADDRINUSE
+        with pytest.raises(ValueError, match="path and sock can not be specified"):
+            await anyloop.create_unix_server(asyncio.Protocol, path, sock=socket.socket(socket.AF_UNIX))
+        with pytest.raises(ValueError, match="A UNIX Domain Stream Socket was expected"):
+            await anyloop.create_unix_connection(asyncio.Protocol, sock=socket.socket())
+        with pytest.raises(FileNotFoundError):
+            await asyncio.open_unix_connection(str(tmp_path / "missing"))
+    run(anyloop, main())
+
+
+def test_unix_abstract_namespace(anyloop):
+    name = f"\0uvcffi-test-{os.getpid()}-{anyloop.kind}"
+
+    async def main():
+        server = await asyncio.start_unix_server(echo, name)
+        assert await roundtrip(lambda: asyncio.open_unix_connection(name)) == b"ping"
+        server.close()
+        await server.wait_closed()
+    run(anyloop, main())
+
+
+def test_server_lifecycle(anyloop):
+    async def main():
+        server = await anyloop.create_server(asyncio.Protocol, "127.0.0.1", 0,
+                                             start_serving=False)
+        assert not server.is_serving()
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            await server.start_serving()
+            assert server.is_serving()
+            task = asyncio.ensure_future(server.serve_forever())
+            await asyncio.sleep(0)
+            with pytest.raises(RuntimeError, match="already being awaited"):
+                await server.serve_forever()
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert not server.is_serving()
+            w.close()
+        with pytest.raises(RuntimeError, match="is closed"):
+            await server.serve_forever()
+        server.close()  # twice is fine
+    run(anyloop, main())
+
+
+def test_server_close_keeps_and_then_closes_clients(anyloop):
+    async def main():
+        transports = []
+
+        class P(asyncio.Protocol):
+            def connection_made(self, tr):
+                transports.append(tr)
+
+        server = await anyloop.create_server(P, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        while not transports:
+            await asyncio.sleep(0.001)
+        server.close()
+        # an accepted connection outlives the server
+        assert not transports[0].is_closing()
+        if hasattr(server, "close_clients"):
+            server.close_clients()
+        else:
+            transports[0].close()
+        assert await r.read() == b""
+        w.close()
+        await server.wait_closed()
+    run(anyloop, main())
+
+
+def test_accept_error_handler_and_protocol_factory_error(anyloop):
+    async def main():
+        contexts = []
+        anyloop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
+
+        def factory():
+            raise ZeroDivisionError("no protocol")
+
+        server = await anyloop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        if anyloop.kind == "uvcffi":
+            # uvcffi closes the connection at once (asyncio leaves the socket to the GC,
+            # which PyPy may never run) and reports the error (asyncio: in debug mode)
+            assert await r.read() == b""
+            assert contexts[0]["message"] == "Error on transport creation for incoming connection"
+            assert isinstance(contexts[0]["exception"], ZeroDivisionError)
+        w.close()
+        server.close()
+        await server.wait_closed()
+    run(anyloop, main())
+
+
+def _run_script(script, timeout=120):
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_emfile_keeps_server_accepting():
+    out = _run_script("""
+        import asyncio, resource, socket, uvcffi
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        errors = []
+
+        async def echo(reader, writer):
+            writer.write(await reader.read(100))
+            await writer.drain()
+            writer.close()
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            loop.set_exception_handler(lambda l, ctx: errors.append(ctx))
+            server = await asyncio.start_server(echo, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            hog = []
+            try:
+                while True:
+                    hog.append(open("/dev/null"))
+            except OSError:
+                pass
+            # no fd left: connections come in, the server cannot keep them
+            for h in hog[:2]:
+                h.close()
+            del hog[:2]
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+            # the server hit EMFILE on these: libuv sheds them (closed without a transport)
+            for c in clients:
+                c.setblocking(False)
+                try:
+                    assert await asyncio.wait_for(loop.sock_recv(c, 10), 5) == b""
+                except ConnectionResetError:
+                    pass
+                c.close()
+            print("shed")
+            for h in hog:
+                h.close()
+            # fds are free again: the same server accepts and serves
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"alive")
+            print((await r.read()).decode())
+            w.close()
+            server.close()
+        uvcffi.run(main())
+    """)
+    assert out.split() == ["shed", "alive"]
+
+
+def test_ten_thousand_connections():
+    """10,000 connections open at once on one uvcffi server loop (the clients run in a
+    second process so each process needs ~10,000 fds)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 10200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 10200: 10,000 connections need "
+                    "that many fds in one process")
+    limits = "resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 12000) if hard > 0 else 12000, hard))"
+    server = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import asyncio, resource, sys, uvcffi
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        %s
+        N = 10000
+        active = 0
+        peak = 0
+
+        async def echo(reader, writer):
+            global active, peak
+            active += 1
+            peak = max(peak, active)
+            writer.write(await reader.readexactly(4))
+            await writer.drain()
+            await reader.read()  # hold the connection until the client closes it
+            writer.close()
+            active -= 1
+            if active == 0:
+                done.set()
+
+        async def main():
+            global done
+            done = asyncio.Event()
+            server = await asyncio.start_server(echo, "127.0.0.1", 0, backlog=4096)
+            print(server.sockets[0].getsockname()[1], flush=True)
+            await asyncio.wait_for(done.wait(), 240)
+            server.close()
+            print(peak, flush=True)
+        uvcffi.run(main())
+    """ % limits)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        out = _run_script("""
+            import asyncio, resource, uvcffi
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            %s
+            N = 10000
+
+            async def main():
+                conns = []
+                for i in range(0, N, 500):
+                    conns += await asyncio.gather(*[
+                        asyncio.open_connection("127.0.0.1", %d) for _ in range(500)])
+                for i, (r, w) in enumerate(conns):
+                    w.write(b"%%04d" %% i)
+                got = await asyncio.gather(*[r.readexactly(4) for r, w in conns])
+                assert got == [b"%%04d" %% i for i in range(N)]
+                # every connection is still open here: the server holds N at once
+                for r, w in conns:
+                    w.close()
+                print(len(got))
+            uvcffi.run(main())
+        """ % (limits, port), timeout=280)
+        assert out.strip() == "10000"
+        assert int(server.stdout.readline()) == 10000  # the server's peak of open connections
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -1,0 +1,450 @@
+"""The sock_* methods and sock_sendfile, checked against what asyncio's own loop does."""
+import array
+import asyncio
+import gc
+import io
+import os
+import socket
+import ssl
+import tempfile
+
+import pytest
+
+import uvcffi
+
+LOOPS = {"uvcffi": uvcffi.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def anyloop(request):
+    """The same scenario on uvcffi and on asyncio's selector loop: they must agree."""
+    lp = LOOPS[request.param]()
+    yield lp
+    lp.close()
+    gc.collect()
+
+
+def needs(loop, name):
+    """Skip on an asyncio that predates ``name`` (PyPy 3.9's has no sock_recvfrom)."""
+    if not hasattr(loop, name):
+        pytest.skip(f"this asyncio has no {name}")
+
+
+def run(loop, coro, timeout=10):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def tcp_pair():
+    """A connected pair of non-blocking TCP sockets on 127.0.0.1."""
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        a = socket.create_connection(lsock.getsockname())
+        b, _ = lsock.accept()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def test_recv_waits_for_data(anyloop):
+    a, b = tcp_pair()
+    with a, b:
+        async def main():
+            task = asyncio.ensure_future(anyloop.sock_recv(a, 100))
+            await asyncio.sleep(0.01)
+            assert not task.done()
+            b.send(b"hello")
+            return await task
+
+        assert run(anyloop, main()) == b"hello"
+
+
+def test_recv_eof(anyloop):
+    a, b = tcp_pair()
+    with a:
+        b.close()
+        assert run(anyloop, anyloop.sock_recv(a, 100)) == b""
+
+
+def test_sendall_large_and_recv_into(anyloop):
+    a, b = tcp_pair()
+    payload = os.urandom(4 * 1024 * 1024)
+    with a, b:
+        async def main():
+            sender = asyncio.ensure_future(anyloop.sock_sendall(a, payload))
+            buf = bytearray(len(payload))
+            view = memoryview(buf)
+            got = 0
+            while got < len(payload):
+                got += await anyloop.sock_recv_into(b, view[got:])
+            await sender
+            return bytes(buf)
+
+        assert run(anyloop, main()) == payload
+
+
+@pytest.mark.parametrize(
+    "make", [bytearray, memoryview, lambda d: array.array("i", d)], ids=["bytearray", "memoryview", "array"]
+)
+def test_sendall_buffer_types(loop, make):
+    a, b = tcp_pair()
+    data = bytes(range(256)) * 4096  # 1 MiB, more than the socket buffer takes at once
+    with a, b:
+        async def main():
+            sender = asyncio.ensure_future(loop.sock_sendall(a, make(data)))
+            chunks = []
+            size = 0
+            while size < len(data):
+                chunk = await loop.sock_recv(b, 65536)
+                assert chunk
+                chunks.append(chunk)
+                size += len(chunk)
+            await sender
+            return b"".join(chunks)
+
+        assert run(loop, main()) == data
+
+
+def test_sendall_bad_data(anyloop):
+    a, b = tcp_pair()
+    with a, b:
+        with pytest.raises(TypeError):
+            run(anyloop, anyloop.sock_sendall(a, "text"))
+
+
+def test_accept_and_connect_by_name(anyloop):
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        lsock.setblocking(False)
+
+        async def main():
+            accepting = asyncio.ensure_future(anyloop.sock_accept(lsock))
+            await asyncio.sleep(0)
+            c = socket.socket()
+            c.setblocking(False)
+            with c:
+                await anyloop.sock_connect(c, ("localhost", lsock.getsockname()[1]))
+                conn, addr = await accepting
+                with conn:
+                    assert conn.gettimeout() == 0
+                    assert addr == c.getsockname()
+                    await anyloop.sock_sendall(conn, b"ping")
+                    return await anyloop.sock_recv(c, 10)
+
+        assert run(anyloop, main()) == b"ping"
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_connect_ipv6_with_flowinfo_and_scope(anyloop):
+    try:
+        lsock = socket.socket(socket.AF_INET6)
+        lsock.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no ::1 ({exc})")
+    with lsock:
+        lsock.listen()
+        c = socket.socket(socket.AF_INET6)
+        c.setblocking(False)
+        with c:
+            run(anyloop, anyloop.sock_connect(c, ("::1", lsock.getsockname()[1], 0, 0)))
+            assert c.getpeername()[:2] == lsock.getsockname()[:2]
+
+
+def test_connect_refused(anyloop):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = s.getsockname()  # bound, not listening: refused
+        c = socket.socket()
+        c.setblocking(False)
+        with c:
+            with pytest.raises(ConnectionRefusedError):
+                run(anyloop, anyloop.sock_connect(c, address))
+
+
+def test_connect_unknown_host(anyloop):
+    c = socket.socket()
+    c.setblocking(False)
+    with c:
+        with pytest.raises(socket.gaierror):
+            run(anyloop, anyloop.sock_connect(c, ("no-such-host.invalid", 80)), timeout=30)
+
+
+def test_udp_sendto_recvfrom(anyloop):
+    needs(anyloop, "sock_recvfrom")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        a.setblocking(False)
+        b.setblocking(False)
+
+        async def main():
+            waiting = asyncio.ensure_future(anyloop.sock_recvfrom(b, 100))
+            await asyncio.sleep(0.01)
+            assert await anyloop.sock_sendto(a, memoryview(b"one"), b.getsockname()) == 3
+            first = await waiting
+            await anyloop.sock_sendto(a, bytearray(b"two!"), b.getsockname())
+            buf = bytearray(10)
+            n, addr = await anyloop.sock_recvfrom_into(b, buf, 3)
+            return first, (n, bytes(buf[:n]), addr)
+
+        first, second = run(anyloop, main())
+        assert first == (b"one", a.getsockname())
+        assert second == (3, b"two", a.getsockname())
+
+
+BLOCKING_CALLS = {
+    "sock_recv": lambda lp, s: lp.sock_recv(s, 1),
+    "sock_recv_into": lambda lp, s: lp.sock_recv_into(s, bytearray(1)),
+    "sock_recvfrom": lambda lp, s: lp.sock_recvfrom(s, 1),
+    "sock_recvfrom_into": lambda lp, s: lp.sock_recvfrom_into(s, bytearray(1)),
+    "sock_sendall": lambda lp, s: lp.sock_sendall(s, b"x"),
+    "sock_sendto": lambda lp, s: lp.sock_sendto(s, b"x", ("127.0.0.1", 9)),
+    "sock_connect": lambda lp, s: lp.sock_connect(s, ("127.0.0.1", 9)),
+    "sock_accept": lambda lp, s: lp.sock_accept(s),
+    "sock_sendfile": lambda lp, s: lp.sock_sendfile(s, io.BytesIO(b"x")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKING_CALLS))
+def test_blocking_socket_is_refused(loop, name):
+    with socket.socket() as s:
+        assert s.gettimeout() is None
+        with pytest.raises(ValueError, match="the socket must be non-blocking"):
+            run(loop, BLOCKING_CALLS[name](loop, s))
+        s.settimeout(1.0)  # a timeout is blocking too, for the loop
+        with pytest.raises(ValueError, match="the socket must be non-blocking"):
+            run(loop, BLOCKING_CALLS[name](loop, s))
+
+
+def test_blocking_socket_in_debug_mode(anyloop):
+    anyloop.set_debug(True)
+    with socket.socket() as s:
+        with pytest.raises(ValueError, match="the socket must be non-blocking"):
+            run(anyloop, anyloop.sock_recv(s, 1))
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKING_CALLS))
+def test_ssl_socket_is_refused(anyloop, name):
+    needs(anyloop, name)
+    ctx = ssl.create_default_context()
+    with ctx.wrap_socket(socket.socket(), do_handshake_on_connect=False,
+                         server_hostname="x") as s:
+        s.setblocking(False)
+        with pytest.raises(TypeError, match="SSLSocket"):
+            run(anyloop, BLOCKING_CALLS[name](anyloop, s))
+
+
+def test_closed_socket(anyloop):
+    a, b = tcp_pair()
+    b.close()
+    a.close()
+    with pytest.raises(OSError) as info:
+        run(anyloop, anyloop.sock_recv(a, 1))
+    assert info.value.errno is not None
+    with pytest.raises(OSError):
+        run(anyloop, anyloop.sock_sendall(a, b"x"))
+
+
+def test_cancel_mid_wait_removes_the_watcher(anyloop):
+    a, b = tcp_pair()
+    with a, b:
+        async def main():
+            task = asyncio.ensure_future(anyloop.sock_recv(a, 10))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # The fd is free again: a reader can be added and removed, and the next
+            # sock_recv gets the data (the cancelled one took nothing).
+            anyloop.add_reader(a, lambda: None)
+            assert anyloop.remove_reader(a)
+            assert not anyloop.remove_reader(a)
+            b.send(b"data")
+            return await anyloop.sock_recv(a, 10)
+
+        assert run(anyloop, main()) == b"data"
+
+
+def test_cancel_blocked_sendall(anyloop):
+    a, b = tcp_pair()
+    with a, b:
+        async def main():
+            task = asyncio.ensure_future(anyloop.sock_sendall(a, b"x" * (16 * 1024 * 1024)))
+            await asyncio.sleep(0.01)
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert not anyloop.remove_writer(a)
+
+        run(anyloop, main())
+
+
+def test_prompt_cancellation(anyloop):
+    # test_events' test_prompt_cancellation, without its selector-loop private at the end.
+    r, w = socket.socketpair()
+    with r, w:
+        r.setblocking(False)
+        f = anyloop.create_task(anyloop.sock_recv(r, 1))
+
+        async def main():
+            try:
+                anyloop.call_soon(f.cancel)
+                await f
+            except asyncio.CancelledError:
+                return "cancelled"
+            finally:
+                anyloop.stop()
+
+        t = anyloop.create_task(main())
+        anyloop.run_forever()
+        assert t.result() == "cancelled"
+        with pytest.raises(asyncio.CancelledError):
+            f.result()
+        assert not anyloop.remove_reader(r)
+
+
+def test_second_concurrent_recv_replaces_the_first(anyloop):
+    # asyncio 3.11: the second wait takes the fd's reader; the first then stays pending
+    # until cancelled.
+    a, b = tcp_pair()
+    with a, b:
+        async def main():
+            first = asyncio.ensure_future(anyloop.sock_recv(a, 10))
+            await asyncio.sleep(0)
+            second = asyncio.ensure_future(anyloop.sock_recv(a, 10))
+            await asyncio.sleep(0)
+            b.send(b"x")
+            data = await second
+            await asyncio.sleep(0.01)
+            state = first.done()
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+            return data, state
+
+        assert run(anyloop, main()) == (b"x", False)
+
+
+def test_fd_used_by_a_transport_is_refused(loop):
+    a, b = tcp_pair()
+    with a, b:
+        class Busy:
+            def is_closing(self):
+                return False
+
+        busy = Busy()
+        loop._fd_transports[a.fileno()] = busy
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            run(loop, loop.sock_recv(a, 1))
+
+
+# ---------------------------------------------------------------- sock_sendfile
+
+@pytest.fixture
+def datafile():
+    data = os.urandom(300 * 1024)
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.seek(0)
+        yield f, data
+
+
+def _recv_all(loop, sock):
+    async def reader():
+        chunks = []
+        while True:
+            chunk = await loop.sock_recv(sock, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    return reader()
+
+
+@pytest.mark.parametrize("offset,count", [(0, None), (1000, None), (5, 100_000), (0, 10**9)])
+def test_sendfile(anyloop, datafile, offset, count):
+    f, data = datafile
+    a, b = tcp_pair()
+    with a, b:
+        async def main():
+            reading = asyncio.ensure_future(_recv_all(anyloop, b))
+            sent = await anyloop.sock_sendfile(a, f, offset, count, fallback=False)
+            a.shutdown(socket.SHUT_WR)
+            return sent, await reading
+
+        sent, received = run(anyloop, main())
+    end = len(data) if count is None else min(len(data), offset + count)
+    assert received == data[offset:end]
+    assert sent == end - offset
+    assert f.tell() == end
+
+
+class _NoFileno:
+    """A binary file object without a file descriptor."""
+
+    mode = "rb"
+
+    def __init__(self, data):
+        self._data = data
+        self._pos = 0
+
+    def readinto(self, buf):
+        chunk = self._data[self._pos:self._pos + len(buf)]
+        buf[:len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+    def seek(self, pos):
+        self._pos = pos
+
+    def tell(self):
+        return self._pos
+
+
+def test_sendfile_fallback(anyloop):
+    data = os.urandom(600 * 1024)
+    src = _NoFileno(data)
+    a, b = tcp_pair()
+    with a, b:
+        async def main():
+            reading = asyncio.ensure_future(_recv_all(anyloop, b))
+            sent = await anyloop.sock_sendfile(a, src, 10)
+            a.shutdown(socket.SHUT_WR)
+            return sent, await reading
+
+        sent, received = run(anyloop, main())
+    assert sent == len(data) - 10 and received == data[10:]
+    assert src.tell() == len(data)
+
+
+def test_sendfile_not_available_without_fallback(anyloop):
+    a, b = tcp_pair()
+    with a, b:
+        with pytest.raises(asyncio.SendfileNotAvailableError):
+            run(anyloop, anyloop.sock_sendfile(a, _NoFileno(b"abc"), fallback=False))
+
+
+def test_sendfile_bad_arguments(anyloop, datafile):
+    f, _ = datafile
+    a, b = tcp_pair()
+    with a, b:
+        for kwargs, exc in [
+            ({"offset": -1}, ValueError), ({"offset": "0"}, TypeError),
+            ({"count": 0}, ValueError), ({"count": 1.5}, TypeError),
+        ]:
+            with pytest.raises(exc):
+                run(anyloop, anyloop.sock_sendfile(a, f, **kwargs))
+        with tempfile.TemporaryFile("w+") as text:
+            with pytest.raises(ValueError, match="binary mode"):
+                run(anyloop, anyloop.sock_sendfile(a, text))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.setblocking(False)
+        with pytest.raises(ValueError, match="SOCK_STREAM"):
+            run(anyloop, anyloop.sock_sendfile(udp, f))
+
+
+def test_sendfile_empty_file(anyloop):
+    a, b = tcp_pair()
+    with a, b, tempfile.TemporaryFile() as f:
+        assert run(anyloop, anyloop.sock_sendfile(a, f)) == 0

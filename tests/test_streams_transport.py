@@ -1,0 +1,534 @@
+"""Stream transports (transports/stream.py): each scenario runs on uvcffi and on asyncio's
+own selector loop, which is the specification: both must give the same answers."""
+import asyncio
+import contextvars
+import gc
+import logging
+import socket
+import struct
+import warnings
+
+import pytest
+
+import uvcffi
+from uvcffi.transports.stream import SocketTransport, StreamTransportBase
+
+LOOPS = {"uvcffi": uvcffi.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
+TIMEOUT = 10
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def anyloop(request):
+    lp = LOOPS[request.param]()
+    lp.kind = request.param
+    yield lp
+    if not lp.is_closed():
+        lp.close()
+    gc.collect()
+
+
+def run(loop, coro):
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+class Recorder(asyncio.Protocol):
+    """Records every protocol callback in order."""
+
+    def __init__(self, keep_open=False):
+        self.calls = []
+        self.data = bytearray()
+        self.keep_open = keep_open
+        self.transport = None
+        self.lost = None
+        self.done = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.calls.append("made")
+        self.done = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data):
+        assert isinstance(data, bytes)
+        self.calls.append("data")
+        self.data += data
+
+    def eof_received(self):
+        self.calls.append("eof")
+        return self.keep_open
+
+    def pause_writing(self):
+        self.calls.append("pause_writing")
+
+    def resume_writing(self):
+        self.calls.append("resume_writing")
+
+    def connection_lost(self, exc):
+        self.calls.append("lost")
+        self.lost = exc
+        if not self.done.done():
+            self.done.set_result(exc)
+
+
+async def tcp_pair(loop, server_proto=Recorder, client_proto=Recorder):
+    """(server, client transport, client protocol, server protocol future)."""
+    accepted = loop.create_future()
+
+    def factory():
+        p = server_proto()
+        if not accepted.done():
+            accepted.set_result(p)
+        return p
+
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tr, pr = await loop.create_connection(client_proto, "127.0.0.1", port)
+    sp = await accepted
+    while sp.transport is None:
+        await asyncio.sleep(0)
+    return server, tr, pr, sp
+
+
+async def raw_server(loop):
+    """A plain listening socket (no transport on the server side)."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(10)
+    lsock.setblocking(False)
+    return lsock
+
+
+def test_is_asyncio_transport(anyloop):
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        assert isinstance(tr, asyncio.Transport)
+        assert isinstance(sp.transport, asyncio.Transport)
+        if anyloop.kind == "uvcffi":
+            assert isinstance(tr, SocketTransport) and isinstance(tr, StreamTransportBase)
+        tr.close()
+        await pr.done
+        await sp.done
+        server.close()
+        await server.wait_closed()
+    run(anyloop, main())
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview, "array"])
+def test_write_bytes_like_and_echo(anyloop, kind):
+    payload = bytes(range(256)) * 64
+
+    def make(b):
+        if kind == "array":
+            import array
+            return memoryview(array.array("i", b))  # items of 4 bytes: nbytes counts
+        return kind(b)
+
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        tr.write(make(payload))
+        tr.write(make(b""))
+        tr.writelines([make(b"abcd"), b"ef", bytearray(b"gh")])
+        tr.write_eof()
+        while "eof" not in sp.calls:
+            await asyncio.sleep(0.001)
+        assert bytes(sp.data) == payload + b"abcdefgh"
+        tr.close()
+        await pr.done
+        server.close()
+    run(anyloop, main())
+
+
+@pytest.mark.parametrize("bad", ["text", 1, None, [b"x"]])
+def test_write_rejects_non_bytes(anyloop, bad):
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        with pytest.raises(TypeError):
+            tr.write(bad)
+        with pytest.raises(TypeError):
+            tr.writelines(["text"])
+        tr.write_eof()
+        with pytest.raises(RuntimeError, match="write_eof"):
+            tr.write(b"late")
+        assert tr.can_write_eof()
+        tr.close()
+        await pr.done
+        server.close()
+    run(anyloop, main())
+
+
+def test_write_buffer_size_and_flow_control(anyloop):
+    async def main():
+        lsock = await raw_server(anyloop)
+        tr, pr = await anyloop.create_connection(Recorder, sock=None, host="127.0.0.1",
+                                                 port=lsock.getsockname()[1])
+        conn, _ = lsock.accept()
+        conn.setblocking(False)
+        tr.set_write_buffer_limits(high=1024, low=256)
+        assert tr.get_write_buffer_limits() == (256, 1024)
+        with pytest.raises(ValueError):
+            tr.set_write_buffer_limits(high=1, low=2)
+        chunk = b"x" * 65536
+        total = 0
+        while "pause_writing" not in pr.calls:
+            tr.write(chunk)
+            total += len(chunk)
+        size = tr.get_write_buffer_size()
+        assert 1024 < size <= total
+        # the peer reads everything: the buffer drains to 0 and resume_writing comes once
+        received = 0
+        while received < total:
+            try:
+                received += len(conn.recv(1 << 20))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        while tr.get_write_buffer_size():
+            await asyncio.sleep(0.001)
+        assert pr.calls.count("pause_writing") == 1
+        assert pr.calls.count("resume_writing") == 1
+        tr.close()
+        await pr.done
+        conn.close()
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_pause_reading_holds_data_until_resume(anyloop):
+    class Pausing(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.pause_reading()
+
+    async def main():
+        lsock = await raw_server(anyloop)
+        tr, pr = await anyloop.create_connection(Pausing, "127.0.0.1", lsock.getsockname()[1])
+        conn, _ = lsock.accept()
+        payload = b"".join(struct.pack("!I", i) for i in range(50000))
+        conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        while True:
+            while not pr.data or tr.is_reading():
+                await asyncio.sleep(0.001)
+            # paused: nothing more arrives however long we wait
+            seen = len(pr.data)
+            for _ in range(5):
+                await asyncio.sleep(0.002)
+            assert len(pr.data) == seen and not tr.is_reading()
+            if "eof" in pr.calls:
+                break
+            tr.resume_reading()
+            await asyncio.sleep(0)
+            if len(pr.data) == len(payload):
+                tr.resume_reading()
+                while "eof" not in pr.calls:
+                    await asyncio.sleep(0.001)
+                break
+        assert bytes(pr.data) == payload
+        assert pr.calls[-1] == "eof" or pr.calls[-2:] == ["eof", "lost"] or "lost" in pr.calls
+        await pr.done
+        conn.close()
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_eof_received_true_keeps_write_side(anyloop):
+    async def main():
+        server, tr, pr, sp = await tcp_pair(
+            anyloop, server_proto=lambda: Recorder(keep_open=True))
+        tr.write(b"question")
+        tr.write_eof()
+        while "eof" not in sp.calls:
+            await asyncio.sleep(0.001)
+        assert not sp.transport.is_closing()
+        sp.transport.write(b"answer")
+        sp.transport.close()
+        await pr.done
+        assert bytes(pr.data) == b"answer"
+        assert pr.calls == ["made", "data", "eof", "lost"]
+        assert sp.calls == ["made", "data", "eof", "lost"]
+        server.close()
+    run(anyloop, main())
+
+
+def test_close_flushes_pending_writes(anyloop):
+    async def main():
+        lsock = await raw_server(anyloop)
+        tr, pr = await anyloop.create_connection(Recorder, "127.0.0.1", lsock.getsockname()[1])
+        conn, _ = lsock.accept()
+        conn.setblocking(False)
+        payload = bytes(range(256)) * 16384  # 4 MiB: more than the socket buffers
+        tr.write(payload)
+        assert tr.get_write_buffer_size() > 0
+        tr.close()
+        assert tr.is_closing()
+        tr.close()  # twice is fine
+        got = bytearray()
+        while True:
+            try:
+                b = conn.recv(1 << 20)
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+                continue
+            if not b:
+                break
+            got += b
+        assert bytes(got) == payload
+        assert await pr.done is None
+        assert [c for c in pr.calls if "writing" not in c] == ["made", "lost"]
+        conn.close()
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_abort_drops_buffer(anyloop):
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        tr.write(b"x" * (8 << 20))
+        tr.abort()
+        assert tr.is_closing()
+        assert await pr.done is None
+        assert await sp.done is None or isinstance(sp.lost, ConnectionResetError)
+        assert len(sp.data) < 8 << 20
+        server.close()
+    run(anyloop, main())
+
+
+def test_peer_reset_gives_connection_reset(anyloop):
+    async def main():
+        lsock = await raw_server(anyloop)
+        tr, pr = await anyloop.create_connection(Recorder, "127.0.0.1", lsock.getsockname()[1])
+        conn, _ = lsock.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # RST
+        exc = await pr.done
+        assert isinstance(exc, ConnectionResetError)
+        assert pr.calls == ["made", "lost"]
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_write_after_lost_warns_after_threshold(anyloop, caplog):
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        tr.abort()
+        await pr.done
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            for _ in range(7):
+                tr.write(b"x")
+        warns = [r for r in caplog.records if "socket.send() raised exception." in r.getMessage()]
+        assert 1 <= len(warns) <= 3
+        server.close()
+    run(anyloop, main())
+
+
+def test_write_to_closed_peer_is_connection_lost(anyloop):
+    async def main():
+        lsock = await raw_server(anyloop)
+        tr, pr = await anyloop.create_connection(Recorder, "127.0.0.1", lsock.getsockname()[1])
+        conn, _ = lsock.accept()
+        conn.close()
+        lsock.close()
+        for _ in range(200):
+            if tr.is_closing():
+                break
+            tr.write(b"x" * 65536)
+            await asyncio.sleep(0.002)
+        exc = await pr.done
+        assert exc is None or isinstance(exc, (BrokenPipeError, ConnectionResetError))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        run(anyloop, main())
+
+
+def test_data_received_error_goes_to_exception_handler(anyloop):
+    class Failing(Recorder):
+        def data_received(self, data):
+            raise ZeroDivisionError("boom")
+
+    async def main():
+        contexts = []
+        anyloop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
+        server, tr, pr, sp = await tcp_pair(anyloop, server_proto=Failing)
+        tr.write(b"x")
+        exc = await sp.done
+        assert isinstance(exc, ZeroDivisionError)
+        assert contexts[0]["message"] == "Fatal error: protocol.data_received() call failed."
+        assert contexts[0]["exception"] is exc
+        assert contexts[0]["transport"] is sp.transport
+        assert contexts[0]["protocol"] is sp
+        await pr.done
+        server.close()
+    run(anyloop, main())
+
+
+class BufProto(asyncio.BufferedProtocol):
+    def __init__(self, size):
+        self.size = size
+        self.data = bytearray()
+        self.buf = bytearray(size)
+        self.hints = []
+        self.done = asyncio.get_event_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        self.hints.append(sizehint)
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        assert 0 < nbytes <= self.size
+        self.data += self.buf[:nbytes]
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        self.done.set_result(exc)
+
+
+@pytest.mark.parametrize("size", [1, 7, 65536])
+def test_buffered_protocol_small_buffers(anyloop, size):
+    async def main():
+        lsock = await raw_server(anyloop)
+        tr, pr = await anyloop.create_connection(lambda: BufProto(size), "127.0.0.1",
+                                                 lsock.getsockname()[1])
+        conn, _ = lsock.accept()
+        payload = bytes(range(256)) * 400
+        conn.sendall(payload)
+        conn.close()
+        assert await pr.done is None
+        assert bytes(pr.data) == payload
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_buffered_protocol_empty_buffer_is_fatal(anyloop):
+    class Empty(BufProto):
+        def get_buffer(self, sizehint):
+            return bytearray()
+
+    async def main():
+        contexts = []
+        anyloop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
+        lsock = await raw_server(anyloop)
+        tr, pr = await anyloop.create_connection(lambda: Empty(1), "127.0.0.1",
+                                                 lsock.getsockname()[1])
+        conn, _ = lsock.accept()
+        conn.sendall(b"data")
+        exc = await pr.done
+        assert isinstance(exc, RuntimeError)
+        assert contexts[0]["message"] == "Fatal error: protocol.get_buffer() call failed."
+        conn.close()
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_set_protocol_switches_reads(anyloop):
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        new = Recorder()
+        new.done = anyloop.create_future()
+        sp.transport.set_protocol(new)
+        assert sp.transport.get_protocol() is new
+        tr.write(b"to the new one")
+        tr.close()
+        await new.done
+        assert bytes(new.data) == b"to the new one" and not sp.data
+        server.close()
+    run(anyloop, main())
+
+
+def test_extra_info(anyloop):
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        port = server.sockets[0].getsockname()[1]
+        for t in (tr, sp.transport):
+            sock = t.get_extra_info("socket")
+            assert isinstance(sock, asyncio.trsock.TransportSocket)
+            assert sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM
+            # asyncio turns TCP_NODELAY on for TCP transports
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert t.get_extra_info("sockname")[0] == "127.0.0.1"
+            assert t.get_extra_info("peername")[0] == "127.0.0.1"
+            assert t.get_extra_info("nonexistent", "dflt") == "dflt"
+        assert tr.get_extra_info("peername")[1] == port
+        assert sp.transport.get_extra_info("sockname")[1] == port
+        assert tr.get_extra_info("sockname") == sp.transport.get_extra_info("peername")
+        tr.close()
+        await pr.done
+        await sp.done
+        server.close()
+    run(anyloop, main())
+
+
+def test_callbacks_run_in_creation_context(anyloop):
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+
+    class CtxProto(Recorder):
+        def connection_made(self, transport):
+            seen.append(("made", var.get()))
+            super().connection_made(transport)
+
+        def data_received(self, data):
+            seen.append(("data", var.get()))
+            super().data_received(data)
+
+        def connection_lost(self, exc):
+            seen.append(("lost", var.get()))
+            super().connection_lost(exc)
+
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        tr.close()
+        await pr.done
+        server.close()
+
+        async def client():
+            var.set("client")
+            lsock = await raw_server(anyloop)
+            tr, pr = await anyloop.create_connection(CtxProto, "127.0.0.1",
+                                                     lsock.getsockname()[1])
+            conn, _ = lsock.accept()
+            conn.sendall(b"x")
+            while not pr.data:
+                await asyncio.sleep(0.001)
+            conn.close()
+            lsock.close()
+            await pr.done
+
+        await asyncio.get_running_loop().create_task(client())
+        assert seen and all(v == "client" for _, v in seen), seen
+    run(anyloop, main())
+
+
+def test_is_reading_states(anyloop):
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        assert tr.is_reading()
+        tr.pause_reading()
+        tr.pause_reading()
+        assert not tr.is_reading()
+        tr.resume_reading()
+        tr.resume_reading()
+        assert tr.is_reading()
+        tr.close()
+        assert not tr.is_reading()
+        tr.resume_reading()  # no effect once closing
+        assert not tr.is_reading()
+        await pr.done
+        server.close()
+    run(anyloop, main())
+
+
+def test_unclosed_transport_warns(anyloop):
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        server.close()
+        return tr
+
+    tr = run(anyloop, main())
+    del tr
+    with pytest.warns(ResourceWarning, match="unclosed transport"):
+        anyloop.close()
+        for _ in range(4):  # PyPy finalizes over several collections
+            gc.collect()

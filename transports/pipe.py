@@ -1,0 +1,279 @@
+"""Pipe transports: connect_read_pipe() and connect_write_pipe() on libuv pipe handles.
+
+Built on the stream machinery of transports/stream.py (reads held while paused, write
+buffering in C with exact accounting, flow control, close-after-flush, abort), with what
+asyncio's unix pipe transports do differently from sockets:
+
+- the fd may be a pipe, FIFO, socket or character device (pty); a regular file is refused;
+- the reader sees EOF as eof_received() and then connection_lost(None), whatever
+  eof_received() returns; EIO (a pty whose other side is gone) is not reported as an error;
+- write_eof() closes the pipe once the buffer is flushed (a pipe cannot be half-closed) and
+  writes after it, or after close(), are dropped rather than refused;
+- the write end is watched for its reader going away (POLLERR/POLLHUP on a pipe, EOF on a
+  socket), so connection_lost() comes at once, not on the next write.
+
+libuv gets a duplicate of the fd (uv_pipe_open takes ownership and closes it with the
+handle), so the pipe object the caller passed stays a normal file object: the transport
+closes it after connection_lost(), as asyncio does.
+"""
+import errno
+import logging
+import os
+import stat
+import warnings
+
+import asyncio
+
+from .._errors import uv_error
+from .._uv import lib
+from .stream import LOG_THRESHOLD_FOR_CONNLOST_WRITES, StreamTransportBase
+
+logger = logging.getLogger("asyncio")
+
+
+def _open_uv_pipe(loop, fd):
+    """A libuv pipe slot over a duplicate of ``fd``."""
+    dup = os.dup(fd)
+    slot = lib.uvc_pipe_new(loop._uv, 0)
+    if slot < 0:
+        os.close(dup)
+        raise uv_error(slot)
+    err = lib.uvc_stream_open(loop._uv, slot, dup)
+    if err < 0:
+        os.close(dup)
+        lib.uvc_close(loop._uv, slot)
+        raise uv_error(err)
+    return slot
+
+
+def _pipe_fd(pipe, allowed, message):
+    """The fd of ``pipe`` and its mode; ValueError(message) unless ``allowed`` accepts it."""
+    fileno = pipe.fileno()
+    mode = os.fstat(fileno).st_mode
+    if not any(test(mode) for test in allowed):
+        raise ValueError(message)
+    return fileno, mode
+
+
+class _PipeTransport(StreamTransportBase):
+    """What both pipe directions add to the stream machinery."""
+
+    _kind = "pipe"
+    _pipe = None
+    _detached = False
+    _dropped_writes = 0
+
+    def __init__(self, loop, pipe, fileno, protocol, waiter, extra, reading):
+        self._fileno = fileno
+        os.set_blocking(fileno, False)
+        slot = _open_uv_pipe(loop, fileno)
+        extra = {} if extra is None else dict(extra)
+        extra["pipe"] = pipe
+        StreamTransportBase.__init__(
+            self, loop, slot, protocol, extra=extra, waiter=waiter, reading=reading
+        )
+        self._pipe = pipe  # only now: __del__ warns about an open pipe
+        loop._fd_transports[fileno] = self
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._pipe is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._fileno}")
+        if self._pipe is not None:
+            info.append("open")
+            info.extend(self._state_words())
+        return "<{}>".format(" ".join(info))
+
+    def _state_words(self):
+        return []
+
+    def _release_resource(self):
+        # After connection_lost() (or from __del__): the pipe object is closed, as asyncio
+        # does.  Not when the loop closes under an open transport: the pipe stays the
+        # caller's until the transport is collected (asyncio's behaviour too).
+        if self._detached:
+            return
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.close()
+
+    def _detach_from_loop(self):
+        self._detached = True
+        StreamTransportBase._detach_from_loop(self)
+        self._detached = False
+
+    def _closed_with_loop(self):
+        """close()/abort() after the loop was closed under the transport: no callback can
+        run any more, so just let go of the pipe."""
+        if self._uv is not None:
+            return False
+        self._closing = True
+        self._release_resource()
+        return True
+
+    def _write_refused(self):
+        # A pipe drops writes after close()/write_eof() or once lost, as asyncio's does.
+        if self._closing or self._conn_lost:
+            if self._dropped_writes >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                logger.warning("pipe closed by peer or os.write(pipe, data) raised exception.")
+            self._dropped_writes += 1
+            return True
+        return StreamTransportBase._write_refused(self)
+
+    def __del__(self, _warn=warnings.warn):
+        if self._pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._pipe.close()
+            self._pipe = None
+
+
+class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
+    """The read end of a pipe, FIFO, socket or pty as an asyncio.ReadTransport."""
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        fileno, _ = _pipe_fd(
+            pipe, (stat.S_ISFIFO, stat.S_ISSOCK, stat.S_ISCHR),
+            "Pipe transport is for pipes/sockets only.",
+        )
+        _PipeTransport.__init__(self, loop, pipe, fileno, protocol, waiter, extra, True)
+
+    def _state_words(self):
+        return ["paused"] if self._paused else []
+
+    def _on_eof(self):
+        # asyncio: eof_received() and connection_lost(None) follow, whatever the former
+        # returns (a read pipe has nothing to keep open).
+        if self._loop.get_debug():
+            logger.info("%r was closed by peer", self)
+        self._loop.call_soon(self._protocol.eof_received, context=self._context)
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport"):
+        # EIO is what a pty's master reads once the other side is gone: not an error.  Other
+        # read errors are reported, as asyncio's read pipe does.
+        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def close(self):
+        """Stop reading and close: connection_lost(None) is called soon, then the pipe
+        object is closed."""
+        if not self._closed_with_loop():
+            StreamTransportBase.close(self)
+
+
+class WritePipeTransport(_PipeTransport, asyncio.WriteTransport):
+    """The write end of a pipe, FIFO, socket or pty as an asyncio.WriteTransport."""
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        fileno, mode = _pipe_fd(
+            pipe, (stat.S_ISFIFO, stat.S_ISSOCK, stat.S_ISCHR),
+            "Pipe transport is only for pipes, sockets and character devices",
+        )
+        self._hangup_slot = None
+        _PipeTransport.__init__(self, loop, pipe, fileno, protocol, waiter, extra, False)
+        # A pty gives no sign of its reader going away (asyncio does not watch it either).
+        if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
+            loop.call_soon(self._watch_hangup, context=self._context)
+
+    def _state_words(self):
+        return [f"bufsize={self._pending}"]
+
+    def set_protocol(self, protocol):
+        """Use ``protocol`` from now on (a BaseProtocol: a write pipe never reads)."""
+        self._protocol = protocol
+        self._protocol_connected = True
+        self._data_received = None
+        self._deliver = self._drop_read
+        self._route_reads()
+
+    def _watch_hangup(self):
+        if self._closing or self._handle_closed:
+            return
+        # A poll on the caller's fd (libuv's stream has the duplicate): readable when a
+        # socket's peer closed, POLLERR/POLLHUP when a pipe's last reader closed.
+        slot = lib.uvc_poll_new(self._uv, self._fileno)
+        if slot < 0:
+            return  # not pollable: the next write reports the lost reader instead
+        self._hangup_slot = slot
+        self._loop._slot_register(slot, _HangupWatch(self))
+        lib.uvc_poll_set(self._uv, slot, lib.UVC_READABLE)
+
+    def _unwatch_hangup(self):
+        slot, self._hangup_slot = self._hangup_slot, None
+        if slot is not None and not self._loop.is_closed():
+            self._loop._uv_close(slot)
+
+    def _hangup(self):
+        """The read end is gone: connection_lost(BrokenPipeError) if data was still
+        buffered, else connection_lost(None), as asyncio does."""
+        self._unwatch_hangup()
+        if self._conn_lost:
+            return
+        if self._loop.get_debug():
+            logger.info("%r was closed by peer", self)
+        self._force_close(BrokenPipeError() if self._pending else None)
+
+    def _force_close(self, exc):
+        self._unwatch_hangup()
+        StreamTransportBase._force_close(self, exc)
+
+    def _release_resource(self):
+        self._unwatch_hangup()
+        _PipeTransport._release_resource(self)
+
+    def can_write_eof(self):
+        """True: write_eof() closes the pipe once the buffer is flushed."""
+        return True
+
+    def write_eof(self):
+        """Close the pipe once the buffered data is written (a pipe cannot be half-closed):
+        connection_lost(None) follows.  Later writes are dropped."""
+        self.close()
+
+    def close(self):
+        """Close after flushing the buffered data; connection_lost(None) follows."""
+        if self._closing or self._closed_with_loop():
+            return
+        self._block_writes()
+        StreamTransportBase.close(self)
+
+    def abort(self):
+        """Close at once, dropping buffered data; connection_lost(None) follows."""
+        if self._closed_with_loop():
+            return
+        self._block_writes()
+        StreamTransportBase.abort(self)
+
+
+class _HangupWatch:
+    """Owner of the poll slot that watches a write pipe for its reader going away."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def _uv_read(self, data):
+        pass
+
+    def _uv_event(self, kind, status, events, c):
+        transport = self.transport
+        if transport is not None and transport._hangup_slot is not None:
+            transport._ctx_run(transport._hangup)
+
+    def _uv_closed(self):
+        self.transport = None

@@ -1,0 +1,655 @@
+"""Stream transports over libuv stream slots (csrc/uvc_stream.c).
+
+``StreamTransportBase`` is the machinery every stream transport shares, whatever the fd
+is (TCP socket, Unix socket, pipe, tty): reading with pause/resume, write buffering in C
+with exact accounting and flow control, write_eof, close-after-flush, abort, and asyncio's
+error semantics.  It assumes no socket: subclasses add what their kind of fd knows
+(``SocketTransport`` here: peername, sockname, the socket object; the pipe transports in
+transports/pipe.py).
+
+How the loop talks to a transport (see loop/_core.py): the transport owns a handle slot;
+the loop's event drain calls ``_uv_read(data)`` for each read, ``_uv_event(kind, a, b, c)``
+for the other events and ``_uv_closed()`` once libuv has freed the handle.
+
+Internal interface kept stable for subclasses (the pipe transports use it):
+  __init__(loop, slot, protocol, *, context=None, extra=None, server=None, waiter=None,
+           reading=True)              starts the transport: connection_made, then reading
+  _kind                              "socket" / "pipe": the word in asyncio's messages
+  _get_extra_lazy(name)              extra info computed on demand (default: None)
+  _on_eof()                          what EOF does (default: eof_received, keep-open or close)
+  _release_resource()                drop the fd's Python owner before libuv closes it
+  _fatal_error(exc, message), _force_close(exc), _call_connection_lost(exc)
+  _make_empty_waiter() / _reset_empty_waiter()   (sendfile: wait for the writes to drain)
+"""
+import asyncio
+import contextvars
+import logging
+import socket
+import warnings
+from asyncio import trsock
+
+from .._errors import uv_error
+from .._uv import ffi, lib
+
+logger = logging.getLogger("asyncio")
+
+# asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES: after this many writes to a lost
+# connection, each further write logs a warning.
+LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+
+_uvc_write = lib.uvc_write
+_uvc_read_start = lib.uvc_read_start
+_uvc_read_stop = lib.uvc_read_stop
+_from_buffer = ffi.from_buffer
+EV_WRITE_DONE = lib.UVC_EV_WRITE_DONE
+EV_EOF = lib.UVC_EV_EOF
+EV_READ_ERROR = lib.UVC_EV_READ_ERROR
+EV_SHUTDOWN = lib.UVC_EV_SHUTDOWN
+_BufferedProtocol = asyncio.BufferedProtocol
+
+
+def _write_data(data):
+    """bytes-like ``data`` as something uvc_write takes (bytes or a cffi buffer)."""
+    if isinstance(data, bytes):
+        return bytes(data)  # a subclass of bytes
+    if isinstance(data, (bytearray, memoryview)):
+        view = memoryview(data)
+        if not view.c_contiguous:
+            return view.tobytes()
+        # from_buffer shares the memory; uvc_write copies what it cannot send at once.
+        return _from_buffer(view)
+    raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+
+
+def _set_result_unless_cancelled(fut, result):
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+class StreamTransportBase:
+    """Transport machinery over a libuv stream slot.  Mixed with an asyncio transport base
+    class (Transport, ReadTransport or WriteTransport) by the concrete classes."""
+
+    _kind = "stream"
+    # While this flag is set, write() goes through _write_refused(): after write_eof(),
+    # during sendfile, once the connection is lost, after the loop is closed.  The flag
+    # keeps the normal write path to a single test.
+    _write_blocked = False
+
+    def __init__(self, loop, slot, protocol, *, context=None, extra=None, server=None,
+                 waiter=None, reading=True):
+        asyncio.BaseTransport.__init__(self, extra)
+        self._loop = loop
+        self._uv = loop._uv
+        self._slot = slot
+        self._context = contextvars.copy_context() if context is None else context
+        self._ctx_run = self._context.run
+        self._protocol = None
+        self._protocol_connected = False
+        self._closing = False
+        self._conn_lost = 0
+        self._eof_written = False       # write_eof() was called
+        self._eof_seen = False          # the peer's EOF arrived (reading is over)
+        self._paused = False            # pause_reading()
+        self._reading_started = False   # uv_read_start is in effect
+        self._read_allowed = False      # connection_made has run: reading may start
+        self._wants_reading = reading   # a write-only pipe never reads
+        self._held = None               # reads held while paused (list) / None
+        self._held_scheduled = False
+        self._empty_waiter = None
+        self._pending = 0               # bytes given to write() and not yet written
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        self._protocol_paused = False   # pause_writing() was called
+        self._server = server
+        self._handle_closed = False
+        self._released = False          # the transport let go of its handle (closed)
+        self.set_protocol(protocol)
+        loop._slot_register(slot, self)
+        loop._stream_owners.add(self)
+        if server is not None:
+            server._attach(self)
+        # As asyncio: connection_made, then reading, then the waiter, each its own callback
+        # (an exception in connection_made is reported and the rest still happens).
+        ctx = self._context
+        loop.call_soon(protocol.connection_made, self, context=ctx)
+        loop.call_soon(self._start_reading, context=ctx)
+        self._waiter_pending = waiter is not None
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None, context=ctx)
+
+    # ------------------------------------------------------------------ start
+
+    def _start_reading(self, deferred=False):
+        if self._waiter_pending and not deferred:
+            # asyncio runs a read after the callbacks already queued, so the coroutine
+            # awaiting this transport resumes before its first data_received; here reads
+            # are dispatched ahead of the ready queue: start reading one turn later.
+            self._loop.call_soon(self._start_reading, True, context=self._context)
+            return
+        self._read_allowed = True
+        if self._wants_reading and not self._paused and not self._closing:
+            self._read_start()
+
+    def _read_start(self):
+        if (self._reading_started or self._eof_seen or self._handle_closed
+                or not self._read_allowed or not self._wants_reading):
+            return
+        err = _uvc_read_start(self._uv, self._slot)
+        if err < 0:
+            self._fatal_error(uv_error(err), f"Fatal read error on {self._kind} transport")
+            return
+        self._reading_started = True
+
+    def _read_stop(self):
+        if self._reading_started:
+            self._reading_started = False
+            if not self._handle_closed:
+                _uvc_read_stop(self._uv, self._slot)
+
+    # ------------------------------------------------------------------ protocol
+
+    def set_protocol(self, protocol):
+        """Set a new protocol; the next reads go to it."""
+        self._protocol = protocol
+        self._protocol_connected = True
+        if isinstance(protocol, _BufferedProtocol):
+            self._deliver = self._deliver_buffered
+            self._data_received = None
+        else:
+            self._deliver = self._deliver_data
+            self._data_received = protocol.data_received
+        self._route_reads()
+
+    def get_protocol(self):
+        """Return the current protocol."""
+        return self._protocol
+
+    def _route_reads(self):
+        # The loop calls self._uv_read; it is bound per state so the hot path has no tests:
+        # delivering, holding (paused), or dropping (closing: asyncio reads nothing more).
+        if self._closing:
+            self._uv_read = self._drop_read
+        elif self._paused:
+            self._uv_read = self._hold_read
+        else:
+            self._uv_read = self._deliver
+
+    # ------------------------------------------------------------------ reading
+
+    def _deliver_data(self, data):
+        try:
+            self._ctx_run(self._data_received, data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+    def _deliver_buffered(self, data):
+        protocol = self._protocol
+        run = self._ctx_run
+        view = memoryview(data)
+        total = len(view)
+        pos = 0
+        while pos < total:
+            try:
+                buf = run(protocol.get_buffer, total - pos)
+                n = len(buf)
+                if not n:
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                return
+            if n > total - pos:
+                n = total - pos
+            try:
+                memoryview(buf).cast("B")[:n] = view[pos:pos + n]
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                return
+            pos += n
+            try:
+                run(protocol.buffer_updated, n)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+                return
+            if self._closing:
+                return
+            if self._paused and pos < total:
+                # paused in the middle of this read: keep the rest for resume_reading()
+                self._hold(data[pos:], first=True)
+                return
+
+    def _hold_read(self, data):
+        self._hold(data)
+
+    def _drop_read(self, data):
+        pass
+
+    def _hold(self, item, first=False):
+        if self._held is None:
+            self._held = []
+        if first:
+            self._held.insert(0, item)
+        else:
+            self._held.append(item)
+
+    def _deliver_held(self):
+        self._held_scheduled = False
+        held = self._held
+        while held and not self._paused and not self._closing:
+            item = held.pop(0)
+            if type(item) is tuple:
+                self._read_event(*item)
+            else:
+                self._deliver(item)
+        if not held:
+            self._held = None
+        if not self._paused and not self._closing and self._held is None:
+            self._read_start()
+
+    def _uv_event(self, kind, a, b, c):
+        if kind == EV_WRITE_DONE:
+            self._write_done(a, b)
+        elif kind == EV_EOF or kind == EV_READ_ERROR:
+            if self._closing:
+                return
+            if self._paused:
+                self._hold((kind, a))
+            else:
+                self._read_event(kind, a)
+        # EV_SHUTDOWN: nothing to do; an error there shows up on the next read or write.
+
+    def _read_event(self, kind, err):
+        # libuv stops reading at EOF and on a read error by itself.
+        self._reading_started = False
+        if kind == EV_EOF:
+            self._eof_seen = True
+            self._on_eof()
+        else:
+            self._fatal_error(uv_error(err), f"Fatal read error on {self._kind} transport")
+
+    def _on_eof(self):
+        if self._loop._debug:
+            logger.debug("%r received EOF", self)
+        try:
+            keep_open = self._ctx_run(self._protocol.eof_received)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    def pause_reading(self):
+        """Pause the receiving end: no data_received() until resume_reading().
+        Reads that already arrived are held and delivered after resume_reading()."""
+        if not self.is_reading():
+            return
+        self._paused = True
+        self._route_reads()
+        self._read_stop()
+        if self._loop._debug:
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        """Resume the receiving end: data held while paused is delivered first."""
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._route_reads()
+        if self._held:
+            # Deliver the held reads from the loop, in order, before reading more.
+            if not self._held_scheduled:
+                self._held_scheduled = True
+                # Not in self._context: _deliver_held enters it for each delivery itself.
+                self._loop.call_soon(self._deliver_held)
+        else:
+            self._read_start()
+        if self._loop._debug:
+            logger.debug("%r resumes reading", self)
+
+    def is_reading(self):
+        """True if the transport is receiving (not paused, not closing)."""
+        return not self._paused and not self._closing
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, data):
+        """Write bytes-like ``data`` without blocking: what the fd does not take at once is
+        buffered (in C) and sent in the background.  TypeError for other types;
+        RuntimeError after write_eof() or during sendfile."""
+        if type(data) is not bytes:
+            data = _write_data(data)
+        if self._write_blocked and self._write_refused():
+            return
+        n = len(data)
+        if not n:
+            return
+        sent = _uvc_write(self._uv, self._slot, data, n)
+        if sent != n:
+            self._write_partial(n, sent)
+
+    def _write_refused(self):
+        """The uncommon write states; True when the write is dropped (raises for errors)."""
+        if self._eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._empty_waiter is not None:
+            raise RuntimeError("unable to write; sendfile is in progress")
+        if self._loop is None or self._uv is None:
+            raise RuntimeError("Event loop is closed")
+        if self._conn_lost:
+            if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return True
+        return False
+
+    def _write_partial(self, n, sent):
+        if sent < 0:
+            self._fatal_error(uv_error(sent), f"Fatal write error on {self._kind} transport")
+            return
+        self._pending += n - sent
+        if self._pending > self._high_water:
+            self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        """Write an iterable of bytes-like objects as one write of their concatenation."""
+        self.write(b"".join(list_of_data))
+
+    def _write_done(self, status, nbytes):
+        if self._conn_lost:
+            return  # cancelled by the close, or a late completion: nothing to account
+        self._pending -= nbytes
+        if status < 0:
+            exc = uv_error(status)
+            if self._empty_waiter is not None:
+                self._empty_waiter.set_exception(exc)
+            self._fatal_error(exc, f"Fatal write error on {self._kind} transport")
+            return
+        if self._protocol_paused and self._pending <= self._low_water:
+            self._maybe_resume_protocol()
+        if self._pending == 0:
+            if self._empty_waiter is not None and not self._empty_waiter.done():
+                self._empty_waiter.set_result(None)
+            if self._closing:
+                self._conn_lost += 1
+                self._block_writes()
+                self._loop.call_soon(self._call_connection_lost, None, context=self._context)
+
+    def can_write_eof(self):
+        """True: a stream can be half-closed."""
+        return True
+
+    def write_eof(self):
+        """Close the write end after the buffered data is sent; reading goes on."""
+        if self._closing or self._eof_written:
+            return
+        self._eof_written = True
+        self._block_writes()
+        if self._handle_closed:
+            return
+        # uv_shutdown waits for the queued writes itself.
+        lib.uvc_shutdown(self._uv, self._slot)
+
+    def _block_writes(self):
+        self._write_blocked = True
+
+    def get_write_buffer_size(self):
+        """Bytes given to write() that are not written to the fd yet."""
+        return self._pending
+
+    def get_write_buffer_limits(self):
+        """The (low, high) water marks of the write buffer."""
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        """Set the marks: pause_writing() above ``high``, resume_writing() at or below
+        ``low``.  Defaults as asyncio: high 64 KiB (or 4 * low), low = high // 4."""
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water = high
+        self._low_water = low
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self):
+        if self._pending <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        # Called from write(): already in the caller's context (maybe this transport's).
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": "protocol.pause_writing() failed",
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            })
+
+    def _maybe_resume_protocol(self):
+        if self._protocol_paused and self._pending <= self._low_water:
+            self._protocol_paused = False
+            try:
+                self._ctx_run(self._protocol.resume_writing)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler({
+                    "message": "protocol.resume_writing() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                })
+
+    def _make_empty_waiter(self):
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self._loop.create_future()
+        self._write_blocked = True
+        if self._pending == 0:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
+        self._write_blocked = bool(self._eof_written or self._conn_lost or self._uv is None)
+
+    # ------------------------------------------------------------------ closing
+
+    def is_closing(self):
+        """True once close() or abort() was called, or the connection was lost."""
+        return self._closing
+
+    def close(self):
+        """Close the transport: stop reading, send what is buffered, then call the
+        protocol's connection_lost(None)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._route_reads()
+        self._read_stop()
+        if self._pending == 0:
+            self._conn_lost += 1
+            self._block_writes()
+            self._loop.call_soon(self._call_connection_lost, None, context=self._context)
+
+    def abort(self):
+        """Close the transport at once: buffered data is lost; connection_lost(None)."""
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        # OSErrors (resets, broken pipes) are the peer's doing: logged in debug mode only.
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            })
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._conn_lost:
+            return
+        self._pending = 0
+        if not self._closing:
+            self._closing = True
+            self._route_reads()
+            self._read_stop()
+        self._conn_lost += 1
+        self._block_writes()
+        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
+
+    def _call_connection_lost(self, exc):
+        if self._empty_waiter is not None and not self._empty_waiter.done():
+            self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._close_handle()
+            self._protocol = None
+            self._data_received = None
+            self._held = None
+            server = self._server
+            if server is not None:
+                self._server = None
+                server._detach(self)
+
+    def _close_handle(self):
+        if self._handle_closed:
+            return
+        self._handle_closed = True
+        self._released = True
+        self._reading_started = False
+        loop = self._loop
+        loop._stream_owners.discard(self)
+        self._release_resource()
+        loop._uv_close(self._slot)
+
+    def _release_resource(self):
+        """Drop Python's hold on the fd before libuv closes it (subclasses)."""
+
+    def _uv_closed(self):
+        # libuv freed the handle (its CLOSED event): nothing of the slot is left.
+        self._handle_closed = True
+
+    def _detach_from_loop(self):
+        """The loop is closing with this transport open: libuv will close the fd."""
+        self._release_resource()
+        self._handle_closed = True
+        self._uv = None
+        self._block_writes()
+
+    def __del__(self, _warn=warnings.warn):
+        if not getattr(self, "_released", True):
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._release_resource()
+
+    # ------------------------------------------------------------------ extra info
+
+    def get_extra_info(self, name, default=None):
+        """Optional transport information: asyncio's names (see the subclasses)."""
+        if name in self._extra:
+            return self._extra[name]
+        value = self._get_extra_lazy(name)
+        return default if value is None else value
+
+    def _get_extra_lazy(self, name):
+        return None
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._handle_closed:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"slot={self._slot}")
+        if not self._handle_closed:
+            info.append("read=polling" if self._reading_started else "read=idle")
+            info.append(f"write=<{'polling' if self._pending else 'idle'}, bufsize={self._pending}>")
+        return "<{}>".format(" ".join(info))
+
+
+class SocketTransport(StreamTransportBase, asyncio.Transport):
+    """An asyncio.Transport over a connected TCP or Unix stream socket in a libuv slot.
+
+    ``sock`` is the Python socket object when one exists (create_connection, sock=...);
+    for accepted connections it is made on demand for get_extra_info('socket').
+    """
+
+    _kind = "socket"
+
+    def __init__(self, loop, slot, fd, protocol, *, sock=None, context=None, extra=None,
+                 server=None, waiter=None):
+        self._sock = sock
+        self._fd = fd
+        if sock is not None:
+            # As asyncio: known from the start, still answered after the close.  Accepted
+            # connections (no socket object yet) look them up on first use instead, which
+            # saves two system calls per connection; they are answered while the fd is
+            # open, connection_lost() included.
+            extra = {} if extra is None else extra
+            extra["socket"] = trsock.TransportSocket(sock)
+            for name, query in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+                if name not in extra:
+                    try:
+                        extra[name] = query()
+                    except OSError:
+                        extra[name] = None
+        StreamTransportBase.__init__(self, loop, slot, protocol, context=context, extra=extra,
+                                     server=server, waiter=waiter)
+        loop._fd_transports[fd] = self
+
+    def _socket(self):
+        sock = self._sock
+        if sock is None and not self._handle_closed:
+            # The fd stays libuv's: _release_resource() detaches this object before close.
+            sock = self._sock = socket.socket(fileno=self._fd)
+        return sock
+
+    def _get_extra_lazy(self, name):
+        if name == "socket":
+            sock = self._socket()
+            if sock is None:
+                return None
+            value = trsock.TransportSocket(sock)
+        elif name == "sockname" or name == "peername":
+            sock = self._socket()
+            if sock is None:
+                return None
+            try:
+                value = sock.getsockname() if name == "sockname" else sock.getpeername()
+            except OSError:
+                return None
+        else:
+            return None
+        self._extra[name] = value
+        return value
+
+    def _release_resource(self):
+        sock = self._sock
+        if sock is not None and sock.fileno() >= 0:
+            sock.detach()   # libuv closes the fd
+            sock.close()    # marks the Python object closed
+
+    def __repr__(self):
+        r = StreamTransportBase.__repr__(self)
+        return r[:-1] + f" fd={self._fd}>"

@@ -1,0 +1,583 @@
+"""The subprocess transport: subprocess_exec() and subprocess_shell().
+
+A child is started by libuv's uv_spawn when uv_spawn can express every option asked for
+(the common case, and the fast one); otherwise by subprocess.Popen, which knows them all
+(preexec_fn, umask, user/group, process_group, ...).  Either way its pipes are uvcffi pipe
+transports and its exit is watched in C (uvc_process.c), which reaps the child itself: no
+child watcher, no SIGCHLD handler of Python's involved.
+
+The protocol sees what asyncio's base_subprocess arranges: connection_made, then
+pipe_data_received / pipe_connection_lost / process_exited as they happen (held back until
+connection_made has run), and connection_lost(None) once the process has exited and every
+pipe is closed; _wait() (what Process.wait() awaits) completes after that.
+"""
+import collections
+import contextvars
+import io
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import asyncio
+
+from uvcffi._errors import uv_error
+from uvcffi._uv import ffi, lib
+from uvcffi.transports.pipe import ReadPipeTransport, WritePipeTransport
+
+logger = logging.getLogger("asyncio")
+
+PIPE = subprocess.PIPE
+STDOUT = subprocess.STDOUT
+DEVNULL = subprocess.DEVNULL
+
+# Popen keywords uv_spawn can honour when they have these (Popen's default) values; any
+# other keyword or value makes the spawn go through subprocess.Popen.
+_POPEN_DEFAULTS = {
+    "preexec_fn": None,
+    "restore_signals": True,
+    "process_group": None,
+    "user": None,
+    "group": None,
+    "extra_groups": None,
+    "umask": -1,
+    "pipesize": -1,
+    "startupinfo": None,
+    "creationflags": 0,
+}
+# Popen keywords uvc_spawn implements itself.
+_NATIVE = frozenset(("executable", "cwd", "env", "close_fds", "pass_fds", "start_new_session"))
+
+
+def _fsencode_arg(value):
+    data = os.fsencode(value)
+    if b"\0" in data:
+        raise ValueError("embedded null byte")
+    return data
+
+
+def _inheritable_fds_above_stdio(keep):
+    """Fds >= 3 a child would inherit (not close-on-exec), except those in ``keep``."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return True  # cannot tell: let Popen close them
+    for name in names:
+        fd = int(name)
+        if fd < 3 or fd in keep:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                return True
+        except OSError:
+            pass  # the fd listdir itself used, closed by now
+    return False
+
+
+def _pidfd_watch(loop, pid):
+    """Watch ``pid`` (a child started by Popen) in C: its slot, or UV_ENOSYS without
+    pidfds (a module function so that tests can take the fallback path)."""
+    return lib.uvc_process_watch(loop._uv, pid)
+
+
+class SpawnedProcess:
+    """The 'subprocess' extra of a uv_spawn'ed child: the parts of subprocess.Popen's
+    interface that make sense for it (pid, returncode, poll, wait, send_signal, terminate,
+    kill, args, stdin/stdout/stderr)."""
+
+    def __init__(self, args, pid, stdin, stdout, stderr):
+        self.args = args
+        self.pid = pid
+        self.returncode = None
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__}: returncode: {self.returncode} args: {self.args!r}>"
+
+    def _status(self, status):
+        self.returncode = os.waitstatus_to_exitcode(status)
+
+    def poll(self):
+        """Return the returncode, or None while the child runs (reaps it if it exited)."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                # Reaped elsewhere (normally by the loop, which set returncode).
+                if self.returncode is None:
+                    self.returncode = 0
+            else:
+                if pid == self.pid:
+                    self._status(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        """Block until the child exits (at most ``timeout`` seconds: TimeoutExpired) and
+        return its returncode."""
+        if timeout is None:
+            while self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, 0)
+                except ChildProcessError:
+                    if self.returncode is None:
+                        self.returncode = 0
+                else:
+                    if pid == self.pid:
+                        self._status(status)
+            return self.returncode
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while self.poll() is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(min(delay, remaining, 0.05))
+            delay *= 2
+        return self.returncode
+
+    def send_signal(self, sig):
+        """Send ``sig`` to the child unless it has exited (then nothing, as Popen)."""
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self):
+        """send_signal(SIGTERM)."""
+        self.send_signal(15)
+
+    def kill(self):
+        """send_signal(SIGKILL)."""
+        self.send_signal(9)
+
+
+class _PipeProtocol(asyncio.Protocol):
+    """Protocol of one of the child's pipes: forwards to the subprocess transport."""
+
+    def __init__(self, proc, fd):
+        self.proc = proc
+        self.fd = fd
+        self.pipe = None
+        self.disconnected = False
+
+    def __repr__(self):
+        return f"<{self.__class__.__name__} fd={self.fd} pipe={self.pipe!r}>"
+
+    def connection_made(self, transport):
+        self.pipe = transport
+
+    def data_received(self, data):
+        self.proc._pipe_data_received(self.fd, data)
+
+    def connection_lost(self, exc):
+        self.disconnected = True
+        self.proc._pipe_connection_lost(self.fd, exc)
+        self.proc = None
+
+    def pause_writing(self):
+        self.proc._protocol.pause_writing()
+
+    def resume_writing(self):
+        self.proc._protocol.resume_writing()
+
+
+class SubprocessTransport(asyncio.SubprocessTransport):
+    """A child process and its pipes as an asyncio.SubprocessTransport."""
+
+    def __init__(self, loop, protocol, args, shell, stdin, stdout, stderr, bufsize,
+                 waiter, kwargs, extra=None):
+        super().__init__(extra)
+        self._loop = loop
+        self._protocol = protocol
+        self._closed = False
+        self._proc = None
+        self._pid = None
+        self._slot = None  # the exit watch (process slot), None once the exit is seen
+        self._returncode = None
+        self._exit_waiters = []
+        # Calls for the protocol made before connection_made has run, in order.
+        self._pending_calls = collections.deque()
+        self._pipes = {}
+        self._finished = False
+        self._context = contextvars.copy_context()
+        try:
+            parent_ends = self._start(args, shell, stdin, stdout, stderr, bufsize, kwargs)
+        except BaseException:
+            self._closed = True
+            raise
+        self._pid = self._proc.pid
+        self._extra["subprocess"] = self._proc
+        if loop.get_debug():
+            program = args if isinstance(args, (bytes, str)) else args[0]
+            logger.debug("process %r created: pid %s", program, self._pid)
+        for fd in parent_ends:
+            self._pipes[fd] = None  # connected by _connect_pipes
+        loop.create_task(self._connect_pipes(parent_ends, waiter))
+
+    # ---------------------------------------------------------------- starting
+
+    def _start(self, args, shell, stdin, stdout, stderr, bufsize, kwargs):
+        """Start the child; return {fd: parent's pipe object} for the PIPE streams."""
+        if shell:
+            args = ["/bin/sh", "-c", args]
+            if kwargs.get("executable") is not None:
+                args[0] = kwargs["executable"]
+        else:
+            args = list(args)
+        if self._can_spawn(stdin, stdout, stderr, kwargs):
+            return self._spawn(args, stdin, stdout, stderr, kwargs)
+        return self._popen(args, stdin, stdout, stderr, bufsize, kwargs)
+
+    def _can_spawn(self, stdin, stdout, stderr, kwargs):
+        for key, value in kwargs.items():
+            if key in _NATIVE:
+                continue
+            if key not in _POPEN_DEFAULTS or value is not _POPEN_DEFAULTS[key] and value != _POPEN_DEFAULTS[key]:
+                return False
+        sources = []
+        for i, spec in enumerate((stdin, stdout, stderr)):
+            if spec is None or spec == PIPE or spec == DEVNULL:
+                continue
+            if spec == STDOUT and i == 2:
+                continue
+            if isinstance(spec, int) and spec >= 0:
+                sources.append(spec)
+                continue
+            if not isinstance(spec, int) and hasattr(spec, "fileno"):
+                try:
+                    sources.append(spec.fileno())
+                except Exception:
+                    return False  # Popen raises what it raises for it
+                continue
+            return False  # STDOUT for stdin/stdout, a negative fd, ...: Popen's errors
+        pass_fds = kwargs.get("pass_fds") or ()
+        try:
+            keep = {int(fd) for fd in pass_fds}
+        except (TypeError, ValueError):
+            return False
+        if any(fd < 3 for fd in keep) or keep.intersection(sources):
+            return False
+        if kwargs.get("close_fds", True) and _inheritable_fds_above_stdio(keep):
+            return False  # only Popen closes the fds the child would otherwise inherit
+        return True
+
+    def _spawn(self, args, stdin, stdout, stderr, kwargs):
+        loop = self._loop
+        executable = kwargs.get("executable")
+        program = executable if executable is not None else args[0]
+        argv_bytes = [_fsencode_arg(a) for a in args]
+        file_bytes = _fsencode_arg(program)
+        cwd = kwargs.get("cwd")
+        cwd_bytes = _fsencode_arg(cwd) if cwd is not None else None
+        env = kwargs.get("env")
+        env_bytes = None
+        if env is not None:
+            env_bytes = []
+            for key, value in env.items():
+                k = _fsencode_arg(key)
+                if b"=" in k:
+                    raise ValueError("illegal environment variable name")
+                env_bytes.append(k + b"=" + _fsencode_arg(value))
+        pass_fds = sorted({int(fd) for fd in (kwargs.get("pass_fds") or ())})
+
+        created = []  # every fd this call opened, closed on failure
+        child_ends = []  # closed in the parent after the spawn
+        parent_ends = {}
+        fds = [0, 1, 2]
+        try:
+            for i, spec in enumerate((stdin, stdout, stderr)):
+                if spec is None:
+                    continue  # inherit the parent's fd i
+                if spec == PIPE:
+                    r, w = os.pipe()
+                    created += (r, w)
+                    child, parent = (r, w) if i == 0 else (w, r)
+                    fds[i] = child
+                    child_ends.append(child)
+                    parent_ends[i] = parent
+                elif spec == DEVNULL:
+                    fds[i] = -1  # libuv opens /dev/null
+                elif spec == STDOUT:
+                    fds[2] = fds[1]
+                elif isinstance(spec, int):
+                    fds[i] = spec
+                else:
+                    fds[i] = spec.fileno()
+            if pass_fds:
+                fds.extend([-1] * (pass_fds[-1] + 1 - len(fds)))
+                for fd in pass_fds:
+                    fds[fd] = fd
+
+            keep = []  # cdata must outlive the call
+            c_args = [ffi.new("char[]", a) for a in argv_bytes]
+            keep.extend(c_args)
+            argv = ffi.new("char *[]", c_args + [ffi.NULL])
+            envp = ffi.NULL
+            if env_bytes is not None:
+                c_env = [ffi.new("char[]", e) for e in env_bytes]
+                keep.extend(c_env)
+                envp = ffi.new("char *[]", c_env + [ffi.NULL])
+            c_fds = ffi.new("int[]", fds)
+            pid = ffi.new("int *")
+            flags = lib.UVC_SPAWN_SETSID if kwargs.get("start_new_session") else 0
+            slot = lib.uvc_spawn(
+                loop._uv, file_bytes, argv, envp,
+                cwd_bytes if cwd_bytes is not None else ffi.NULL,
+                c_fds, len(fds), flags, pid,
+            )
+            if slot < 0:
+                raise self._spawn_error(slot, program, cwd)
+        except BaseException:
+            for fd in created:
+                os.close(fd)
+            raise
+        for fd in child_ends:
+            os.close(fd)
+        self._slot = slot
+        loop._slot_register(slot, self)
+        files = {
+            fd: io.open(end, "wb" if fd == 0 else "rb", buffering=0)
+            for fd, end in parent_ends.items()
+        }
+        self._proc = SpawnedProcess(args, pid[0], files.get(0), files.get(1), files.get(2))
+        return files
+
+    @staticmethod
+    def _spawn_error(code, program, cwd):
+        err = -code
+        # Popen names the directory when chdir failed, else the program.
+        filename = program
+        if cwd is not None and err in (2, 13, 20) and not os.path.isdir(cwd):
+            filename = cwd
+        if isinstance(filename, bytes):
+            filename = os.fsdecode(filename)
+        else:
+            filename = os.fspath(filename)
+        exc = uv_error(code)
+        return type(exc)(err, os.strerror(err), filename) if err > 0 else exc
+
+    def _popen(self, args, stdin, stdout, stderr, bufsize, kwargs):
+        loop = self._loop
+        proc = subprocess.Popen(
+            args, shell=False, stdin=stdin, stdout=stdout, stderr=stderr,
+            universal_newlines=False, bufsize=bufsize, **kwargs
+        )
+        self._proc = proc
+        slot = _pidfd_watch(loop, proc.pid)
+        if slot >= 0:
+            self._slot = slot
+            loop._slot_register(slot, self)
+        else:
+            # No pidfd on this kernel: wait for the exit in a thread of our own.
+            threading.Thread(
+                target=self._wait_in_thread, name=f"uvcffi-waitpid-{proc.pid}", daemon=True
+            ).start()
+        files = {}
+        for fd, f in ((0, proc.stdin), (1, proc.stdout), (2, proc.stderr)):
+            if f is not None:
+                files[fd] = f
+        return files
+
+    def _wait_in_thread(self):
+        proc, loop = self._proc, self._loop
+        try:
+            _, status = os.waitpid(proc.pid, 0)
+            returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            returncode = None
+        try:
+            loop.call_soon_threadsafe(self._exit_seen, returncode)
+        except RuntimeError:
+            pass  # the loop is closed
+
+    async def _connect_pipes(self, files, waiter):
+        # Through the loop's public connect_*_pipe methods, as asyncio does: code that
+        # wraps those methods sees the child's pipes too.
+        try:
+            loop = self._loop
+            for fd, pipe in sorted(files.items()):
+                connect = loop.connect_write_pipe if fd == 0 else loop.connect_read_pipe
+                _, proto = await connect(lambda fd=fd: _PipeProtocol(self, fd), pipe)
+                self._pipes[fd] = proto
+            loop.call_soon(self._protocol.connection_made, self, context=self._context)
+            for callback, args in self._pending_calls:
+                loop.call_soon(callback, *args, context=self._context)
+            self._pending_calls = None
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if waiter is not None and not waiter.cancelled():
+                waiter.set_exception(exc)
+        else:
+            if waiter is not None and not waiter.cancelled():
+                waiter.set_result(None)
+
+    # ---------------------------------------------------------------- events
+
+    def _uv_read(self, data):
+        pass
+
+    def _uv_event(self, kind, status, term_signal, unknown):
+        if kind != lib.UVC_EV_EXIT:
+            return
+        if unknown:
+            returncode = self._proc.returncode if self._proc is not None else None
+        else:
+            returncode = -term_signal if term_signal else status
+        self._exit_seen(returncode)
+
+    def _uv_closed(self):
+        self._slot = None
+
+    def _exit_seen(self, returncode):
+        self._slot = None
+        if self._returncode is not None:
+            return
+        if returncode is None:
+            # Reaped by someone else, status lost: asyncio's child watchers report 255.
+            logger.warning("Unknown child process pid %d, will report returncode 255", self._pid)
+            returncode = 255
+        if self._loop is not None and self._loop.get_debug():
+            logger.info("%r exited with return code %r", self, returncode)
+        self._returncode = returncode
+        if self._proc.returncode is None:
+            self._proc.returncode = returncode
+        self._call(self._protocol.process_exited)
+        self._try_finish()
+
+    def _call(self, callback, *args):
+        if self._pending_calls is not None:
+            self._pending_calls.append((callback, args))
+        else:
+            self._loop.call_soon(callback, *args, context=self._context)
+
+    def _pipe_data_received(self, fd, data):
+        self._call(self._protocol.pipe_data_received, fd, data)
+
+    def _pipe_connection_lost(self, fd, exc):
+        self._call(self._protocol.pipe_connection_lost, fd, exc)
+        self._try_finish()
+
+    def _try_finish(self):
+        if self._returncode is None or self._finished:
+            return
+        if all(p is not None and p.disconnected for p in self._pipes.values()):
+            self._finished = True
+            self._call(self._call_connection_lost, None)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            # Process.wait() returns only now: after process_exited and every pipe's
+            # connection_lost, as asyncio does it.
+            for waiter in self._exit_waiters:
+                if not waiter.cancelled():
+                    waiter.set_result(self._returncode)
+            self._exit_waiters = None
+            self._loop = None
+            self._proc = None
+            self._protocol = None
+
+    async def _wait(self):
+        """Wait for the child's exit and return its returncode (what Process.wait()
+        awaits through the protocol)."""
+        if self._returncode is not None:
+            return self._returncode
+        waiter = self._loop.create_future()
+        self._exit_waiters.append(waiter)
+        return await waiter
+
+    # ---------------------------------------------------------------- public API
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._closed:
+            info.append("closed")
+        if self._pid is not None:
+            info.append(f"pid={self._pid}")
+        if self._returncode is not None:
+            info.append(f"returncode={self._returncode}")
+        elif self._pid is not None:
+            info.append("running")
+        else:
+            info.append("not started")
+        for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+            proto = self._pipes.get(fd)
+            if proto is not None and proto.pipe is not None:
+                info.append(f"{name}={proto.pipe}")
+        return "<{}>".format(" ".join(info))
+
+    def set_protocol(self, protocol):
+        """Use ``protocol`` for the callbacks from now on."""
+        self._protocol = protocol
+
+    def get_protocol(self):
+        """Return the current protocol."""
+        return self._protocol
+
+    def is_closing(self):
+        """True once close() has been called."""
+        return self._closed
+
+    def get_pid(self):
+        """The child's process id."""
+        return self._pid
+
+    def get_returncode(self):
+        """The child's returncode (negative: killed by that signal), None while it runs."""
+        return self._returncode
+
+    def get_pipe_transport(self, fd):
+        """The transport of the child's pipe ``fd`` (0 stdin, 1 stdout, 2 stderr), or None
+        when that stream is not a pipe."""
+        proto = self._pipes.get(fd)
+        return None if proto is None else proto.pipe
+
+    def _check_running(self):
+        # Once the exit has been seen the pid may name another process: refuse, as
+        # asyncio does once the transport has finished.
+        if self._proc is None or self._returncode is not None or self._proc.returncode is not None:
+            raise ProcessLookupError()
+
+    def send_signal(self, signal):
+        """Send ``signal`` to the child.  ProcessLookupError once it has exited."""
+        self._check_running()
+        if self._slot is not None:
+            err = lib.uvc_process_kill(self._loop._uv, self._slot, int(signal))
+            if err < 0:
+                raise uv_error(err)
+        else:
+            os.kill(self._pid, signal)
+
+    def terminate(self):
+        """Send SIGTERM to the child.  ProcessLookupError once it has exited."""
+        self.send_signal(15)
+
+    def kill(self):
+        """Send SIGKILL to the child.  ProcessLookupError once it has exited."""
+        self.send_signal(9)
+
+    def close(self):
+        """Close the pipes, and kill the child if it is still running."""
+        if self._closed:
+            return
+        self._closed = True
+        for proto in self._pipes.values():
+            if proto is not None and proto.pipe is not None:
+                proto.pipe.close()
+        if self._proc is not None and self._returncode is None and self._proc.poll() is None:
+            if self._loop is not None and self._loop.get_debug():
+                logger.warning("Close running child process: kill %r", self)
+            try:
+                self._proc.kill()
+            except ProcessLookupError:
+                pass
+
+    def __del__(self, _warn=warnings.warn):
+        if not self._closed:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self.close()

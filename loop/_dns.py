@@ -98,7 +98,7 @@ def numeric_addrinfo(host, port, family=0, type=0, proto=0, flags=0):
             return None
         # inet_pton takes only plain dotted quads, which is already inet_ntop's spelling.
         addr = (host, port)
-    elif family == _AF_INET6 and family is not None:
+    elif _AF_INET6 is not None and family == _AF_INET6:
         try:
             host = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, host))
         except (OSError, ValueError):

@@ -88,7 +88,21 @@ int uvc_udp_open(uvc_loop_t *L, int fd) {
         return r;
     }
     h->udp.data = h;
+    /* uv_udp_open turns on SO_REUSEADDR (SO_REUSEPORT off Linux), which would let another
+     * socket bind the same port and take its datagrams: asyncio never sets them unasked,
+     * so put back what the socket had. */
+    int reuseaddr = 0, reuseport = 0;
+    socklen_t optlen = sizeof reuseaddr;
+    getsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuseaddr, &optlen);
+#ifdef SO_REUSEPORT
+    optlen = sizeof reuseport;
+    getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &reuseport, &optlen);
+#endif
     r = uv_udp_open(&h->udp, dupfd);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuseaddr, sizeof reuseaddr);
+#ifdef SO_REUSEPORT
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &reuseport, sizeof reuseport);
+#endif
     if (r < 0) {
         /* libuv knows the handle now: it must go through uv_close (nobody owns the slot's
          * CLOSED event).  libuv did not take the fd. */
@@ -109,7 +123,8 @@ int uvc_udp_recv(uvc_loop_t *L, int slot, int on) {
     return uv_udp_recv_stop(udp);
 }
 
-int uvc_udp_send(uvc_loop_t *L, int slot, const char *data, size_t len, const char *addr) {
+int uvc_udp_send(uvc_loop_t *L, int slot, const char *data, size_t len, const char *addr,
+                 int queued) {
     uvc_base_t *b = uvc_slot_get(L, slot);
     if (b == NULL)
         return UV_EBADF;
@@ -121,12 +136,15 @@ int uvc_udp_send(uvc_loop_t *L, int slot, const char *data, size_t len, const ch
         sa = (const struct sockaddr *)&ss;
     }
     uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)len);
-    /* Fails with UV_EAGAIN while earlier datagrams are queued, which keeps the order. */
-    int r = uv_udp_try_send(udp, &buf, 1, sa);
-    if (r >= 0)
-        return UVC_UDP_SENT;
-    if (r != UV_EAGAIN)
-        return r;
+    int r;
+    if (!queued) {
+        /* Fails with UV_EAGAIN while earlier datagrams are queued, which keeps the order. */
+        r = uv_udp_try_send(udp, &buf, 1, sa);
+        if (r >= 0)
+            return UVC_UDP_SENT;
+        if (r != UV_EAGAIN)
+            return r;
+    }
     uvc_udp_send_t *s = malloc(sizeof *s + len);
     if (s == NULL)
         return UV_ENOMEM;

@@ -24,6 +24,7 @@ EV_UDP_SEND = lib.UVC_EV_UDP_SEND
 EV_READ_ERROR = lib.UVC_EV_READ_ERROR
 SOCKADDR_SIZE = lib.UVC_SOCKADDR_SIZE
 UDP_QUEUED = lib.UVC_UDP_QUEUED
+_udp_send = lib.uvc_udp_send
 _ECANCELED = -errno.ECANCELED
 
 # As asyncio: after this many sends on a lost connection, each further one logs a warning.
@@ -43,8 +44,11 @@ def _fatal_context(transport, exc, message):
     }
 
 
-class _DatagramTransportBase(asyncio.DatagramTransport):
-    """What both datagram transports share: state, flow control, protocol calls, closing."""
+class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
+    """What both datagram transports share: state, flow control, protocol calls, closing.
+
+    Also an asyncio.Transport, as asyncio's own datagram transports are (code and tests
+    check isinstance(transport, asyncio.Transport)); its stream methods are not supported."""
 
     _sock = None  # read by __del__ even when __init__ failed
 
@@ -311,7 +315,7 @@ class UDPTransport(_DatagramTransportBase):
                 return
         if type(data) is not bytes:
             data = bytes(data)
-        r = lib.uvc_udp_send(self._uv, self._slot, data, len(data), sockaddr)
+        r = _udp_send(self._uv, self._slot, data, len(data), sockaddr, self._buffer_size > 0)
         if r == 0:
             return
         if r == UDP_QUEUED:

@@ -46,10 +46,8 @@ if test_utils is not None:
             "test_create_datagram_endpoint_nosoreuseport": _PATCHES_SOCKET,
             "test_create_datagram_endpoint_ip_addr": _PATCHES_SOCKET
             + " and mocks loop._add_reader",
-            "test_create_datagram_endpoint_connect_err": "mocks loop.sock_connect: uvcffi "
-            "connects a datagram socket with socket.connect() (it never blocks)",
-            "test_create_datagram_endpoint_allow_broadcast": "mocks loop.sock_connect "
-            "(uvcffi does not call it for datagram sockets)",
+            "test_create_datagram_endpoint_connect_err": "mocks loop.sock_connect to fail: "
+            "uvcffi connects a datagram socket with socket.connect() itself (it never blocks)",
         },
         module=__name__,
     )

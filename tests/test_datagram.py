@@ -1,0 +1,487 @@
+"""Datagram endpoints: UDP (IPv4, IPv6) on libuv, AF_UNIX on the socket; asyncio's rules."""
+import asyncio
+import errno
+import logging
+import os
+import socket
+import sys
+import tempfile
+
+import pytest
+
+from uvcffi.transports import datagram as dg_module
+from uvcffi._uv import lib
+
+HAS_IPV6 = socket.has_ipv6
+try:
+    socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+except OSError:
+    HAS_IPV6 = False
+
+needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 on this machine")
+
+
+def run(loop, coro, timeout=10):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+class Proto(asyncio.DatagramProtocol):
+    """Records every callback; echoes datagrams that start with b'ping'."""
+
+    def __init__(self):
+        self.events = []
+        self.received = asyncio.Queue()
+        self.errors = asyncio.Queue()
+        self.lost = asyncio.get_event_loop().create_future()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.events.append("made")
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.events.append("data")
+        if data.startswith(b"ping"):
+            self.transport.sendto(b"pong" + data[4:], addr)
+        self.received.put_nowait((data, addr))
+
+    def error_received(self, exc):
+        self.events.append("error")
+        self.errors.put_nowait(exc)
+
+    def pause_writing(self):
+        self.events.append("pause")
+
+    def resume_writing(self):
+        self.events.append("resume")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+async def endpoint(**kw):
+    return await asyncio.get_running_loop().create_datagram_endpoint(Proto, **kw)
+
+
+async def close_all(*transports):
+    for t in transports:
+        t.close()
+    for t in transports:
+        await t.get_protocol().lost if t.get_protocol() else None
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)]
+)
+def test_echo_unconnected_and_connected(loop, host):
+    async def main():
+        st, sp = await endpoint(local_addr=(host, 0))
+        assert isinstance(st, asyncio.DatagramTransport)
+        assert isinstance(st, asyncio.Transport)
+        server_addr = st.get_extra_info("sockname")
+        assert st.get_extra_info("peername") is None
+        # unconnected client: answers come from the server's address, as recvfrom gives it
+        ut, up = await endpoint(local_addr=(host, 0))
+        ut.sendto(b"ping1", server_addr)
+        data, addr = await up.received.get()
+        assert (data, addr) == (b"pong1", server_addr)
+        data, addr = await sp.received.get()
+        assert data == b"ping1" and addr == ut.get_extra_info("sockname")
+        # connected client: sendto without address, peername known
+        ct, cp = await endpoint(remote_addr=server_addr[:2])
+        assert ct.get_extra_info("peername") == server_addr
+        ct.sendto(b"ping2")
+        ct.sendto(bytearray(b"ping3"))
+        ct.sendto(memoryview(b"xping4")[1:])
+        got = [(await cp.received.get())[0] for _ in range(3)]
+        assert got == [b"pong2", b"pong3", b"pong4"]
+        sock = ct.get_extra_info("socket")
+        assert sock.family == (socket.AF_INET if host == "127.0.0.1" else socket.AF_INET6)
+        await close_all(st, ut, ct)
+        assert sp.events[0] == "made" and sp.events[-1] == "lost"
+        assert cp.events == ["made", "data", "data", "data", "lost"]
+        assert await cp.lost is None
+
+    run(loop, main())
+
+
+def test_empty_and_large_datagrams(loop):
+    async def main():
+        st, sp = await endpoint(local_addr=("127.0.0.1", 0))
+        ct, cp = await endpoint(remote_addr=st.get_extra_info("sockname"))
+        ct.sendto(b"")  # asyncio 3.11 sends nothing for empty data
+        big = os.urandom(65507)  # the largest IPv4 UDP payload
+        ct.sendto(big)
+        data, _ = await sp.received.get()
+        assert data == big
+        # several datagrams per loop iteration (batches the kernel's receive buffer
+        # holds: UDP may drop beyond it): none cut, none lost, order kept
+        for batch in range(10):
+            for i in range(10):
+                ct.sendto(b"%d:" % i + b"x" * 8000)
+            for i in range(10):
+                data, _ = await sp.received.get()
+                assert data == b"%d:" % i + b"x" * 8000
+        await close_all(st, ct)
+
+    run(loop, main())
+
+
+def test_oversized_datagram_goes_to_error_received(loop):
+    async def main():
+        st, sp = await endpoint(local_addr=("127.0.0.1", 0))
+        addr = st.get_extra_info("sockname")
+        ut, up = await endpoint(family=socket.AF_INET)
+        ut.sendto(b"x" * 70000, addr)
+        exc = await up.errors.get()
+        assert isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE
+        ut.sendto(b"ping", addr)  # the transport lives on
+        assert (await up.received.get())[0] == b"pong"
+        await close_all(st, ut)
+
+    run(loop, main())
+
+
+def test_connection_refused_keeps_transport(loop):
+    async def main():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()
+        s.close()
+        ct, cp = await endpoint(remote_addr=dead)
+        ct.sendto(b"hello")
+        exc = await cp.errors.get()
+        assert isinstance(exc, ConnectionRefusedError)
+        assert not ct.is_closing()
+        ct.sendto(b"again")
+        assert isinstance(await cp.errors.get(), ConnectionRefusedError)
+        await close_all(ct)
+        assert cp.events[-1] == "lost"
+
+    run(loop, main())
+
+
+def test_bad_input(loop):
+    async def main():
+        st, sp = await endpoint(local_addr=("127.0.0.1", 0))
+        addr = st.get_extra_info("sockname")
+        ct, cp = await endpoint(remote_addr=addr)
+        with pytest.raises(TypeError, match="bytes-like"):
+            ct.sendto("text")
+        with pytest.raises(TypeError):
+            ct.sendto(None)
+        with pytest.raises(ValueError, match="Invalid address"):
+            ct.sendto(b"x", ("127.0.0.1", 1))
+        ct.sendto(b"x", addr)  # the connected address itself is fine
+        assert (await sp.received.get())[0] == b"x"
+        # an IPv6 address on an IPv4 socket: socket.sendto's gaierror, in error_received
+        ut, up = await endpoint(family=socket.AF_INET)
+        ut.sendto(b"x", ("::1", 5))
+        assert isinstance(await up.errors.get(), OSError)
+        assert not ut.is_closing()
+        await close_all(st, ct, ut)
+
+    run(loop, main())
+
+
+def test_malformed_address_is_fatal_as_in_asyncio(loop):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        ut, up = await endpoint(family=socket.AF_INET)
+        ut.sendto(b"x", "not-a-tuple")
+        assert ut.is_closing()
+        exc = await up.lost
+        assert isinstance(exc, TypeError)
+        assert contexts and contexts[0]["message"] == "Fatal write error on datagram transport"
+        assert contexts[0]["transport"] is ut
+
+        ut, up = await endpoint(family=socket.AF_INET)
+        ut.sendto(b"x", ("127.0.0.1", 70000))
+        assert isinstance(await up.lost, OverflowError)
+
+    run(loop, main())
+
+
+def test_sendto_after_close_warns_after_threshold(loop, caplog):
+    async def main():
+        st, sp = await endpoint(local_addr=("127.0.0.1", 0))
+        ct, cp = await endpoint(remote_addr=st.get_extra_info("sockname"))
+        ct.close()
+        assert ct.is_closing()
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            for _ in range(dg_module.LOG_THRESHOLD_FOR_CONNLOST_WRITES + 2):
+                ct.sendto(b"late")
+        assert "socket.send() raised exception." in caplog.text
+        await cp.lost
+        ct.sendto(b"later")  # still no exception
+        await close_all(st)
+        assert sp.received.empty()
+
+    run(loop, main())
+
+
+@pytest.fixture
+def force_queue(monkeypatch):
+    """Make every UDP send take the queued path (loopback never makes a UDP send block,
+    so this is how the queue, its accounting and flow control are exercised)."""
+    real = lib.uvc_udp_send
+
+    def always_queue(uv, slot, data, n, addr, queued):
+        return real(uv, slot, data, n, addr, 1)
+
+    monkeypatch.setattr(dg_module, "_udp_send", always_queue)
+
+
+def test_queued_sends_flow_control_and_exact_buffer_size(loop, force_queue):
+    async def main():
+        st, sp = await endpoint(local_addr=("127.0.0.1", 0))
+        ct, cp = await endpoint(remote_addr=st.get_extra_info("sockname"))
+        ct.set_write_buffer_limits(high=3000, low=1000)
+        assert ct.get_write_buffer_limits() == (1000, 3000)
+        for i in range(4):
+            ct.sendto(b"%d" % i * 1000)
+            assert ct.get_write_buffer_size() == 1000 * (i + 1)
+        assert cp.events == ["made", "pause"]
+        for i in range(4):
+            data, _ = await sp.received.get()
+            assert data == b"%d" % i * 1000
+        while ct.get_write_buffer_size():
+            await asyncio.sleep(0)
+        assert cp.events == ["made", "pause", "resume"]
+        with pytest.raises(ValueError):
+            ct.set_write_buffer_limits(high=1, low=2)
+        await close_all(st, ct)
+
+    run(loop, main())
+
+
+def test_close_flushes_queued_datagrams(loop, force_queue):
+    async def main():
+        st, sp = await endpoint(local_addr=("127.0.0.1", 0))
+        addr = st.get_extra_info("sockname")
+        ut, up = await endpoint(family=socket.AF_INET)
+        for i in range(50):
+            ut.sendto(b"d%d" % i, addr)
+        assert ut.get_write_buffer_size() > 0
+        ut.close()
+        assert await up.lost is None
+        assert ut.get_write_buffer_size() == 0
+        got = [(await sp.received.get())[0] for _ in range(50)]
+        assert got == [b"d%d" % i for i in range(50)]
+        await close_all(st)
+
+    run(loop, main())
+
+
+def test_abort_drops_queue(loop, force_queue):
+    async def main():
+        st, sp = await endpoint(local_addr=("127.0.0.1", 0))
+        ut, up = await endpoint(family=socket.AF_INET)
+        for _ in range(3):
+            ut.sendto(b"queued", st.get_extra_info("sockname"))
+        assert ut.get_write_buffer_size() == 18
+        ut.abort()
+        # (libuv may already have sent them: loopback never blocks a UDP send)
+        assert ut.is_closing() and ut.get_write_buffer_size() == 0
+        ut.sendto(b"after abort")  # ignored, as asyncio does
+        assert await up.lost is None
+        assert up.events == ["made", "lost"]
+        await close_all(st)
+
+    run(loop, main())
+
+
+def test_unix_datagram_by_path(loop):
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            spath, cpath = os.path.join(d, "s"), os.path.join(d, "c")
+            st, sp = await endpoint(local_addr=spath, family=socket.AF_UNIX)
+            ct, cp = await endpoint(local_addr=cpath, remote_addr=spath, family=socket.AF_UNIX)
+            assert ct.get_extra_info("peername") == spath
+            ct.sendto(b"ping1")
+            assert await sp.received.get() == (b"ping1", cpath)
+            assert await cp.received.get() == (b"pong1", spath)
+            with pytest.raises(ValueError):
+                ct.sendto(b"x", "/elsewhere")
+            # a stale socket file at the path is replaced
+            await close_all(st, ct)
+            st, sp = await endpoint(local_addr=spath, family=socket.AF_UNIX)
+            await close_all(st)
+
+    run(loop, main())
+
+
+def test_unix_flow_control_and_close_flush(loop):
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            spath = os.path.join(d, "s")
+            receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            receiver.bind(spath)
+            receiver.setblocking(False)
+            ct, cp = await endpoint(remote_addr=spath, family=socket.AF_UNIX)
+            ct.set_write_buffer_limits(high=1000, low=0)
+            n = 0
+            while ct.get_write_buffer_size() == 0:  # fill the receiver's queue
+                ct.sendto(b"%06d" % n + b"x" * 994)
+                n += 1
+                assert n < 100000
+            ct.sendto(b"%06d" % n + b"x" * 994)
+            n += 1
+            assert cp.events[-1] == "pause"
+            ct.close()
+            got = []
+            while len(got) < n:
+                try:
+                    got.append(receiver.recv(2000))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            assert [int(g[:6]) for g in got] == list(range(n))
+            assert await cp.lost is None
+            assert "resume" in cp.events
+            receiver.close()
+
+    run(loop, main())
+
+
+def test_existing_sock(loop):
+    async def main():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        t, p = await asyncio.get_running_loop().create_datagram_endpoint(Proto, sock=s)
+        assert t.get_extra_info("sockname") == s.getsockname()
+        # no SO_REUSEADDR behind the user's back (libuv sets it when adopting a socket)
+        assert not s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+        # the transport's fd is refused to add_reader, as in asyncio
+        with pytest.raises(RuntimeError):
+            asyncio.get_running_loop().add_reader(s.fileno(), lambda: None)
+        await close_all(t)
+        assert s.fileno() == -1
+        with pytest.raises(ValueError, match="socket modifier"):
+            s2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                await asyncio.get_running_loop().create_datagram_endpoint(
+                    Proto, sock=s2, local_addr=("127.0.0.1", 0)
+                )
+            finally:
+                s2.close()
+
+    run(loop, main())
+
+
+def test_argument_errors(loop):
+    async def main():
+        lp = asyncio.get_running_loop()
+        with pytest.raises(ValueError, match="unexpected address family"):
+            await lp.create_datagram_endpoint(Proto)
+        with pytest.raises(TypeError, match="2-tuple"):
+            await lp.create_datagram_endpoint(Proto, local_addr="127.0.0.1")
+        with pytest.raises(TypeError, match="string is expected"):
+            await lp.create_datagram_endpoint(
+                Proto, local_addr=("a", 1), family=socket.AF_UNIX
+            )
+        # refused as the running Python's asyncio refuses it
+        expected = TypeError if sys.version_info >= (3, 11) else ValueError
+        with pytest.raises(expected, match="reuse_address"):
+            await lp.create_datagram_endpoint(
+                Proto, local_addr=("127.0.0.1", 0), reuse_address=True
+            )
+        with pytest.raises(ValueError, match="A UDP Socket was expected"):
+            with socket.socket() as s:
+                await lp.create_datagram_endpoint(Proto, sock=s)
+        if HAS_IPV6:
+            with pytest.raises(ValueError, match="can not get address information"):
+                await lp.create_datagram_endpoint(
+                    Proto, local_addr=("::1", 0), remote_addr=("127.0.0.1", 1)
+                )
+        with pytest.raises(OSError):
+            await lp.create_datagram_endpoint(Proto, local_addr=("192.0.2.1", 0))
+
+    run(loop, main())
+
+
+def test_host_name_is_resolved(loop):
+    async def main():
+        st, sp = await endpoint(local_addr=("localhost", 0), family=socket.AF_INET)
+        assert st.get_extra_info("sockname")[0] == "127.0.0.1"
+        await close_all(st)
+
+    run(loop, main())
+
+
+def test_protocol_runs_in_creation_context(loop):
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+
+    class CtxProto(Proto):
+        def datagram_received(self, data, addr):
+            seen.append(var.get())
+            super().datagram_received(data, addr)
+
+    async def main():
+        var.set("creator")
+        st, sp = await asyncio.get_running_loop().create_datagram_endpoint(
+            CtxProto, local_addr=("127.0.0.1", 0)
+        )
+        return st, sp
+
+    async def send(addr):
+        ut, up = await endpoint(family=socket.AF_INET)
+        ut.sendto(b"ping", addr)
+        await up.received.get()
+        await close_all(ut)
+
+    st, sp = run(loop, loop.create_task(main()))
+    run(loop, send(st.get_extra_info("sockname")))
+    assert seen == ["creator"]
+    run(loop, close_all(st))
+
+
+def test_callback_exception_goes_to_handler(loop):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    class Boom(Proto):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            raise ZeroDivisionError
+
+    async def main():
+        st, sp = await asyncio.get_running_loop().create_datagram_endpoint(
+            Boom, local_addr=("127.0.0.1", 0)
+        )
+        ut, up = await endpoint(family=socket.AF_INET)
+        ut.sendto(b"one", st.get_extra_info("sockname"))
+        ut.sendto(b"two", st.get_extra_info("sockname"))
+        await sp.received.get()
+        await sp.received.get()
+        assert len(contexts) == 2
+        assert isinstance(contexts[0]["exception"], ZeroDivisionError)
+        assert not st.is_closing()
+        await close_all(st, ut)
+
+    run(loop, main())
+
+
+def test_unclosed_transport_warns(loop):
+    import gc
+
+    async def main():
+        t, p = await endpoint(local_addr=("127.0.0.1", 0))
+        return t
+
+    t = run(loop, main())
+    sock = t.get_extra_info("socket")
+    # The loop holds a transport whose handle is open (as asyncio's selector does): it
+    # can only be collected once the loop is closed.
+    loop.close()
+    with pytest.warns(ResourceWarning, match="unclosed transport"):
+        t.get_protocol().transport = None
+        del t
+        for _ in range(3):  # PyPy finalizes over several collections
+            gc.collect()
+    assert sock.fileno() == -1

@@ -1,0 +1,595 @@
+"""Datagram transports: UDP on a libuv uv_udp_t, other families (AF_UNIX) on the socket.
+
+Both are asyncio.DatagramTransport subclasses with asyncio's behaviour: connection_made,
+then datagram_received/error_received, then connection_lost once; sendto() sends at once
+and buffers only what would block; close() flushes the buffer first, abort() drops it.
+"""
+import collections
+import contextvars
+import errno
+import logging
+import operator
+import socket
+import warnings
+from asyncio import trsock
+import asyncio
+
+from .._errors import uv_error
+from .._uv import ffi, lib
+
+logger = logging.getLogger("asyncio")
+
+EV_UDP_RECV = lib.UVC_EV_UDP_RECV
+EV_UDP_SEND = lib.UVC_EV_UDP_SEND
+EV_READ_ERROR = lib.UVC_EV_READ_ERROR
+SOCKADDR_SIZE = lib.UVC_SOCKADDR_SIZE
+UDP_QUEUED = lib.UVC_UDP_QUEUED
+_udp_send = lib.uvc_udp_send
+_ECANCELED = -errno.ECANCELED
+
+# As asyncio: after this many sends on a lost connection, each further one logs a warning.
+LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+DEFAULT_HIGH_WATER = 64 * 1024
+# Address conversions are cached per transport; a server talking to very many peers just
+# starts its cache over.
+_ADDR_CACHE_MAX = 4096
+
+
+def _fatal_context(transport, exc, message):
+    return {
+        "message": message,
+        "exception": exc,
+        "transport": transport,
+        "protocol": transport._protocol,
+    }
+
+
+class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
+    """What both datagram transports share: state, flow control, protocol calls, closing.
+
+    Also an asyncio.Transport, as asyncio's own datagram transports are (code and tests
+    check isinstance(transport, asyncio.Transport)); its stream methods are not supported."""
+
+    _sock = None  # read by __del__ even when __init__ failed
+
+    def __init__(self, loop, sock, protocol, address, waiter):
+        super().__init__(None)
+        self._loop = loop
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._protocol = protocol
+        # Protocol callbacks run in the context the transport was created in.
+        self._context = contextvars.copy_context()
+        self._address = address
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        try:
+            self._extra["peername"] = sock.getpeername()
+        except OSError:
+            self._extra["peername"] = None
+        self._closing = False
+        self._conn_lost = 0  # > 0 once connection_lost is scheduled; counts later sends
+        self._buffer_size = 0
+        self._high_water = DEFAULT_HIGH_WATER
+        self._low_water = DEFAULT_HIGH_WATER // 4
+        self._protocol_paused = False
+        loop._fd_transports[self._sock_fd] = self
+        loop.call_soon(self._connection_made, waiter, context=self._context)
+
+    def _connection_made(self, waiter):
+        try:
+            self._protocol.connection_made(self)
+        finally:
+            # Receive only once connection_made() has run, even if it failed (as asyncio).
+            if not self._closing:
+                self._start_reading()
+            if waiter is not None and not waiter.cancelled():
+                waiter.set_result(None)
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        info.append(f"bufsize={self._buffer_size}")
+        if self._protocol_paused:
+            info.append("paused")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._release()
+
+    # ---------------------------------------------------------------- BaseTransport
+
+    def is_closing(self):
+        """True once close() or abort() was called (or the transport failed)."""
+        return self._closing
+
+    def set_protocol(self, protocol):
+        """Make ``protocol`` receive the transport's callbacks from now on."""
+        self._protocol = protocol
+
+    def get_protocol(self):
+        """The current protocol."""
+        return self._protocol
+
+    def close(self):
+        """Stop receiving, send what is buffered, then call connection_lost(None) once.
+
+        Does nothing if the transport is already closing.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self._stop_reading()
+        if not self._buffer_size:
+            self._conn_lost += 1
+            self._loop.call_soon(self._call_connection_lost, None, context=self._context)
+
+    def abort(self):
+        """Close at once: buffered datagrams are dropped; connection_lost(None) follows."""
+        self._force_close(None)
+
+    # ---------------------------------------------------------------- flow control
+
+    def get_write_buffer_size(self):
+        """Bytes of datagrams accepted by sendto() and not yet handed to the kernel."""
+        return self._buffer_size
+
+    def get_write_buffer_limits(self):
+        """The (low, high) water marks of the write buffer."""
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        """Pause the protocol's writing above ``high`` bytes buffered and resume it at or
+        below ``low`` (defaults 64 KiB and high // 4).  ValueError unless high >= low >= 0."""
+        if high is None:
+            high = DEFAULT_HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water = high
+        self._low_water = low
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self):
+        if self._buffer_size <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        self._call_flow(self._protocol.pause_writing, "protocol.pause_writing() failed")
+
+    def _maybe_resume_protocol(self):
+        if self._protocol_paused and self._buffer_size <= self._low_water:
+            self._protocol_paused = False
+            self._call_flow(self._protocol.resume_writing, "protocol.resume_writing() failed")
+
+    def _call_flow(self, method, message):
+        try:
+            self._context.run(method)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(_fatal_context(self, exc, message))
+
+    # ---------------------------------------------------------------- sending
+
+    def _check_sendto(self, data, addr):
+        """asyncio's checks: the data type, the address of a connected transport.
+        Returns the address to send to."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if self._address:
+            if addr not in (None, self._address):
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            return self._address
+        return addr
+
+    def _lost_send(self):
+        if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            logger.warning("socket.send() raised exception.")
+        self._conn_lost += 1
+
+    # ---------------------------------------------------------------- errors and closing
+
+    def _protocol_error(self, exc):
+        """An OSError of one datagram: the protocol hears of it, the transport lives on."""
+        try:
+            self._context.run(self._protocol.error_received, exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as cb_exc:
+            self._loop.call_exception_handler(
+                _fatal_context(self, cb_exc, "Exception in callback error_received()")
+            )
+
+    def _protocol_exception(self, exc, method):
+        self._loop.call_exception_handler(
+            _fatal_context(self, exc, f"Exception in callback {method}()")
+        )
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(_fatal_context(self, exc, message))
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._conn_lost:
+            return
+        if not self._closing:
+            self._closing = True
+            self._stop_reading()
+        self._drop_buffer()
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._release()
+            self._protocol = None
+            self._loop = None
+
+
+class UDPTransport(_DatagramTransportBase):
+    """An AF_INET/AF_INET6 datagram socket on a libuv uv_udp_t (the loop's slot)."""
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None):
+        fd = sock.fileno()
+        slot = lib.uvc_udp_open(loop._uv, fd)
+        if slot < 0:
+            raise uv_error(slot)
+        self._slot = slot
+        self._uv = loop._uv
+        self._arena = loop._arena
+        self._family = sock.family
+        self._reading = False
+        loop._slot_register(slot, self)
+        super().__init__(loop, sock, protocol, address, waiter)
+        peer = self._extra["peername"]
+        self._connected = peer is not None
+        # A connected socket only receives from its peer: no sockaddr to convert then.
+        self._peer = peer
+        self._recv_addrs = {}  # sender sockaddr bytes -> address tuple
+        self._send_addrs = {}  # address tuple -> sockaddr bytes
+        self._last_addr = None
+        self._last_sockaddr = None
+
+    def _start_reading(self):
+        if not self._reading and self._slot is not None:
+            err = lib.uvc_udp_recv(self._uv, self._slot, 1)
+            if err < 0:
+                self._fatal_error(uv_error(err), "Fatal read error on datagram transport")
+                return
+            self._reading = True
+
+    def _stop_reading(self):
+        if self._reading:
+            self._reading = False
+            lib.uvc_udp_recv(self._uv, self._slot, 0)
+
+    def sendto(self, data, addr=None):
+        """Send ``data`` (bytes-like) to ``addr``, or to the remote address given at
+        creation when ``addr`` is None.  Sends at once; only what would block is buffered
+        (see get_write_buffer_size).  An OSError of the send (unreachable, too big, ...)
+        goes to protocol.error_received().  Empty data is not sent.
+
+        Raises TypeError for data that is not bytes-like and ValueError for an address
+        other than the remote address of a connected transport.
+        """
+        addr = self._check_sendto(data, addr)
+        if not data:
+            return
+        if self._conn_lost:
+            self._lost_send()
+            return
+        if self._connected:
+            sockaddr = ffi.NULL
+        elif addr is self._last_addr and addr is not None:
+            sockaddr = self._last_sockaddr
+        else:
+            try:
+                sockaddr = self._sockaddr_of(addr)
+            except OSError as exc:
+                self._protocol_error(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                # socket.sendto() raises these (TypeError, OverflowError) for a bad address
+                # and asyncio treats them as fatal for the transport.
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        if type(data) is not bytes:
+            data = bytes(data)
+        r = _udp_send(self._uv, self._slot, data, len(data), sockaddr, self._buffer_size > 0)
+        if r == 0:
+            return
+        if r == UDP_QUEUED:
+            self._buffer_size += len(data)
+            self._maybe_pause_protocol()
+        else:
+            self._protocol_error(uv_error(r))
+
+    def _sockaddr_of(self, addr):
+        """The sockaddr (bytes for C) of an address as socket.sendto() would take it."""
+        try:
+            sockaddr = self._send_addrs[addr]
+            # 5000.0 == 5000 hashes alike; socket refuses a non-int port.
+            if type(addr[1]) is not int:
+                raise KeyError(addr)
+        except (KeyError, TypeError):
+            sockaddr = self._convert_address(addr)
+        self._last_addr = addr
+        self._last_sockaddr = sockaddr
+        return sockaddr
+
+    def _convert_address(self, addr):
+        family = self._family
+        name = "AF_INET" if family == socket.AF_INET else "AF_INET6"
+        if not isinstance(addr, tuple):
+            raise TypeError(f"{name} address must be tuple, not {type(addr).__name__}")
+        if family == socket.AF_INET:
+            if len(addr) != 2:
+                raise TypeError("AF_INET address must be a pair (host, port)")
+            host, port = addr
+            flowinfo = scope_id = 0
+        else:
+            if not 2 <= len(addr) <= 4:
+                raise TypeError(
+                    "AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])"
+                )
+            host, port, flowinfo, scope_id = (addr + (0, 0))[:4]
+            flowinfo = operator.index(flowinfo)
+            scope_id = operator.index(scope_id)
+            if not 0 <= flowinfo <= 0xFFFFF:
+                raise OverflowError("sendto(): flowinfo must be 0-1048575.")
+        if isinstance(host, (bytes, bytearray)):
+            host = bytes(host).decode("idna")
+        if not isinstance(host, str):
+            raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+        port = operator.index(port)
+        if not 0 <= port <= 0xFFFF:
+            raise OverflowError("sendto(): port must be 0-65535.")
+        cacheable = True
+        if host == "":
+            host = "0.0.0.0" if family == socket.AF_INET else "::"
+        elif host == "<broadcast>" and family == socket.AF_INET:
+            host = "255.255.255.255"
+        try:
+            if "%" in host:
+                raise OSError  # a scoped IPv6 host: let getaddrinfo find the scope id
+            socket.inet_pton(family, host)
+        except OSError:
+            # A host name: resolve it here, blocking, exactly as socket.sendto() does.
+            # Names are not cached (they may change), numeric hosts are.
+            info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)[0][4]
+            host = info[0]
+            if family == socket.AF_INET6 and not scope_id:
+                scope_id = info[3]
+            cacheable = False
+        out = ffi.new("char[]", SOCKADDR_SIZE)
+        err = lib.uvc_sockaddr_make(family, host.encode("ascii"), port, flowinfo, scope_id, out)
+        if err < 0:
+            raise uv_error(err)
+        sockaddr = ffi.buffer(out)[:]
+        if cacheable:
+            if len(self._send_addrs) >= _ADDR_CACHE_MAX:
+                self._send_addrs.clear()
+            self._send_addrs[addr] = sockaddr
+        return sockaddr
+
+    def _address_of(self, sockaddr):
+        """The address tuple socket.recvfrom() gives for a sender's sockaddr bytes."""
+        host = ffi.new("char[]", 64)
+        info = ffi.new("unsigned int[]", 3)
+        family = lib.uvc_sockaddr_read(sockaddr, host, 64, info)
+        if family == socket.AF_INET:
+            addr = (ffi.string(host).decode(), info[0])
+        elif family == socket.AF_INET6:
+            addr = (ffi.string(host).decode(), info[0], info[1], info[2])
+        else:
+            return None
+        recv = self._recv_addrs
+        if len(recv) >= _ADDR_CACHE_MAX:
+            recv.clear()
+            self._send_addrs.clear()
+        recv[sockaddr] = addr
+        # A reply to this sender needs no conversion.
+        self._send_addrs[addr] = sockaddr
+        return addr
+
+    # ---------------------------------------------------------------- libuv events
+
+    def _uv_event(self, kind, a, b, c):
+        if kind == EV_UDP_RECV:
+            if not self._reading:
+                return  # closed earlier in this batch of events
+            arena = self._arena
+            data = arena[a:a + b]
+            addr = self._peer
+            if addr is None:
+                sockaddr = arena[c:c + SOCKADDR_SIZE]
+                addr = self._recv_addrs.get(sockaddr)
+                if addr is None:
+                    addr = self._address_of(sockaddr)
+            try:
+                self._context.run(self._protocol.datagram_received, data, addr)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._protocol_exception(exc, "datagram_received")
+        elif kind == EV_UDP_SEND:
+            if self._sock is None:
+                return  # aborted: the buffer was dropped
+            self._buffer_size -= b
+            if a < 0 and a != _ECANCELED:
+                self._protocol_error(uv_error(a))
+            self._maybe_resume_protocol()
+            if self._closing and not self._buffer_size and not self._conn_lost:
+                self._conn_lost += 1
+                self._loop.call_soon(self._call_connection_lost, None, context=self._context)
+        elif kind == EV_READ_ERROR:
+            if self._reading:
+                # ICMP errors of a connected socket (ConnectionRefusedError, ...) come as
+                # recv errors: asyncio reports them and keeps the transport.
+                self._protocol_error(uv_error(a))
+
+    def _uv_closed(self):
+        self._slot = None
+
+    def _drop_buffer(self):
+        # libuv still holds the queued requests: closing the handle cancels them, so
+        # close it now rather than at connection_lost.
+        self._buffer_size = 0
+        self._release()
+
+    def _release(self):
+        sock = self._sock
+        if sock is None:
+            return
+        self._sock = None
+        self._reading = False
+        loop = self._loop
+        if self._slot is not None and loop is not None and not loop.is_closed():
+            loop._uv_close(self._slot)  # libuv closes its own duplicate of the fd
+        sock.close()
+
+
+class SocketDatagramTransport(_DatagramTransportBase):
+    """A datagram socket of a family libuv's UDP handle cannot carry (AF_UNIX), driven by
+    the loop's fd watcher with recvfrom()/sendto() as asyncio's selector transport is."""
+
+    max_size = 256 * 1024  # the recvfrom() size asyncio uses
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None):
+        self._buffer = collections.deque()
+        self._reading = False
+        self._writing = False
+        super().__init__(loop, sock, protocol, address, waiter)
+
+    def _start_reading(self):
+        if not self._reading and self._sock is not None:
+            self._loop._fd_watch(self._sock_fd, "reader", self._read_ready, ())
+            self._reading = True
+
+    def _stop_reading(self):
+        if self._reading:
+            self._reading = False
+            self._loop._fd_unwatch(self._sock_fd, "reader")
+
+    def _read_ready(self):
+        if self._conn_lost:
+            return
+        try:
+            data, addr = self._sock.recvfrom(self.max_size)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._protocol_error(exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on datagram transport")
+        else:
+            self._protocol.datagram_received(data, addr)
+
+    def sendto(self, data, addr=None):
+        """Send ``data`` (bytes-like) to ``addr``, or to the remote address given at
+        creation when ``addr`` is None.  Sends at once; only what would block is buffered
+        (see get_write_buffer_size).  An OSError of the send goes to
+        protocol.error_received().  Empty data is not sent.
+
+        Raises TypeError for data that is not bytes-like and ValueError for an address
+        other than the remote address of a connected transport.
+        """
+        addr = self._check_sendto(data, addr)
+        if not data:
+            return
+        if self._conn_lost:
+            self._lost_send()
+            return
+        if not self._buffer:
+            try:
+                if self._extra["peername"]:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop._fd_watch(self._sock_fd, "writer", self._write_ready, ())
+                self._writing = True
+            except OSError as exc:
+                self._protocol_error(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        self._buffer.append((bytes(data), addr))
+        self._buffer_size += len(data)
+        self._maybe_pause_protocol()
+
+    def _write_ready(self):
+        buffer = self._buffer
+        while buffer:
+            data, addr = buffer.popleft()
+            self._buffer_size -= len(data)
+            try:
+                if self._extra["peername"]:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                buffer.appendleft((data, addr))
+                self._buffer_size += len(data)
+                break
+            except OSError as exc:
+                self._protocol_error(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        self._maybe_resume_protocol()
+        if not buffer:
+            self._stop_writing()
+            if self._closing and not self._conn_lost:
+                self._conn_lost += 1
+                self._call_connection_lost(None)
+
+    def _stop_writing(self):
+        if self._writing:
+            self._writing = False
+            self._loop._fd_unwatch(self._sock_fd, "writer")
+
+    def _drop_buffer(self):
+        self._buffer.clear()
+        self._buffer_size = 0
+        self._stop_writing()
+
+    def _release(self):
+        sock = self._sock
+        if sock is None:
+            return
+        self._sock = None
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            self._stop_reading()
+            self._stop_writing()
+        sock.close()

@@ -180,6 +180,26 @@ def close_all():
 atexit.register(close_all)
 
 
+# Imports this directory as the package "_uvcffi_bench" and runs one of its
+# modules' main().  `python -m uvcffi.bench.server` would run uvcffi's own
+# __init__ first: an asyncio or uvloop server must not fail because uvcffi
+# (built in parallel, maybe mid-rebuild) does not import.  Only the uvcffi
+# loop's own cells should say so, and they do, from loops.new_loop().
+_BOOT = """\
+import importlib, importlib.util, os, sys
+d, mod = sys.argv[1], sys.argv[2]
+del sys.argv[1:3]
+spec = importlib.util.spec_from_file_location(
+    "_uvcffi_bench", os.path.join(d, "__init__.py"), submodule_search_locations=[d])
+pkg = importlib.util.module_from_spec(spec)
+sys.modules["_uvcffi_bench"] = pkg
+spec.loader.exec_module(pkg)
+importlib.import_module("_uvcffi_bench." + mod).main()
+"""
+
+
 def python_module_argv(module, *args):
-    """argv that runs `module` with this very interpreter (CPython or PyPy)."""
-    return [sys.executable, "-m", module] + [str(a) for a in args]
+    """argv that runs bench module `module` ("server", "micro") with this very
+    interpreter (CPython or PyPy), independently of uvcffi's importability."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [sys.executable, "-c", _BOOT, here, module] + [str(a) for a in args]

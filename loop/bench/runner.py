@@ -240,7 +240,7 @@ class Runner:
         if loop == FLOOR:
             child, where = loadgen.start_floor(transport, path if transport == "unix" else None)
         else:
-            argv = python_module_argv("uvcffi.bench.server", "--loop", loop, "--kind", kind,
+            argv = python_module_argv("server", "--loop", loop, "--kind", kind,
                                       "--path", path, "--cpu", loadgen.SERVER_CPU)
             child = Child(argv, cpu=loadgen.SERVER_CPU, name="%s server" % loop)
             try:
@@ -361,7 +361,7 @@ class Runner:
         # each hang costs this much once per repetition.
         per_bench = 2 * (self.s.micro_warm + self.s.micro_secs) + 15
         while remaining:
-            argv = python_module_argv("uvcffi.bench.micro", "--loop", loop,
+            argv = python_module_argv("micro", "--loop", loop,
                                       "--secs", self.s.micro_secs, "--warm", self.s.micro_warm,
                                       "--cpu", loadgen.SERVER_CPU, *remaining)
             child = Child(argv, cpu=loadgen.SERVER_CPU, name="%s worker" % loop)

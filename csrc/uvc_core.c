@@ -137,6 +137,7 @@ int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
 }
 
 int64_t *uvc_events(uvc_loop_t *L) { return L->events; }
+int uvc_events_capacity(uvc_loop_t *L) { return L->events_cap; }
 char *uvc_arena(uvc_loop_t *L) { return L->arena; }
 size_t uvc_arena_size(uvc_loop_t *L) { return L->arena_size; }
 int uvc_wakeup(uvc_loop_t *L) {

@@ -62,6 +62,8 @@ void uvc_loop_free(uvc_loop_t *L);
  * array are valid until the next call. */
 int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms);
 int64_t *uvc_events(uvc_loop_t *L);
+/* Events the array holds before it must grow (and uvc_events() moves). */
+int uvc_events_capacity(uvc_loop_t *L);
 char *uvc_arena(uvc_loop_t *L);
 size_t uvc_arena_size(uvc_loop_t *L);
 

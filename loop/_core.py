@@ -120,6 +120,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
     __slots__ = (
         "_careful", "_closed", "_debug", "_ready", "_timers", "_timer_seq",
         "_timer_cancelled_count", "_polling", "_stopping", "_uv", "_slots", "_arena",
+        "_events", "_events_cap", "_backlog",
     )
 
     def __init__(self):
@@ -131,6 +132,8 @@ class CoreLoop(asyncio.AbstractEventLoop):
         # freed memory.
         self._uv = ffi.gc(uv, lib.uvc_loop_free)
         self._arena = ffi.buffer(lib.uvc_arena(self._uv), lib.uvc_arena_size(self._uv))
+        self._events = lib.uvc_events(self._uv)
+        self._events_cap = lib.uvc_events_capacity(self._uv)
         # slot -> the Python object that owns the handle (it gets the slot's events)
         self._slots = [None] * 64
         # events a Ctrl-C interrupted the dispatch of (see _keep_undispatched)
@@ -185,47 +188,16 @@ class CoreLoop(asyncio.AbstractEventLoop):
         if not self._closed:
             lib.uvc_close(self._uv, slot)
 
-    def _dispatch(self, ev, end):
-        """Hand the events of the last libuv run (``ev[:end]``, WORDS per event) to the
-        owners of their slots."""
-        i = 0
-        slots = self._slots
-        arena = self._arena
-        while i < end:
-            # One try around the batch (free in CPython 3.11+), re-entered after an error,
-            # so that one failing owner neither stops the loop nor loses later events.
-            try:
-                while i < end:
-                    kind = ev[i]
-                    slot = ev[i + 1]
-                    i += WORDS
-                    if kind == EV_READ:
-                        owner = slots[slot]
-                        if owner is not None:
-                            off = ev[i - 3]
-                            owner._uv_read(arena[off:off + ev[i - 2]])
-                    elif kind == EV_CLOSED:
-                        owner = slots[slot]
-                        slots[slot] = None
-                        if owner is not None:
-                            owner._uv_closed()
-                    elif kind == EV_SIGNAL:
-                        self._handle_signal(ev[i - 3])
-                    else:
-                        owner = slots[slot]
-                        if owner is not None:
-                            owner._uv_event(kind, ev[i - 3], ev[i - 2], ev[i - 1])
-            except (SystemExit, KeyboardInterrupt):
-                self._keep_undispatched(ev, i, end)
-                raise
-            except BaseException as exc:
-                self.call_exception_handler(
-                    {
-                        "message": f"Exception in {slots[ev[i - WORDS + 1]]!r} while "
-                        "handling a libuv event",
-                        "exception": exc,
-                    }
-                )
+    def _event_failed(self, owner, kind, exc):
+        """An event handler raised: the owner deals with it if it can (a transport turns a
+        failing data_received into its fatal error), else the exception handler hears."""
+        handler = getattr(owner, "_uv_callback_failed", None)
+        if handler is not None:
+            handler(kind, exc)
+        else:
+            self.call_exception_handler(
+                {"message": f"Exception in {owner!r} while handling a libuv event", "exception": exc}
+            )
 
     def _keep_undispatched(self, ev, i, end):
         """Ctrl-C (or SystemExit) stopped a dispatch: keep the events not yet handed out,
@@ -260,9 +232,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
                 self._backlog = backlog[n + 1:] + self._backlog
                 raise
             except BaseException as exc:
-                self.call_exception_handler(
-                    {"message": f"Exception in {owner!r} while handling a libuv event", "exception": exc}
-                )
+                self._event_failed(owner, kind, exc)
 
     def _run_once(self):
         """One iteration: poll libuv (waiting for the next timer at most), dispatch its
@@ -292,24 +262,63 @@ class CoreLoop(asyncio.AbstractEventLoop):
         else:
             timeout = -1
         try:
-            n = lib.uvc_run_once(self._uv, timeout)
+            n = _uvc_run_once(self._uv, timeout)
         finally:
             self._polling = False
 
         # asyncio's order within an iteration: the callbacks that were ready before the poll,
         # then the I/O callbacks (run here directly, as libuv's events are dispatched), then
         # the timers that are due.  Callbacks scheduled meanwhile run in the next iteration.
-        ev = ffi.unpack(lib.uvc_events(self._uv), n * WORDS) if n else None
+        if n:
+            if n > self._events_cap:  # the C array grew (and moved) during this run
+                self._events_cap = lib.uvc_events_capacity(self._uv)
+                self._events = lib.uvc_events(self._uv)
+            end = n * WORDS
+            ev = _unpack(self._events, end)
         ntodo = len(self._ready)
         if ntodo:
             try:
                 self._run_handles(self._ready.popleft, ntodo)
             except BaseException:  # only SystemExit / KeyboardInterrupt get here
-                if ev is not None:
-                    self._keep_undispatched(ev, 0, n * WORDS)
+                if n:
+                    self._keep_undispatched(ev, 0, end)
                 raise
-        if ev is not None:
-            self._dispatch(ev, n * WORDS)
+
+        # The events go to the owners of their slots.  This loop is the hottest code of
+        # the loop, so it is inline here, in one try (free in CPython 3.11+) re-entered
+        # after an error: a failing owner neither stops the loop nor loses later events.
+        i = 0
+        slots = self._slots
+        arena = self._arena
+        while n and i < end:
+            owner = None
+            try:
+                while i < end:
+                    kind = ev[i]
+                    i += WORDS
+                    if kind == EV_READ:
+                        owner = slots[ev[i - 4]]
+                        if owner is not None:
+                            off = ev[i - 3]
+                            owner._uv_read(arena[off:off + ev[i - 2]])
+                    elif kind == EV_CLOSED:
+                        slot = ev[i - 4]
+                        owner = slots[slot]
+                        slots[slot] = None
+                        if owner is not None:
+                            owner._uv_closed()
+                    elif kind == EV_SIGNAL:
+                        owner = None
+                        self._handle_signal(ev[i - 3])
+                    else:
+                        owner = slots[ev[i - 4]]
+                        if owner is not None:
+                            owner._uv_event(kind, ev[i - 3], ev[i - 2], ev[i - 1])
+            except (SystemExit, KeyboardInterrupt):
+                self._keep_undispatched(ev, i, end)
+                raise
+            except BaseException as exc:
+                self._event_failed(owner, ev[i - WORDS], exc)
 
         if timers:
             now = time.monotonic()
@@ -1064,6 +1073,8 @@ class CoreLoop(asyncio.AbstractEventLoop):
 
 _new_object = object.__new__
 _copy_context = contextvars.copy_context
+_uvc_run_once = lib.uvc_run_once
+_unpack = ffi.unpack
 
 
 def _set_result_unless_done(fut, result):

@@ -23,6 +23,7 @@ Internal interface kept stable for subclasses (the pipe transports use it):
 """
 import asyncio
 import contextvars
+import functools
 import logging
 import socket
 import warnings
@@ -41,6 +42,7 @@ _uvc_write = lib.uvc_write
 _uvc_read_start = lib.uvc_read_start
 _uvc_read_stop = lib.uvc_read_stop
 _from_buffer = ffi.from_buffer
+EV_READ = lib.UVC_EV_READ
 EV_WRITE_DONE = lib.UVC_EV_WRITE_DONE
 EV_EOF = lib.UVC_EV_EOF
 EV_READ_ERROR = lib.UVC_EV_READ_ERROR
@@ -66,15 +68,22 @@ def _set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
-class StreamTransportBase:
+class StreamTransportBase(asyncio.BaseTransport):
     """Transport machinery over a libuv stream slot.  Mixed with an asyncio transport base
     class (Transport, ReadTransport or WriteTransport) by the concrete classes."""
 
     _kind = "stream"
-    # While this flag is set, write() goes through _write_refused(): after write_eof(),
-    # during sendfile, once the connection is lost, after the loop is closed.  The flag
-    # keeps the normal write path to a single test.
-    _write_blocked = False
+    # Slots, not an instance dict: a dict of this many keys loses CPython's fast attribute
+    # path, and every read and write touches several of these.  Subclasses without
+    # __slots__ still get a __dict__ for their own attributes.
+    __slots__ = (
+        "_loop", "_uv", "_slot", "_context", "_ctx_run", "_protocol", "_protocol_connected",
+        "_closing", "_conn_lost", "_eof_written", "_eof_seen", "_paused", "_reading_started",
+        "_read_allowed", "_wants_reading", "_held", "_held_scheduled", "_empty_waiter",
+        "_pending", "_high_water", "_low_water", "_protocol_paused", "_server",
+        "_handle_closed", "_released", "_waiter_pending", "_deliver", "_data_received",
+        "_uv_read", "_write_blocked",
+    )
 
     def __init__(self, loop, slot, protocol, *, context=None, extra=None, server=None,
                  waiter=None, reading=True):
@@ -82,6 +91,10 @@ class StreamTransportBase:
         self._loop = loop
         self._uv = loop._uv
         self._slot = slot
+        # While this flag is set, write() goes through _write_refused(): after write_eof(),
+        # during sendfile, once the connection is lost, after the loop is closed.  The flag
+        # keeps the normal write path to a single test.
+        self._write_blocked = False
         self._context = contextvars.copy_context() if context is None else context
         self._ctx_run = self._context.run
         self._protocol = None
@@ -157,8 +170,10 @@ class StreamTransportBase:
             self._deliver = self._deliver_buffered
             self._data_received = None
         else:
-            self._deliver = self._deliver_data
+            # A C-level partial: a read costs no Python frame before data_received.  If it
+            # raises, the loop calls _uv_callback_failed (below).
             self._data_received = protocol.data_received
+            self._deliver = functools.partial(self._ctx_run, self._data_received)
         self._route_reads()
 
     def get_protocol(self):
@@ -179,11 +194,18 @@ class StreamTransportBase:
 
     def _deliver_data(self, data):
         try:
-            self._ctx_run(self._data_received, data)
+            self._deliver(data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+    def _uv_callback_failed(self, kind, exc):
+        # A read gets here when data_received raised through the partial.
+        if kind == EV_READ:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        else:
+            self._fatal_error(exc, f"Fatal error on {self._kind} transport")
 
     def _deliver_buffered(self, data):
         protocol = self._protocol
@@ -247,6 +269,8 @@ class StreamTransportBase:
             item = held.pop(0)
             if type(item) is tuple:
                 self._read_event(*item)
+            elif self._data_received is not None:
+                self._deliver_data(item)
             else:
                 self._deliver(item)
         if not held:

@@ -230,7 +230,9 @@ def _calibration(summary):
                 sb * 100, cb * 100)
         near = [l for l, c in entry["loops"].items()
                 if l != FLOOR and c.get("ok") and c["metrics"]["rps"]["median"] >= 0.9 * ceiling]
-        extra = ("; near the ceiling (compare CPU/rt instead): " + ", ".join(near)) if near else ""
+        # Under noise the floor's rt/s is no ceiling at all: say nothing then.
+        extra = ("; near the ceiling (compare CPU/rt instead): " + ", ".join(near)
+                 if near and others < NOISY else "")
         out.append("calibration %s %d KiB: C floor %s rt/s, %s%s"
                    % (w.transport, w.size // 1024, si(ceiling), verdict, extra))
     if out:

@@ -81,7 +81,7 @@ class StreamTransportBase(asyncio.BaseTransport):
         "_closing", "_conn_lost", "_eof_written", "_eof_seen", "_paused", "_reading_started",
         "_read_allowed", "_wants_reading", "_held", "_held_scheduled", "_empty_waiter",
         "_pending", "_high_water", "_low_water", "_protocol_paused", "_server",
-        "_handle_closed", "_released", "_waiter_pending", "_deliver", "_data_received",
+        "_handle_closed", "_released", "_deliver", "_data_received",
         "_uv_read", "_write_blocked",
     )
 
@@ -127,19 +127,12 @@ class StreamTransportBase(asyncio.BaseTransport):
         ctx = self._context
         loop.call_soon(protocol.connection_made, self, context=ctx)
         loop.call_soon(self._start_reading, context=ctx)
-        self._waiter_pending = waiter is not None
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None, context=ctx)
 
     # ------------------------------------------------------------------ start
 
-    def _start_reading(self, deferred=False):
-        if self._waiter_pending and not deferred:
-            # asyncio runs a read after the callbacks already queued, so the coroutine
-            # awaiting this transport resumes before its first data_received; here reads
-            # are dispatched ahead of the ready queue: start reading one turn later.
-            self._loop.call_soon(self._start_reading, True, context=self._context)
-            return
+    def _start_reading(self):
         self._read_allowed = True
         if self._wants_reading and not self._paused and not self._closing:
             self._read_start()

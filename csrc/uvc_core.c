@@ -262,12 +262,23 @@ void uvc_close_cb(uv_handle_t *handle) {
     free(b);
 }
 
+/* The libuv watcher that holds `fd` now, or NULL. */
+static uv__io_t *fd_owner(uvc_loop_t *L, int fd) {
+    if (fd < 0 || (unsigned)fd >= L->uv.nwatchers)
+        return NULL;
+    return L->uv.watchers[fd];
+}
+
+static void poll_detach_if_fd_taken(uvc_loop_t *L, uv_poll_t *p);
+
 int uvc_close(uvc_loop_t *L, int slot) {
     uvc_base_t *b = uvc_slot_get(L, slot);
     if (b == NULL)
         return UV_EBADF;
     if (uv_is_closing(b->handle))
         return 0;
+    if (b->handle->type == UV_POLL)
+        poll_detach_if_fd_taken(L, (uv_poll_t *)b->handle);
     uv_close(b->handle, uvc_close_cb);
     return 0;
 }
@@ -298,6 +309,17 @@ typedef struct {
     uvc_base_t base;
     uv_poll_t poll;
 } uvc_poll_t;
+
+/* A stopped poll handle is kept for reuse (see CoreLoop._fd_unwatch) and may be closed
+ * later, when its fd number already belongs to another handle (a transport adopted the
+ * socket).  Closing a poll removes its fd from epoll, which would silence that handle: so
+ * point the stopped poll at an fd of ours that epoll never watches before it is closed. */
+static void poll_detach_if_fd_taken(uvc_loop_t *L, uv_poll_t *p) {
+    uv__io_t *owner = fd_owner(L, p->io_watcher.fd);
+    if (owner != NULL && owner != &p->io_watcher && !uv_is_active((uv_handle_t *)p)
+        && L->signal_fds[1] >= 0)
+        p->io_watcher.fd = L->signal_fds[1];
+}
 
 static void poll_cb(uv_poll_t *p, int status, int events) {
     uvc_base_t *b = p->data;
@@ -330,9 +352,13 @@ int uvc_poll_set(uvc_loop_t *L, int slot, int events) {
     uv_poll_t *p = (uv_poll_t *)b->handle;
     if (events == 0)
         return uv_poll_stop(p);
-    uv_os_fd_t fd;
-    if (uv_fileno(b->handle, &fd) == 0 && fcntl(fd, F_GETFD) < 0)
+    int fd = p->io_watcher.fd;
+    if (fcntl(fd, F_GETFD) < 0)
         return uv_translate_sys_error(errno);
+    /* A reused (stopped) poll must not take an fd another handle has meanwhile. */
+    uv__io_t *owner = fd_owner(L, fd);
+    if (owner != NULL && owner != &p->io_watcher)
+        return UV_EEXIST;
     return uv_poll_start(p, events, poll_cb);
 }
 

@@ -40,6 +40,8 @@ WORDS = lib.UVC_EVENT_WORDS
 # cancelled timers (asyncio's rule, also applied on cancel): call_later+cancel churn then
 # never grows the heap or the memory behind it.
 _COMPACT_MIN_CANCELLED = 50
+# Stopped uv_poll handles kept for reuse by the next add_reader/add_writer of their fd.
+_MAX_IDLE_FD_WATCHERS = 64
 # libuv timeouts are int milliseconds; a day keeps the value far from overflow and the
 # loop wakes (harmlessly) at most once a day when it has nothing to do.
 _MAX_TIMEOUT_MS = 86_400_000
@@ -163,6 +165,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._fd_watchers = {}  # fd -> _FdWatcher
+        self._fd_idle_watchers = 0  # of them, stopped ones kept for reuse
         # fd -> transport using it: add_reader/add_writer refuse those fds, as asyncio does
         self._fd_transports = weakref.WeakValueDictionary()
         self._signal_handlers = {}
@@ -913,6 +916,8 @@ class CoreLoop(asyncio.AbstractEventLoop):
             watcher = _FdWatcher(self, fd, slot)
             self._slot_register(slot, watcher)
             self._fd_watchers[fd] = watcher
+        elif watcher.mask == 0:
+            self._fd_idle_watchers -= 1
         old = getattr(watcher, which)
         setattr(watcher, which, handle)
         mask = (lib.UVC_READABLE if watcher.reader else 0) | (
@@ -922,6 +927,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         if err < 0:
             setattr(watcher, which, old)
             if old is None and watcher.mask == 0:
+                self._fd_idle_watchers += 1
                 self._fd_unwatch_all(watcher)
             raise uv_error(err)
         watcher.mask = mask
@@ -941,16 +947,25 @@ class CoreLoop(asyncio.AbstractEventLoop):
         setattr(watcher, which, None)
         old.cancel()
         if watcher.reader is None and watcher.writer is None:
-            # Close the poll now: libuv drops the fd from epoll at once, so the caller may
-            # close the fd right after this returns.
-            self._fd_unwatch_all(watcher)
+            # Stop the poll now: libuv drops the fd from epoll at once, so the caller may
+            # close the fd right after this returns.  The stopped handle is kept for the
+            # next add_reader/add_writer of this fd (sock_recv and friends watch and unwatch
+            # an fd on every wait); a bounded number of them.
+            watcher.mask = 0
+            lib.uvc_poll_set(self._uv, watcher.slot, 0)
+            self._fd_idle_watchers += 1
+            if self._fd_idle_watchers > _MAX_IDLE_FD_WATCHERS:
+                for idle in [w for w in self._fd_watchers.values() if w.mask == 0]:
+                    self._fd_unwatch_all(idle)
         else:
             watcher.mask = lib.UVC_READABLE if watcher.reader else lib.UVC_WRITABLE
             lib.uvc_poll_set(self._uv, watcher.slot, watcher.mask)
         return True
 
     def _fd_unwatch_all(self, watcher):
+        """Close an idle watcher's poll handle."""
         del self._fd_watchers[watcher.fd]
+        self._fd_idle_watchers -= 1
         lib.uvc_close(self._uv, watcher.slot)
 
     def add_reader(self, fd, callback, *args):

@@ -602,3 +602,36 @@ def test_python_m_uvcffi(tmp_path):
 async def test_pytest_asyncio_runs_on_uvcffi():
     assert isinstance(asyncio.get_running_loop(), uvcffi.Loop)
     await asyncio.sleep(0)
+
+
+def test_idle_fd_watchers_never_silence_a_transport(loop):
+    """add_reader/remove_reader keep a stopped poll for reuse; when such a poll is swept
+    later, its fd may belong to a transport by then, which must keep receiving."""
+    a, b = socket.socketpair()
+    loop.add_reader(a, print)
+    assert loop.remove_reader(a)  # a stopped, idle poll handle for a's fd stays behind
+    got = []
+
+    class Proto(asyncio.Protocol):
+        def data_received(self, data):
+            got.append(data)
+
+    async def main():
+        transport, _ = await loop.connect_accepted_socket(Proto, a)
+        pairs = [socket.socketpair() for _ in range(80)]
+        for r, w in pairs:  # enough idle polls to sweep them all, a's included
+            loop.add_reader(r, print)
+            loop.remove_reader(r)
+        b.send(b"still heard")
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.005)
+        transport.close()
+        for r, w in pairs:
+            r.close()
+            w.close()
+
+    loop.run_until_complete(main())
+    b.close()
+    assert got == [b"still heard"]

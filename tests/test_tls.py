@@ -584,6 +584,30 @@ def test_handshake_failure_frees_fd(anyloop, certs):
     assert run(anyloop, main()) == set()
 
 
+def test_server_handshake_timeout_drops_silent_client(anyloop, certs):
+    """A client that connects to a TLS server and never speaks: the server gives up after
+    ssl_handshake_timeout, closes the connection and frees its fd."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0,
+                                          ssl=certs.server(), ssl_handshake_timeout=0.2)
+        port = server.sockets[0].getsockname()[1]
+        before = open_fds()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert await reader.read() == b""  # closed by the server
+        except ConnectionResetError:
+            pass  # or reset: either way the server let go
+        writer.close()
+        await settle(20)
+        leaked = open_fds() - before
+        server.close()
+        await server.wait_closed()
+        return leaked
+
+    assert run(anyloop, main()) == set()
+
+
 def test_plaintext_client_to_tls_server(anyloop, certs):
     """A client that does not speak TLS: the server drops it (EOF), no fd stays open, and
     the server still serves TLS clients afterwards."""

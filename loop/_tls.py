@@ -45,7 +45,7 @@ def check_ssl_argument(ssl):
     if _ssl is None:
         raise RuntimeError("Python ssl module is not available")
     if not hasattr(ssl, "wrap_bio"):
-        raise TypeError(f"ssl argument must be an SSLContext, True or None, got {ssl!r}")
+        raise TypeError(f"ssl argument must be an SSLContext or None, got {ssl!r}")
 
 
 def _start_tls_compatible(transport):

@@ -20,6 +20,7 @@ import sys
 from asyncio import staggered
 
 from ._server import Server, adopt_stream_socket
+from ._tls import check_ssl_argument, check_tls_timeouts
 from ._uv import lib
 from .transports.stream import SocketTransport, StreamTransportBase
 
@@ -210,16 +211,6 @@ class StreamMethods:
         if err != 0:
             raise OSError(err, f"Connect call failed {address}")
 
-    def _make_ssl_protocol(self, app_protocol, sslcontext, waiter, *, server_side,
-                           server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout):
-        from asyncio import sslproto
-
-        kwargs = {"ssl_handshake_timeout": ssl_handshake_timeout}
-        if sys.version_info >= (3, 11):
-            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
-        return sslproto.SSLProtocol(self, app_protocol, sslcontext, waiter, server_side,
-                                    server_hostname, **kwargs)
-
     async def _connection_transport(self, sock, protocol_factory, ssl, server_hostname,
                                     server_side=False, ssl_handshake_timeout=None,
                                     ssl_shutdown_timeout=None):
@@ -235,10 +226,15 @@ class StreamMethods:
                     sslcontext.check_hostname = False
             else:
                 sslcontext = ssl
-            proto = self._make_ssl_protocol(
-                protocol, sslcontext, waiter, server_side=server_side,
-                server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout)
+            try:
+                proto = self._make_ssl_protocol(  # loop/_tls.py
+                    protocol, sslcontext, waiter, server_side=server_side,
+                    server_hostname=server_hostname,
+                    ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout)
+            except BaseException:
+                sock.close()  # no transport owns it yet
+                raise
             transport = self._socket_transport(sock, proto, None)
             app_transport = proto._app_transport
         else:
@@ -266,6 +262,10 @@ class StreamMethods:
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        if ssl:
+            # Before any socket exists: bad TLS arguments cost no connection (loop/_tls.py)
+            check_ssl_argument(ssl)
+            check_tls_timeouts(ssl_handshake_timeout, ssl_shutdown_timeout)
 
     # ------------------------------------------------------------------ TCP client
 
@@ -393,6 +393,8 @@ class StreamMethods:
         protocol; returns (transport, protocol)."""
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+        if ssl is True:
+            raise ValueError("Server side SSL needs a valid SSLContext")
         self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
         _check_ssl_socket(sock)
         transport, protocol = await self._connection_transport(
@@ -506,12 +508,9 @@ class StreamMethods:
         """Connect to the Unix socket ``path`` (a filesystem or abstract-namespace path) or
         over the connected AF_UNIX ``sock``; return (transport, protocol)."""
         assert server_hostname is None or isinstance(server_hostname, str)
-        if ssl:
-            if server_hostname is None:
-                raise ValueError("you have to pass server_hostname when using ssl")
-        else:
-            self._check_ssl_args(ssl, server_hostname, ssl_handshake_timeout,
-                                 ssl_shutdown_timeout)
+        if ssl and server_hostname is None:
+            raise ValueError("you have to pass server_hostname when using ssl")
+        self._check_ssl_args(ssl, server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout)
         if path is not None:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")

@@ -25,6 +25,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import os
 import socket
 import warnings
 from asyncio import trsock
@@ -660,6 +661,23 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
             return None
         self._extra[name] = value
         return value
+
+    def _on_eof(self):
+        # Data followed by a reset: libuv reads the data and, seeing POLLHUP after that
+        # partial read, reports EOF; the reset is left pending in SO_ERROR.  asyncio's next
+        # recv() would raise it, so it is a read error here too, not an EOF.
+        sock = self._socket()
+        err = 0
+        if sock is not None:
+            try:
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            except OSError:
+                err = 0
+        if err:
+            self._fatal_error(OSError(err, os.strerror(err)),
+                              f"Fatal read error on {self._kind} transport")
+            return
+        StreamTransportBase._on_eof(self)
 
     def _release_resource(self):
         sock = self._sock

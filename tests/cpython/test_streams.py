@@ -36,7 +36,6 @@ if test_utils is not None:
         factory="_unused_factory",
         skips={
             "test_read_all_from_pipe_reader": "uses loop.connect_read_pipe (pipe transports: branch pipes)",
-            "test_start_tls": "uses loop.start_tls (TLS: issue 6)",
         },
         module=__name__,
     )

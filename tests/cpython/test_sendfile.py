@@ -9,8 +9,5 @@ if test_utils is not None:
     UvcffiSendfileTests = uvcffi_case(
         "UvcffiSendfileTests",
         (test_sendfile.SendfileTestsBase, test_utils.TestCase),
-        skips={
-            "test_sendfile_not_supported": "uses loop.create_datagram_endpoint (datagrams: branch udp)",
-        },
         module=__name__,
     )

@@ -9,8 +9,5 @@ if test_utils is not None:
     UvcffiSockTests = uvcffi_case(
         "UvcffiSockTests",
         (test_sock_lowlevel.BaseSockTestsMixin, test_utils.TestCase),
-        skips={
-            "test_create_connection_sock": "needs create_server/create_connection (branch streams)",
-        },
         module=__name__,
     )

@@ -34,8 +34,5 @@ if test_utils is not None:
         "UvcffiStreamTests",
         (test_streams.StreamTests,),
         factory="_unused_factory",
-        skips={
-            "test_read_all_from_pipe_reader": "uses loop.connect_read_pipe (pipe transports: branch pipes)",
-        },
         module=__name__,
     )

@@ -446,3 +446,18 @@ def test_ten_thousand_connections():
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_unix_server_bind_error_leaks_no_fd(anyloop):
+    """A bind that fails (no such directory) raises OSError and closes its socket."""
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):
+        run(anyloop, anyloop.create_unix_server(asyncio.Protocol, "/nonexistent-dir/x/sock"))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    with pytest.raises(OSError):
+        run(anyloop, anyloop.create_server(asyncio.Protocol, "127.0.0.1", taken.getsockname()[1]))
+    taken.close()
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before

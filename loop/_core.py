@@ -122,7 +122,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
     __slots__ = (
         "_careful", "_closed", "_debug", "_ready", "_timers", "_timer_seq",
         "_timer_cancelled_count", "_polling", "_stopping", "_uv", "_slots", "_arena",
-        "_events", "_events_cap", "_backlog",
+        "_events", "_events_cap", "_backlog", "_new_timers",
     )
 
     def __init__(self):
@@ -142,6 +142,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._backlog = []
         self._ready = collections.deque()
         self._timers = []  # heap of (when, seq, TimerHandle)
+        self._new_timers = []  # scheduled since the last iteration, not in the heap yet
         self._timer_seq = itertools.count()
         self._timer_cancelled_count = 0
         self._closed = False
@@ -242,6 +243,8 @@ class CoreLoop(asyncio.AbstractEventLoop):
         events, move due timers to the ready queue, run what was ready when it started."""
         if self._backlog:
             self._dispatch_backlog()
+        if self._new_timers:
+            self._flush_new_timers()
         timers = self._timers
         if self._timer_cancelled_count > _COMPACT_MIN_CANCELLED and (
             self._timer_cancelled_count * 2 > len(timers)
@@ -526,6 +529,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         for entry in self._timers:
             entry[2]._scheduled = False
         self._timers.clear()
+        self._new_timers.clear()
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
@@ -622,10 +626,25 @@ class CoreLoop(asyncio.AbstractEventLoop):
             timer._repr = None
             timer._source_traceback = None
             timer._when = when
-        # (when, sequence) orders the heap in C, FIFO among equal deadlines.
-        heapq.heappush(self._timers, (when, next(self._timer_seq), timer))
-        timer._scheduled = True
+        # The heap is only fed at the next iteration: a timer cancelled before then (a
+        # timeout that did not fire, the common case) never touches it.
+        timer._scheduled = False
+        new = self._new_timers
+        new.append(timer)
+        if len(new) > 1024:
+            self._flush_new_timers()
         return timer
+
+    def _flush_new_timers(self):
+        """Move the timers scheduled since the last iteration into the heap, in order;
+        (when, sequence) orders the heap in C, FIFO among equal deadlines."""
+        timers = self._timers
+        seq = self._timer_seq
+        for timer in self._new_timers:
+            if not timer._cancelled:
+                heapq.heappush(timers, (timer._when, next(seq), timer))
+                timer._scheduled = True
+        self._new_timers.clear()
 
     def _timer_handle_cancelled(self, handle):
         """Called by TimerHandle.cancel() (before it marks itself cancelled): count it for

@@ -635,3 +635,16 @@ def test_idle_fd_watchers_never_silence_a_transport(loop):
     loop.run_until_complete(main())
     b.close()
     assert got == [b"still heard"]
+
+
+def test_timers_cancelled_before_the_next_iteration_never_reach_the_heap(loop):
+    fired = []
+    kept = loop.call_later(0.001, fired.append, "kept")
+    for _ in range(10):
+        loop.call_later(10, fired.append, "cancelled").cancel()
+    assert not kept.cancelled() and kept.when() > loop.time() - 1
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert [entry[2] for entry in loop._timers] == [kept]
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert fired == ["kept"]

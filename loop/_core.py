@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -21,7 +20,6 @@ import traceback
 import warnings
 import weakref
 from asyncio import events, futures, tasks
-from asyncio import coroutines as _coroutines  # noqa: F401  (iscoroutine lives in asyncio)
 import asyncio
 
 from ._errors import check, uv_error

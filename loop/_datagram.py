@@ -1,5 +1,4 @@
 """Loop methods: create_datagram_endpoint (issue 5)."""
-import asyncio
 import os
 import socket
 import stat
@@ -9,7 +8,6 @@ import warnings
 from ._core import logger
 from .transports.datagram import SocketDatagramTransport, UDPTransport
 
-_HAS_IPV6 = hasattr(socket, "AF_INET6")
 _unset = object()
 
 
@@ -24,59 +22,15 @@ def _set_reuseport(sock):
         ) from None
 
 
-def _numeric_addrinfo(host, port, family, proto, flowinfo=0, scopeid=0):
-    """The getaddrinfo() answer for a host that already is an IP address, or None when it
-    needs resolving (a name, a service port, a scoped IPv6 host)."""
-    if host is None or proto not in (0, socket.IPPROTO_UDP):
-        return None
-    if port is None or port == b"" or port == "":
-        port = 0
-    else:
-        try:
-            port = int(port)
-        except (TypeError, ValueError):
-            return None  # a service name such as "domain"
-    if isinstance(host, bytes):
-        host = host.decode("idna")
-    if not isinstance(host, str) or "%" in host:
-        return None
-    if family == socket.AF_UNSPEC:
-        families = (socket.AF_INET, socket.AF_INET6) if _HAS_IPV6 else (socket.AF_INET,)
-    else:
-        families = (family,)
-    for af in families:
-        try:
-            socket.inet_pton(af, host)
-        except (OSError, ValueError):
-            continue
-        if _HAS_IPV6 and af == socket.AF_INET6:
-            address = (host, port, flowinfo, scopeid)
-        else:
-            address = (host, port)
-        return af, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", address
-    return None
-
-
 class DatagramMethods:
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
     async def _datagram_resolve(self, address, family, proto, flags):
+        # getaddrinfo answers IP literals itself, without the resolver's thread pool.
         host, port = address[:2]
-        info = _numeric_addrinfo(host, port, family, proto, *address[2:])
-        if info is not None:
-            return [info]
-        return await self._datagram_getaddrinfo(
+        return await self.getaddrinfo(
             host, port, family=family, type=socket.SOCK_DGRAM, proto=proto, flags=flags
         )
-
-    async def _datagram_getaddrinfo(self, host, port, **kwargs):
-        # TEMPORARY SHIM until the loop's own getaddrinfo (on libuv's pool, branch `sockets`)
-        # is merged: while `getaddrinfo` is still the abstract one, resolve in the executor.
-        if type(self).getaddrinfo is asyncio.AbstractEventLoop.getaddrinfo:
-            return await self.run_in_executor(
-                None, lambda: socket.getaddrinfo(host, port, **kwargs)
-            )
-        return await self.getaddrinfo(host, port, **kwargs)
 
     async def create_datagram_endpoint(
         self,

@@ -40,34 +40,6 @@ def _check_ssl_socket(sock):
         raise TypeError("Socket cannot be of type SSLSocket")
 
 
-def _numeric_addrinfo(host, port, family, type_, proto):
-    """getaddrinfo's answer for an IP literal host and a numeric port, without a resolver
-    round trip (None when the host is not an IP literal)."""
-    if host is None or proto not in (0, socket.IPPROTO_TCP) or type_ != socket.SOCK_STREAM:
-        return None
-    if port is None or port == "" or port == b"":
-        port = 0
-    else:
-        try:
-            port = int(port)
-        except (TypeError, ValueError):
-            return None  # a service name: the resolver knows it
-    if isinstance(host, bytes):
-        host = host.decode("idna")
-    if "%" in host:
-        return None  # a zone index: leave it to getaddrinfo
-    families = [family] if family != socket.AF_UNSPEC else (
-        [socket.AF_INET, socket.AF_INET6] if _HAS_IPV6 else [socket.AF_INET])
-    for af in families:
-        try:
-            socket.inet_pton(af, host)
-        except (OSError, ValueError):
-            continue
-        addr = (host, port, 0, 0) if af == socket.AF_INET6 else (host, port)
-        return [(af, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", addr)]
-    return None
-
-
 def _interleave_addrinfos(addrinfos, first_address_family_count=1):
     """Alternate address families (RFC 8305): ``first_address_family_count`` addresses of
     the first family, then one of each in turn."""
@@ -171,45 +143,13 @@ class StreamMethods:
     # ------------------------------------------------------------------ helpers
 
     async def _resolve_stream(self, host, port, family=0, proto=0, flags=0):
-        infos = _numeric_addrinfo(host, port, family, socket.SOCK_STREAM, proto)
-        if infos is not None:
-            return infos
-        gai = self.getaddrinfo
-        if getattr(gai, "__func__", None) is asyncio.AbstractEventLoop.getaddrinfo:
-            # SHIM until the loop has its own getaddrinfo (branch `sockets`): the blocking
-            # resolver in the default executor, as asyncio does.
-            return await self.run_in_executor(
-                None, functools.partial(socket.getaddrinfo, host, port, family,
-                                        socket.SOCK_STREAM, proto, flags))
-        return await gai(host, port, family=family, type=socket.SOCK_STREAM, proto=proto,
-                         flags=flags)
+        # getaddrinfo answers IP literals itself, without the resolver's thread pool.
+        return await self.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
+                                      proto=proto, flags=flags)
 
     async def _connect_socket(self, sock, address):
         """Connect the non-blocking ``sock`` to ``address`` (sock_connect semantics)."""
-        connect = self.sock_connect
-        if getattr(connect, "__func__", None) is not asyncio.AbstractEventLoop.sock_connect:
-            return await connect(sock, address)
-        # SHIM until the loop has its own sock_connect (branch `sockets`).
-        try:
-            sock.connect(address)
-            return
-        except (BlockingIOError, InterruptedError):
-            pass
-        fd = sock.fileno()
-        fut = self.create_future()
-
-        def writable():
-            if not fut.done():
-                fut.set_result(None)
-
-        self.add_writer(fd, writable)
-        try:
-            await fut
-        finally:
-            self.remove_writer(fd)
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err != 0:
-            raise OSError(err, f"Connect call failed {address}")
+        await self.sock_connect(sock, address)
 
     async def _connection_transport(self, sock, protocol_factory, ssl, server_hostname,
                                     server_side=False, ssl_handshake_timeout=None,

@@ -1,10 +1,10 @@
-import asyncio
 import gc
 import sys
 
 import pytest
 
 import uvcffi
+from _helpers import LOOP_FACTORIES
 
 
 try:
@@ -24,6 +24,18 @@ else:
     @pytest.fixture(scope="session")
     def event_loop_policy():
         return uvcffi.EventLoopPolicy()
+
+
+@pytest.fixture(params=sorted(LOOP_FACTORIES))
+def anyloop(request):
+    """The same scenario on uvcffi and on asyncio's selector loop: they must agree.
+    ``anyloop.kind`` names the loop."""
+    lp = LOOP_FACTORIES[request.param]()
+    lp.kind = request.param
+    yield lp
+    if not lp.is_closed():
+        lp.close()
+    gc.collect()
 
 
 @pytest.fixture

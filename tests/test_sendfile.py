@@ -1,25 +1,16 @@
 """loop.sendfile over stream transports: zero-copy path, fallback, errors; uvcffi beside
 asyncio's selector loop (the specification)."""
 import asyncio
-import gc
-import os
 
 import pytest
 
-import uvcffi
+import functools
 
-LOOPS = {"uvcffi": uvcffi.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
+from _helpers import run as _run
+
+run = functools.partial(_run, timeout=20)
+
 DATA = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def anyloop(request):
-    lp = LOOPS[request.param]()
-    lp.kind = request.param
-    yield lp
-    if not lp.is_closed():
-        lp.close()
-    gc.collect()
 
 
 @pytest.fixture
@@ -51,10 +42,6 @@ async def pair(loop):
     port = server.sockets[0].getsockname()[1]
     tr, pr = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
     return server, tr, sink
-
-
-def run(loop, coro):
-    return loop.run_until_complete(asyncio.wait_for(coro, 20))
 
 
 @pytest.mark.parametrize("offset,count", [(0, None), (1000, None), (5, 70000), (0, len(DATA))])

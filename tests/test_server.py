@@ -7,29 +7,11 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
 
-import uvcffi
-
-LOOPS = {"uvcffi": uvcffi.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
-TIMEOUT = 10
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def anyloop(request):
-    lp = LOOPS[request.param]()
-    lp.kind = request.param
-    yield lp
-    if not lp.is_closed():
-        lp.close()
-    gc.collect()
-
-
-def run(loop, coro):
-    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+from _helpers import run
 
 
 async def echo(reader, writer):

@@ -1,7 +1,6 @@
 """The sock_* methods and sock_sendfile, checked against what asyncio's own loop does."""
 import array
 import asyncio
-import gc
 import io
 import os
 import socket
@@ -10,28 +9,13 @@ import tempfile
 
 import pytest
 
-import uvcffi
-
-LOOPS = {"uvcffi": uvcffi.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def anyloop(request):
-    """The same scenario on uvcffi and on asyncio's selector loop: they must agree."""
-    lp = LOOPS[request.param]()
-    yield lp
-    lp.close()
-    gc.collect()
+from _helpers import run
 
 
 def needs(loop, name):
     """Skip on an asyncio that predates ``name`` (PyPy 3.9's has no sock_recvfrom)."""
     if not hasattr(loop, name):
         pytest.skip(f"this asyncio has no {name}")
-
-
-def run(loop, coro, timeout=10):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 def tcp_pair():

@@ -18,9 +18,8 @@ import threading
 
 import pytest
 
-import uvcffi
+from _helpers import run
 
-LOOPS = {"uvcffi": uvcffi.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
 TIMEOUT = 10
 PY311 = sys.version_info >= (3, 11)
 
@@ -61,20 +60,6 @@ class Certs:
 def certs():
     with tempfile.TemporaryDirectory() as d:
         yield Certs(d)
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def anyloop(request):
-    lp = LOOPS[request.param]()
-    lp.kind = request.param
-    yield lp
-    if not lp.is_closed():
-        lp.close()
-    gc.collect()
-
-
-def run(loop, coro):
-    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
 
 
 def open_fds():

@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -26,7 +25,6 @@ import asyncio
 
 from uvcffi._errors import uv_error
 from uvcffi._uv import ffi, lib
-from uvcffi.transports.pipe import ReadPipeTransport, WritePipeTransport
 
 logger = logging.getLogger("asyncio")
 

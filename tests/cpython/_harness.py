@@ -4,8 +4,10 @@ Each test module here subclasses a stdlib mixin with a factory returning a uvcff
 keeps the tests of one area (by name), and skips what it must with a reason that names it.
 """
 import asyncio
+import contextlib
 import sys
 import unittest
+import warnings
 
 import pytest
 
@@ -30,6 +32,43 @@ class UvcffiPolicy(asyncio.DefaultEventLoopPolicy):
 
     def new_event_loop(self):
         return uvcffi.new_event_loop()
+
+
+@contextlib.contextmanager
+def uvcffi_policy():
+    """asyncio.new_event_loop() makes uvcffi loops inside the block."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # policies, Python 3.14+
+        old = asyncio.get_event_loop_policy()
+        asyncio.set_event_loop_policy(UvcffiPolicy())
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_event_loop_policy(old)
+
+
+@pytest.fixture(autouse=True)
+def uvcffi_policy_installed():
+    """Imported into a test module, runs each of its tests under uvcffi_policy()."""
+    with uvcffi_policy():
+        yield
+
+
+class UvcffiPolicyMixin:
+    """For unittest classes: their setUp and tearDown run under uvcffi_policy()."""
+
+    def setUp(self):
+        self._uvcffi_policy = uvcffi_policy()
+        self._uvcffi_policy.__enter__()
+        super().setUp()
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self._uvcffi_policy.__exit__(None, None, None)
 
 
 def uvcffi_case(name, bases, *, factory="create_event_loop", keep=None, skips=None, module=None):

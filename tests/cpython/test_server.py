@@ -1,5 +1,4 @@
 """test_server (start_server / start_unix_server, serve_forever, Server) on uvcffi."""
-import unittest
 
 from ._harness import requires_cpython_311, requires_stdlib_tests, test_utils, uvcffi_case
 

@@ -2,29 +2,16 @@
 
 The tests make their loop with asyncio.new_event_loop(): a policy returning uvcffi loops
 is installed around each of them."""
-import asyncio
-import warnings
 
-import pytest
 
-from ._harness import (UvcffiPolicy, requires_cpython_311, requires_stdlib_tests, test_utils,
-                       uvcffi_case)
+from ._harness import (requires_cpython_311, requires_stdlib_tests, test_utils, uvcffi_case,
+                       uvcffi_policy_installed)
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
 
-
-@pytest.fixture(autouse=True)
-def _uvcffi_policy():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        old = asyncio.get_event_loop_policy()
-        asyncio.set_event_loop_policy(UvcffiPolicy())
-    try:
-        yield
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            asyncio.set_event_loop_policy(old)
+# uvcffi_policy_installed (imported above) is an autouse fixture: asyncio.new_event_loop()
+# gives uvcffi loops in these tests.
+__all__ = ["uvcffi_policy_installed"]
 
 
 if test_utils is not None:

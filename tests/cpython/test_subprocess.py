@@ -4,12 +4,8 @@ SubprocessWatcherMixin takes its loop from the event loop policy and attaches a 
 watcher to it; uvcffi does not use child watchers (libuv and a pidfd reap its children), so
 each watcher flavour checks that uvcffi's children survive that watcher being there.
 """
-import asyncio
-import os
-import sys
-import unittest
 
-from ._harness import UvcffiPolicy, requires_cpython_311, requires_stdlib_tests, test_utils
+from ._harness import UvcffiPolicyMixin, requires_cpython_311, requires_stdlib_tests, test_utils
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
 
@@ -17,22 +13,10 @@ if test_utils is not None:
     from asyncio import unix_events
     from test.test_asyncio import test_subprocess
 
-    class _UvcffiPolicyMixin:
-        def setUp(self):
-            self._old_policy = asyncio.get_event_loop_policy()
-            asyncio.set_event_loop_policy(UvcffiPolicy())
-            super().setUp()
-
-        def tearDown(self):
-            try:
-                super().tearDown()
-            finally:
-                asyncio.set_event_loop_policy(self._old_policy)
-
     def _case(name, watcher):
         return type(
             name,
-            (_UvcffiPolicyMixin, test_subprocess.SubprocessWatcherMixin, test_utils.TestCase),
+            (UvcffiPolicyMixin, test_subprocess.SubprocessWatcherMixin, test_utils.TestCase),
             {"Watcher": watcher, "__module__": __name__},
         )
 

@@ -4,30 +4,13 @@ SelectorEventLoopUnixSocketTests builds its loop as asyncio.SelectorEventLoop() 
 the subclass here builds a uvcffi loop instead.  The other two classes make theirs with
 asyncio.new_event_loop(), which a uvcffi policy answers while they run.
 """
-import asyncio
 import unittest
-import warnings
 
 import uvcffi
 
-from ._harness import UvcffiPolicy, requires_cpython_311, requires_stdlib_tests, test_utils
+from ._harness import UvcffiPolicyMixin, requires_cpython_311, requires_stdlib_tests, test_utils
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
-
-
-class _UvcffiPolicyMixin:
-    def setUp(self):
-        self._old_policy = asyncio.get_event_loop_policy()
-        asyncio.set_event_loop_policy(UvcffiPolicy())
-        super().setUp()
-
-    def tearDown(self):
-        try:
-            super().tearDown()
-        finally:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                asyncio.set_event_loop_policy(self._old_policy)
 
 
 def _skip(cls, reasons):
@@ -51,7 +34,7 @@ if test_utils is not None:
         "reference of asyncio's own loop); tests/test_server.py checks the socket is closed",
     })
 
-    class UvcffiUnixSockSendfileTests(_UvcffiPolicyMixin, tue.SelectorEventLoopUnixSockSendfileTests):
+    class UvcffiUnixSockSendfileTests(UvcffiPolicyMixin, tue.SelectorEventLoopUnixSockSendfileTests):
         pass
 
     _private_sendfile = ("drives loop._sock_sendfile_native_impl / patches asyncio.unix_events.os, "
@@ -66,5 +49,5 @@ if test_utils is not None:
         )
     })
 
-    class UvcffiFunctionalTests(_UvcffiPolicyMixin, tue.TestFunctional):
+    class UvcffiFunctionalTests(UvcffiPolicyMixin, tue.TestFunctional):
         pass

@@ -515,3 +515,34 @@ def test_unclosed_transport_warns(anyloop):
         anyloop.close()
         for _ in range(4):  # PyPy finalizes over several collections
             gc.collect()
+
+
+def test_buffered_protocol_with_a_non_byte_buffer(anyloop):
+    """get_buffer() may return any writable buffer (here an array of 4-byte ints, smaller
+    than the read): the bytes arrive in order, whatever the buffer's item size."""
+    import array
+
+    class Proto(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = array.array("I", [0] * 4)
+            self.got = b""
+            self.done = anyloop.create_future()
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.got += self.buf.tobytes()[:nbytes]
+            if len(self.got) >= 40 and not self.done.done():
+                self.done.set_result(None)
+
+    async def main():
+        a, b = socket.socketpair()
+        transport, proto = await anyloop.connect_accepted_socket(Proto, a)
+        b.send(bytes(range(40)))
+        await proto.done
+        transport.close()
+        b.close()
+        return proto.got
+
+    assert run(anyloop, main()) == bytes(range(40))

@@ -204,13 +204,46 @@ class StreamTransportBase(asyncio.BaseTransport):
     def _deliver_buffered(self, data):
         protocol = self._protocol
         run = self._ctx_run
+        total = len(data)
+        # The common case first: one get_buffer() big enough for the whole read.
+        try:
+            buf = run(protocol.get_buffer, total)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return
+        try:
+            fits = len(buf) >= total
+            if fits:
+                buf[:total] = data  # a bytearray or a byte memoryview: one copy
+        except (TypeError, ValueError):
+            fits = False  # another kind of buffer: copied through a byte view below
+        if not fits:
+            self._deliver_buffered_in_parts(data, buf)
+            return
+        try:
+            run(protocol.buffer_updated, total)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+
+    def _deliver_buffered_in_parts(self, data, buf):
+        """A buffer smaller than the read (or not a plain byte buffer): fill buffers
+        piecewise, as long as the protocol keeps reading."""
+        protocol = self._protocol
+        run = self._ctx_run
         view = memoryview(data)
         total = len(view)
         pos = 0
         while pos < total:
             try:
-                buf = run(protocol.get_buffer, total - pos)
-                n = len(buf)
+                if buf is None:
+                    buf = run(protocol.get_buffer, total - pos)
+                target = memoryview(buf).cast("B")
+                buf = None
+                n = len(target)
                 if not n:
                     raise RuntimeError("get_buffer() returned an empty buffer")
             except (SystemExit, KeyboardInterrupt):
@@ -221,7 +254,7 @@ class StreamTransportBase(asyncio.BaseTransport):
             if n > total - pos:
                 n = total - pos
             try:
-                memoryview(buf).cast("B")[:n] = view[pos:pos + n]
+                target[:n] = view[pos:pos + n]
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:

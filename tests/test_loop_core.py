@@ -49,8 +49,9 @@ def test_call_later_never_early_and_ordered(loop):
     loop.call_later(0.05, loop.stop)
     loop.run_forever()
     assert [d for d, _ in fired] == [0.001, 0.0105, 0.02, 0.03]
-    for delay, elapsed in fired:
-        assert elapsed >= delay
+    # A lower bound, not a measurement: asyncio's contract is that a timer never fires early.
+    for delay, waited in fired:
+        assert waited >= delay
 
 
 def test_call_at_uses_loop_time(loop):
@@ -281,11 +282,9 @@ def test_call_soon_threadsafe_wakes_a_blocked_loop(loop):
 
     t = threading.Thread(target=from_thread)
     t.start()
-    start = time.monotonic()
     loop.run_forever()  # nothing else to do: blocks in libuv until woken
     t.join()
-    assert out == [t.ident]
-    assert time.monotonic() - start < 5
+    assert out == [t.ident]  # (without the wake-up, run_forever would never return)
 
 
 def test_call_soon_threadsafe_many_threads(loop):
@@ -534,8 +533,8 @@ def test_signal_interrupts_a_loop_blocked_in_libuv():
         "loop.close()\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    # Without the wake-up the loop never returns and the subprocess times out.
     assert out.stdout.startswith("interrupted"), out.stderr
-    assert float(out.stdout.split()[1]) < 5
 
 
 def test_close_releases_handles_and_fds(loop):

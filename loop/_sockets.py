@@ -39,56 +39,14 @@ def _check_socket(sock):
 # The callbacks the fd watcher runs when the socket is ready.  The future may already be
 # done (cancelled during the iteration that reported the fd ready): then they do nothing.
 
-def _recv_ready(fut, sock, n):
+def _call_ready(fut, sock, method, *args):
+    """Complete ``fut`` with sock.<method>(*args) (recv and friends), unless that would
+    block again: then the watcher stays for the next readiness.  The method is looked up
+    each time, as asyncio does (a wrapped or patched socket may change it meanwhile)."""
     if fut.done():
         return
     try:
-        data = sock.recv(n)
-    except _WOULD_BLOCK:
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(data)
-
-
-def _recv_into_ready(fut, sock, buf):
-    if fut.done():
-        return
-    try:
-        n = sock.recv_into(buf)
-    except _WOULD_BLOCK:
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(n)
-
-
-def _recvfrom_ready(fut, sock, bufsize):
-    if fut.done():
-        return
-    try:
-        result = sock.recvfrom(bufsize)
-    except _WOULD_BLOCK:
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
-
-
-def _recvfrom_into_ready(fut, sock, buf, nbytes):
-    if fut.done():
-        return
-    try:
-        result = sock.recvfrom_into(buf, nbytes)
+        result = getattr(sock, method)(*args)
     except _WOULD_BLOCK:
         return
     except (SystemExit, KeyboardInterrupt):
@@ -117,21 +75,6 @@ def _sendall_ready(fut, sock, view, pos):
         fut.set_result(None)
     else:
         pos[0] = start
-
-
-def _sendto_ready(fut, sock, data, address):
-    if fut.done():
-        return
-    try:
-        n = sock.sendto(data, 0, address)
-    except _WOULD_BLOCK:
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(n)
 
 
 def _connect_ready(fut, sock, address):
@@ -198,7 +141,7 @@ class SocketMethods:
             return sock.recv(n)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _recv_ready, (sock, n))
+        return await self._sock_wait(sock, "reader", _call_ready, (sock, "recv", n))
 
     async def sock_recv_into(self, sock, buf):
         """Receive data from ``sock`` into the writable buffer ``buf``; return the number
@@ -208,7 +151,7 @@ class SocketMethods:
             return sock.recv_into(buf)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _recv_into_ready, (sock, buf))
+        return await self._sock_wait(sock, "reader", _call_ready, (sock, "recv_into", buf))
 
     async def sock_recvfrom(self, sock, bufsize):
         """Receive a datagram of up to ``bufsize`` bytes from ``sock``; return
@@ -218,7 +161,7 @@ class SocketMethods:
             return sock.recvfrom(bufsize)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _recvfrom_ready, (sock, bufsize))
+        return await self._sock_wait(sock, "reader", _call_ready, (sock, "recvfrom", bufsize))
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive a datagram from ``sock`` into ``buf`` (at most ``nbytes`` bytes, all of
@@ -230,7 +173,8 @@ class SocketMethods:
             return sock.recvfrom_into(buf, nbytes)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _recvfrom_into_ready, (sock, buf, nbytes))
+        return await self._sock_wait(sock, "reader", _call_ready,
+                                     (sock, "recvfrom_into", buf, nbytes))
 
     async def sock_sendall(self, sock, data):
         """Send all of ``data`` (a bytes-like object) on the connected socket ``sock``.
@@ -263,7 +207,7 @@ class SocketMethods:
             return sock.sendto(data, address)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "writer", _sendto_ready, (sock, data, address))
+        return await self._sock_wait(sock, "writer", _call_ready, (sock, "sendto", data, 0, address))
 
     async def sock_connect(self, sock, address):
         """Connect ``sock`` to ``address``; a host name is resolved with getaddrinfo()

@@ -647,3 +647,21 @@ def test_timers_cancelled_before_the_next_iteration_never_reach_the_heap(loop):
     assert [entry[2] for entry in loop._timers] == [kept]
     loop.run_until_complete(asyncio.sleep(0.01))
     assert fired == ["kept"]
+
+
+def test_python_m_uvcffi_module_mode_and_usage(tmp_path):
+    pkg = tmp_path / "demo_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "app.py").write_text(
+        "import asyncio, sys\n"
+        "async def main():\n"
+        "    print(type(asyncio.get_running_loop()).__name__, sys.argv[1:])\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-m", "uvcffi", "-m", "demo_pkg.app", "x"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Loop", "['x']"]
+    usage = subprocess.run([sys.executable, "-m", "uvcffi"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage" in usage.stderr

@@ -20,6 +20,7 @@ import sys
 from asyncio import staggered
 
 from ._server import Server, adopt_stream_socket
+from ._sockets import check_sendfile_args
 from ._tls import check_ssl_argument, check_tls_timeouts
 from ._uv import lib
 from .transports.stream import SocketTransport, StreamTransportBase
@@ -572,20 +573,6 @@ class StreamMethods:
         fallback = getattr(getattr(asyncio, "constants", None), "_SendfileMode", None)
         return fallback is not None and mode in (fallback.FALLBACK, fallback.TRY_NATIVE)
 
-    @staticmethod
-    def _check_transport_sendfile_params(file, offset, count):
-        if "b" not in getattr(file, "mode", "b"):
-            raise ValueError("file should be opened in binary mode")
-        if count is not None:
-            if not isinstance(count, int):
-                raise TypeError(f"count must be a positive integer (got {count!r})")
-            if count <= 0:
-                raise ValueError(f"count must be a positive integer (got {count!r})")
-        if not isinstance(offset, int):
-            raise TypeError(f"offset must be a non-negative integer (got {offset!r})")
-        if offset < 0:
-            raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
-
     async def _wait_writable(self, fd):
         fut = self.create_future()
 
@@ -600,7 +587,7 @@ class StreamMethods:
             self.remove_writer(fd)
 
     async def _sendfile_native(self, transport, file, offset, count):
-        self._check_transport_sendfile_params(file, offset, count)
+        check_sendfile_args(file, offset, count)
         if not hasattr(os, "sendfile"):
             raise asyncio.SendfileNotAvailableError("os.sendfile() is not available")
         try:
@@ -653,7 +640,7 @@ class StreamMethods:
                 transport.resume_reading()
 
     async def _sendfile_fallback(self, transport, file, offset, count):
-        self._check_transport_sendfile_params(file, offset, count)
+        check_sendfile_args(file, offset, count)
         if offset:
             file.seek(offset)
         blocksize = min(count, _SENDFILE_CHUNK) if count else _SENDFILE_CHUNK

@@ -11,26 +11,20 @@ class PipeMethods:
         asyncio.ReadTransport and the protocol ``protocol_factory()`` made.  The pipe is
         put in non-blocking mode; the transport closes it in connection_lost.  Raises
         ValueError for a regular file."""
-        self._check_closed()
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = ReadPipeTransport(self, pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        return transport, protocol
+        return await self._connect_pipe(ReadPipeTransport, protocol_factory, pipe)
 
     async def connect_write_pipe(self, protocol_factory, pipe):
         """Register the write end of ``pipe`` (a pipe, FIFO, socket or character device)
         and return (transport, protocol): an asyncio.WriteTransport with flow control
         (pause_writing()/resume_writing() on the protocol) and the protocol
         ``protocol_factory()`` made.  Raises ValueError for a regular file."""
+        return await self._connect_pipe(WritePipeTransport, protocol_factory, pipe)
+
+    async def _connect_pipe(self, transport_class, protocol_factory, pipe):
         self._check_closed()
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = WritePipeTransport(self, pipe, protocol, waiter)
+        transport = transport_class(self, pipe, protocol, waiter)
         try:
             await waiter
         except BaseException:

@@ -16,6 +16,7 @@ import asyncio
 
 from .._errors import uv_error
 from .._uv import ffi, lib
+from ._flow import water_marks
 
 logger = logging.getLogger("asyncio")
 
@@ -29,7 +30,6 @@ _ECANCELED = -errno.ECANCELED
 
 # As asyncio: after this many sends on a lost connection, each further one logs a warning.
 LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
-DEFAULT_HIGH_WATER = 64 * 1024
 # Address conversions are cached per transport; a server talking to very many peers just
 # starts its cache over.
 _ADDR_CACHE_MAX = 4096
@@ -73,8 +73,7 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
         self._closing = False
         self._conn_lost = 0  # > 0 once connection_lost is scheduled; counts later sends
         self._buffer_size = 0
-        self._high_water = DEFAULT_HIGH_WATER
-        self._low_water = DEFAULT_HIGH_WATER // 4
+        self._high_water, self._low_water = water_marks()
         self._protocol_paused = False
         loop._fd_transports[self._sock_fd] = self
         loop.call_soon(self._connection_made, waiter, context=self._context)
@@ -150,14 +149,7 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
     def set_write_buffer_limits(self, high=None, low=None):
         """Pause the protocol's writing above ``high`` bytes buffered and resume it at or
         below ``low`` (defaults 64 KiB and high // 4).  ValueError unless high >= low >= 0."""
-        if high is None:
-            high = DEFAULT_HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high_water = high
-        self._low_water = low
+        self._high_water, self._low_water = water_marks(high, low)
         self._maybe_pause_protocol()
 
     def _maybe_pause_protocol(self):

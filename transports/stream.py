@@ -33,6 +33,7 @@ from asyncio import trsock
 
 from .._errors import uv_error
 from .._uv import ffi, lib
+from ._flow import water_marks
 
 logger = logging.getLogger("asyncio")
 
@@ -117,8 +118,7 @@ class StreamTransportBase(asyncio.BaseTransport):
         self._held_scheduled = False
         self._empty_waiter = None
         self._pending = 0               # bytes given to write() and not yet written
-        self._high_water = 64 * 1024
-        self._low_water = 16 * 1024
+        self._high_water, self._low_water = water_marks()
         self._protocol_paused = False   # pause_writing() was called
         self._server = server
         self._handle_closed = False
@@ -476,14 +476,7 @@ class StreamTransportBase(asyncio.BaseTransport):
     def set_write_buffer_limits(self, high=None, low=None):
         """Set the marks: pause_writing() above ``high``, resume_writing() at or below
         ``low``.  Defaults as asyncio: high 64 KiB (or 4 * low), low = high // 4."""
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high_water = high
-        self._low_water = low
+        self._high_water, self._low_water = water_marks(high, low)
         self._maybe_pause_protocol()
 
     def _maybe_pause_protocol(self):

@@ -131,6 +131,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         # late call from another thread (call_soon_threadsafe) finds a closed loop, not
         # freed memory.
         self._uv = ffi.gc(uv, lib.uvc_loop_free)
+        _live_loops.add(self)
         self._arena = ffi.buffer(lib.uvc_arena(self._uv), lib.uvc_arena_size(self._uv))
         self._events = lib.uvc_events(self._uv)
         self._events_cap = lib.uvc_events_capacity(self._uv)
@@ -1088,9 +1089,22 @@ class CoreLoop(asyncio.AbstractEventLoop):
     # ---------------------------------------------------------------- fork
 
     def _after_fork(self):
-        """Make the loop usable in a forked child (libuv re-creates its epoll set)."""
+        """Make the loop usable in a forked child: libuv re-creates its epoll set, which
+        the child would otherwise share with its parent (each stealing the other's events)."""
         if not self._closed:
             lib.uvc_loop_fork(self._uv)
+
+
+_live_loops = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for loop in list(_live_loops):
+        loop._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _new_object = object.__new__

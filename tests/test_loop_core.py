@@ -665,3 +665,39 @@ def test_python_m_uvcffi_module_mode_and_usage(tmp_path):
     assert out.stdout.split() == ["Loop", "['x']"]
     usage = subprocess.run([sys.executable, "-m", "uvcffi"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fdinfo"), reason="reads the epoll set from /proc")
+def test_a_forked_child_gets_its_own_epoll_set(loop):
+    """After fork the child's loop must not share libuv's epoll set with its parent (each
+    would take the other's events): what the child watches never shows in the parent's set."""
+    from uvcffi._uv import lib
+
+    r, w = socket.socketpair()
+    report_r, report_w = os.pipe()
+    loop.run_until_complete(asyncio.sleep(0))  # the loop has run in the parent
+    pid = os.fork()
+    if pid == 0:  # the child watches r, then says so
+        code = 1
+        try:
+            got = []
+            loop.add_reader(r, lambda: (got.append(r.recv(10)), loop.stop()))
+            loop.call_soon(w.send, b"child")
+            loop.call_later(5, loop.stop)
+            loop.run_forever()
+            code = 0 if got == [b"child"] else 2
+        finally:
+            os.write(report_w, b"x")
+            os._exit(code)
+    os.read(report_r, 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    epfd = lib.uvc_backend_fd(loop._uv)
+    with open(f"/proc/self/fdinfo/{epfd}") as f:
+        watched = [line.split()[1] for line in f if line.startswith("tfd:")]
+    assert str(r.fileno()) not in watched
+    loop.run_until_complete(asyncio.sleep(0.001))
+    for fd in (report_r, report_w):
+        os.close(fd)
+    r.close()
+    w.close()

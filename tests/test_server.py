@@ -11,19 +11,10 @@ import textwrap
 
 import pytest
 
-from _helpers import run
+from _helpers import run, stream_echo
 
 
-async def echo(reader, writer):
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    finally:
-        writer.close()
+echo = stream_echo
 
 
 async def roundtrip(connect, payload=b"ping"):

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from _helpers import run
+from _helpers import run, stream_echo
 
 TIMEOUT = 10
 PY311 = sys.version_info >= (3, 11)
@@ -113,17 +113,7 @@ class Recorder(asyncio.Protocol):
 
 
 async def echo_handler(reader, writer):
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, ssl.SSLError):
-        pass
-    finally:
-        writer.close()
+    await stream_echo(reader, writer, tolerate=(ConnectionError, ssl.SSLError))
 
 
 def tls_peer_thread(target, *args):

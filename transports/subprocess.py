@@ -75,6 +75,11 @@ def _inheritable_fds_above_stdio(keep):
     return False
 
 
+def _uv_spawn(*args):
+    """lib.uvc_spawn (a module function so that tests can make the spawn itself fail)."""
+    return lib.uvc_spawn(*args)
+
+
 def _pidfd_watch(loop, pid):
     """Watch ``pid`` (a child started by Popen) in C: its slot, or UV_ENOSYS without
     pidfds (a module function so that tests can take the fallback path)."""
@@ -321,7 +326,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             c_fds = ffi.new("int[]", fds)
             pid = ffi.new("int *")
             flags = lib.UVC_SPAWN_SETSID if kwargs.get("start_new_session") else 0
-            slot = lib.uvc_spawn(
+            slot = _uv_spawn(
                 loop._uv, file_bytes, argv, envp,
                 cwd_bytes if cwd_bytes is not None else ffi.NULL,
                 c_fds, len(fds), flags, pid,

@@ -14,6 +14,7 @@
  * is read on the next iteration. */
 #define UVC_READ_MAX (256 * 1024)
 #define UVC_ARENA_SIZE (8 * UVC_READ_MAX)
+#define UVC_ARENA_ALIGN 4096
 #define UVC_EVENTS_INITIAL 1024
 #define UVC_SLOTS_INITIAL 64
 
@@ -43,7 +44,7 @@ uvc_loop_t *uvc_loop_new(void) {
     L->events_cap = UVC_EVENTS_INITIAL;
     L->events = malloc(sizeof(int64_t) * UVC_EVENT_WORDS * L->events_cap);
     L->arena_size = UVC_ARENA_SIZE;
-    L->arena = malloc(L->arena_size);
+    L->arena = aligned_alloc(UVC_ARENA_ALIGN, L->arena_size); /* see uvc_arena_claim */
     if (L->events == NULL || L->arena == NULL)
         goto fail;
     if (uv_loop_init(&L->uv) != 0)
@@ -186,8 +187,13 @@ int64_t uvc_arena_put(uvc_loop_t *L, const void *data, size_t len) {
         return -1;
     int64_t off = (int64_t)L->arena_used;
     memcpy(L->arena + off, data, len);
-    L->arena_used += len;
+    uvc_arena_claim(L, len);
     return off;
+}
+
+void uvc_arena_claim(uvc_loop_t *L, size_t len) {
+    size_t used = L->arena_used + ((len + 63) & ~(size_t)63);
+    L->arena_used = used < L->arena_size ? used : L->arena_size;
 }
 
 static int slot_new(uvc_loop_t *L, uvc_base_t *b) {

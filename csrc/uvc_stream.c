@@ -61,7 +61,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (nread > 0) {
         /* alloc_cb handed out the arena from arena_used on: claim what was filled. */
         uvc_emit(L, UVC_EV_READ, b->slot, buf->base - L->arena, nread, 0);
-        L->arena_used += (size_t)nread;
+        uvc_arena_claim(L, (size_t)nread);
     } else if (nread == UV_EOF) {
         uvc_emit(L, UVC_EV_EOF, b->slot, 0, 0, 0);
     } else if (nread < 0 && nread != UV_ENOBUFS) {

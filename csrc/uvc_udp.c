@@ -29,10 +29,11 @@ static void udp_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
     uvc_loop_t *L = b->loop;
     (void)suggested;
     buf->base = L->arena + L->arena_used;
-    /* Hand out room for the biggest datagram and its sender, or nothing: a datagram read
+    /* Hand out room for the biggest datagram and its sender (each rounded up to a cache
+     * line by uvc_arena_claim), or nothing: a datagram read
      * into less would be cut.  With nothing, libuv reports UV_ENOBUFS and the socket is read
      * again on the next iteration (the poll is level-triggered). */
-    if (L->arena_size - L->arena_used >= UVC_UDP_MAX_DATAGRAM + UVC_SOCKADDR_SIZE)
+    if (L->arena_size - L->arena_used >= UVC_UDP_MAX_DATAGRAM + UVC_SOCKADDR_SIZE + 128)
         buf->len = UVC_UDP_MAX_DATAGRAM;
     else
         buf->len = 0;
@@ -51,7 +52,7 @@ static void udp_recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
     if (addr == NULL)
         return; /* nothing (more) to read; an empty datagram comes with its sender */
     int64_t off = buf->base - L->arena;
-    L->arena_used += (size_t)nread;
+    uvc_arena_claim(L, (size_t)nread);
     char sa[UVC_SOCKADDR_SIZE];
     size_t salen = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                 : sizeof(struct sockaddr_in);

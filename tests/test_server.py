@@ -419,6 +419,7 @@ def test_ten_thousand_connections():
         if server.poll() is None:
             server.kill()
             server.wait()
+        server.stdout.close()
 
 
 def test_unix_server_bind_error_leaks_no_fd(anyloop):

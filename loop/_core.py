@@ -120,6 +120,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
     __slots__ = (
         "_careful", "_closed", "_debug", "_ready", "_timers", "_timer_seq",
         "_timer_cancelled_count", "_polling", "_stopping", "_uv", "_slots", "_arena",
+        "_arena_view", "_arena_ptr",
         "_events", "_events_cap", "_backlog", "_new_timers",
     )
 
@@ -133,6 +134,11 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._uv = ffi.gc(uv, lib.uvc_loop_free)
         _live_loops.add(self)
         self._arena = ffi.buffer(lib.uvc_arena(self._uv), lib.uvc_arena_size(self._uv))
+        # Two more ways into the arena for owners that copy a read straight into a buffer
+        # of their own (see _slot_register): a memoryview (CPython's fastest copy is a
+        # slice assignment from it) and a char * (ffi.memmove, PyPy's fastest).
+        self._arena_view = memoryview(self._arena)
+        self._arena_ptr = ffi.cast("char *", lib.uvc_arena(self._uv))
         self._events = lib.uvc_events(self._uv)
         self._events_cap = lib.uvc_events_capacity(self._uv)
         # slot -> the Python object that owns the handle (it gets the slot's events)
@@ -180,6 +186,11 @@ class CoreLoop(asyncio.AbstractEventLoop):
 
         ``owner`` has ``_uv_event(kind, a, b, c)``, ``_uv_read(data)`` when it reads a
         stream (UVC_EV_READ), and ``_uv_closed()`` for the handle's last event.
+
+        An owner that copies reads into a buffer of its own sets ``_uv_read`` to None: it
+        then gets ``_uv_read_at(offset, length)``, the read in place in the arena (valid
+        during the call only; ``_arena_view`` / ``_arena_ptr``), and ``_deliver(data)`` for
+        a read kept as bytes across iterations (after a Ctrl-C in the dispatch).
         """
         slots = self._slots
         if slot >= len(slots):
@@ -225,7 +236,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
                 elif owner is None:
                     continue
                 elif kind == EV_READ:
-                    owner._uv_read(record[WORDS])
+                    (owner._uv_read or owner._deliver)(record[WORDS])
                 elif kind == EV_CLOSED:
                     slots[slot] = None
                     owner._uv_closed()
@@ -305,7 +316,11 @@ class CoreLoop(asyncio.AbstractEventLoop):
                         owner = slots[ev[i - 4]]
                         if owner is not None:
                             off = ev[i - 3]
-                            owner._uv_read(arena[off:off + ev[i - 2]])
+                            read = owner._uv_read
+                            if read is not None:
+                                read(arena[off:off + ev[i - 2]])
+                            else:
+                                owner._uv_read_at(off, ev[i - 2])
                     elif kind == EV_CLOSED:
                         slot = ev[i - 4]
                         owner = slots[slot]

@@ -546,3 +546,58 @@ def test_buffered_protocol_with_a_non_byte_buffer(anyloop):
         return proto.got
 
     assert run(anyloop, main()) == bytes(range(40))
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "memoryview", "2d-memoryview", "int-array", "offset-view"])
+def test_buffered_protocol_buffer_kinds(anyloop, kind):
+    """Reads are copied from the loop's arena straight into get_buffer()'s buffer, whatever
+    writable buffer it is: every byte arrives, in order, and nothing is written outside it."""
+    import array
+
+    size = 1 << 17
+    backing = bytearray(size + 64)
+    guard = b"\xee" * 32
+
+    def make():
+        if kind == "bytearray":
+            return bytearray(size)
+        if kind == "memoryview":
+            return memoryview(bytearray(size))
+        if kind == "2d-memoryview":  # len() counts rows, not bytes
+            return memoryview(bytearray(size)).cast("B", (2, size // 2))
+        if kind == "int-array":  # len() counts 4-byte items
+            return array.array("I", bytes(size))
+        backing[:32] = guard  # a window of a larger buffer, with guards on both sides
+        backing[32 + size:] = guard
+        return memoryview(backing)[32:32 + size]
+
+    class Proto(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = make()
+            self.got = bytearray()
+            self.done = anyloop.create_future()
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.got += memoryview(self.buf).cast("B")[:nbytes]
+
+        def eof_received(self):
+            self.done.set_result(None)
+
+    async def main():
+        a, b = socket.socketpair()
+        transport, proto = await anyloop.connect_accepted_socket(Proto, a)
+        payload = bytes(range(251)) * 4000  # ~1 MB, in many reads of varying size
+        b.setblocking(False)
+        await anyloop.sock_sendall(b, payload)
+        b.shutdown(socket.SHUT_WR)
+        await proto.done
+        transport.close()
+        b.close()
+        assert bytes(proto.got) == payload
+        if kind == "offset-view":
+            assert backing[:32] == guard and backing[32 + size:] == guard
+
+    run(anyloop, main())

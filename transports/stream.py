@@ -8,8 +8,10 @@ error semantics.  It assumes no socket: subclasses add what their kind of fd kno
 transports/pipe.py).
 
 How the loop talks to a transport (see loop/_core.py): the transport owns a handle slot;
-the loop's event drain calls ``_uv_read(data)`` for each read, ``_uv_event(kind, a, b, c)``
-for the other events and ``_uv_closed()`` once libuv has freed the handle.
+the loop's event drain calls ``_uv_read(data)`` for each read (``_uv_read_at(offset,
+length)`` when a BufferedProtocol reads: the bytes go from the loop's arena straight into
+its buffer), ``_uv_event(kind, a, b, c)`` for the other events and ``_uv_closed()`` once
+libuv has freed the handle.
 
 Internal interface kept stable for subclasses (the pipe transports use it):
   __init__(loop, slot, protocol, *, context=None, extra=None, server=None, waiter=None,
@@ -186,6 +188,8 @@ class StreamTransportBase(asyncio.BaseTransport):
             self._uv_read = self._drop_read
         elif self._paused:
             self._uv_read = self._hold_read
+        elif self._data_received is None:
+            self._uv_read = None  # a BufferedProtocol: the loop calls _uv_read_at
         else:
             self._uv_read = self._deliver
 
@@ -230,6 +234,42 @@ class StreamTransportBase(asyncio.BaseTransport):
             fits = False  # another kind of buffer: copied through a byte view below
         if not fits:
             self._deliver_buffered_in_parts(data, buf)
+            return
+        try:
+            run(protocol.buffer_updated, total)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+
+    def _uv_read_at(self, off, total):
+        """A read for a BufferedProtocol, still in the loop's arena: one copy, from there
+        into the protocol's buffer (no bytes object in between)."""
+        protocol = self._protocol
+        run = self._ctx_run
+        try:
+            buf = run(protocol.get_buffer, total)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return
+        loop = self._loop
+        try:
+            if _COPY_WITH_MEMMOVE:
+                # ffi.memmove checks no bounds: only into what is known to hold the read.
+                room = len(buf) if type(buf) is bytearray else memoryview(buf).nbytes
+                fits = room >= total
+                if fits:
+                    _memmove(buf, loop._arena_ptr + off, total)
+            else:
+                fits = len(buf) >= total
+                if fits:  # a bytearray or a byte memoryview (else TypeError/ValueError)
+                    buf[:total] = loop._arena_view[off:off + total]
+        except (TypeError, ValueError, BufferError):
+            fits = False  # another kind of buffer: copied through a byte view below
+        if not fits:
+            self._deliver_buffered_in_parts(loop._arena[off:off + total], buf)
             return
         try:
             run(protocol.buffer_updated, total)

@@ -172,8 +172,10 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._coroutine_origin_tracking_saved_depth = None
         self._fd_watchers = {}  # fd -> _FdWatcher
         self._fd_idle_watchers = 0  # of them, stopped ones kept for reuse
-        # fd -> transport using it: add_reader/add_writer refuse those fds, as asyncio does
-        self._fd_transports = weakref.WeakValueDictionary()
+        # fd -> transport using it: add_reader/add_writer refuse those fds, as asyncio does.
+        # A plain dict (the transports drop their entry as they let go of the fd): a weak
+        # one cost ~90 bytes more per connection.
+        self._fd_transports = {}
         self._signal_handlers = {}
         self._wakeup_installed = False
         self._wakeup_previous = -1
@@ -554,6 +556,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
     def _release_uv(self):
         lib.uvc_loop_close(self._uv)
         self._fd_watchers.clear()
+        self._fd_transports.clear()  # the loop holds no transport alive once closed
         self._slots = []
 
     def __del__(self, _warn=warnings.warn):
@@ -932,6 +935,11 @@ class CoreLoop(asyncio.AbstractEventLoop):
                 )
 
     # ---------------------------------------------------------------- add_reader / add_writer
+
+    def _forget_fd_transport(self, fd, transport):
+        """``transport`` no longer uses ``fd`` (its entry may already be a newer one's)."""
+        if self._fd_transports.get(fd) is transport:
+            del self._fd_transports[fd]
 
     def _ensure_fd_no_transport(self, fd):
         fileno = _fileobj_to_fd(fd)

@@ -58,13 +58,14 @@ class _Listener:
             return
         self.closed = True
         loop = self.server._loop
-        loop._stream_owners.discard(self)
         self.sock.detach()  # libuv closes the fd with the slot
         self.sock.close()
         loop._uv_close(self.slot)
 
     def _detach_from_loop(self):
         # The loop closes with the server open: libuv closes the fd, not the socket object.
+        if self.closed:
+            return
         self.closed = True
         if self.sock.fileno() >= 0:
             self.sock.detach()
@@ -186,7 +187,6 @@ class Server(asyncio.AbstractServer):
             slot, _ = adopt_stream_socket(loop, sock)
             listener = _Listener(self, sock, slot)
             loop._slot_register(slot, listener)
-            loop._stream_owners.add(listener)
             self._listeners.append(listener)
             err = lib.uvc_listen(loop._uv, slot, self._backlog)
             if err < 0:

@@ -128,17 +128,15 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
 class StreamMethods:
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
-    def __init__(self):
-        super().__init__()
-        # Transports and listeners alive on this loop: close() tells them libuv is going
-        # (their Python socket objects must not close fds libuv already closed).
-        self._stream_owners = set()
-
     def close(self):
         if not self.is_running() and not self._closed:
-            for owner in list(self._stream_owners):
-                owner._detach_from_loop()
-            self._stream_owners.clear()
+            # Transports and listeners still open learn that libuv is going: their Python
+            # socket objects must not close fds libuv closes.  (They are all in the slot
+            # table; a registry of their own cost memory per connection.)
+            for owner in list(self._slots):
+                detach = getattr(owner, "_detach_from_loop", None)
+                if detach is not None:
+                    detach()
         super().close()
 
     # ------------------------------------------------------------------ helpers

@@ -601,3 +601,47 @@ def test_buffered_protocol_buffer_kinds(anyloop, kind):
             assert backing[:32] == guard and backing[32 + size:] == guard
 
     run(anyloop, main())
+
+
+def test_closed_transports_are_not_kept_alive(loop):
+    """Once closed (connection_lost called), nothing in the loop holds a transport or its
+    protocol: a server's connections, a client's, a pipe's and datagram endpoints' (libuv's
+    UDP handle and a Unix datagram socket) are all collected."""
+    import os
+    import weakref
+
+    async def main():
+        refs = []
+        for _ in range(3):
+            server, tr, pr, sp = await tcp_pair(loop)
+            refs += [weakref.ref(tr), weakref.ref(pr), weakref.ref(sp.transport), weakref.ref(sp)]
+            tr.close()
+            await pr.done
+            await sp.done
+            server.close()
+            await server.wait_closed()
+            del tr, pr, sp, server
+        r, w = os.pipe()
+        class PipeProto(asyncio.Protocol):  # asyncio.Protocol has no __weakref__ slot
+            pass
+
+        ptr, ppr = await loop.connect_read_pipe(PipeProto, open(r, "rb", 0))
+        refs += [weakref.ref(ptr), weakref.ref(ppr)]
+        ptr.close()
+        for family, addr in ((socket.AF_INET, ("127.0.0.1", 0)), (socket.AF_UNIX, None)):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            if addr:
+                sock.bind(addr)
+            dtr, dpr = await loop.create_datagram_endpoint(PipeProto, sock=sock)
+            refs += [weakref.ref(dtr), weakref.ref(dpr)]
+            dtr.close()
+            del dtr, dpr, sock
+        await asyncio.sleep(0.01)
+        del ptr, ppr
+        os.close(w)
+        return refs
+
+    refs = run(loop, main())
+    for _ in range(3):
+        gc.collect()
+    assert [ref for ref in refs if ref() is not None] == []

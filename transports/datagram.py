@@ -232,6 +232,7 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
             self._protocol.connection_lost(exc)
         finally:
             self._release()
+            self._loop._forget_fd_transport(self._sock_fd, self)
             self._protocol = None
             self._loop = None
 

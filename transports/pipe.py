@@ -96,6 +96,7 @@ class _PipeTransport(StreamTransportBase):
         # caller's until the transport is collected (asyncio's behaviour too).
         if self._detached:
             return
+        self._loop._forget_fd_transport(self._fileno, self)
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             pipe.close()

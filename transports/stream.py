@@ -127,7 +127,6 @@ class StreamTransportBase(asyncio.BaseTransport):
         self._released = False          # the transport let go of its handle (closed)
         self.set_protocol(protocol)
         loop._slot_register(slot, self)
-        loop._stream_owners.add(self)
         if server is not None:
             server._attach(self)
         # As asyncio: connection_made, then reading, then the waiter, each its own callback
@@ -635,10 +634,8 @@ class StreamTransportBase(asyncio.BaseTransport):
         self._handle_closed = True
         self._released = True
         self._reading_started = False
-        loop = self._loop
-        loop._stream_owners.discard(self)
         self._release_resource()
-        loop._uv_close(self._slot)
+        self._loop._uv_close(self._slot)
 
     def _release_resource(self):
         """Drop Python's hold on the fd before libuv closes it (subclasses)."""
@@ -649,6 +646,8 @@ class StreamTransportBase(asyncio.BaseTransport):
 
     def _detach_from_loop(self):
         """The loop is closing with this transport open: libuv will close the fd."""
+        if self._handle_closed:
+            return
         self._release_resource()
         self._handle_closed = True
         self._uv = None
@@ -758,6 +757,7 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
         StreamTransportBase._on_eof(self)
 
     def _release_resource(self):
+        self._loop._forget_fd_transport(self._fd, self)
         sock = self._sock
         if sock is not None and sock.fileno() >= 0:
             sock.detach()   # libuv closes the fd

@@ -8,6 +8,7 @@ and frees the request.  Hosts that are already IP addresses never leave the loop
 import operator
 import socket
 import struct
+import sys
 
 from ._errors import uv_error
 from ._uv import ffi, lib
@@ -110,6 +111,11 @@ def numeric_addrinfo(host, port, family=0, type=0, proto=0, flags=0):
     return [(family, kind, p, "", addr) for kind, p in kinds]
 
 
+# socket.getaddrinfo before 3.12 (and PyPy's) raises OverflowError for a port int beyond
+# a C long; from 3.12 on it passes any int on as its decimal string (the lookup then fails).
+_PORT_INT_IS_C_LONG = sys.version_info < (3, 12) or sys.implementation.name != "cpython"
+
+
 def _as_c_int(value):
     value = operator.index(value)
     if value > _INT_MAX:
@@ -210,7 +216,7 @@ class DnsMethods:
         else:
             raise TypeError("getaddrinfo() argument 1 must be string or None")
         if port.__class__ is int:
-            if not _LONG_MIN <= port <= _LONG_MAX:
+            if _PORT_INT_IS_C_LONG and not _LONG_MIN <= port <= _LONG_MAX:
                 raise OverflowError("Python int too large to convert to C long")
             c_port = b"%d" % port
         elif isinstance(port, str):

@@ -11,6 +11,9 @@ from uvcffi._dns import numeric_addrinfo
 
 HAS_IPV6 = socket.has_ipv6
 IS_CPYTHON = sys.implementation.name == "cpython"
+# The same exceptions as the socket module, messages included (3.9 words some TypeErrors
+# differently; only their type is compared there).
+SAME_MESSAGES = IS_CPYTHON and sys.version_info >= (3, 10)
 
 
 def run(loop, coro, timeout=30):
@@ -69,7 +72,9 @@ GETADDRINFO_BAD = [
     ((bytearray(b"127.0.0.1"), 80), {}, TypeError),
     (("127.0.0.1", 1.5), {}, OSError),
     (("127.0.0.1", True), {}, OSError),
-    (("127.0.0.1", 2**70), {}, OverflowError),
+    # 3.12 passes any int port on as a string: gaierror then (OverflowError before)
+    (("127.0.0.1", 2**70), {},
+     OverflowError if sys.version_info < (3, 12) or not IS_CPYTHON else socket.gaierror),
     (("127.0.0.1", 80), {"family": "x"}, TypeError),
     (("127.0.0.1", 80), {"type": 2**40}, OverflowError),
     (("a" * 70, 80), {}, UnicodeError),
@@ -101,8 +106,8 @@ def test_getaddrinfo_matches_socket_module(loop, args, kwargs):
 @pytest.mark.parametrize("args,kwargs,exc_type", GETADDRINFO_BAD, ids=repr)
 def test_getaddrinfo_bad_input(loop, args, kwargs, exc_type):
     got = run(loop, aoutcome(loop.getaddrinfo(*args, **kwargs)))
-    assert got[0] == "err" and got[1] is exc_type
-    if IS_CPYTHON:
+    assert got[0] == "err" and issubclass(got[1], exc_type)  # 3.13: UnicodeEncodeError
+    if SAME_MESSAGES:
         assert got == outcome(socket.getaddrinfo, *args, **kwargs)
 
 
@@ -215,8 +220,8 @@ if HAS_IPV6:
 @pytest.mark.parametrize("sockaddr,flags,exc_type", GETNAMEINFO_BAD, ids=repr)
 def test_getnameinfo_bad_input(loop, sockaddr, flags, exc_type):
     got = run(loop, aoutcome(loop.getnameinfo(sockaddr, flags)))
-    assert got[0] == "err" and got[1] is exc_type
-    if IS_CPYTHON:
+    assert got[0] == "err" and issubclass(got[1], exc_type)
+    if SAME_MESSAGES:
         assert got == outcome(socket.getnameinfo, sockaddr, flags)
 
 

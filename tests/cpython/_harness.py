@@ -14,15 +14,20 @@ import pytest
 import uvcffi
 
 try:
-    from test.test_asyncio import utils as test_utils
+    from test.test_asyncio import utils as _stdlib_test_utils
 except ImportError:  # a Python without its test package
-    test_utils = None
+    _stdlib_test_utils = None
+
+_BOUND_PYTHON = sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11)
+# The modules here import and bind the stdlib mixins only when test_utils is set: on the
+# Python they are written for (other versions' test_asyncio differ, even in file names).
+test_utils = _stdlib_test_utils if _BOUND_PYTHON else None
 
 requires_stdlib_tests = pytest.mark.skipif(
-    test_utils is None, reason="this Python does not ship test.test_asyncio"
+    _stdlib_test_utils is None, reason="this Python does not ship test.test_asyncio"
 )
 requires_cpython_311 = pytest.mark.skipif(
-    sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11),
+    not _BOUND_PYTHON,
     reason="the stdlib test_asyncio mixins are bound for CPython 3.11 (the machine's Python)",
 )
 

@@ -144,6 +144,23 @@ int64_t *uvc_events(uvc_loop_t *L) { return L->events; }
 int uvc_events_capacity(uvc_loop_t *L) { return L->events_cap; }
 char *uvc_arena(uvc_loop_t *L) { return L->arena; }
 size_t uvc_arena_size(uvc_loop_t *L) { return L->arena_size; }
+
+void uvc_arena_copy(uvc_loop_t *L, int64_t off, char *dst, size_t len) {
+    const char *src = L->arena + off;
+    size_t distance = ((uintptr_t)dst - (uintptr_t)src) & 4095;
+    if (distance == 0 || distance >= 64) {
+        memcpy(dst, src, len);
+        return;
+    }
+    /* Fixed-size blocks through a temporary compile to vector moves, never REP MOVSB. */
+    size_t i = 0;
+    for (; i + 64 <= len; i += 64) {
+        char block[64];
+        memcpy(block, src + i, 64);
+        memcpy(dst + i, block, 64);
+    }
+    memcpy(dst + i, src + i, len - i);
+}
 int uvc_wakeup(uvc_loop_t *L) {
     /* libuv aborts on a send to a closed loop: a late call_soon_threadsafe must not. */
     return L->closed ? UV_EBADF : uv_async_send(&L->async);

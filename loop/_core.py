@@ -120,7 +120,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
     __slots__ = (
         "_careful", "_closed", "_debug", "_ready", "_timers", "_timer_seq",
         "_timer_cancelled_count", "_polling", "_stopping", "_uv", "_slots", "_arena",
-        "_arena_view", "_arena_ptr",
+        "_arena_view",
         "_events", "_events_cap", "_backlog", "_new_timers",
     )
 
@@ -134,11 +134,10 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._uv = ffi.gc(uv, lib.uvc_loop_free)
         _live_loops.add(self)
         self._arena = ffi.buffer(lib.uvc_arena(self._uv), lib.uvc_arena_size(self._uv))
-        # Two more ways into the arena for owners that copy a read straight into a buffer
-        # of their own (see _slot_register): a memoryview (CPython's fastest copy is a
-        # slice assignment from it) and a char * (ffi.memmove, PyPy's fastest).
+        # For owners that copy a small read straight into a buffer of their own (see
+        # _slot_register): on CPython a slice assignment from a memoryview is the fastest
+        # copy of a few KiB (bigger ones go through lib.uvc_arena_copy).
         self._arena_view = memoryview(self._arena)
-        self._arena_ptr = ffi.cast("char *", lib.uvc_arena(self._uv))
         self._events = lib.uvc_events(self._uv)
         self._events_cap = lib.uvc_events_capacity(self._uv)
         # slot -> the Python object that owns the handle (it gets the slot's events)
@@ -191,8 +190,9 @@ class CoreLoop(asyncio.AbstractEventLoop):
 
         An owner that copies reads into a buffer of its own sets ``_uv_read`` to None: it
         then gets ``_uv_read_at(offset, length)``, the read in place in the arena (valid
-        during the call only; ``_arena_view`` / ``_arena_ptr``), and ``_deliver(data)`` for
-        a read kept as bytes across iterations (after a Ctrl-C in the dispatch).
+        during the call only: ``_arena_view``, ``lib.uvc_arena_copy``), and
+        ``_deliver(data)`` for a read kept as bytes across iterations (after a Ctrl-C in
+        the dispatch).
         """
         slots = self._slots
         if slot >= len(slots):

@@ -220,3 +220,29 @@ def test_reads_land_on_cache_lines_in_the_arena():
         for ours, peer in pairs:
             ours.close()  # a no-op once detached
             peer.close()
+
+
+def test_arena_copy_is_exact_at_every_distance():
+    """uvc_arena_copy (a read into a protocol's buffer) avoids REP MOVSB when the
+    destination lies 1..63 bytes past the source modulo a page; whatever path it takes,
+    it copies exactly the bytes asked for and touches nothing around them."""
+    from uvcffi._uv import ffi, lib
+
+    L = lib.uvc_loop_new()
+    try:
+        arena = ffi.buffer(lib.uvc_arena(L), lib.uvc_arena_size(L))
+        pattern = bytes(range(251)) * 800  # 200,800 bytes, no period of 64 or 4096
+        arena[:len(pattern)] = pattern
+        for off in (0, 64, 4096):
+            for n in (1, 63, 64, 65, 4095, 4096, 5000, 102400):
+                for shift in (0, 4, 16, 31, 32, 63, 64, 100):
+                    dst = bytearray(b"\xee" * (n + 8192 + 256))
+                    # where the copy must start for (dst - src) % 4096 == shift (the arena
+                    # is page-aligned)
+                    base = int(ffi.cast("uintptr_t", ffi.from_buffer(dst)))
+                    at = (shift + off - base) % 4096 + 4096
+                    lib.uvc_arena_copy(L, off, ffi.from_buffer(dst) + at, n)
+                    assert dst[at:at + n] == pattern[off:off + n], (off, n, shift)
+                    assert dst[:at] == b"\xee" * at and set(dst[at + n:]) == {0xee}
+    finally:
+        lib.uvc_loop_free(L)

@@ -51,6 +51,10 @@ _from_buffer = ffi.from_buffer
 # 3 GB/s), ffi.memmove at memcpy speed; on CPython slice assignment is the faster one.
 _COPY_WITH_MEMMOVE = sys.implementation.name == "pypy"
 _memmove = ffi.memmove
+_uvc_arena_copy = lib.uvc_arena_copy
+# From this size glibc's memcpy switches to REP MOVSB, whose speed depends on where the
+# destination lies (see uvc_arena_copy): bigger reads are copied by the C core.
+_C_COPY_MIN = 4096
 EV_READ = lib.UVC_EV_READ
 EV_WRITE_DONE = lib.UVC_EV_WRITE_DONE
 EV_EOF = lib.UVC_EV_EOF
@@ -255,12 +259,11 @@ class StreamTransportBase(asyncio.BaseTransport):
             return
         loop = self._loop
         try:
-            if _COPY_WITH_MEMMOVE:
-                # ffi.memmove checks no bounds: only into what is known to hold the read.
-                room = len(buf) if type(buf) is bytearray else memoryview(buf).nbytes
-                fits = room >= total
+            if _COPY_WITH_MEMMOVE or total >= _C_COPY_MIN:
+                dst = _from_buffer(buf, require_writable=True)  # its len() counts bytes
+                fits = len(dst) >= total
                 if fits:
-                    _memmove(buf, loop._arena_ptr + off, total)
+                    _uvc_arena_copy(loop._uv, off, dst, total)
             else:
                 fits = len(buf) >= total
                 if fits:  # a bytearray or a byte memoryview (else TypeError/ValueError)

@@ -44,6 +44,10 @@ def _cache_dirs():
     yield os.path.join(tempfile.gettempdir(), "uvcffi-bench-%d" % os.getuid())
 
 
+# Libraries a C program links with (the others need only libc).
+LIBS = {"tls_loadgen": ["-lssl", "-lcrypto", "-pthread"]}
+
+
 def build(name):
     """Path of the compiled `name`.c, compiling it first if needed."""
     src = os.path.join(HERE, name + ".c")
@@ -63,7 +67,7 @@ def build(name):
             last = e
             continue
         tmp = "%s.%d.tmp" % (exe, os.getpid())
-        r = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, src],
+        r = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, src] + LIBS.get(name, []),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
         if r.returncode != 0:
             raise BuildError("cc failed on %s.c: %s" % (name, r.stdout.decode(errors="replace")[-500:]))
@@ -123,8 +127,12 @@ def pingpong(transport, addr, size, conns, warm, secs, server):
     "start"/"stop", i.e. only the measured window counts, not connection setup
     or warm-up.  Returns a dict of figures; raises ChildError with a reason.
     """
-    argv = [build("loadgen"), "-t", transport, "-a", addr, "-c", conns, "-s", size,
-            "-w", "%.3f" % warm, "-d", "%.3f" % secs, "-T", "%.3f" % (warm + secs + 20)]
+    if transport == "tls":  # its own program (OpenSSL), same options and output
+        argv = [build("tls_loadgen"), "-a", addr]
+    else:
+        argv = [build("loadgen"), "-t", transport, "-a", addr]
+    argv += ["-c", conns, "-s", size,
+             "-w", "%.3f" % warm, "-d", "%.3f" % secs, "-T", "%.3f" % (warm + secs + 20)]
     with Child(argv, cpu=CLIENT_CPU, name="loadgen") as lg:
         def step(prefix, timeout):
             try:

@@ -18,6 +18,7 @@ import os
 import platform
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +56,7 @@ def _workloads():
         ("tcp-sock", "tcp-sock", "tcp", (1, 10, 100), "loop.sock_accept/sock_recv/sock_sendall"),
         ("unix-protocol", "unix-protocol", "unix", (1,), "loop.create_unix_server + Protocol"),
         ("udp-pingpong", "udp", "udp", (1,), "loop.create_datagram_endpoint"),
+        ("tls-protocol", "tls-protocol", "tls", (1, 10), "loop.create_server(ssl=) + Protocol"),
     ]
     for prefix, kind, transport, sizes, doc in styles:
         for k in sizes:
@@ -216,20 +218,44 @@ class Runner:
         memory workloads are n/a (with the compiler's reason), the rest runs."""
         if not any(w.family in ("net", "mem") for w in self.workloads):
             return
+        if any(w.transport == "tls" for w in self.workloads):
+            try:
+                loadgen.build("tls_loadgen")
+                self._make_cert()
+            except Exception as e:
+                reason = describe(e)
+                self.notes.append("TLS workloads skipped: " + reason)
+                self._drop([w for w in self.workloads if w.transport == "tls"], reason)
         try:
             loadgen.build("loadgen")
             loadgen.build("echo_floor")
         except Exception as e:
             reason = describe(e)
             self.notes.append("network workloads skipped: " + reason)
-            for w in [w for w in self.workloads if w.family in ("net", "mem")]:
-                for loop in self.loops:
-                    for _ in range(self.s.reps):
-                        self.results.fail(w.name, loop, reason)
-            self.workloads = [w for w in self.workloads if w.family not in ("net", "mem")]
+            self._drop([w for w in self.workloads if w.family in ("net", "mem")], reason)
         if loadgen.SERVER_CPU == loadgen.CLIENT_CPU:
             self.notes.append("only one CPU: server and load generator share it; "
                               "CPU per round trip is still valid, rt/s is not")
+
+    def _drop(self, dropped, reason):
+        """Workloads that cannot run here: n/a (reason) in every cell."""
+        for w in dropped:
+            for loop in self.loops:
+                for _ in range(self.s.reps):
+                    self.results.fail(w.name, loop, reason)
+        self.workloads = [w for w in self.workloads if w not in dropped]
+
+    def _make_cert(self):
+        """A throwaway self-signed certificate for the TLS servers (openssl's command)."""
+        self.cert = os.path.join(self.tmp, "bench-cert.pem")
+        self.key = os.path.join(self.tmp, "bench-key.pem")
+        try:
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-keyout", self.key, "-out", self.cert, "-subj", "/CN=localhost"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        except FileNotFoundError:
+            raise RuntimeError("the openssl command (to make a certificate) is not installed")
 
     # -- network --------------------------------------------------------------
     def _start_server(self, loop, kind, transport):
@@ -242,6 +268,8 @@ class Runner:
         else:
             argv = python_module_argv("server", "--loop", loop, "--kind", kind,
                                       "--path", path, "--cpu", loadgen.SERVER_CPU)
+            if transport == "tls":
+                argv += ["--cert", self.cert, "--key", self.key]
             child = Child(argv, cpu=loadgen.SERVER_CPU, name="%s server" % loop)
             try:
                 _, where = child.expect("READY", self.s.start_timeout)
@@ -255,7 +283,9 @@ class Runner:
         kind, transport = wls[0].kind, wls[0].transport
         # The C floor depends only on transport and size, not on the Python
         # style: measure it once per repetition and show it under every style.
-        floor_wls = [w for w in wls if (rep, transport, w.size) not in self._floor_done]
+        # (There is no C floor for TLS: the loops compare with one another.)
+        floor_wls = [w for w in wls if (rep, transport, w.size) not in self._floor_done
+                     and transport != "tls"]
         for loop in order + ([FLOOR] if floor_wls else []):
             todo = floor_wls if loop == FLOOR else wls
             server = None

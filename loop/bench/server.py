@@ -27,7 +27,8 @@ import time
 
 from .loops import describe, new_loop
 
-KINDS = ("tcp-protocol", "tcp-buffered", "tcp-streams", "tcp-sock", "unix-protocol", "udp")
+KINDS = ("tcp-protocol", "tcp-buffered", "tcp-streams", "tcp-sock", "unix-protocol", "udp",
+         "tls-protocol")
 READ_SIZE = 256 * 1024
 BACKLOG = 4096  # the idle-connection workload opens 10,000 connections quickly
 
@@ -120,11 +121,13 @@ async def _sock_accept_loop(loop, lsock):
         raise
 
 
-async def start(loop, kind, path):
+async def start(loop, kind, path, ssl_context=None):
     """Start serving; returns the port (TCP/UDP) or the path (Unix)."""
     host = "127.0.0.1"
     if kind == "tcp-protocol":
         srv = await loop.create_server(EchoProtocol, host, 0, backlog=BACKLOG)
+    elif kind == "tls-protocol":
+        srv = await loop.create_server(EchoProtocol, host, 0, backlog=BACKLOG, ssl=ssl_context)
     elif kind == "tcp-buffered":
         srv = await loop.create_server(EchoBufferedProtocol, host, 0, backlog=BACKLOG)
     elif kind == "tcp-streams":
@@ -204,6 +207,8 @@ def main(argv=None):
     ap.add_argument("--loop", required=True)
     ap.add_argument("--kind", required=True, choices=KINDS)
     ap.add_argument("--path", help="socket path for unix-protocol")
+    ap.add_argument("--cert", help="certificate (PEM) for tls-protocol")
+    ap.add_argument("--key", help="its private key (PEM)")
     ap.add_argument("--cpu", type=int, default=None)
     args = ap.parse_args(argv)
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
@@ -227,7 +232,13 @@ def main(argv=None):
         loop = new_loop(args.loop)
         asyncio.set_event_loop(loop)
         loop.set_exception_handler(on_error)
-        where = loop.run_until_complete(start(loop, args.kind, args.path))
+        ssl_context = None
+        if args.kind.startswith("tls"):
+            import ssl
+
+            ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ssl_context.load_cert_chain(args.cert, args.key)
+        where = loop.run_until_complete(start(loop, args.kind, args.path, ssl_context))
     except BaseException as e:  # anything: the cell says n/a (reason)
         emit("ERROR " + describe(e))
         sys.stdout.flush()

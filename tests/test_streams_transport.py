@@ -645,3 +645,26 @@ def test_closed_transports_are_not_kept_alive(loop):
     for _ in range(3):
         gc.collect()
     assert [ref for ref in refs if ref() is not None] == []
+
+
+def test_buffered_protocol_pausing_in_buffer_updated(anyloop):
+    """A BufferedProtocol that pauses reading after every buffer it fills (and resumes
+    soon after): what the transport held meanwhile comes later, complete and in order."""
+    class Pausing(BufProto):
+        def buffer_updated(self, nbytes):
+            super().buffer_updated(nbytes)
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self.transport.resume_reading)
+
+    async def main():
+        lsock = await raw_server(anyloop)
+        tr, pr = await anyloop.create_connection(lambda: Pausing(7), "127.0.0.1",
+                                                 lsock.getsockname()[1])
+        conn, _ = lsock.accept()
+        payload = bytes(range(256)) * 64
+        conn.sendall(payload)
+        conn.close()
+        assert await pr.done is None
+        assert bytes(pr.data) == payload
+        lsock.close()
+    run(anyloop, main())

@@ -214,36 +214,9 @@ class StreamTransportBase(asyncio.BaseTransport):
             self._fatal_error(exc, f"Fatal error on {self._kind} transport")
 
     def _deliver_buffered(self, data):
-        protocol = self._protocol
-        run = self._ctx_run
-        total = len(data)
-        # The common case first: one get_buffer() big enough for the whole read.
-        try:
-            buf = run(protocol.get_buffer, total)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-            return
-        try:
-            fits = len(buf) >= total
-            if fits:
-                # a bytearray or a byte memoryview: one copy
-                if _COPY_WITH_MEMMOVE:
-                    _memmove(buf, data, total)
-                else:
-                    buf[:total] = data
-        except (TypeError, ValueError):
-            fits = False  # another kind of buffer: copied through a byte view below
-        if not fits:
-            self._deliver_buffered_in_parts(data, buf)
-            return
-        try:
-            run(protocol.buffer_updated, total)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+        """A BufferedProtocol's read kept as bytes (held while paused, or across an
+        interrupted iteration); the reads themselves come through _uv_read_at."""
+        self._deliver_buffered_in_parts(data, None)
 
     def _uv_read_at(self, off, total):
         """A read for a BufferedProtocol, still in the loop's arena: one copy, from there

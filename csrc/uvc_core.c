@@ -161,6 +161,7 @@ void uvc_arena_copy(uvc_loop_t *L, int64_t off, char *dst, size_t len) {
     }
     memcpy(dst + i, src + i, len - i);
 }
+
 int uvc_wakeup(uvc_loop_t *L) {
     /* libuv aborts on a send to a closed loop: a late call_soon_threadsafe must not. */
     return L->closed ? UV_EBADF : uv_async_send(&L->async);

@@ -142,9 +142,10 @@ void uvc_emit(uvc_loop_t *L, int kind, int slot, int64_t a, int64_t b, int64_t c
 void uvc_arena_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
 /* Copy bytes into the arena; returns the offset or -1 when full. */
 int64_t uvc_arena_put(uvc_loop_t *L, const void *data, size_t len);
-/* Take ``len`` bytes from arena_used on.  Every claim starts on a cache line: the kernel's
- * copy into user memory runs about 4x slower into a destination off a 64-byte line (a
- * 100 KiB recv measured 46 us at +16 bytes against 12 us at +0 or +64). */
+/* Take ``len`` bytes from arena_used on.  Every claim starts on a cache line: the kernel
+ * copies a read with REP MOVSB, slow when the destination lies 1..63 bytes past the source
+ * modulo a page (see uvc_arena_copy), and socket data mostly starts on a cache line (a
+ * 100 KiB recv measured 46 us into +16 bytes against 12 us into +0 or +64). */
 void uvc_arena_claim(uvc_loop_t *L, size_t len);
 /* The close callback every slot handle uses. */
 void uvc_close_cb(uv_handle_t *handle);

@@ -30,9 +30,9 @@ static void udp_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
     (void)suggested;
     buf->base = L->arena + L->arena_used;
     /* Hand out room for the biggest datagram and its sender (each rounded up to a cache
-     * line by uvc_arena_claim), or nothing: a datagram read
-     * into less would be cut.  With nothing, libuv reports UV_ENOBUFS and the socket is read
-     * again on the next iteration (the poll is level-triggered). */
+     * line by uvc_arena_claim), or nothing: a datagram read into less would be cut.  With
+     * nothing, libuv reports UV_ENOBUFS and the socket is read again on the next iteration
+     * (the poll is level-triggered). */
     if (L->arena_size - L->arena_used >= UVC_UDP_MAX_DATAGRAM + UVC_SOCKADDR_SIZE + 128)
         buf->len = UVC_UDP_MAX_DATAGRAM;
     else

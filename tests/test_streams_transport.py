@@ -80,6 +80,15 @@ async def raw_server(loop):
     return lsock
 
 
+async def raw_connection(loop, protocol_factory):
+    """A client transport of ``loop`` connected to a plain socket: (listening socket,
+    transport, protocol, the accepted socket)."""
+    lsock = await raw_server(loop)
+    tr, pr = await loop.create_connection(protocol_factory, "127.0.0.1", lsock.getsockname()[1])
+    conn, _ = lsock.accept()
+    return lsock, tr, pr, conn
+
+
 def test_is_asyncio_transport(anyloop):
     async def main():
         server, tr, pr, sp = await tcp_pair(anyloop)
@@ -181,9 +190,7 @@ def test_pause_reading_holds_data_until_resume(anyloop):
             self.transport.pause_reading()
 
     async def main():
-        lsock = await raw_server(anyloop)
-        tr, pr = await anyloop.create_connection(Pausing, "127.0.0.1", lsock.getsockname()[1])
-        conn, _ = lsock.accept()
+        lsock, tr, pr, conn = await raw_connection(anyloop, Pausing)
         payload = b"".join(struct.pack("!I", i) for i in range(50000))
         conn.sendall(payload)
         conn.shutdown(socket.SHUT_WR)
@@ -233,9 +240,7 @@ def test_eof_received_true_keeps_write_side(anyloop):
 
 def test_close_flushes_pending_writes(anyloop):
     async def main():
-        lsock = await raw_server(anyloop)
-        tr, pr = await anyloop.create_connection(Recorder, "127.0.0.1", lsock.getsockname()[1])
-        conn, _ = lsock.accept()
+        lsock, tr, pr, conn = await raw_connection(anyloop, Recorder)
         conn.setblocking(False)
         payload = bytes(range(256)) * 16384  # 4 MiB: more than the socket buffers
         tr.write(payload)
@@ -276,9 +281,7 @@ def test_abort_drops_buffer(anyloop):
 
 def test_peer_reset_gives_connection_reset(anyloop):
     async def main():
-        lsock = await raw_server(anyloop)
-        tr, pr = await anyloop.create_connection(Recorder, "127.0.0.1", lsock.getsockname()[1])
-        conn, _ = lsock.accept()
+        lsock, tr, pr, conn = await raw_connection(anyloop, Recorder)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         conn.close()  # RST
         exc = await pr.done
@@ -304,9 +307,7 @@ def test_write_after_lost_warns_after_threshold(anyloop, caplog):
 
 def test_write_to_closed_peer_is_connection_lost(anyloop):
     async def main():
-        lsock = await raw_server(anyloop)
-        tr, pr = await anyloop.create_connection(Recorder, "127.0.0.1", lsock.getsockname()[1])
-        conn, _ = lsock.accept()
+        lsock, tr, pr, conn = await raw_connection(anyloop, Recorder)
         conn.close()
         lsock.close()
         for _ in range(200):
@@ -371,10 +372,7 @@ class BufProto(asyncio.BufferedProtocol):
 @pytest.mark.parametrize("size", [1, 7, 65536])
 def test_buffered_protocol_small_buffers(anyloop, size):
     async def main():
-        lsock = await raw_server(anyloop)
-        tr, pr = await anyloop.create_connection(lambda: BufProto(size), "127.0.0.1",
-                                                 lsock.getsockname()[1])
-        conn, _ = lsock.accept()
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: BufProto(size))
         payload = bytes(range(256)) * 400
         conn.sendall(payload)
         conn.close()
@@ -392,10 +390,7 @@ def test_buffered_protocol_empty_buffer_is_fatal(anyloop):
     async def main():
         contexts = []
         anyloop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
-        lsock = await raw_server(anyloop)
-        tr, pr = await anyloop.create_connection(lambda: Empty(1), "127.0.0.1",
-                                                 lsock.getsockname()[1])
-        conn, _ = lsock.accept()
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Empty(1))
         conn.sendall(b"data")
         exc = await pr.done
         assert isinstance(exc, RuntimeError)
@@ -468,10 +463,7 @@ def test_callbacks_run_in_creation_context(anyloop):
 
         async def client():
             var.set("client")
-            lsock = await raw_server(anyloop)
-            tr, pr = await anyloop.create_connection(CtxProto, "127.0.0.1",
-                                                     lsock.getsockname()[1])
-            conn, _ = lsock.accept()
+            lsock, tr, pr, conn = await raw_connection(anyloop, CtxProto)
             conn.sendall(b"x")
             while not pr.data:
                 await asyncio.sleep(0.001)
@@ -657,10 +649,7 @@ def test_buffered_protocol_pausing_in_buffer_updated(anyloop):
             asyncio.get_running_loop().call_soon(self.transport.resume_reading)
 
     async def main():
-        lsock = await raw_server(anyloop)
-        tr, pr = await anyloop.create_connection(lambda: Pausing(7), "127.0.0.1",
-                                                 lsock.getsockname()[1])
-        conn, _ = lsock.accept()
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Pausing(7))
         payload = bytes(range(256)) * 64
         conn.sendall(payload)
         conn.close()

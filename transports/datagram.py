@@ -193,6 +193,15 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
 
     # ---------------------------------------------------------------- errors and closing
 
+    def _send_failed(self, exc):
+        """A send (or its address) raised: an OSError goes to error_received() and the
+        transport lives on; anything else (socket.sendto's TypeError or OverflowError for
+        a bad address) is fatal for the transport, as in asyncio."""
+        if isinstance(exc, OSError):
+            self._protocol_error(exc)
+        else:
+            self._fatal_error(exc, "Fatal write error on datagram transport")
+
     def _protocol_error(self, exc):
         """An OSError of one datagram: the protocol hears of it, the transport lives on."""
         try:
@@ -296,15 +305,10 @@ class UDPTransport(_DatagramTransportBase):
         else:
             try:
                 sockaddr = self._sockaddr_of(addr)
-            except OSError as exc:
-                self._protocol_error(exc)
-                return
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                # socket.sendto() raises these (TypeError, OverflowError) for a bad address
-                # and asyncio treats them as fatal for the transport.
-                self._fatal_error(exc, "Fatal write error on datagram transport")
+                self._send_failed(exc)
                 return
         if type(data) is not bytes:
             data = bytes(data)
@@ -517,21 +521,15 @@ class SocketDatagramTransport(_DatagramTransportBase):
             return
         if not self._buffer:
             try:
-                if self._extra["peername"]:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
+                self._send_now(data, addr)
                 return
             except (BlockingIOError, InterruptedError):
                 self._loop._fd_watch(self._sock_fd, "writer", self._write_ready, ())
                 self._writing = True
-            except OSError as exc:
-                self._protocol_error(exc)
-                return
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on datagram transport")
+                self._send_failed(exc)
                 return
         self._buffer.append((bytes(data), addr))
         self._buffer_size += len(data)
@@ -543,21 +541,15 @@ class SocketDatagramTransport(_DatagramTransportBase):
             data, addr = buffer.popleft()
             self._buffer_size -= len(data)
             try:
-                if self._extra["peername"]:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
+                self._send_now(data, addr)
             except (BlockingIOError, InterruptedError):
                 buffer.appendleft((data, addr))
                 self._buffer_size += len(data)
                 break
-            except OSError as exc:
-                self._protocol_error(exc)
-                return
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on datagram transport")
+                self._send_failed(exc)
                 return
         self._maybe_resume_protocol()
         if not buffer:
@@ -565,6 +557,12 @@ class SocketDatagramTransport(_DatagramTransportBase):
             if self._closing and not self._conn_lost:
                 self._conn_lost += 1
                 self._call_connection_lost(None)
+
+    def _send_now(self, data, addr):
+        if self._extra["peername"]:
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, addr)
 
     def _stop_writing(self):
         if self._writing:

@@ -18,7 +18,13 @@
 #define UVC_EVENTS_INITIAL 1024
 #define UVC_SLOTS_INITIAL 64
 
-static void timer_cb(uv_timer_t *t) { (void)t; }
+/* The one-shot timer only has to make uv_run return.  uv_run updates its clock and runs due
+ * timers *before* it polls: when the millisecond clock ticks between the arming in
+ * uvc_run_once and that update (likely with a 1 ms timeout, certain under preemption), this
+ * callback runs in that first pass, and the poll that follows computes its timeout with no
+ * timer left: -1, a wait for I/O that may never come.  uv_stop makes that poll's timeout 0
+ * (uv_run clears the flag before it returns), wherever in the iteration the timer fires. */
+static void timer_cb(uv_timer_t *t) { uv_stop(t->loop); }
 static void async_cb(uv_async_t *a) { (void)a; }
 
 static void signal_poll_cb(uv_poll_t *p, int status, int events) {
@@ -132,6 +138,8 @@ int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
         if (timeout_ms > 0) {
             uv_update_time(&L->uv);
             uv_timer_start(&L->timer, timer_cb, (uint64_t)timeout_ms, 0);
+            if (L->test_arm_delay_us > 0)
+                usleep((useconds_t)L->test_arm_delay_us);
         }
         uv_run(&L->uv, UV_RUN_ONCE);
         if (timeout_ms > 0)
@@ -139,6 +147,8 @@ int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
     }
     return L->nevents;
 }
+
+void uvc_test_set_arm_delay(uvc_loop_t *L, int64_t usec) { L->test_arm_delay_us = usec; }
 
 int64_t *uvc_events(uvc_loop_t *L) { return L->events; }
 int uvc_events_capacity(uvc_loop_t *L) { return L->events_cap; }

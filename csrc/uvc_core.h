@@ -61,6 +61,10 @@ void uvc_loop_free(uvc_loop_t *L);
  * Returns how many events were recorded (see uvc_events()).  The arena and the event
  * array are valid until the next call. */
 int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms);
+/* Test-only: sleep ``usec`` between arming the wake-up timer and running libuv in every
+ * uvc_run_once with a positive timeout, so a test can make the timer fall due before libuv
+ * polls (the window the timer callback's uv_stop closes). */
+void uvc_test_set_arm_delay(uvc_loop_t *L, int64_t usec);
 int64_t *uvc_events(uvc_loop_t *L);
 /* Events the array holds before it must grow (and uvc_events() moves). */
 int uvc_events_capacity(uvc_loop_t *L);
@@ -128,6 +132,7 @@ struct uvc_loop_s {
     int ndead, dead_cap;
     int active;
     int closed;
+    int64_t test_arm_delay_us;    /* uvc_test_set_arm_delay */
 };
 
 /* Allocate a zeroed handle struct of `size` bytes whose uv handle lives at `handle`

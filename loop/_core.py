@@ -11,6 +11,7 @@ import heapq
 import itertools
 import logging
 import math
+import numbers
 import os
 import signal
 import sys
@@ -60,6 +61,15 @@ def _format_callback(callback):
         return repr(callback)
     except Exception:  # a broken __repr__ must not hide the original error
         return object.__repr__(callback)
+
+
+def _format_handle(handle):
+    """What the slow-callback warning names: the task for a task step (asyncio's wording,
+    ``Executing <Task finished name=... coro=<...>> took 0.300 seconds``), else the handle."""
+    owner = getattr(handle._callback, "__self__", None)
+    if isinstance(owner, tasks.Task):
+        return _format_callback(owner)
+    return _format_callback(handle)
 
 
 def _fileobj_to_fd(fileobj):
@@ -274,9 +284,11 @@ class CoreLoop(asyncio.AbstractEventLoop):
             timeout = 0
         elif timers:
             # Round up so that a timer never fires early; an early libuv wake-up (its clock
-            # is in whole milliseconds) just leads to another short wait below.
-            delay = timers[0][0] - time.monotonic()
-            timeout = 0 if delay <= 0 else min(math.ceil(delay * 1000.0), _MAX_TIMEOUT_MS)
+            # is in whole milliseconds) just leads to another short wait below.  The cap
+            # comes before ceil (an infinite deadline, sleep(inf), waits a capped while), and
+            # "not > 0" counts NaN as due (asyncio runs call_later(nan, ...) at once).
+            delay = (timers[0][0] - time.monotonic()) * 1000.0
+            timeout = math.ceil(min(delay, _MAX_TIMEOUT_MS)) if delay > 0 else 0
         else:
             timeout = -1
         try:
@@ -410,7 +422,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
                 self._current_handle = None
             dt = time.monotonic() - t0
             if dt >= self.slow_callback_duration:
-                logger.warning("Executing %s took %.3f seconds", _format_callback(handle), dt)
+                logger.warning("Executing %s took %.3f seconds", _format_handle(handle), dt)
 
     # ---------------------------------------------------------------- running and stopping
 
@@ -620,6 +632,9 @@ class CoreLoop(asyncio.AbstractEventLoop):
         """Like call_later(), with an absolute time on the loop's clock (loop.time())."""
         if when is None:
             raise TypeError("when cannot be None")
+        if when.__class__ is not float and not isinstance(when, numbers.Real):
+            # Refused here: in the heap it would break the next iteration, not this call.
+            raise TypeError(f"when must be a real number, not {type(when).__name__!r}")
         return self._call_at(when, callback, args, context, "call_at")
 
     def _call_at(self, when, callback, args, context, method):

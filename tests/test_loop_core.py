@@ -2,6 +2,7 @@
 import asyncio
 import contextvars
 import gc
+import math
 import os
 import signal
 import socket
@@ -701,3 +702,152 @@ def test_a_forked_child_gets_its_own_epoll_set(loop):
         os.close(fd)
     r.close()
     w.close()
+
+
+class _Watchdog:
+    """Stops a loop that made no progress for ``seconds`` and records that it had to: a
+    stalled loop then fails the test at once instead of hanging it."""
+
+    def __init__(self, loop, seconds=5.0):
+        self.loop = loop
+        self.seconds = seconds
+        self.stalls = 0
+        self._progress = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def progress(self):
+        self._progress.set()
+
+    def _watch(self):
+        while not self._done.is_set():
+            if not self._progress.wait(self.seconds):
+                if self._done.is_set():
+                    return
+                self.stalls += 1
+                self.loop.call_soon_threadsafe(self.loop.stop)
+            self._progress.clear()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._progress.set()
+        self._thread.join()
+
+    def run(self, coro):
+        """Run ``coro`` on the loop; fail if the loop stalled."""
+        try:
+            self.loop.run_until_complete(coro)
+        except RuntimeError:
+            if not self.stalls:
+                raise
+        assert self.stalls == 0, f"the loop slept {self.seconds} s with a timer due"
+
+
+def test_a_timer_due_before_libuv_polls_still_wakes_the_loop(loop):
+    # The window made wide on purpose: every uvc_run_once sleeps 3 ms between arming its
+    # 1 ms wake-up timer and running libuv, so the timer is always due before libuv polls.
+    from uvcffi._uv import lib
+    lib.uvc_test_set_arm_delay(loop._uv, 3000)
+    fired = []
+
+    async def main(dog):
+        for i in range(30):
+            await asyncio.sleep(0.001)
+            fired.append(i)
+            dog.progress()
+
+    with _Watchdog(loop) as dog:
+        dog.run(main(dog))
+    assert fired == list(range(30))
+
+
+def test_many_short_timers_never_stall(loop):
+    # A bounded soak: 20 rounds of 500 concurrent sleeps of 0-3 ms.
+    rounds = []
+
+    async def sleeper(i):
+        await asyncio.sleep((i % 4) / 1000)
+
+    async def main(dog):
+        for r in range(20):
+            await asyncio.gather(*(sleeper(i) for i in range(500)))
+            rounds.append(r)
+            dog.progress()
+
+    with _Watchdog(loop) as dog:
+        dog.run(main(dog))
+    assert len(rounds) == 20
+
+
+async def _woken_from_another_thread(loop):
+    """Wait with no timer of one's own: the loop's only timers are the caller's."""
+    woken = loop.create_future()
+    waker = threading.Timer(0.02, loop.call_soon_threadsafe, (woken.set_result, None))
+    waker.start()
+    await woken
+    waker.join()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: asyncio.sleep(math.inf),
+    lambda: asyncio.sleep(1e306),
+    lambda: asyncio.wait_for(asyncio.Event().wait(), timeout=math.inf),
+], ids=["sleep-inf", "sleep-1e306", "wait_for-inf"])
+def test_an_infinite_wait_waits_until_cancelled(anyloop, make):
+    # "Sleep for ever" is a common idiom: the timer is the earliest, and the loop must wait
+    # on it (until something else happens), not fail computing its timeout.
+    async def main():
+        task = asyncio.ensure_future(make())
+        await _woken_from_another_thread(anyloop)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return "cancelled"
+
+    assert anyloop.run_until_complete(main()) == "cancelled"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
+def test_asyncio_timeout_inf(anyloop):
+    async def main():
+        async with asyncio.timeout(math.inf):
+            await _woken_from_another_thread(anyloop)
+        return "ok"
+
+    assert anyloop.run_until_complete(main()) == "ok"
+
+
+def test_call_later_nan_runs_at_once(anyloop):
+    out = []
+    anyloop.call_later(math.nan, out.append, "nan")
+    anyloop.call_later(0.01, anyloop.stop)
+    anyloop.run_forever()
+    assert out == ["nan"]
+
+
+@pytest.mark.parametrize("when", ["x", b"1", None, object()])
+def test_call_at_refuses_a_non_number(loop, when):
+    with pytest.raises(TypeError):
+        loop.call_at(when, print)
+    # The loop is still sound.
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_slow_task_step_names_the_task(anyloop, caplog):
+    async def slow_coroutine():
+        time.sleep(0.06)
+
+    anyloop.set_debug(True)
+    anyloop.slow_callback_duration = 0.05
+    with caplog.at_level("WARNING", logger="asyncio"):
+        anyloop.run_until_complete(slow_coroutine())
+    anyloop.set_debug(False)
+    lines = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    assert any(line.startswith("Executing <Task finished name=") and "slow_coroutine" in line
+               for line in lines), lines

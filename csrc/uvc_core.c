@@ -1,5 +1,6 @@
 /* uvcffi C core: see uvc_core.h for the contract with Python. */
 #include "uvc_core.h"
+#include "uvc_fdset.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -178,7 +179,12 @@ int uvc_wakeup(uvc_loop_t *L) {
 }
 int uvc_signal_fd(uvc_loop_t *L) { return L->signal_fds[1]; }
 int uvc_backend_fd(uvc_loop_t *L) { return L->closed ? UV_EBADF : uv_backend_fd(&L->uv); }
-int uvc_loop_fork(uvc_loop_t *L) { return L->closed ? UV_EBADF : uv_loop_fork(&L->uv); }
+int uvc_loop_fork(uvc_loop_t *L) {
+    if (L->closed)
+        return UV_EBADF;
+    uvc_fdset_after_fork(L);
+    return uv_loop_fork(&L->uv);
+}
 int uvc_active_slots(uvc_loop_t *L) { return L->active; }
 
 void uvc_emit(uvc_loop_t *L, int kind, int slot, int64_t a, int64_t b, int64_t c) {
@@ -300,23 +306,12 @@ void uvc_close_cb(uv_handle_t *handle) {
     free(b);
 }
 
-/* The libuv watcher that holds `fd` now, or NULL. */
-static uv__io_t *fd_owner(uvc_loop_t *L, int fd) {
-    if (fd < 0 || (unsigned)fd >= L->uv.nwatchers)
-        return NULL;
-    return L->uv.watchers[fd];
-}
-
-static void poll_detach_if_fd_taken(uvc_loop_t *L, uv_poll_t *p);
-
 int uvc_close(uvc_loop_t *L, int slot) {
     uvc_base_t *b = uvc_slot_get(L, slot);
     if (b == NULL)
         return UV_EBADF;
     if (uv_is_closing(b->handle))
         return 0;
-    if (b->handle->type == UV_POLL)
-        poll_detach_if_fd_taken(L, (uv_poll_t *)b->handle);
     uv_close(b->handle, uvc_close_cb);
     return 0;
 }
@@ -339,65 +334,6 @@ int uvc_fileno(uvc_loop_t *L, int slot) {
         return UV_EBADF;
     int r = uv_fileno(b->handle, &fd);
     return r < 0 ? r : (int)fd;
-}
-
-/* ---- add_reader / add_writer ---- */
-
-typedef struct {
-    uvc_base_t base;
-    uv_poll_t poll;
-} uvc_poll_t;
-
-/* A stopped poll handle is kept for reuse (see CoreLoop._fd_unwatch) and may be closed
- * later, when its fd number already belongs to another handle (a transport adopted the
- * socket).  Closing a poll removes its fd from epoll, which would silence that handle: so
- * point the stopped poll at an fd of ours that epoll never watches before it is closed. */
-static void poll_detach_if_fd_taken(uvc_loop_t *L, uv_poll_t *p) {
-    uv__io_t *owner = fd_owner(L, p->io_watcher.fd);
-    if (owner != NULL && owner != &p->io_watcher && !uv_is_active((uv_handle_t *)p)
-        && L->signal_fds[1] >= 0)
-        p->io_watcher.fd = L->signal_fds[1];
-}
-
-static void poll_cb(uv_poll_t *p, int status, int events) {
-    uvc_base_t *b = p->data;
-    uvc_emit(b->loop, UVC_EV_POLL, b->slot, status, events, 0);
-}
-
-int uvc_poll_new(uvc_loop_t *L, int fd) {
-    if (L->closed)
-        return UV_EBADF;
-    /* libuv aborts the process when epoll_ctl fails on an fd it was given, so refuse a
-     * closed fd here, where it can still become an OSError. */
-    if (fcntl(fd, F_GETFD) < 0)
-        return uv_translate_sys_error(errno);
-    uvc_poll_t *h = uvc_handle_alloc(L, sizeof *h, offsetof(uvc_poll_t, poll));
-    if (h == NULL)
-        return UV_ENOMEM;
-    int r = uv_poll_init(&L->uv, &h->poll, fd);
-    if (r < 0) {
-        uvc_handle_discard(h);
-        return r;
-    }
-    h->poll.data = h;
-    return h->base.slot;
-}
-
-int uvc_poll_set(uvc_loop_t *L, int slot, int events) {
-    uvc_base_t *b = uvc_slot_get(L, slot);
-    if (b == NULL)
-        return UV_EBADF;
-    uv_poll_t *p = (uv_poll_t *)b->handle;
-    if (events == 0)
-        return uv_poll_stop(p);
-    int fd = p->io_watcher.fd;
-    if (fcntl(fd, F_GETFD) < 0)
-        return uv_translate_sys_error(errno);
-    /* A reused (stopped) poll must not take an fd another handle has meanwhile. */
-    uv__io_t *owner = fd_owner(L, fd);
-    if (owner != NULL && owner != &p->io_watcher)
-        return UV_EEXIST;
-    return uv_poll_start(p, events, poll_cb);
 }
 
 const char *uvc_strerror(int err) { return uv_strerror(err); }

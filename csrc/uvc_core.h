@@ -28,7 +28,7 @@ enum {
     UVC_EV_CONNECT = 6,     /* slot, a = status                                          */
     UVC_EV_ACCEPT = 7,      /* slot = server, a = status, b = new slot (or -1)           */
     UVC_EV_CLOSED = 8,      /* slot: its memory is gone; the last event of that slot     */
-    UVC_EV_POLL = 9,        /* slot, a = status, b = UV_READABLE|UV_WRITABLE mask        */
+    UVC_EV_POLL = 9,        /* slot = the fd set, a = fd, b = UVC_READABLE|UVC_WRITABLE  */
     UVC_EV_SIGNAL = 10,     /* a = signal number (read from Python's wakeup fd)          */
     UVC_EV_EXIT = 11,       /* slot, a = exit status, b = terminating signal             */
     UVC_EV_DNS = 12,        /* slot = request, a = status                                */
@@ -82,6 +82,7 @@ int uvc_wakeup(uvc_loop_t *L);
 int uvc_signal_fd(uvc_loop_t *L);
 int uvc_backend_fd(uvc_loop_t *L);
 int uvc_loop_fork(uvc_loop_t *L);
+/* Slots in use by handles Python opened (the loop's own fd set is not counted). */
 int uvc_active_slots(uvc_loop_t *L);
 
 /* Close a handle slot (any kind).  Its UVC_EV_CLOSED event follows. */
@@ -90,10 +91,6 @@ int uvc_close(uvc_loop_t *L, int slot);
 int uvc_ref(uvc_loop_t *L, int slot, int ref);
 /* The fd behind a handle, or a negative uv error. */
 int uvc_fileno(uvc_loop_t *L, int slot);
-
-/* add_reader / add_writer: one uv_poll_t per fd. */
-int uvc_poll_new(uvc_loop_t *L, int fd);
-int uvc_poll_set(uvc_loop_t *L, int slot, int events);
 
 const char *uvc_strerror(int err);
 const char *uvc_err_name(int err);
@@ -132,6 +129,7 @@ struct uvc_loop_s {
     int ndead, dead_cap;
     int active;
     int closed;
+    uvc_base_t *fdset;            /* uvc_fdset.c: the set of fds the loop does not own */
     int64_t test_arm_delay_us;    /* uvc_test_set_arm_delay */
 };
 

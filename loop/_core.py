@@ -26,6 +26,7 @@ import asyncio
 from ._errors import check, uv_error
 from ._handles import FAST_HANDLES, Handle, TimerHandle, _Handle, _TimerHandle, callback_error_context
 from ._uv import ffi, lib
+from .transports import _sockref
 
 logger = logging.getLogger("asyncio")
 
@@ -39,8 +40,6 @@ WORDS = lib.UVC_EVENT_WORDS
 # cancelled timers (asyncio's rule, also applied on cancel): call_later+cancel churn then
 # never grows the heap or the memory behind it.
 _COMPACT_MIN_CANCELLED = 50
-# Stopped uv_poll handles kept for reuse by the next add_reader/add_writer of their fd.
-_MAX_IDLE_FD_WATCHERS = 64
 # libuv timeouts are int milliseconds; a day keeps the value far from overflow and the
 # loop wakes (harmlessly) at most once a day when it has nothing to do.
 _MAX_TIMEOUT_MS = 86_400_000
@@ -92,33 +91,49 @@ def _sighandler_noop(signum, frame):
 
 
 class _FdWatcher:
-    """One uv_poll_t per fd, shared by its reader and writer (add_reader/add_writer)."""
+    """What one fd is watched for (add_reader/add_writer): its reader and writer handles."""
 
-    __slots__ = ("loop", "fd", "slot", "reader", "writer", "mask")
+    __slots__ = ("fd", "reader", "writer", "mask")
 
-    def __init__(self, loop, fd, slot):
-        self.loop = loop
+    def __init__(self, fd):
         self.fd = fd
-        self.slot = slot
         self.reader = None
         self.writer = None
         self.mask = 0
 
-    def _uv_event(self, kind, status, events, c):
-        # The callbacks run now, with the other I/O callbacks of this iteration.  On a poll
-        # error (such as EBADF) both run: their own read or write then meets the error, as
-        # they would with a selector reporting the fd ready.
-        if status < 0 or events & lib.UVC_READABLE:
-            r = self.reader
+
+class _FdSet:
+    """Owner of the fd set's slot (csrc/uvc_fdset.h): runs the callbacks of each ready fd."""
+
+    __slots__ = ("watchers",)
+
+    def __init__(self, watchers):
+        self.watchers = watchers
+
+    def _uv_event(self, kind, fd, events, c):
+        # The callbacks run now, with the other I/O callbacks of this iteration.  An error
+        # or hang-up reports both: their own read or write then meets it, as they would with
+        # a selector reporting the fd ready.
+        watcher = self.watchers.get(fd)
+        if watcher is None:
+            return  # unwatched by a callback earlier in this iteration
+        if events & lib.UVC_READABLE:
+            r = watcher.reader
             if r is not None and not r._cancelled:
                 r._run()
-        if status < 0 or events & lib.UVC_WRITABLE:
-            w = self.writer
+        if events & lib.UVC_WRITABLE:
+            w = watcher.writer
             if w is not None and not w._cancelled:
                 w._run()
 
+    def _uv_read(self, data):
+        pass
+
     def _uv_closed(self):
         pass
+
+    def __repr__(self):
+        return f"<_FdSet watching {sorted(self.watchers)}>"
 
 
 class CoreLoop(asyncio.AbstractEventLoop):
@@ -179,8 +194,9 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._asyncgens_shutdown_called = False
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
-        self._fd_watchers = {}  # fd -> _FdWatcher
-        self._fd_idle_watchers = 0  # of them, stopped ones kept for reuse
+        self._fd_watchers = {}  # fd -> _FdWatcher, for every fd watched now
+        self._fd_set_slot = None  # the fd set's slot, opened by the first watch
+        self._held_sockets = {}  # socket -> references taken by sock_* waits
         # fd -> transport using it: add_reader/add_writer refuse those fds, as asyncio does.
         # A plain dict (the transports drop their entry as they let go of the fd): a weak
         # one cost ~90 bytes more per connection.
@@ -566,8 +582,13 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._release_uv()
 
     def _release_uv(self):
+        held, self._held_sockets = self._held_sockets, {}
+        for sock, n in held.items():
+            for _ in range(n):
+                _sockref.release(sock)
         lib.uvc_loop_close(self._uv)
         self._fd_watchers.clear()
+        self._fd_set_slot = None
         self._fd_transports.clear()  # the loop holds no transport alive once closed
         self._slots = []
 
@@ -964,36 +985,35 @@ class CoreLoop(asyncio.AbstractEventLoop):
         return fileno
 
     def _fd_watch(self, fd, which, callback, args):
+        """Run callback(*args) whenever ``fd`` is ready (``which``: "reader" or "writer"),
+        replacing the earlier one; returns its Handle.  The fd is registered at once, so a
+        closed fd raises OSError here (see csrc/uvc_fdset.h for why it is not libuv's)."""
         self._check_closed()
         if self._debug:
             self._check_callback(callback, "add_reader" if which == "reader" else "add_writer")
+        if self._fd_set_slot is None:
+            slot = check(lib.uvc_fdset_open(self._uv))
+            self._slot_register(slot, _FdSet(self._fd_watchers))
+            self._fd_set_slot = slot
         handle = Handle(callback, args, self, None)
         watcher = self._fd_watchers.get(fd)
         if watcher is None:
-            slot = check(lib.uvc_poll_new(self._uv, fd))
-            watcher = _FdWatcher(self, fd, slot)
-            self._slot_register(slot, watcher)
-            self._fd_watchers[fd] = watcher
-        elif watcher.mask == 0:
-            self._fd_idle_watchers -= 1
+            watcher = _FdWatcher(fd)
+        mask = watcher.mask | (lib.UVC_READABLE if which == "reader" else lib.UVC_WRITABLE)
+        # Told to the kernel even when the mask stays: a watched fd closed without
+        # remove_reader left the set, and its number may be a new file's now.
+        check(lib.uvc_fdset_ctl(self._uv, fd, watcher.mask, mask))
+        watcher.mask = mask
+        self._fd_watchers[fd] = watcher
         old = getattr(watcher, which)
         setattr(watcher, which, handle)
-        mask = (lib.UVC_READABLE if watcher.reader else 0) | (
-            lib.UVC_WRITABLE if watcher.writer else 0
-        )
-        err = lib.uvc_poll_set(self._uv, watcher.slot, mask)
-        if err < 0:
-            setattr(watcher, which, old)
-            if old is None and watcher.mask == 0:
-                self._fd_idle_watchers += 1
-                self._fd_unwatch_all(watcher)
-            raise uv_error(err)
-        watcher.mask = mask
         if old is not None:
             old.cancel()
         return handle
 
     def _fd_unwatch(self, fd, which):
+        """Stop running ``fd``'s reader or writer; True if there was one.  The fd leaves
+        the set at once, so the caller may close it right after."""
         if self._closed:
             return False
         watcher = self._fd_watchers.get(fd)
@@ -1004,27 +1024,34 @@ class CoreLoop(asyncio.AbstractEventLoop):
             return False
         setattr(watcher, which, None)
         old.cancel()
-        if watcher.reader is None and watcher.writer is None:
-            # Stop the poll now: libuv drops the fd from epoll at once, so the caller may
-            # close the fd right after this returns.  The stopped handle is kept for the
-            # next add_reader/add_writer of this fd (sock_recv and friends watch and unwatch
-            # an fd on every wait); a bounded number of them.
-            watcher.mask = 0
-            lib.uvc_poll_set(self._uv, watcher.slot, 0)
-            self._fd_idle_watchers += 1
-            if self._fd_idle_watchers > _MAX_IDLE_FD_WATCHERS:
-                for idle in [w for w in self._fd_watchers.values() if w.mask == 0]:
-                    self._fd_unwatch_all(idle)
-        else:
-            watcher.mask = lib.UVC_READABLE if watcher.reader else lib.UVC_WRITABLE
-            lib.uvc_poll_set(self._uv, watcher.slot, watcher.mask)
+        mask = watcher.mask & ~(lib.UVC_READABLE if which == "reader" else lib.UVC_WRITABLE)
+        # A failure means the fd was closed under us: nothing is watched then either.
+        lib.uvc_fdset_ctl(self._uv, fd, watcher.mask, mask)
+        watcher.mask = mask
+        if not mask:
+            del self._fd_watchers[fd]
         return True
 
-    def _fd_unwatch_all(self, watcher):
-        """Close an idle watcher's poll handle."""
-        del self._fd_watchers[watcher.fd]
-        self._fd_idle_watchers -= 1
-        lib.uvc_close(self._uv, watcher.slot)
+    def _hold_socket(self, sock):
+        """Defer ``sock.close()`` until _release_socket() (for a sock_* wait); True if held.
+        The loop gives back what it still holds when it closes, so a wait abandoned with
+        the loop does not keep the socket open until its coroutine is collected."""
+        if not _sockref.hold(sock):
+            return False
+        held = self._held_sockets
+        held[sock] = held.get(sock, 0) + 1
+        return True
+
+    def _release_socket(self, sock):
+        held = self._held_sockets
+        n = held.get(sock)
+        if n is None:
+            return  # given back by close() already
+        if n > 1:
+            held[sock] = n - 1
+        else:
+            del held[sock]
+        _sockref.release(sock)
 
     def add_reader(self, fd, callback, *args):
         """Call callback(*args) whenever ``fd`` (an int or an object with fileno()) is
@@ -1140,9 +1167,13 @@ class CoreLoop(asyncio.AbstractEventLoop):
 
     def _after_fork(self):
         """Make the loop usable in a forked child: libuv re-creates its epoll set, which
-        the child would otherwise share with its parent (each stealing the other's events)."""
+        the child would otherwise share with its parent (each stealing the other's events),
+        and so does the fd set, whose fresh epoll set gets the child's registrations again."""
         if not self._closed:
             lib.uvc_loop_fork(self._uv)
+            for fd, watcher in list(self._fd_watchers.items()):
+                if lib.uvc_fdset_ctl(self._uv, fd, 0, watcher.mask) < 0:
+                    del self._fd_watchers[fd]  # closed in the parent before the fork
 
 
 _live_loops = weakref.WeakSet()

@@ -11,6 +11,7 @@ from asyncio import trsock
 
 from ._errors import check, uv_error
 from ._uv import lib
+from .transports import _sockref
 from .transports.stream import SocketTransport
 
 # accept() errors that mean "out of resources": logged; libuv keeps the server accepting
@@ -36,13 +37,21 @@ def adopt_stream_socket(loop, sock):
 class _Listener:
     """Owner of one listening slot: hands its accept events to the server."""
 
-    __slots__ = ("server", "sock", "slot", "closed")
+    __slots__ = ("server", "sock", "slot", "closed", "held")
 
     def __init__(self, server, sock, slot):
         self.server = server
         self.sock = sock
         self.slot = slot
         self.closed = False
+        # A sock= given to create_server stays the caller's object: its close() must not
+        # close the fd libuv listens on (transports/_sockref.py).
+        self.held = _sockref.hold(sock)
+
+    def _release_sock(self):
+        if self.held:
+            self.held = False
+            _sockref.release(self.sock)
 
     def _uv_event(self, kind, status, slot, fd):
         self.server._accepted(self, status, slot, fd)
@@ -60,6 +69,7 @@ class _Listener:
         loop = self.server._loop
         self.sock.detach()  # libuv closes the fd with the slot
         self.sock.close()
+        self._release_sock()
         loop._uv_close(self.slot)
 
     def _detach_from_loop(self):
@@ -69,6 +79,7 @@ class _Listener:
         self.closed = True
         if self.sock.fileno() >= 0:
             self.sock.detach()
+        self._release_sock()
 
 
 class Server(asyncio.AbstractServer):

@@ -141,12 +141,17 @@ class SocketMethods:
         fut = self.create_future()
         fd = self._ensure_fd_no_transport(sock.fileno())
         handle = self._fd_watch(fd, which, callback, (fut,) + args)
+        # Closing the socket meanwhile (another task) marks it closed; the fd closes when
+        # this wait ends, so the operation finishes (see transports/_sockref.py).
+        held = self._hold_socket(sock)
         try:
             return await fut
         finally:
             # A cancelled handle was replaced by a later wait on the same fd: leave that one.
             if not handle.cancelled():
                 self._fd_unwatch(fd, which)
+            if held:
+                self._release_socket(sock)
             fut = None  # break the frame <-> exception cycle
 
     async def sock_recv(self, sock, n):

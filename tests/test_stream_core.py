@@ -174,7 +174,8 @@ def test_calls_after_close_fail_cleanly(loop):
     assert lib.uvc_read_start(uv, a_slot) < 0
     assert lib.uvc_close(uv, s_slot) < 0
     assert lib.uvc_wakeup(uv) < 0
-    assert lib.uvc_poll_new(uv, 0) < 0
+    assert lib.uvc_fdset_open(uv) < 0
+    assert lib.uvc_fdset_ctl(uv, 0, 0, lib.UVC_READABLE) < 0
     assert lib.uvc_tcp_new(uv) < 0
 
 

@@ -16,6 +16,7 @@ import asyncio
 
 from .._errors import uv_error
 from .._uv import ffi, lib
+from . import _sockref
 from ._flow import water_marks
 
 logger = logging.getLogger("asyncio")
@@ -57,6 +58,9 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
         self._loop = loop
         self._sock = sock
         self._sock_fd = sock.fileno()
+        # The caller may still close its socket object: for the Unix transport that would
+        # pull the fd from under the loop (transports/_sockref.py).
+        self._sock_held = _sockref.hold(sock)
         self._protocol = protocol
         # Protocol callbacks run in the context the transport was created in.
         self._context = contextvars.copy_context()
@@ -244,6 +248,13 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
             self._loop._forget_fd_transport(self._sock_fd, self)
             self._protocol = None
             self._loop = None
+
+
+    def _close_sock(self, sock):
+        sock.close()
+        if self._sock_held:
+            self._sock_held = False
+            _sockref.release(sock)  # the real close, if close() above was deferred
 
 
 class UDPTransport(_DatagramTransportBase):
@@ -463,7 +474,7 @@ class UDPTransport(_DatagramTransportBase):
         loop = self._loop
         if self._slot is not None and loop is not None and not loop.is_closed():
             loop._uv_close(self._slot)  # libuv closes its own duplicate of the fd
-        sock.close()
+        self._close_sock(sock)
 
 
 class SocketDatagramTransport(_DatagramTransportBase):
@@ -583,4 +594,4 @@ class SocketDatagramTransport(_DatagramTransportBase):
         if loop is not None and not loop.is_closed():
             self._stop_reading()
             self._stop_writing()
-        sock.close()
+        self._close_sock(sock)

@@ -184,7 +184,7 @@ class WritePipeTransport(_PipeTransport, asyncio.WriteTransport):
             pipe, (stat.S_ISFIFO, stat.S_ISSOCK, stat.S_ISCHR),
             "Pipe transport is only for pipes, sockets and character devices",
         )
-        self._hangup_slot = None
+        self._hangup_fd = None  # libuv's duplicate, while watched for the reader going away
         _PipeTransport.__init__(self, loop, pipe, fileno, protocol, waiter, extra, False)
         # A pty gives no sign of its reader going away (asyncio does not watch it either).
         if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
@@ -204,19 +204,26 @@ class WritePipeTransport(_PipeTransport, asyncio.WriteTransport):
     def _watch_hangup(self):
         if self._closing or self._handle_closed:
             return
-        # A poll on the caller's fd (libuv's stream has the duplicate): readable when a
-        # socket's peer closed, POLLERR/POLLHUP when a pipe's last reader closed.
-        slot = lib.uvc_poll_new(self._uv, self._fileno)
-        if slot < 0:
+        # Readable when a socket's peer closed, EPOLLERR/EPOLLHUP when a pipe's last reader
+        # closed.  Watched on libuv's duplicate of the fd, through the loop's fd set: the
+        # caller may close its own fd at any time.
+        fd = lib.uvc_fileno(self._uv, self._slot)
+        if fd < 0:
+            return
+        try:
+            self._loop._fd_watch(fd, "reader", self._hangup_ready, ())
+        except OSError:
             return  # not pollable: the next write reports the lost reader instead
-        self._hangup_slot = slot
-        self._loop._slot_register(slot, _HangupWatch(self))
-        lib.uvc_poll_set(self._uv, slot, lib.UVC_READABLE)
+        self._hangup_fd = fd
 
     def _unwatch_hangup(self):
-        slot, self._hangup_slot = self._hangup_slot, None
-        if slot is not None and not self._loop.is_closed():
-            self._loop._uv_close(slot)
+        fd, self._hangup_fd = self._hangup_fd, None
+        if fd is not None:
+            self._loop._fd_unwatch(fd, "reader")
+
+    def _hangup_ready(self):
+        if self._hangup_fd is not None:
+            self._ctx_run(self._hangup)
 
     def _hangup(self):
         """The read end is gone: connection_lost(BrokenPipeError) if data was still
@@ -258,23 +265,3 @@ class WritePipeTransport(_PipeTransport, asyncio.WriteTransport):
             return
         self._block_writes()
         StreamTransportBase.abort(self)
-
-
-class _HangupWatch:
-    """Owner of the poll slot that watches a write pipe for its reader going away."""
-
-    __slots__ = ("transport",)
-
-    def __init__(self, transport):
-        self.transport = transport
-
-    def _uv_read(self, data):
-        pass
-
-    def _uv_event(self, kind, status, events, c):
-        transport = self.transport
-        if transport is not None and transport._hangup_slot is not None:
-            transport._ctx_run(transport._hangup)
-
-    def _uv_closed(self):
-        self.transport = None

@@ -35,6 +35,7 @@ from asyncio import trsock
 
 from .._errors import uv_error
 from .._uv import ffi, lib
+from . import _sockref
 from ._flow import water_marks
 
 logger = logging.getLogger("asyncio")
@@ -667,12 +668,16 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
     """
 
     _kind = "socket"
+    _sock_held = False  # a close() of the socket object waits for this transport's release
 
     def __init__(self, loop, slot, fd, protocol, *, sock=None, context=None, extra=None,
                  server=None, waiter=None):
         self._sock = sock
         self._fd = fd
         if sock is not None:
+            # The caller may still close its socket object: that must not close the fd
+            # libuv reads and writes (transports/_sockref.py).
+            self._sock_held = _sockref.hold(sock)
             # As asyncio: known from the start, still answered after the close.  Accepted
             # connections (no socket object yet) look them up on first use instead, which
             # saves two system calls per connection; they are answered while the fd is
@@ -694,6 +699,7 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
         if sock is None and not self._handle_closed:
             # The fd stays libuv's: _release_resource() detaches this object before close.
             sock = self._sock = socket.socket(fileno=self._fd)
+            self._sock_held = _sockref.hold(sock)
         return sock
 
     def _get_extra_lazy(self, name):
@@ -738,6 +744,9 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
         if sock is not None and sock.fileno() >= 0:
             sock.detach()   # libuv closes the fd
             sock.close()    # marks the Python object closed
+        if self._sock_held:
+            self._sock_held = False
+            _sockref.release(sock)
 
     def __repr__(self):
         r = StreamTransportBase.__repr__(self)

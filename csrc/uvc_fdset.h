@@ -1,0 +1,35 @@
+/* uvcffi fd set: the fds the loop watches but does not own (add_reader/add_writer, the
+ * sock_* waits, a write pipe's hang-up watch).
+ *
+ * They live in an epoll set of the core's own, which libuv watches through one uv_poll on
+ * the set's fd, not in libuv's epoll set: libuv applies its pending epoll changes at the
+ * start of each poll and aborts the process when epoll_ctl fails (EBADF for an fd closed
+ * under the loop, ENOENT for a number reused since), and a user may close such an fd at
+ * any moment.  Here every epoll_ctl runs at once, in the call that asks for it, so a
+ * closed fd is an error code for that call (add_reader raises OSError, as asyncio's
+ * selector does), and a registration the kernel dropped is simply made again.
+ *
+ * Events: UVC_EV_POLL with slot = the set's slot, a = fd, b = UVC_READABLE|UVC_WRITABLE
+ * (an error or hang-up reports both, as the selectors module does).
+ */
+#ifndef UVC_FDSET_H
+#define UVC_FDSET_H
+
+#include "uvc_core.h"
+
+/* cffi-begin */
+/* Open the loop's fd set (once; later calls return the same slot).  Returns its slot. */
+int uvc_fdset_open(uvc_loop_t *L);
+/* Watch ``fd`` for ``events`` (UVC_READABLE|UVC_WRITABLE; 0 stops watching it), ``old``
+ * being what it was watched for.  Returns 0 or a negative uv error (the fd's: UV_EBADF,
+ * UV_EPERM for a regular file ...).  Stopping never fails: a closed fd is already gone. */
+int uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events);
+/* The set's epoll fd (tests read its registrations from /proc), or a negative uv error. */
+int uvc_fdset_fd(uvc_loop_t *L);
+/* cffi-end */
+
+/* After fork: give the child an epoll set of its own under the same fd number (the one it
+ * inherited is the parent's set).  Python then registers its fds again. */
+void uvc_fdset_after_fork(uvc_loop_t *L);
+
+#endif

@@ -1,0 +1,329 @@
+"""A socket or fd closed under the loop: never an abort, never a hang, never a misrouted byte.
+
+libuv aborts the process when epoll_ctl fails on an fd it watches, so each scenario runs in
+a child interpreter: an abort is then a failed test, not a dead test run.  Expected, as uvloop
+does (asyncio hangs in several): an operation pending on a socket another task closes
+finishes (the fd closes when it ends); a transport's socket closed by its creator keeps
+working until the transport closes; add_reader/add_writer on a closed fd raise OSError.
+"""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PRELUDE = """
+import asyncio, os, socket, sys, threading, time
+import uvcffi
+
+def listener():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    return srv
+
+async def connected_pair(loop):
+    srv = listener()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, srv.getsockname())
+    peer, _ = srv.accept()
+    srv.close()
+    return sock, peer
+"""
+
+
+def run_isolated(body):
+    """Run ``async def main()`` (in ``body``) with uvcffi in a child; return the last line
+    it prints.  A crash or a hang (the child's watchdog) fails the test."""
+    code = PRELUDE + textwrap.dedent(body)
+    if "async def main" in body:
+        code += "\nprint('result', uvcffi.run(main()))\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr}"
+    return proc.stdout.split("\n")[-2]
+
+
+def test_sock_connect_then_close_completes_the_connect():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = listener()
+        sock = socket.socket()
+        sock.setblocking(False)
+        f = asyncio.ensure_future(loop.sock_connect(sock, srv.getsockname()))
+        loop.call_soon(sock.close)
+        await f
+        closed = sock.fileno() == -1
+        srv.close()
+        return ("ok", closed)
+    """) == "result ('ok', True)"
+
+
+@pytest.mark.parametrize("method", ["sock_recv", "sock_recv_into"])
+def test_pending_recv_on_a_socket_closed_by_another_task_gets_the_data(method):
+    assert run_isolated(f"""
+    async def main():
+        loop = asyncio.get_running_loop()
+        sock, peer = await connected_pair(loop)
+        buf = bytearray(10)
+        if "{method}" == "sock_recv":
+            f = asyncio.ensure_future(loop.sock_recv(sock, 10))
+        else:
+            f = asyncio.ensure_future(loop.sock_recv_into(sock, buf))
+
+        async def close_it():
+            await asyncio.sleep(0.05)
+            sock.close()
+            await asyncio.sleep(0.05)
+            peer.send(b"helo")
+
+        closer = asyncio.ensure_future(close_it())
+        got = await f
+        await closer
+        data = got if isinstance(got, bytes) else bytes(buf[:got])
+        peer.close()
+        return (data, sock.fileno())
+    """) == "result (b'helo', -1)"
+
+
+def test_pending_recv_ends_when_the_peer_closes():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        sock, peer = await connected_pair(loop)
+        f = asyncio.ensure_future(loop.sock_recv(sock, 10))
+        await asyncio.sleep(0.02)
+        sock.close()
+        await asyncio.sleep(0.02)
+        peer.close()
+        return (await f, sock.fileno())
+    """) == "result (b'', -1)"
+
+
+def test_sock_sendall_then_close_sends_everything():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        sock, peer = await connected_pair(loop)
+        payload = b"x" * (8 << 20)  # far more than the socket buffers hold
+        f = asyncio.ensure_future(loop.sock_sendall(sock, payload))
+        loop.call_soon(sock.close)
+        got = bytearray()
+        def drain():
+            while len(got) < len(payload):
+                chunk = peer.recv(1 << 20)
+                if not chunk:
+                    break
+                got.extend(chunk)
+        t = threading.Thread(target=drain)
+        t.start()
+        await f
+        await loop.run_in_executor(None, t.join)
+        peer.close()
+        return (len(got) == len(payload), sock.fileno())
+    """) == "result (True, -1)"
+
+
+def test_sock_accept_then_close_accepts():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = listener()
+        srv.setblocking(False)
+        f = asyncio.ensure_future(loop.sock_accept(srv))
+        await asyncio.sleep(0.01)
+        srv.close()
+        client = socket.create_connection(srv.getsockname())
+        conn, _ = await f
+        conn.close()
+        client.close()
+        return srv.fileno()
+    """) == "result -1"
+
+
+def test_a_closed_loop_lets_go_of_the_sockets_of_abandoned_waits():
+    assert run_isolated("""
+    loop = uvcffi.new_event_loop()
+    async def abandon():
+        sock, peer = await connected_pair(loop)
+        asyncio.ensure_future(loop.sock_recv(sock, 10))
+        await asyncio.sleep(0.01)
+        return sock, peer
+    sock, peer = loop.run_until_complete(abandon())
+    sock.close()
+    print("before", sock.fileno() != -1)
+    loop.close()
+    print("after", sock.fileno())
+    peer.close()
+    """) == "after -1"
+
+
+@pytest.mark.parametrize("which", ["reader", "writer"])
+def test_an_int_fd_closed_while_watched_never_aborts(which):
+    assert run_isolated(f"""
+    async def main():
+        loop = asyncio.get_running_loop()
+        add = loop.add_{which}
+        results = []
+        for round in range(50):
+            a, b = socket.socketpair()
+            fd = a.detach()
+            add(fd, lambda: None)
+            if round % 2:
+                await asyncio.sleep(0)  # watched for an iteration first
+            os.close(fd)
+            # A change to a closed fd's watch reaches the kernel at once: an error here,
+            # never an abort in libuv later.
+            try:
+                loop.add_{"writer" if which == "reader" else "reader"}(fd, lambda: None)
+            except OSError:
+                results.append("refused")
+            await asyncio.sleep(0)
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+            b.close()
+        return sorted(set(results))
+    """) == "result ['refused']"
+
+
+def test_a_reused_fd_number_is_watched_again():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        number = a.fileno()
+        loop.add_reader(number, lambda: None)
+        await asyncio.sleep(0)
+        a.close()  # closed without remove_reader: the kernel drops it from the set
+        c, d = socket.socketpair()
+        assert c.fileno() == number or d.fileno() == number
+        mine = c if c.fileno() == number else d
+        other = d if mine is c else c
+        got = loop.create_future()
+        loop.add_reader(number, lambda: got.done() or got.set_result(mine.recv(10)))
+        other.send(b"again")
+        data = await asyncio.wait_for(got, 10)
+        loop.remove_reader(number)
+        for s in (b, c, d):
+            s.close()
+        return data
+    """) == "result b'again'"
+
+
+def test_add_reader_on_a_closed_fd_raises_oserror():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        try:
+            loop.add_reader(r, print)
+        except OSError as exc:
+            return type(exc).__name__
+    """) == "result OSError"
+
+
+def test_create_connection_sock_closed_by_its_creator_keeps_working():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        got = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def data_received(self, data):
+                got.set_result(data)
+
+        transport, _ = await loop.create_connection(Proto, sock=a)
+        a.close()  # the transport owns it now; the fd closes with the transport
+        await asyncio.sleep(0.01)
+        transport.write(b"out")
+        b.send(b"in")
+        data = await asyncio.wait_for(got, 10)
+        echoed = b.recv(10)
+        transport.close()
+        await asyncio.sleep(0.01)
+        b.close()
+        return (data, echoed, a.fileno())
+    """) == "result (b'in', b'out', -1)"
+
+
+def test_create_server_sock_closed_by_its_creator_keeps_serving():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv_sock = listener()
+        addr = srv_sock.getsockname()
+        done = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def data_received(self, data):
+                done.set_result(data)
+
+        server = await loop.create_server(Proto, sock=srv_sock)
+        srv_sock.close()
+        await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection(*addr)
+        writer.write(b"hello")
+        data = await asyncio.wait_for(done, 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return (data, srv_sock.fileno())
+    """) == "result (b'hello', -1)"
+
+
+def test_unix_datagram_sock_closed_by_its_creator_keeps_working():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        got = loop.create_future()
+
+        class Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                got.set_result(data)
+
+        transport, _ = await loop.create_datagram_endpoint(Proto, sock=a)
+        a.close()
+        await asyncio.sleep(0.01)
+        b.send(b"dgram")
+        data = await asyncio.wait_for(got, 10)
+        transport.close()
+        await asyncio.sleep(0.01)
+        b.close()
+        return (data, a.fileno())
+    """) == "result (b'dgram', -1)"
+
+
+def test_pipes_closed_by_their_creator_keep_working():
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        r, w = os.pipe()
+        rfile, wfile = open(r, "rb", 0), open(w, "wb", 0)
+        got = loop.create_future()
+        lost = loop.create_future()
+
+        class Reader(asyncio.Protocol):
+            def data_received(self, data):
+                got.set_result(data)
+
+        class Writer(asyncio.BaseProtocol):
+            def connection_lost(self, exc):
+                lost.set_result(exc)
+
+        rt, _ = await loop.connect_read_pipe(Reader, rfile)
+        wt, _ = await loop.connect_write_pipe(Writer, wfile)
+        rfile.close()  # the transports work on duplicates: closing these is harmless
+        wfile.close()
+        await asyncio.sleep(0.01)
+        wt.write(b"piped")
+        data = await asyncio.wait_for(got, 10)
+        rt.close()  # the read end goes: the write pipe's hang-up watch reports it
+        exc = await asyncio.wait_for(lost, 10)
+        return (data, exc)
+    """) == "result (b'piped', None)"

@@ -1,0 +1,26 @@
+"""Keeping a caller's socket open while the loop uses its fd (uvloop does the same).
+
+``socket.socket.close()`` closes the fd only once no ``makefile()`` object refers to it
+(``_io_refs``); until then it marks the socket closed and leaves the real close to the last
+reference's ``_decref_socketios()``.  The loop takes such a reference for as long as libuv
+or a sock_* wait uses the fd: a close() from another task then never pulls the fd from
+under libuv (which aborts the process when epoll_ctl meets a closed fd), its number is never
+reused by another file while the loop still uses it, and a pending operation finishes (a
+sock_connect connects, a sock_recv gets the data the peer sends).  The socket closes for
+real when the loop lets go.  (``_io_refs`` is part of socket.socket on every Python 3 and on
+PyPy; an object without it, such as a bare _socket.socket, is used unheld.)
+"""
+
+
+def hold(sock):
+    """Take a reference that defers ``sock.close()``; True if one was taken."""
+    refs = getattr(sock, "_io_refs", None)
+    if refs.__class__ is not int:  # not a socket.socket (a stand-in in a test, say)
+        return False
+    sock._io_refs = refs + 1
+    return True
+
+
+def release(sock):
+    """Give back a reference taken by hold(); closes the socket if close() came meanwhile."""
+    sock._decref_socketios()

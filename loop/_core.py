@@ -34,6 +34,8 @@ EV_READ = lib.UVC_EV_READ
 EV_CLOSED = lib.UVC_EV_CLOSED
 EV_POLL = lib.UVC_EV_POLL
 EV_SIGNAL = lib.UVC_EV_SIGNAL
+READABLE = lib.UVC_READABLE
+WRITABLE = lib.UVC_WRITABLE
 WORDS = lib.UVC_EVENT_WORDS
 
 # Compact the timer heap once more than half of it, and more than 50 entries, are
@@ -117,11 +119,11 @@ class _FdSet:
         watcher = self.watchers.get(fd)
         if watcher is None:
             return  # unwatched by a callback earlier in this iteration
-        if events & lib.UVC_READABLE:
+        if events & READABLE:
             r = watcher.reader
             if r is not None and not r._cancelled:
                 r._run()
-        if events & lib.UVC_WRITABLE:
+        if events & WRITABLE:
             w = watcher.writer
             if w is not None and not w._cancelled:
                 w._run()
@@ -196,7 +198,8 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._coroutine_origin_tracking_saved_depth = None
         self._fd_watchers = {}  # fd -> _FdWatcher, for every fd watched now
         self._fd_set_slot = None  # the fd set's slot, opened by the first watch
-        self._held_sockets = {}  # socket -> references taken by sock_* waits
+        # socket -> references sock_* waits hold (loop/_sockets.py); given back by close()
+        self._held_sockets = {}
         # fd -> transport using it: add_reader/add_writer refuse those fds, as asyncio does.
         # A plain dict (the transports drop their entry as they let go of the fd): a weak
         # one cost ~90 bytes more per connection.
@@ -999,10 +1002,12 @@ class CoreLoop(asyncio.AbstractEventLoop):
         watcher = self._fd_watchers.get(fd)
         if watcher is None:
             watcher = _FdWatcher(fd)
-        mask = watcher.mask | (lib.UVC_READABLE if which == "reader" else lib.UVC_WRITABLE)
+        mask = watcher.mask | (READABLE if which == "reader" else WRITABLE)
         # Told to the kernel even when the mask stays: a watched fd closed without
         # remove_reader left the set, and its number may be a new file's now.
-        check(lib.uvc_fdset_ctl(self._uv, fd, watcher.mask, mask))
+        err = _fdset_ctl(self._uv, fd, watcher.mask, mask)
+        if err < 0:
+            raise uv_error(err)
         watcher.mask = mask
         self._fd_watchers[fd] = watcher
         old = getattr(watcher, which)
@@ -1024,34 +1029,13 @@ class CoreLoop(asyncio.AbstractEventLoop):
             return False
         setattr(watcher, which, None)
         old.cancel()
-        mask = watcher.mask & ~(lib.UVC_READABLE if which == "reader" else lib.UVC_WRITABLE)
+        mask = watcher.mask & ~(READABLE if which == "reader" else WRITABLE)
         # A failure means the fd was closed under us: nothing is watched then either.
-        lib.uvc_fdset_ctl(self._uv, fd, watcher.mask, mask)
+        _fdset_ctl(self._uv, fd, watcher.mask, mask)
         watcher.mask = mask
         if not mask:
             del self._fd_watchers[fd]
         return True
-
-    def _hold_socket(self, sock):
-        """Defer ``sock.close()`` until _release_socket() (for a sock_* wait); True if held.
-        The loop gives back what it still holds when it closes, so a wait abandoned with
-        the loop does not keep the socket open until its coroutine is collected."""
-        if not _sockref.hold(sock):
-            return False
-        held = self._held_sockets
-        held[sock] = held.get(sock, 0) + 1
-        return True
-
-    def _release_socket(self, sock):
-        held = self._held_sockets
-        n = held.get(sock)
-        if n is None:
-            return  # given back by close() already
-        if n > 1:
-            held[sock] = n - 1
-        else:
-            del held[sock]
-        _sockref.release(sock)
 
     def add_reader(self, fd, callback, *args):
         """Call callback(*args) whenever ``fd`` (an int or an object with fileno()) is
@@ -1191,6 +1175,7 @@ if hasattr(os, "register_at_fork"):
 _new_object = object.__new__
 _copy_context = contextvars.copy_context
 _uvc_run_once = lib.uvc_run_once
+_fdset_ctl = lib.uvc_fdset_ctl
 _unpack = ffi.unpack
 
 

@@ -14,6 +14,7 @@ import socket
 from asyncio import SendfileNotAvailableError
 
 from ._dns import numeric_addrinfo
+from .transports import _sockref
 
 try:
     import ssl
@@ -142,8 +143,12 @@ class SocketMethods:
         fd = self._ensure_fd_no_transport(sock.fileno())
         handle = self._fd_watch(fd, which, callback, (fut,) + args)
         # Closing the socket meanwhile (another task) marks it closed; the fd closes when
-        # this wait ends, so the operation finishes (see transports/_sockref.py).
-        held = self._hold_socket(sock)
+        # this wait ends, so the operation finishes (see transports/_sockref.py).  The loop
+        # counts what it holds, to give it back if it closes first.
+        held = _sockref.hold(sock)
+        if held:
+            holds = self._held_sockets
+            holds[sock] = holds.get(sock, 0) + 1
         try:
             return await fut
         finally:
@@ -151,7 +156,12 @@ class SocketMethods:
             if not handle.cancelled():
                 self._fd_unwatch(fd, which)
             if held:
-                self._release_socket(sock)
+                holds = self._held_sockets
+                n = holds.pop(sock, 0)
+                if n:  # else the loop closed and gave it back
+                    if n > 1:
+                        holds[sock] = n - 1
+                    _sockref.release(sock)
             fut = None  # break the frame <-> exception cycle
 
     async def sock_recv(self, sock, n):

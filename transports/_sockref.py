@@ -14,10 +14,10 @@ PyPy; an object without it, such as a bare _socket.socket, is used unheld.)
 
 def hold(sock):
     """Take a reference that defers ``sock.close()``; True if one was taken."""
-    refs = getattr(sock, "_io_refs", None)
-    if refs.__class__ is not int:  # not a socket.socket (a stand-in in a test, say)
+    try:
+        sock._io_refs += 1
+    except (AttributeError, TypeError):  # not a socket.socket (a test's stand-in, say)
         return False
-    sock._io_refs = refs + 1
     return True
 
 

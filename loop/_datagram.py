@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from ._core import logger
+from ._dns import address_addrinfo
 from .transports.datagram import SocketDatagramTransport, UDPTransport
 
 _unset = object()
@@ -26,8 +27,13 @@ class DatagramMethods:
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
     async def _datagram_resolve(self, address, family, proto, flags):
-        # getaddrinfo answers IP literals itself, without the resolver's thread pool.
         host, port = address[:2]
+        # An IP address with a numeric port, in any range, is used as it is, as asyncio
+        # does: bind() or connect() then refuses a port outside 0-65535 (OverflowError),
+        # which getaddrinfo would silently wrap (70000 -> 4464).
+        infos = address_addrinfo(host, port, family, socket.SOCK_DGRAM, proto)
+        if infos is not None:
+            return infos
         return await self.getaddrinfo(
             host, port, family=family, type=socket.SOCK_DGRAM, proto=proto, flags=flags
         )

@@ -13,7 +13,7 @@ import socket
 
 from asyncio import SendfileNotAvailableError
 
-from ._dns import numeric_addrinfo
+from ._dns import address_addrinfo
 
 try:
     import ssl
@@ -227,11 +227,30 @@ class SocketMethods:
 
     async def sock_connect(self, sock, address):
         """Connect ``sock`` to ``address``; a host name is resolved with getaddrinfo()
-        first (for AF_INET/AF_INET6 sockets)."""
+        first (for AF_INET/AF_INET6 sockets).  An address the socket module refuses raises
+        what socket.connect() raises for it: TypeError for one that is not a (host, port[,
+        flowinfo[, scope_id]]) sequence, OverflowError for a port outside 0-65535."""
         _check_socket(sock)
         if sock.family in _INET_FAMILIES:
+            if isinstance(address, (str, bytes, bytearray)):
+                # Never an AF_INET/AF_INET6 address.  asyncio slices it into host and
+                # port like a tuple, which gives a TypeError for any name longer than
+                # four characters ("localhost") but gaierror or ValueError for shorter
+                # ones; uvcffi gives socket.connect()'s TypeError for all.
+                name = "AF_INET" if sock.family == socket.AF_INET else "AF_INET6"
+                raise TypeError(f"{name} address must be tuple, not {type(address).__name__}")
             host, port = address[:2]
-            infos = numeric_addrinfo(host, port, sock.family, sock.type, sock.proto)
+            if len(address) > 4:
+                # socket.connect()'s TypeError, in its words (asyncio's is a TypeError too).
+                if sock.family == socket.AF_INET:
+                    raise TypeError("AF_INET address must be a pair (host, port)")
+                raise TypeError(
+                    "AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])"
+                )
+            # An IP address is taken as it is, the port as int(port) in any range, as
+            # asyncio takes them: connect() below then refuses a port outside 0-65535 with
+            # the socket module's OverflowError, where getaddrinfo would wrap it.
+            infos = address_addrinfo(host, port, sock.family, sock.type, sock.proto)
             if infos is not None:
                 resolved = infos[0][4]
                 if len(resolved) == 4 and len(address) > 2:

@@ -19,6 +19,7 @@ import stat
 import sys
 from asyncio import staggered
 
+from ._dns import address_addrinfo
 from ._server import Server, adopt_stream_socket
 from ._sockets import check_sendfile_args
 from ._tls import check_ssl_argument, check_tls_timeouts
@@ -142,7 +143,12 @@ class StreamMethods:
     # ------------------------------------------------------------------ helpers
 
     async def _resolve_stream(self, host, port, family=0, proto=0, flags=0):
-        # getaddrinfo answers IP literals itself, without the resolver's thread pool.
+        # An IP address with a numeric port, in any range, is used as it is, as asyncio
+        # does: bind() or connect() then refuses a port outside 0-65535 (OverflowError),
+        # which getaddrinfo would silently wrap (70000 -> 4464).
+        infos = address_addrinfo(host, port, family, socket.SOCK_STREAM, proto)
+        if infos is not None:
+            return infos
         return await self.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
                                       proto=proto, flags=flags)
 

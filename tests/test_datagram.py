@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+from _helpers import socket_refusal
 from uvcffi.transports import datagram as dg_module
 from uvcffi._uv import lib
 
@@ -203,6 +204,27 @@ def test_malformed_address_is_fatal_as_in_asyncio(loop):
         assert isinstance(await up.lost, OverflowError)
 
     run(loop, main())
+
+
+@pytest.mark.parametrize(
+    "host,port",
+    [("127.0.0.1", 70000), ("127.0.0.1", -1), ("127.0.0.1", "70000"),
+     pytest.param("::1", 71091, marks=needs_ipv6)],
+)
+def test_endpoint_port_out_of_range(anyloop, host, port):
+    # asyncio binds/connects the IP address as it is: the socket refuses the port with
+    # OverflowError.  getaddrinfo would wrap it (70000 -> 4464), as uvcffi used to.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    async def main():
+        for kw, method in (("local_addr", "bind"), ("remote_addr", "connect")):
+            exc_type, message = socket_refusal(
+                method, (host, int(port)), family=family, kind=socket.SOCK_DGRAM)
+            with pytest.raises(exc_type) as info:
+                await anyloop.create_datagram_endpoint(Proto, **{kw: (host, port)})
+            assert str(info.value) == message
+
+    run(anyloop, main())
 
 
 def test_sendto_after_close_warns_after_threshold(loop, caplog):

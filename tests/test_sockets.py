@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from _helpers import run
+from _helpers import has_ipv6_loopback, run, socket_refusal
 
 
 def needs(loop, name):
@@ -152,6 +152,53 @@ def test_connect_unknown_host(anyloop):
     with c:
         with pytest.raises(socket.gaierror):
             run(anyloop, anyloop.sock_connect(c, ("no-such-host.invalid", 80)), timeout=30)
+
+
+needs_ipv6_loopback = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+
+
+@pytest.mark.parametrize("address", [
+    ("127.0.0.1", 70000),
+    ("127.0.0.1", -1),
+    ("127.0.0.1", "65536"),
+    ("127.0.0.1", 2**70),
+    pytest.param(("::1", 70000, 0, 0), marks=needs_ipv6_loopback),
+])
+def test_connect_port_out_of_range(anyloop, address):
+    # The address is used as it is, so connect() refuses the port (OverflowError) where
+    # getaddrinfo would have wrapped it: 70000 would connect to port 4464.
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    exc_type, message = socket_refusal(
+        "connect", (address[0], int(address[1])) + address[2:], family=family)
+    c = socket.socket(family)
+    c.setblocking(False)
+    with c:
+        with pytest.raises(exc_type) as info:
+            run(anyloop, anyloop.sock_connect(c, address))
+        assert str(info.value) == message
+
+
+@pytest.mark.parametrize("address", [
+    "localhost", b"localhost", "127.0.0.1:80", ("127.0.0.1", 80, 0, 0, 0)])
+def test_connect_address_that_is_no_tuple(anyloop, address):
+    # asyncio raises TypeError for these (a name was resolved into gaierror before).
+    c = socket.socket()
+    c.setblocking(False)
+    with c:
+        with pytest.raises(TypeError):
+            run(anyloop, anyloop.sock_connect(c, address))
+
+
+@pytest.mark.parametrize("address", ["x", "xy", b"ab"])
+def test_connect_short_string_address(loop, address):
+    # asyncio slices a string like a (host, port) tuple, so a string of up to four
+    # characters gives ValueError or gaierror there, depending on its length; uvcffi gives
+    # the TypeError socket.connect() gives for every string (asyncio too from five on).
+    c = socket.socket()
+    c.setblocking(False)
+    with c:
+        with pytest.raises(TypeError, match="AF_INET address must be tuple, not"):
+            run(loop, loop.sock_connect(c, address))
 
 
 def test_udp_sendto_recvfrom(anyloop):

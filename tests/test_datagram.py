@@ -227,6 +227,71 @@ def test_endpoint_port_out_of_range(anyloop, host, port):
     run(anyloop, main())
 
 
+def fatal_or_error_received(anyloop, transport, protocol, contexts):
+    """What a sendto() did: ("fatal", type, message) or ("error", type, message)."""
+    async def outcome():
+        if transport.is_closing():
+            exc = await protocol.lost
+            assert contexts[0]["message"] == "Fatal write error on datagram transport"
+            return ("fatal", type(exc), str(exc))
+        exc = await protocol.errors.get()
+        return ("error", type(exc), str(exc))
+    return outcome()
+
+
+def test_broadcast_remote_port_out_of_range(anyloop):
+    # With allow_broadcast the remote address is not connected, only remembered: the
+    # first sendto() to it is what fails, fatally, as socket.sendto() refuses the port.
+    contexts = []
+    anyloop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        t, p = await anyloop.create_datagram_endpoint(
+            Proto, remote_addr=("127.0.0.1", 70000), allow_broadcast=True)
+        t.sendto(b"x")
+        exc_type, message = socket_refusal(
+            "sendto", b"x", ("127.0.0.1", 70000), kind=socket.SOCK_DGRAM)
+        got = await fatal_or_error_received(anyloop, t, p, contexts)
+        assert got == ("fatal", exc_type, message)
+
+    run(anyloop, main())
+
+
+SENDTO_BAD_ADDRESSES = [
+    ("127.0.0.1", 70000),
+    ("127.0.0.1", -1),
+    ("127.0.0.1", 2**40),
+    ("127.0.0.1", 2**70),
+    ("127.0.0.1", "80"),
+    ("127.0.0.1", 1.5),
+    # CPython resolves the host before it checks the port's range, PyPy after
+    ("no-such-host.invalid", 70000),
+    pytest.param(("::1", 70000), marks=needs_ipv6),
+    pytest.param(("::1", 80, 2**20), marks=needs_ipv6),
+]
+
+
+@pytest.mark.parametrize("addr", SENDTO_BAD_ADDRESSES, ids=repr)
+def test_sendto_bad_address_as_socket_sendto(anyloop, addr):
+    # asyncio hands the address to socket.sendto(): its OSError goes to error_received(),
+    # its TypeError or OverflowError is fatal; uvcffi converts addresses itself and must
+    # raise the same, in this runtime's words.
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    exc_type, message = socket_refusal("sendto", b"x", addr, family=family,
+                                       kind=socket.SOCK_DGRAM)
+    expected = ("error" if issubclass(exc_type, OSError) else "fatal", exc_type, message)
+    contexts = []
+    anyloop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        t, p = await anyloop.create_datagram_endpoint(Proto, family=family)
+        t.sendto(b"x", addr)
+        assert await fatal_or_error_received(anyloop, t, p, contexts) == expected
+        t.close()
+
+    run(anyloop, main(), timeout=30)
+
+
 def test_sendto_after_close_warns_after_threshold(loop, caplog):
     async def main():
         st, sp = await endpoint(local_addr=("127.0.0.1", 0))

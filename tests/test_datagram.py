@@ -292,6 +292,15 @@ def test_sendto_bad_address_as_socket_sendto(anyloop, addr):
     run(anyloop, main(), timeout=30)
 
 
+def test_c_sockaddr_refuses_port_out_of_range():
+    # Python checks the port first; the C conversion must not wrap one either.
+    out = dg_module.ffi.new("char[]", lib.UVC_SOCKADDR_SIZE)
+    for family, host in ((socket.AF_INET, b"127.0.0.1"), (socket.AF_INET6, b"::1")):
+        assert lib.uvc_sockaddr_make(family, host, 65535, 0, 0, out) == 0
+        for port in (65536, 70000, -1):
+            assert lib.uvc_sockaddr_make(family, host, port, 0, 0, out) == -errno.EINVAL
+
+
 def test_sendto_after_close_warns_after_threshold(loop, caplog):
     async def main():
         st, sp = await endpoint(local_addr=("127.0.0.1", 0))

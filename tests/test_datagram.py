@@ -442,6 +442,45 @@ def test_unix_flow_control_and_close_flush(loop):
     run(loop, main())
 
 
+def test_unix_socketpair_sends_to_its_unnamed_peer(loop):
+    # sendto(data) with no address on a connected socket whose peer has no name (one end
+    # of socketpair): sent to the peer, at once and from the buffer alike.  uvloop does
+    # this; asyncio 3.11 calls sendto(data, None) and fails (a deliberate improvement,
+    # so this runs on uvcffi only).
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        b.setblocking(False)
+        t, p = await asyncio.get_running_loop().create_datagram_endpoint(Proto, sock=a)
+        t.sendto(b"first")
+        assert b.recv(100) == b"first"
+        t.sendto(b"second", None)
+        assert b.recv(100) == b"second"
+        # fill the peer's queue: the rest waits in the transport's buffer
+        n = 0
+        while t.get_write_buffer_size() == 0:
+            t.sendto(b"%06d" % n + b"x" * 994)
+            n += 1
+            assert n < 100000
+        t.sendto(b"%06d" % n + b"x" * 994)
+        n += 1
+        got = []
+        while len(got) < n:
+            try:
+                got.append(b.recv(2000))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        assert [int(g[:6]) for g in got] == list(range(n))
+        assert t.get_write_buffer_size() == 0
+        assert not t.is_closing() and not contexts and "error" not in p.events
+        await close_all(t)
+        b.close()
+
+    run(loop, main())
+
+
 def test_existing_sock(loop):
     async def main():
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -509,6 +509,9 @@ class SocketDatagramTransport(_DatagramTransportBase):
         self._reading = False
         self._writing = False
         super().__init__(loop, sock, protocol, address, waiter)
+        # Connected when getpeername() answers at all: the peer of a socketpair() is
+        # unnamed, its name '' (false), yet the socket is connected.
+        self._connected = self._extra["peername"] is not None
 
     def _start_reading(self):
         if not self._reading and self._sock is not None:
@@ -591,7 +594,11 @@ class SocketDatagramTransport(_DatagramTransportBase):
                 self._call_connection_lost(None)
 
     def _send_now(self, data, addr):
-        if self._extra["peername"]:
+        # A connected socket sends to its peer, also when that peer has no name (one end
+        # of socketpair(AF_UNIX, SOCK_DGRAM)): asyncio 3.11 tests the name's truth there
+        # and calls sendto(data, None), a fatal TypeError; uvloop sends, and so does
+        # uvcffi, deliberately.  Both the immediate and the buffered sends come here.
+        if self._connected:
             self._sock.send(data)
         else:
             self._sock.sendto(data, addr)

@@ -75,9 +75,14 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
     def __init__(self, transport):
         self._transport = transport
         self._proto = transport.get_protocol()
-        self._should_resume_reading = transport.is_reading()
+        try:
+            self._should_resume_reading = transport.is_reading()
+        except NotImplementedError:
+            # A write pipe reads nothing (its reading methods raise, as asyncio's do).
+            self._should_resume_reading = False
+        else:
+            transport.pause_reading()
         self._should_resume_writing = getattr(transport, "_protocol_paused", False)
-        transport.pause_reading()
         transport.set_protocol(self)
         loop = transport._loop
         self._write_ready_fut = loop.create_future() if self._should_resume_writing else None

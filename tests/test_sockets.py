@@ -6,6 +6,7 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 
 import pytest
 
@@ -447,6 +448,38 @@ def test_sendfile_fallback(anyloop):
         sent, received = run(anyloop, main())
     assert sent == len(data) - 10 and received == data[10:]
     assert src.tell() == len(data)
+
+
+class _ThreadRecordingFile(_NoFileno):
+    """Remembers the names of the threads that read it."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.threads = set()
+
+    def readinto(self, buf):
+        self.threads.add(threading.current_thread().name)
+        return super().readinto(buf)
+
+
+def test_executor_thread_names(anyloop):
+    # asyncio's default executor names its threads "asyncio_<n>" (thread_name_prefix);
+    # sendfile's fallback reads the file there.  uvcffi already agreed: this keeps it so.
+    # (uvcffi resolves names on libuv's thread pool, which runs no Python at all.)
+    src = _ThreadRecordingFile(b"x" * 100_000)
+    a, b = tcp_pair()
+    with a, b:
+        async def main():
+            name = await anyloop.run_in_executor(None, lambda: threading.current_thread().name)
+            reading = asyncio.ensure_future(_recv_all(anyloop, b))
+            await anyloop.sock_sendfile(a, src)
+            a.shutdown(socket.SHUT_WR)
+            await reading
+            return name
+
+        name = run(anyloop, main())
+    assert name == "asyncio_0"
+    assert src.threads and all(t.startswith("asyncio_") for t in src.threads)
 
 
 def test_sendfile_not_available_without_fallback(anyloop):

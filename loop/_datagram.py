@@ -65,8 +65,9 @@ class DatagramMethods:
         would let other processes steal the port's datagrams).
 
         Raises ValueError for no address and no family, or no (family, proto) shared by
-        both addresses; TypeError for a malformed address; OSError when socket(), bind()
-        or connect() fail.
+        both addresses; TypeError for a malformed address; OverflowError (bind()'s or
+        connect()'s) for a port outside 0-65535 with an IP address; OSError when socket(),
+        bind() or connect() fail.
         """
         if reuse_address is not _unset:
             if sys.version_info >= (3, 11):

@@ -267,7 +267,8 @@ class StreamMethods:
         Every address getaddrinfo gives is tried in turn (or raced, RFC 8305, with
         ``happy_eyeballs_delay``); on failure the one error, or OSError('Multiple
         exceptions: ...'), or an ExceptionGroup with ``all_errors`` (Python 3.11+), is
-        raised.  ``ssl`` wraps the connection in TLS (asyncio.sslproto)."""
+        raised.  An IP address is used as it is: a port outside 0-65535 with one is
+        connect()'s OverflowError.  ``ssl`` wraps the connection in TLS (asyncio.sslproto)."""
         if server_hostname is not None and not ssl:
             raise ValueError("server_hostname is only meaningful with ssl")
         if server_hostname is None and ssl:
@@ -365,7 +366,8 @@ class StreamMethods:
                             ssl_shutdown_timeout=None, start_serving=True):
         """Listen on ``host``:``port`` (every address of a host name or a list of hosts;
         all interfaces for None or '') or on ``sock``; return a Server.  IPv6 sockets are
-        V6ONLY so the IPv4 wildcard can be bound alongside; SO_REUSEADDR is on by default."""
+        V6ONLY so the IPv4 wildcard can be bound alongside; SO_REUSEADDR is on by default.
+        A port outside 0-65535 with an IP address is bind()'s OverflowError."""
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)

@@ -194,6 +194,9 @@ int uvc_tcp_connect(uvc_loop_t *L, int slot, const char *ip, int port, unsigned 
         return UV_EBADF;
     struct sockaddr_storage addr;
     int r;
+    /* uv_ip4_addr/uv_ip6_addr would keep the port's low 16 bits (70000 -> 4464). */
+    if (port < 0 || port > 65535)
+        return UV_EINVAL;
     if (strchr(ip, ':') != NULL) {
         struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&addr;
         r = uv_ip6_addr(ip, port, a6);

@@ -163,6 +163,10 @@ int uvc_udp_send(uvc_loop_t *L, int slot, const char *data, size_t len, const ch
 int uvc_sockaddr_make(int family, const char *host, int port, unsigned int flowinfo,
                       unsigned int scope_id, char *out) {
     memset(out, 0, UVC_SOCKADDR_SIZE);
+    /* uv_ip4_addr/uv_ip6_addr would keep the port's low 16 bits (70000 -> 4464): refuse
+     * it instead.  Python checks it first, to raise what socket.sendto() raises. */
+    if (port < 0 || port > 65535)
+        return UV_EINVAL;
     if (family == AF_INET) {
         struct sockaddr_in sin;
         int r = uv_ip4_addr(host, port, &sin);

@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from ._core import logger
+from ._dns import address_addrinfo
 from .transports.datagram import SocketDatagramTransport, UDPTransport
 
 _unset = object()
@@ -26,8 +27,13 @@ class DatagramMethods:
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
     async def _datagram_resolve(self, address, family, proto, flags):
-        # getaddrinfo answers IP literals itself, without the resolver's thread pool.
         host, port = address[:2]
+        # An IP address with a numeric port, in any range, is used as it is, as asyncio
+        # does: bind() or connect() then refuses a port outside 0-65535 (OverflowError),
+        # which getaddrinfo would silently wrap (70000 -> 4464).
+        infos = address_addrinfo(host, port, family, socket.SOCK_DGRAM, proto)
+        if infos is not None:
+            return infos
         return await self.getaddrinfo(
             host, port, family=family, type=socket.SOCK_DGRAM, proto=proto, flags=flags
         )
@@ -59,8 +65,9 @@ class DatagramMethods:
         would let other processes steal the port's datagrams).
 
         Raises ValueError for no address and no family, or no (family, proto) shared by
-        both addresses; TypeError for a malformed address; OSError when socket(), bind()
-        or connect() fail.
+        both addresses; TypeError for a malformed address; OverflowError (bind()'s or
+        connect()'s) for a port outside 0-65535 with an IP address; OSError when socket(),
+        bind() or connect() fail.
         """
         if reuse_address is not _unset:
             if sys.version_info >= (3, 11):

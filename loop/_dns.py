@@ -68,6 +68,7 @@ def numeric_addrinfo(host, port, family=0, type=0, proto=0, flags=0):
 
     Only inputs whose answer does not depend on the system's configuration are handled:
     the rest (names, service names, scoped IPv6, unusual type/proto/flags) return None.
+    A port outside 0-65535 is the resolver's too: glibc wraps it (70000 gives 4464).
     """
     if not (isinstance(family, int) and isinstance(type, int) and isinstance(proto, int)
             and isinstance(flags, int)):
@@ -75,6 +76,40 @@ def numeric_addrinfo(host, port, family=0, type=0, proto=0, flags=0):
     kinds = _NUMERIC_KINDS.get((type, proto))
     if kinds is None or flags & ~_NUMERIC_FLAGS:
         return None
+    port = _numeric_port(port)
+    if port is None:
+        return None
+    return _literal_addrinfo(host, port, family, kinds)
+
+
+def address_addrinfo(host, port, family=0, type=0, proto=0):
+    """What the loop methods that connect or bind to a (host, port) use when ``host`` is
+    an IPv4/IPv6 address, without asking getaddrinfo (None when they must ask it).
+
+    asyncio's create_connection, create_server, create_datagram_endpoint and sock_connect
+    take such a host as it is and the port as int(port) (None and empty mean 0), whatever
+    its range: the bind() or connect() that uses the address then raises the socket
+    module's OverflowError ("connect(): port must be 0-65535." on CPython), where
+    getaddrinfo, or numeric_addrinfo above, would give an address on the wrapped port
+    (70000 -> 4464).  uvcffi does the same, so the port is checked once, by the socket
+    call that uses it.  ``flags`` are ignored here, as asyncio ignores them.
+    """
+    if not (isinstance(family, int) and isinstance(type, int) and isinstance(proto, int)):
+        return None
+    kinds = _NUMERIC_KINDS.get((type, proto))
+    if kinds is None or host is None:
+        return None
+    if port is None or (isinstance(port, (str, bytes)) and not port):
+        port = 0
+    else:
+        try:
+            port = int(port)  # service names ("http") are for the resolver
+        except (TypeError, ValueError):
+            return None
+    return _literal_addrinfo(host, port, family, kinds)
+
+
+def _literal_addrinfo(host, port, family, kinds):
     if isinstance(host, bytes):
         try:
             host = host.decode("ascii")
@@ -82,8 +117,7 @@ def numeric_addrinfo(host, port, family=0, type=0, proto=0, flags=0):
             return None
     elif not isinstance(host, str):
         return None
-    port = _numeric_port(port)
-    if port is None or "%" in host or "\0" in host:
+    if "%" in host or "\0" in host:
         return None
     if family == _AF_UNSPEC:
         if ":" in host:

@@ -1,7 +1,7 @@
 """Loop methods: the sock_* methods and sock_sendfile (issue 3).
 
 Each operation first tries the system call; only when it would block does it wait on the
-loop's fd watcher (one uv_poll per fd, see CoreLoop.add_reader) and retry from there.
+loop's fd watcher (the fd set, see CoreLoop.add_reader) and retry from there.
 Waiting goes through the same per-fd watcher as add_reader/add_writer, so a second wait of
 the same kind on one socket replaces the first (as asyncio 3.11 does: the first one then
 never completes until it is cancelled).
@@ -13,7 +13,7 @@ import socket
 
 from asyncio import SendfileNotAvailableError
 
-from ._dns import numeric_addrinfo
+from ._dns import address_addrinfo
 from .transports import _sockref
 
 try:
@@ -242,11 +242,30 @@ class SocketMethods:
 
     async def sock_connect(self, sock, address):
         """Connect ``sock`` to ``address``; a host name is resolved with getaddrinfo()
-        first (for AF_INET/AF_INET6 sockets)."""
+        first (for AF_INET/AF_INET6 sockets).  An address the socket module refuses raises
+        what socket.connect() raises for it: TypeError for one that is not a (host, port[,
+        flowinfo[, scope_id]]) sequence, OverflowError for a port outside 0-65535."""
         _check_socket(sock)
         if sock.family in _INET_FAMILIES:
+            if isinstance(address, (str, bytes, bytearray)):
+                # Never an AF_INET/AF_INET6 address.  asyncio slices it into host and
+                # port like a tuple, which gives a TypeError for any name longer than
+                # four characters ("localhost") but gaierror or ValueError for shorter
+                # ones; uvcffi gives socket.connect()'s TypeError for all.
+                name = "AF_INET" if sock.family == socket.AF_INET else "AF_INET6"
+                raise TypeError(f"{name} address must be tuple, not {type(address).__name__}")
             host, port = address[:2]
-            infos = numeric_addrinfo(host, port, sock.family, sock.type, sock.proto)
+            if len(address) > 4:
+                # socket.connect()'s TypeError, in its words (asyncio's is a TypeError too).
+                if sock.family == socket.AF_INET:
+                    raise TypeError("AF_INET address must be a pair (host, port)")
+                raise TypeError(
+                    "AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])"
+                )
+            # An IP address is taken as it is, the port as int(port) in any range, as
+            # asyncio takes them: connect() below then refuses a port outside 0-65535 with
+            # the socket module's OverflowError, where getaddrinfo would wrap it.
+            infos = address_addrinfo(host, port, sock.family, sock.type, sock.proto)
             if infos is not None:
                 resolved = infos[0][4]
                 if len(resolved) == 4 and len(address) > 2:

@@ -19,6 +19,7 @@ import stat
 import sys
 from asyncio import staggered
 
+from ._dns import address_addrinfo
 from ._server import Server, adopt_stream_socket
 from ._sockets import check_sendfile_args
 from ._tls import check_ssl_argument, check_tls_timeouts
@@ -74,9 +75,14 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
     def __init__(self, transport):
         self._transport = transport
         self._proto = transport.get_protocol()
-        self._should_resume_reading = transport.is_reading()
+        try:
+            self._should_resume_reading = transport.is_reading()
+        except NotImplementedError:
+            # A write pipe reads nothing (its reading methods raise, as asyncio's do).
+            self._should_resume_reading = False
+        else:
+            transport.pause_reading()
         self._should_resume_writing = getattr(transport, "_protocol_paused", False)
-        transport.pause_reading()
         transport.set_protocol(self)
         loop = transport._loop
         self._write_ready_fut = loop.create_future() if self._should_resume_writing else None
@@ -142,7 +148,12 @@ class StreamMethods:
     # ------------------------------------------------------------------ helpers
 
     async def _resolve_stream(self, host, port, family=0, proto=0, flags=0):
-        # getaddrinfo answers IP literals itself, without the resolver's thread pool.
+        # An IP address with a numeric port, in any range, is used as it is, as asyncio
+        # does: bind() or connect() then refuses a port outside 0-65535 (OverflowError),
+        # which getaddrinfo would silently wrap (70000 -> 4464).
+        infos = address_addrinfo(host, port, family, socket.SOCK_STREAM, proto)
+        if infos is not None:
+            return infos
         return await self.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
                                       proto=proto, flags=flags)
 
@@ -256,7 +267,8 @@ class StreamMethods:
         Every address getaddrinfo gives is tried in turn (or raced, RFC 8305, with
         ``happy_eyeballs_delay``); on failure the one error, or OSError('Multiple
         exceptions: ...'), or an ExceptionGroup with ``all_errors`` (Python 3.11+), is
-        raised.  ``ssl`` wraps the connection in TLS (asyncio.sslproto)."""
+        raised.  An IP address is used as it is: a port outside 0-65535 with one is
+        connect()'s OverflowError.  ``ssl`` wraps the connection in TLS (asyncio.sslproto)."""
         if server_hostname is not None and not ssl:
             raise ValueError("server_hostname is only meaningful with ssl")
         if server_hostname is None and ssl:
@@ -354,7 +366,8 @@ class StreamMethods:
                             ssl_shutdown_timeout=None, start_serving=True):
         """Listen on ``host``:``port`` (every address of a host name or a list of hosts;
         all interfaces for None or '') or on ``sock``; return a Server.  IPv6 sockets are
-        V6ONLY so the IPv4 wildcard can be bound alongside; SO_REUSEADDR is on by default."""
+        V6ONLY so the IPv4 wildcard can be bound alongside; SO_REUSEADDR is on by default.
+        A port outside 0-65535 with an IP address is bind()'s OverflowError."""
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)

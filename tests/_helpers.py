@@ -1,5 +1,6 @@
 """Helpers shared by the test modules (the fixtures are in conftest.py)."""
 import asyncio
+import socket
 
 import uvcffi
 
@@ -27,3 +28,25 @@ async def stream_echo(reader, writer, *, tolerate=()):
         pass
     finally:
         writer.close()
+
+
+def socket_refusal(method, *args, family=socket.AF_INET, kind=socket.SOCK_STREAM):
+    """(type, message) of what a fresh socket's ``method(*args)`` raises for an address it
+    refuses before any system call (a port outside 0-65535, say).  asyncio's loop lets the
+    socket module raise these, in its words, which differ by runtime: CPython names the
+    call ("connect(): port must be 0-65535."), PyPy does not."""
+    with socket.socket(family, kind) as sock:
+        try:
+            getattr(sock, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - the exception is the result
+            return type(exc), str(exc)
+    raise AssertionError(f"socket.{method}{args!r} raised nothing")
+
+
+def has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+from _helpers import socket_refusal
 from uvcffi.transports import datagram as dg_module
 from uvcffi._uv import lib
 
@@ -205,6 +206,101 @@ def test_malformed_address_is_fatal_as_in_asyncio(loop):
     run(loop, main())
 
 
+@pytest.mark.parametrize(
+    "host,port",
+    [("127.0.0.1", 70000), ("127.0.0.1", -1), ("127.0.0.1", "70000"),
+     pytest.param("::1", 71091, marks=needs_ipv6)],
+)
+def test_endpoint_port_out_of_range(anyloop, host, port):
+    # asyncio binds/connects the IP address as it is: the socket refuses the port with
+    # OverflowError.  getaddrinfo would wrap it (70000 -> 4464), as uvcffi used to.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    async def main():
+        for kw, method in (("local_addr", "bind"), ("remote_addr", "connect")):
+            exc_type, message = socket_refusal(
+                method, (host, int(port)), family=family, kind=socket.SOCK_DGRAM)
+            with pytest.raises(exc_type) as info:
+                await anyloop.create_datagram_endpoint(Proto, **{kw: (host, port)})
+            assert str(info.value) == message
+
+    run(anyloop, main())
+
+
+def fatal_or_error_received(anyloop, transport, protocol, contexts):
+    """What a sendto() did: ("fatal", type, message) or ("error", type, message)."""
+    async def outcome():
+        if transport.is_closing():
+            exc = await protocol.lost
+            assert contexts[0]["message"] == "Fatal write error on datagram transport"
+            return ("fatal", type(exc), str(exc))
+        exc = await protocol.errors.get()
+        return ("error", type(exc), str(exc))
+    return outcome()
+
+
+def test_broadcast_remote_port_out_of_range(anyloop):
+    # With allow_broadcast the remote address is not connected, only remembered: the
+    # first sendto() to it is what fails, fatally, as socket.sendto() refuses the port.
+    contexts = []
+    anyloop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        t, p = await anyloop.create_datagram_endpoint(
+            Proto, remote_addr=("127.0.0.1", 70000), allow_broadcast=True)
+        t.sendto(b"x")
+        exc_type, message = socket_refusal(
+            "sendto", b"x", ("127.0.0.1", 70000), kind=socket.SOCK_DGRAM)
+        got = await fatal_or_error_received(anyloop, t, p, contexts)
+        assert got == ("fatal", exc_type, message)
+
+    run(anyloop, main())
+
+
+SENDTO_BAD_ADDRESSES = [
+    ("127.0.0.1", 70000),
+    ("127.0.0.1", -1),
+    ("127.0.0.1", 2**40),
+    ("127.0.0.1", 2**70),
+    ("127.0.0.1", "80"),
+    ("127.0.0.1", 1.5),
+    # CPython resolves the host before it checks the port's range, PyPy after
+    ("no-such-host.invalid", 70000),
+    pytest.param(("::1", 70000), marks=needs_ipv6),
+    pytest.param(("::1", 80, 2**20), marks=needs_ipv6),
+]
+
+
+@pytest.mark.parametrize("addr", SENDTO_BAD_ADDRESSES, ids=repr)
+def test_sendto_bad_address_as_socket_sendto(anyloop, addr):
+    # asyncio hands the address to socket.sendto(): its OSError goes to error_received(),
+    # its TypeError or OverflowError is fatal; uvcffi converts addresses itself and must
+    # raise the same, in this runtime's words.
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    exc_type, message = socket_refusal("sendto", b"x", addr, family=family,
+                                       kind=socket.SOCK_DGRAM)
+    expected = ("error" if issubclass(exc_type, OSError) else "fatal", exc_type, message)
+    contexts = []
+    anyloop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        t, p = await anyloop.create_datagram_endpoint(Proto, family=family)
+        t.sendto(b"x", addr)
+        assert await fatal_or_error_received(anyloop, t, p, contexts) == expected
+        t.close()
+
+    run(anyloop, main(), timeout=30)
+
+
+def test_c_sockaddr_refuses_port_out_of_range():
+    # Python checks the port first; the C conversion must not wrap one either.
+    out = dg_module.ffi.new("char[]", lib.UVC_SOCKADDR_SIZE)
+    for family, host in ((socket.AF_INET, b"127.0.0.1"), (socket.AF_INET6, b"::1")):
+        assert lib.uvc_sockaddr_make(family, host, 65535, 0, 0, out) == 0
+        for port in (65536, 70000, -1):
+            assert lib.uvc_sockaddr_make(family, host, port, 0, 0, out) == -errno.EINVAL
+
+
 def test_sendto_after_close_warns_after_threshold(loop, caplog):
     async def main():
         st, sp = await endpoint(local_addr=("127.0.0.1", 0))
@@ -342,6 +438,45 @@ def test_unix_flow_control_and_close_flush(loop):
             assert await cp.lost is None
             assert "resume" in cp.events
             receiver.close()
+
+    run(loop, main())
+
+
+def test_unix_socketpair_sends_to_its_unnamed_peer(loop):
+    # sendto(data) with no address on a connected socket whose peer has no name (one end
+    # of socketpair): sent to the peer, at once and from the buffer alike.  uvloop does
+    # this; asyncio 3.11 calls sendto(data, None) and fails (a deliberate improvement,
+    # so this runs on uvcffi only).
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        b.setblocking(False)
+        t, p = await asyncio.get_running_loop().create_datagram_endpoint(Proto, sock=a)
+        t.sendto(b"first")
+        assert b.recv(100) == b"first"
+        t.sendto(b"second", None)
+        assert b.recv(100) == b"second"
+        # fill the peer's queue: the rest waits in the transport's buffer
+        n = 0
+        while t.get_write_buffer_size() == 0:
+            t.sendto(b"%06d" % n + b"x" * 994)
+            n += 1
+            assert n < 100000
+        t.sendto(b"%06d" % n + b"x" * 994)
+        n += 1
+        got = []
+        while len(got) < n:
+            try:
+                got.append(b.recv(2000))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        assert [int(g[:6]) for g in got] == list(range(n))
+        assert t.get_write_buffer_size() == 0
+        assert not t.is_closing() and not contexts and "error" not in p.events
+        await close_all(t)
+        b.close()
 
     run(loop, main())
 

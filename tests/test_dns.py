@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import uvcffi
-from uvcffi._dns import numeric_addrinfo
+from uvcffi._dns import address_addrinfo, numeric_addrinfo
 
 HAS_IPV6 = socket.has_ipv6
 IS_CPYTHON = sys.implementation.name == "cpython"
@@ -230,3 +230,28 @@ def test_getnameinfo_matches_socket_module(loop, sockaddr, flags):
     expected = outcome(socket.getnameinfo, sockaddr, flags)
     got = run(loop, aoutcome(loop.getnameinfo(sockaddr, flags)))
     assert got == expected
+
+
+@pytest.mark.parametrize("port", [70000, -1, "70000", 65536])
+def test_getaddrinfo_wraps_a_port_out_of_range_as_asyncio(anyloop, port):
+    # getaddrinfo itself keeps the resolver's answer (glibc wraps 70000 to 4464, refuses
+    # -1), as asyncio's does; only the methods that connect or bind refuse such a port.
+    got = run(anyloop, aoutcome(anyloop.getaddrinfo("127.0.0.1", port)))
+    assert got == outcome(socket.getaddrinfo, "127.0.0.1", port)
+
+
+def test_address_addrinfo_keeps_the_port_as_asyncio_does():
+    # What create_connection & co. use for an IP address: int(port), in any range.
+    stream = socket.SOCK_STREAM
+    assert address_addrinfo("127.0.0.1", 70000, 0, stream) == [
+        (socket.AF_INET, stream, socket.IPPROTO_TCP, "", ("127.0.0.1", 70000))]
+    assert address_addrinfo("127.0.0.1", "-1", 0, stream)[0][4] == ("127.0.0.1", -1)
+    assert address_addrinfo(b"127.0.0.1", None, 0, stream)[0][4] == ("127.0.0.1", 0)
+    assert address_addrinfo("127.0.0.1", "", 0, socket.SOCK_DGRAM)[0][4] == ("127.0.0.1", 0)
+    assert address_addrinfo("127.0.0.1", 1.5, 0, stream)[0][4] == ("127.0.0.1", 1)
+    # names, service names and host None are the resolver's
+    assert address_addrinfo("localhost", 80, 0, stream) is None
+    assert address_addrinfo("127.0.0.1", "http", 0, stream) is None
+    assert address_addrinfo(None, 70000, 0, stream) is None
+    # getaddrinfo's own fast path leaves such a port to the resolver, which wraps it
+    assert numeric_addrinfo("127.0.0.1", 70000, 0, stream) is None

@@ -375,6 +375,40 @@ def test_write_pipe_bytes_like_and_writelines(loop):
     os.close(r)
 
 
+def test_write_pipe_is_a_transport_whose_reading_is_not_implemented(anyloop):
+    # asyncio's write pipe transport is an asyncio.Transport (by its flow-control mixin),
+    # so isinstance(t, asyncio.Transport) and (asyncio.ReadTransport) hold; the reading
+    # methods are ReadTransport's abstract ones, which raise NotImplementedError.
+    r, w = os.pipe()
+    proto = WriteProto(anyloop)
+    transport, _ = run(anyloop, anyloop.connect_write_pipe(lambda: proto, open(w, "wb", 0)))
+    for cls in (asyncio.Transport, asyncio.ReadTransport, asyncio.WriteTransport):
+        assert isinstance(transport, cls)
+    for method in (transport.pause_reading, transport.resume_reading, transport.is_reading):
+        with pytest.raises(NotImplementedError):
+            method()
+    transport.write(b"still writes")
+    transport.close()
+    assert run(anyloop, proto.done) is None
+    assert os.read(r, 100) == b"still writes"
+    os.close(r)
+
+
+def test_sendfile_to_a_write_pipe(loop, tmp_path):
+    # uvcffi's sendfile falls back to writing for pipes (asyncio refuses them with
+    # RuntimeError); the write pipe's reading methods raising must not get in its way.
+    path = tmp_path / "data"
+    path.write_bytes(b"abc" * 1000)
+    r, w = os.pipe()
+    proto = WriteProto(loop)
+    transport, _ = run(loop, loop.connect_write_pipe(lambda: proto, open(w, "wb", 0)))
+    with open(path, "rb") as f:
+        assert run(loop, loop.sendfile(transport, f)) == 3000
+    transport.close()
+    assert run(loop, loop.run_in_executor(None, read_all, r, 3001)) == b"abc" * 1000
+    os.close(r)
+
+
 def test_close_flushes_then_connection_lost(loop):
     r, w = os.pipe()
     proto = WriteProto(loop)

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from _helpers import run, stream_echo
+from _helpers import has_ipv6_loopback, run, socket_refusal, stream_echo
 
 
 echo = stream_echo
@@ -129,6 +129,40 @@ def test_create_connection_errors(anyloop):
         with pytest.raises(ValueError, match="A Stream Socket was expected"):
             await anyloop.create_connection(asyncio.Protocol, sock=udp)
         udp.close()
+    run(anyloop, main())
+
+
+# An IP address with a port outside 0-65535: asyncio uses the address as it is, so the
+# socket's connect() or bind() refuses it with OverflowError; getaddrinfo, which uvcffi
+# used to ask, wraps the port instead (70000 -> 4464, 71091 -> 5555; -1 is a gaierror).
+BAD_PORTS = [
+    ("127.0.0.1", 70000),
+    ("127.0.0.1", 71091),
+    ("127.0.0.1", -1),
+    ("127.0.0.1", "70000"),
+    ("127.0.0.1", 2**70),
+    pytest.param("::1", 70000, marks=pytest.mark.skipif(
+        not has_ipv6_loopback(), reason="no IPv6 loopback")),
+]
+
+
+@pytest.mark.parametrize("host,port", BAD_PORTS)
+def test_port_out_of_range_is_refused_not_wrapped(anyloop, host, port):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    async def main():
+        exc_type, message = socket_refusal("connect", (host, int(port)), family=family)
+        with pytest.raises(exc_type) as info:
+            await anyloop.create_connection(asyncio.Protocol, host, port)
+        assert str(info.value) == message
+        # local_addr is bound before anything is connected
+        exc_type, message = socket_refusal("bind", (host, int(port)), family=family)
+        with pytest.raises(exc_type) as info:
+            await anyloop.create_connection(asyncio.Protocol, host, 1, local_addr=(host, port))
+        assert str(info.value) == message
+        with pytest.raises(exc_type) as info:
+            await anyloop.create_server(asyncio.Protocol, host, port)
+        assert str(info.value) == message
     run(anyloop, main())
 
 

@@ -6,10 +6,11 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 
 import pytest
 
-from _helpers import run
+from _helpers import has_ipv6_loopback, run, socket_refusal
 
 
 def needs(loop, name):
@@ -152,6 +153,53 @@ def test_connect_unknown_host(anyloop):
     with c:
         with pytest.raises(socket.gaierror):
             run(anyloop, anyloop.sock_connect(c, ("no-such-host.invalid", 80)), timeout=30)
+
+
+needs_ipv6_loopback = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+
+
+@pytest.mark.parametrize("address", [
+    ("127.0.0.1", 70000),
+    ("127.0.0.1", -1),
+    ("127.0.0.1", "65536"),
+    ("127.0.0.1", 2**70),
+    pytest.param(("::1", 70000, 0, 0), marks=needs_ipv6_loopback),
+])
+def test_connect_port_out_of_range(anyloop, address):
+    # The address is used as it is, so connect() refuses the port (OverflowError) where
+    # getaddrinfo would have wrapped it: 70000 would connect to port 4464.
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    exc_type, message = socket_refusal(
+        "connect", (address[0], int(address[1])) + address[2:], family=family)
+    c = socket.socket(family)
+    c.setblocking(False)
+    with c:
+        with pytest.raises(exc_type) as info:
+            run(anyloop, anyloop.sock_connect(c, address))
+        assert str(info.value) == message
+
+
+@pytest.mark.parametrize("address", [
+    "localhost", b"localhost", "127.0.0.1:80", ("127.0.0.1", 80, 0, 0, 0)])
+def test_connect_address_that_is_no_tuple(anyloop, address):
+    # asyncio raises TypeError for these (a name was resolved into gaierror before).
+    c = socket.socket()
+    c.setblocking(False)
+    with c:
+        with pytest.raises(TypeError):
+            run(anyloop, anyloop.sock_connect(c, address))
+
+
+@pytest.mark.parametrize("address", ["x", "xy", b"ab"])
+def test_connect_short_string_address(loop, address):
+    # asyncio slices a string like a (host, port) tuple, so a string of up to four
+    # characters gives ValueError or gaierror there, depending on its length; uvcffi gives
+    # the TypeError socket.connect() gives for every string (asyncio too from five on).
+    c = socket.socket()
+    c.setblocking(False)
+    with c:
+        with pytest.raises(TypeError, match="AF_INET address must be tuple, not"):
+            run(loop, loop.sock_connect(c, address))
 
 
 def test_udp_sendto_recvfrom(anyloop):
@@ -400,6 +448,38 @@ def test_sendfile_fallback(anyloop):
         sent, received = run(anyloop, main())
     assert sent == len(data) - 10 and received == data[10:]
     assert src.tell() == len(data)
+
+
+class _ThreadRecordingFile(_NoFileno):
+    """Remembers the names of the threads that read it."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.threads = set()
+
+    def readinto(self, buf):
+        self.threads.add(threading.current_thread().name)
+        return super().readinto(buf)
+
+
+def test_executor_thread_names(anyloop):
+    # asyncio's default executor names its threads "asyncio_<n>" (thread_name_prefix);
+    # sendfile's fallback reads the file there.  uvcffi already agreed: this keeps it so.
+    # (uvcffi resolves names on libuv's thread pool, which runs no Python at all.)
+    src = _ThreadRecordingFile(b"x" * 100_000)
+    a, b = tcp_pair()
+    with a, b:
+        async def main():
+            name = await anyloop.run_in_executor(None, lambda: threading.current_thread().name)
+            reading = asyncio.ensure_future(_recv_all(anyloop, b))
+            await anyloop.sock_sendfile(a, src)
+            a.shutdown(socket.SHUT_WR)
+            await reading
+            return name
+
+        name = run(anyloop, main())
+    assert name == "asyncio_0"
+    assert src.threads and all(t.startswith("asyncio_") for t in src.threads)
 
 
 def test_sendfile_not_available_without_fallback(anyloop):

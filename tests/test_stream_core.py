@@ -87,6 +87,10 @@ def test_connect_refused_and_bad_slot(loop):
     kind, status, _ = rec.events[0]
     assert kind == lib.UVC_EV_CONNECT and -status == errno.ECONNREFUSED
     assert lib.uvc_tcp_connect(uv, slot, b"not an ip", 1, 0, 0) < 0
+    # a port outside 0-65535 is refused, not wrapped to its low 16 bits (70000 -> 4464)
+    for bad_port in (70000, -1):
+        assert lib.uvc_tcp_connect(uv, slot, b"127.0.0.1", bad_port, 0, 0) == -errno.EINVAL
+        assert lib.uvc_tcp_connect(uv, slot, b"::1", bad_port, 0, 0) == -errno.EINVAL
     assert lib.uvc_write(uv, 99999, b"x", 1) < 0
     assert lib.uvc_read_start(uv, -1) < 0
     lib.uvc_close(uv, slot)

@@ -109,6 +109,27 @@ def test_exec_protocol_order_and_wait_after_connection_lost(loop):
     assert middle.index(("pipe_lost", 1, None)) > middle.index(("data", 1))
 
 
+def test_stdin_pipe_transport_is_a_transport_as_in_asyncio(anyloop):
+    # asyncio's get_pipe_transport(0) is its write pipe transport: an asyncio.Transport
+    # (so also a ReadTransport) whose reading methods raise NotImplementedError.
+    async def main():
+        t, p = await anyloop.subprocess_exec(
+            lambda: Recorder(anyloop), PY, "-c", "import sys; sys.stdin.read()")
+        stdin = t.get_pipe_transport(0)
+        for cls in (asyncio.Transport, asyncio.ReadTransport, asyncio.WriteTransport):
+            assert isinstance(stdin, cls)
+        for method in (stdin.pause_reading, stdin.resume_reading, stdin.is_reading):
+            with pytest.raises(NotImplementedError):
+                method()
+        stdin.write(b"input")
+        stdin.close()
+        await p.done
+        assert t.get_returncode() == 0
+        t.close()
+
+    run(anyloop, main())
+
+
 def test_create_subprocess_exec_communicate_large(loop):
     payload = os.urandom(4 << 20)
 

@@ -10,6 +10,7 @@ import errno
 import logging
 import operator
 import socket
+import sys
 import warnings
 from asyncio import trsock
 import asyncio
@@ -34,6 +35,33 @@ LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 # Address conversions are cached per transport; a server talking to very many peers just
 # starts its cache over.
 _ADDR_CACHE_MAX = 4096
+
+# socket.sendto()'s errors for a bad port differ by runtime, and so does when it checks
+# the range: CPython names the call in the message and resolves the host first (so an
+# unknown host is a gaierror whatever the port), PyPy checks the port first.
+_PYPY = sys.implementation.name == "pypy"
+_CALLER = "" if _PYPY else "sendto(): "
+_PORT_RANGE = _CALLER + "port must be 0-65535."
+# The ints the port conversion takes before the range check: a C int on CPython, whose
+# message for the others is the range one; a machine word on PyPy.
+_PORT_INT_MIN, _PORT_INT_MAX, _PORT_INT_MSG = (
+    (-(2**63), 2**63 - 1, "int too large to convert to int") if _PYPY
+    else (-(2**31), 2**31 - 1, _PORT_RANGE)
+)
+
+
+def _sendto_port(port):
+    """The port of a sendto() address as an int, or the TypeError/OverflowError
+    socket.sendto() raises for its type or size (its range is checked apart)."""
+    try:
+        port = operator.index(port)
+    except TypeError:
+        if not _PYPY:
+            raise  # CPython's own words: "'str' object cannot be interpreted as an integer"
+        raise TypeError(f"expected integer, got {type(port).__name__} object") from None
+    if not _PORT_INT_MIN <= port <= _PORT_INT_MAX:
+        raise OverflowError(_PORT_INT_MSG)
+    return port
 
 
 def _fatal_context(transport, exc, message):
@@ -349,7 +377,7 @@ class UDPTransport(_DatagramTransportBase):
         family = self._family
         name = "AF_INET" if family == socket.AF_INET else "AF_INET6"
         if not isinstance(addr, tuple):
-            raise TypeError(f"{name} address must be tuple, not {type(addr).__name__}")
+            raise TypeError(f"{_CALLER}{name} address must be tuple, not {type(addr).__name__}")
         if family == socket.AF_INET:
             if len(addr) != 2:
                 raise TypeError("AF_INET address must be a pair (host, port)")
@@ -364,14 +392,15 @@ class UDPTransport(_DatagramTransportBase):
             flowinfo = operator.index(flowinfo)
             scope_id = operator.index(scope_id)
             if not 0 <= flowinfo <= 0xFFFFF:
-                raise OverflowError("sendto(): flowinfo must be 0-1048575.")
+                raise OverflowError(_CALLER + "flowinfo must be 0-1048575.")
         if isinstance(host, (bytes, bytearray)):
             host = bytes(host).decode("idna")
         if not isinstance(host, str):
             raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
-        port = operator.index(port)
-        if not 0 <= port <= 0xFFFF:
-            raise OverflowError("sendto(): port must be 0-65535.")
+        port = _sendto_port(port)
+        port_ok = 0 <= port <= 0xFFFF
+        if not port_ok and _PYPY:
+            raise OverflowError(_PORT_RANGE)
         cacheable = True
         if host == "":
             host = "0.0.0.0" if family == socket.AF_INET else "::"
@@ -383,12 +412,15 @@ class UDPTransport(_DatagramTransportBase):
             socket.inet_pton(family, host)
         except OSError:
             # A host name: resolve it here, blocking, exactly as socket.sendto() does.
-            # Names are not cached (they may change), numeric hosts are.
-            info = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)[0][4]
+            # Names are not cached (they may change), numeric hosts are.  The port plays
+            # no part (it may be out of range yet).
+            info = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM)[0][4]
             host = info[0]
             if family == socket.AF_INET6 and not scope_id:
                 scope_id = info[3]
             cacheable = False
+        if not port_ok:
+            raise OverflowError(_PORT_RANGE)
         out = ffi.new("char[]", SOCKADDR_SIZE)
         err = lib.uvc_sockaddr_make(family, host.encode("ascii"), port, flowinfo, scope_id, out)
         if err < 0:
@@ -488,6 +520,9 @@ class SocketDatagramTransport(_DatagramTransportBase):
         self._reading = False
         self._writing = False
         super().__init__(loop, sock, protocol, address, waiter)
+        # Connected when getpeername() answers at all: the peer of a socketpair() is
+        # unnamed, its name '' (false), yet the socket is connected.
+        self._connected = self._extra["peername"] is not None
 
     def _start_reading(self):
         if not self._reading and self._sock is not None:
@@ -570,7 +605,11 @@ class SocketDatagramTransport(_DatagramTransportBase):
                 self._call_connection_lost(None)
 
     def _send_now(self, data, addr):
-        if self._extra["peername"]:
+        # A connected socket sends to its peer, also when that peer has no name (one end
+        # of socketpair(AF_UNIX, SOCK_DGRAM)): asyncio 3.11 tests the name's truth there
+        # and calls sendto(data, None), a fatal TypeError; uvloop sends, and so does
+        # uvcffi, deliberately.  Both the immediate and the buffered sends come here.
+        if self._connected:
             self._sock.send(data)
         else:
             self._sock.sendto(data, addr)

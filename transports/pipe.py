@@ -176,8 +176,12 @@ class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
             StreamTransportBase.close(self)
 
 
-class WritePipeTransport(_PipeTransport, asyncio.WriteTransport):
-    """The write end of a pipe, FIFO, socket or pty as an asyncio.WriteTransport."""
+class WritePipeTransport(_PipeTransport, asyncio.Transport):
+    """The write end of a pipe, FIFO, socket or pty as an asyncio.WriteTransport.
+
+    Also an asyncio.Transport (so an asyncio.ReadTransport), as asyncio's write pipe
+    transport is (through its flow-control mixin): code may check isinstance() against
+    either.  Its reading methods raise NotImplementedError, as asyncio's do."""
 
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         fileno, mode = _pipe_fd(
@@ -192,6 +196,20 @@ class WritePipeTransport(_PipeTransport, asyncio.WriteTransport):
 
     def _state_words(self):
         return [f"bufsize={self._pending}"]
+
+    # asyncio.ReadTransport's abstract methods, as asyncio's write pipe transport leaves
+    # them: a write pipe has no reading to pause or resume.
+    def pause_reading(self):
+        """Not supported: NotImplementedError."""
+        raise NotImplementedError
+
+    def resume_reading(self):
+        """Not supported: NotImplementedError."""
+        raise NotImplementedError
+
+    def is_reading(self):
+        """Not supported: NotImplementedError."""
+        raise NotImplementedError
 
     def set_protocol(self, protocol):
         """Use ``protocol`` from now on (a BaseProtocol: a write pipe never reads)."""

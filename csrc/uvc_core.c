@@ -48,6 +48,7 @@ uvc_loop_t *uvc_loop_new(void) {
     if (L == NULL)
         return NULL;
     L->signal_fds[0] = L->signal_fds[1] = -1;
+    L->slow_ms = 100; /* asyncio's slow_callback_duration */
     L->events_cap = UVC_EVENTS_INITIAL;
     L->events = malloc(sizeof(int64_t) * UVC_EVENT_WORDS * L->events_cap);
     L->arena_size = UVC_ARENA_SIZE;
@@ -133,11 +134,15 @@ int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
     L->ndead = 0;
     L->nevents = 0;
     L->arena_used = 0;
+    /* The statistics read libuv's millisecond clock, which uv_run updates anyway: the busy
+     * path (timeout 0) reads no clock of its own; a wait reads it once before it starts. */
+    uint64_t start = 0;
     if (timeout_ms == 0) {
         uv_run(&L->uv, UV_RUN_NOWAIT);
     } else {
+        uv_update_time(&L->uv);
+        start = uv_now(&L->uv);
         if (timeout_ms > 0) {
-            uv_update_time(&L->uv);
             uv_timer_start(&L->timer, timer_cb, (uint64_t)timeout_ms, 0);
             if (L->test_arm_delay_us > 0)
                 usleep((useconds_t)L->test_arm_delay_us);
@@ -146,7 +151,31 @@ int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
         if (timeout_ms > 0)
             uv_timer_stop(&L->timer);
     }
+    uint64_t end = uv_now(&L->uv);
+    if (timeout_ms == 0)
+        start = end; /* a non-blocking run takes microseconds */
+    else
+        L->stats.idle_ms += end - start;
+    /* What ran in Python since the last return: a slow callback (or batch) shows here. */
+    if (L->last_return_ms != 0 && start - L->last_return_ms >= L->slow_ms) {
+        int i = (int)(L->stats.slow_iterations % UVC_SLOW_RING);
+        L->stats.slow_start_ms[i] = L->last_return_ms;
+        L->stats.slow_duration_ms[i] = start - L->last_return_ms;
+        L->stats.slow_iterations++;
+    }
+    L->last_return_ms = end;
+    L->stats.iterations++;
     return L->nevents;
+}
+
+void uvc_stats(uvc_loop_t *L, uvc_stats_t *out) {
+    *out = L->stats;
+    out->now_ms = L->closed ? L->last_return_ms : (uv_update_time(&L->uv), uv_now(&L->uv));
+}
+
+void uvc_set_slow_ms(uvc_loop_t *L, int64_t ms) {
+    L->slow_ms = ms > 0 ? (uint64_t)ms : 1;
+    L->last_return_ms = 0; /* measure afresh from the next run */
 }
 
 void uvc_test_set_arm_delay(uvc_loop_t *L, int64_t usec) { L->test_arm_delay_us = usec; }
@@ -196,6 +225,7 @@ void uvc_emit(uvc_loop_t *L, int kind, int slot, int64_t a, int64_t b, int64_t c
         L->events = ev;
         L->events_cap = cap;
     }
+    L->stats.events[kind < UVC_EV_KINDS ? kind : UVC_EV_KINDS - 1]++;
     int64_t *e = L->events + (size_t)L->nevents * UVC_EVENT_WORDS;
     e[0] = kind;
     e[1] = slot;

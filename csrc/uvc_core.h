@@ -47,6 +47,24 @@ enum {
 /* One event: kind, slot, a, b, c, all int64 so Python can unpack the array in one call. */
 #define UVC_EVENT_WORDS 5
 
+/* Counters for loop.stats(), kept by the C core at the cost of an increment where the
+ * thing happens.  Times are libuv's loop clock (milliseconds, CLOCK_MONOTONIC). */
+enum {
+    UVC_EV_KINDS = 32,          /* event kinds counted (kinds above are counted as the last) */
+    UVC_SLOW_RING = 64          /* the last slow iterations remembered, for tracing       */
+};
+typedef struct {
+    uint64_t iterations;
+    uint64_t events[UVC_EV_KINDS];   /* by kind */
+    uint64_t idle_ms;                /* time uvc_run_once spent waiting (timeout != 0) */
+    uint64_t bytes_read;             /* by stream and UDP handles */
+    uint64_t bytes_written;
+    uint64_t slow_iterations;        /* Python ran longer than slow_ms between two runs */
+    uint64_t slow_start_ms[UVC_SLOW_RING];     /* ring: when each began, loop clock */
+    uint64_t slow_duration_ms[UVC_SLOW_RING];
+    uint64_t now_ms;                 /* the loop clock when uvc_stats copied this */
+} uvc_stats_t;
+
 typedef struct uvc_loop_s uvc_loop_t;
 
 uvc_loop_t *uvc_loop_new(void);
@@ -61,6 +79,11 @@ void uvc_loop_free(uvc_loop_t *L);
  * Returns how many events were recorded (see uvc_events()).  The arena and the event
  * array are valid until the next call. */
 int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms);
+/* Copy the loop's counters into ``out``. */
+void uvc_stats(uvc_loop_t *L, uvc_stats_t *out);
+/* Python's time between two runs counted as a slow iteration (slow_callback_duration);
+ * also called when a run starts, so the time the loop was not running is not counted. */
+void uvc_set_slow_ms(uvc_loop_t *L, int64_t ms);
 /* Test-only: sleep ``usec`` between arming the wake-up timer and running libuv in every
  * uvc_run_once with a positive timeout, so a test can make the timer fall due before libuv
  * polls (the window the timer callback's uv_stop closes). */
@@ -130,6 +153,9 @@ struct uvc_loop_s {
     int active;
     int closed;
     uvc_base_t *fdset;            /* uvc_fdset.c: the set of fds the loop does not own */
+    uvc_stats_t stats;
+    uint64_t last_return_ms;      /* loop clock when uvc_run_once last returned (0: never) */
+    uint64_t slow_ms;
     int64_t test_arm_delay_us;    /* uvc_test_set_arm_delay */
 };
 

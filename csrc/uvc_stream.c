@@ -60,6 +60,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     uvc_loop_t *L = b->loop;
     if (nread > 0) {
         /* alloc_cb handed out the arena from arena_used on: claim what was filled. */
+        L->stats.bytes_read += (uint64_t)nread;
         uvc_emit(L, UVC_EV_READ, b->slot, buf->base - L->arena, nread, 0);
         uvc_arena_claim(L, (size_t)nread);
     } else if (nread == UV_EOF) {
@@ -87,6 +88,8 @@ int uvc_read_stop(uvc_loop_t *L, int slot) {
 static void write_cb(uv_write_t *req, int status) {
     uvc_write_req_t *w = (uvc_write_req_t *)req;
     uvc_base_t *b = req->handle->data;
+    if (status == 0)
+        b->loop->stats.bytes_written += w->len;
     uvc_emit(b->loop, UVC_EV_WRITE_DONE, b->slot, status, (int64_t)w->len, 0);
     free(w);
 }
@@ -101,6 +104,7 @@ int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len) {
         int r = uv_try_write(s, &buf, 1);
         if (r >= 0) {
             done = (size_t)r;
+            L->stats.bytes_written += done;
             if (done == len)
                 return (int64_t)len;
         } else if (r != UV_EAGAIN) {

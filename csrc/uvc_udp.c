@@ -52,6 +52,7 @@ static void udp_recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
     if (addr == NULL)
         return; /* nothing (more) to read; an empty datagram comes with its sender */
     int64_t off = buf->base - L->arena;
+    L->stats.bytes_read += (uint64_t)nread;
     uvc_arena_claim(L, (size_t)nread);
     char sa[UVC_SOCKADDR_SIZE];
     size_t salen = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -66,6 +67,8 @@ static void udp_recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
 static void udp_send_cb(uv_udp_send_t *req, int status) {
     uvc_udp_send_t *s = (uvc_udp_send_t *)req;
     uvc_base_t *b = req->handle->data;
+    if (status == 0)
+        b->loop->stats.bytes_written += s->len;
     uvc_emit(b->loop, UVC_EV_UDP_SEND, b->slot, status, (int64_t)s->len, 0);
     free(s);
 }
@@ -141,8 +144,10 @@ int uvc_udp_send(uvc_loop_t *L, int slot, const char *data, size_t len, const ch
     if (!queued) {
         /* Fails with UV_EAGAIN while earlier datagrams are queued, which keeps the order. */
         r = uv_udp_try_send(udp, &buf, 1, sa);
-        if (r >= 0)
+        if (r >= 0) {
+            L->stats.bytes_written += len;
             return UVC_UDP_SENT;
+        }
         if (r != UV_EAGAIN)
             return r;
     }

@@ -8,7 +8,15 @@
 from ._loop import Loop
 from ._policy import EventLoopPolicy, install, new_event_loop, run
 
-__all__ = ["Loop", "EventLoopPolicy", "install", "new_event_loop", "run", "libuv_version"]
+__all__ = ["Loop", "EventLoopPolicy", "install", "new_event_loop", "run", "libuv_version",
+           "instrument"]
+
+
+def instrument(meter_provider=None, tracer_provider=None):
+    """Export the loops' stats() through OpenTelemetry (see uvcffi._instrument)."""
+    from ._instrument import instrument as _instrument
+
+    return _instrument(meter_provider, tracer_provider)
 
 
 def libuv_version():

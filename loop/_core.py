@@ -148,7 +148,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         "_careful", "_closed", "_debug", "_ready", "_timers", "_timer_seq",
         "_timer_cancelled_count", "_polling", "_stopping", "_uv", "_slots", "_arena",
         "_arena_view",
-        "_events", "_events_cap", "_backlog", "_new_timers",
+        "_events", "_events_cap", "_backlog", "_new_timers", "_callbacks_run",
     )
 
     def __init__(self):
@@ -159,6 +159,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         # late call from another thread (call_soon_threadsafe) finds a closed loop, not
         # freed memory.
         self._uv = ffi.gc(uv, lib.uvc_loop_free)
+        self._created_ms = time.monotonic() * 1000.0  # libuv's clock is CLOCK_MONOTONIC too
         _live_loops.add(self)
         self._arena = ffi.buffer(lib.uvc_arena(self._uv), lib.uvc_arena_size(self._uv))
         # For owners that copy a small read straight into a buffer of their own (see
@@ -186,7 +187,9 @@ class CoreLoop(asyncio.AbstractEventLoop):
         # One flag for the scheduling fast path: True when closed, in debug mode, or when
         # this Python's Handle cannot be filled directly.
         self._careful = self._debug or not FAST_HANDLES
-        self.slow_callback_duration = 0.1
+        self._slow_callback_duration = 0.1
+        self._callbacks_run = 0  # for stats(): handles run from the ready queue and timers
+        self._stats_last = None  # (loop clock ms, idle ms) at the previous stats() call
         self._current_handle = None
         self._exception_handler = None
         self._task_factory = None
@@ -410,6 +413,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         if self._careful:
             self._run_handles_careful(next_handle, ntodo)
             return
+        self._callbacks_run += ntodo
         while ntodo:
             try:
                 while ntodo:
@@ -417,6 +421,8 @@ class CoreLoop(asyncio.AbstractEventLoop):
                     handle = next_handle()
                     if not handle._cancelled:
                         handle._context.run(handle._callback, *handle._args)
+                    else:
+                        self._callbacks_run -= 1
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -430,6 +436,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
             handle = next_handle()
             if handle._cancelled:
                 continue
+            self._callbacks_run += 1
             if not debug:
                 handle._run()
                 continue
@@ -442,6 +449,81 @@ class CoreLoop(asyncio.AbstractEventLoop):
             dt = time.monotonic() - t0
             if dt >= self.slow_callback_duration:
                 logger.warning("Executing %s took %.3f seconds", _format_handle(handle), dt)
+
+    # ---------------------------------------------------------------- statistics
+
+    @property
+    def slow_callback_duration(self):
+        """Seconds a callback may run before it counts as slow: logged in debug mode, and
+        counted in stats()["slow_callbacks"] always."""
+        return self._slow_callback_duration
+
+    @slow_callback_duration.setter
+    def slow_callback_duration(self, value):
+        self._slow_callback_duration = value
+        try:
+            ms = math.ceil(value * 1000)
+        except (TypeError, ValueError, OverflowError):
+            return  # asyncio takes any value; the C counter keeps its last threshold
+        if not self._closed:
+            lib.uvc_set_slow_ms(self._uv, min(ms, 2 ** 62))
+
+    def stats(self):
+        """A snapshot of what the loop has done (uvcffi's own; asyncio has no such call).
+
+        Cheap enough to call every second: about 10 us on CPython (40 on PyPy) plus 0.3 us
+        per live handle (3 ms with 10,000 connections).  Keeping the counters costs the
+        loop a few instructions per iteration and per event.  Keys: ``iterations``; ``events`` (libuv events by kind); ``callbacks_run``
+        (handles run from the ready queue and timers; I/O callbacks are ``events``);
+        ``ready`` (callbacks waiting now); ``timers`` (scheduled, not cancelled);
+        ``handles`` (live libuv handles by owner kind); ``idle_time`` (seconds spent waiting
+        in the poll since the loop was made) and ``utilization`` (the busy share of the time
+        since the previous stats() call, or since the loop was made); ``slow_callbacks``
+        (iterations in which callbacks ran longer than slow_callback_duration, counted
+        outside debug mode too) and ``slow_recent`` (the last of them, as (start, duration)
+        in loop.time() seconds); ``bytes_read`` and ``bytes_written`` (by the loop's stream
+        and datagram transports).  Times come from libuv's millisecond clock.
+        """
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        st = ffi.new("uvc_stats_t *")
+        lib.uvc_stats(self._uv, st)
+        events = {}
+        for kind, name in _EVENT_NAMES.items():
+            n = st.events[kind]
+            if n:
+                events[name] = n
+        handles = {}
+        for owner in self._slots:
+            if owner is not None:
+                kind = getattr(owner, "_stats_kind", None) or type(owner).__name__.lstrip("_")
+                handles[kind] = handles.get(kind, 0) + 1
+        now, idle = st.now_ms, st.idle_ms
+        last = self._stats_last
+        since, idle_before = last if last is not None else (self._created_ms, 0)
+        self._stats_last = (now, idle)
+        window = now - since
+        utilization = 1.0 - (idle - idle_before) / window if window > 0 else 0.0
+        recent = []
+        count = st.slow_iterations
+        for i in range(max(0, count - lib.UVC_SLOW_RING), count):
+            j = i % lib.UVC_SLOW_RING
+            recent.append((st.slow_start_ms[j] / 1000.0, st.slow_duration_ms[j] / 1000.0))
+        return {
+            "iterations": st.iterations,
+            "events": events,
+            "callbacks_run": self._callbacks_run,
+            "ready": len(self._ready),
+            "timers": len(self._timers) - self._timer_cancelled_count
+                      + sum(1 for t in self._new_timers if not t._cancelled),
+            "handles": handles,
+            "idle_time": idle / 1000.0,
+            "utilization": min(1.0, max(0.0, utilization)),
+            "slow_callbacks": count,
+            "slow_recent": recent,
+            "bytes_read": st.bytes_read,
+            "bytes_written": st.bytes_written,
+        }
 
     # ---------------------------------------------------------------- running and stopping
 
@@ -482,6 +564,9 @@ class CoreLoop(asyncio.AbstractEventLoop):
                 firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
             )
             events._set_running_loop(self)
+            # The time the loop was not running is no callback's: slow-callback counting
+            # starts afresh with each run.
+            self.slow_callback_duration = self._slow_callback_duration
             self._in_main_thread = threading.current_thread() is threading.main_thread()
             self._sync_wakeup_fd()
             while True:
@@ -1161,6 +1246,13 @@ class CoreLoop(asyncio.AbstractEventLoop):
 
 
 _live_loops = weakref.WeakSet()
+
+# stats()'s names for the event kinds of the C core (csrc/*.h).
+_EVENT_NAMES = {
+    getattr(lib, "UVC_EV_" + name.upper()): name
+    for name in ("read", "eof", "read_error", "write_done", "shutdown", "connect", "accept",
+                 "closed", "poll", "signal", "exit", "dns", "udp_recv", "udp_send", "fs")
+}
 
 
 def _after_fork_in_child():

@@ -148,7 +148,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         "_careful", "_closed", "_debug", "_ready", "_timers", "_timer_seq",
         "_timer_cancelled_count", "_polling", "_stopping", "_uv", "_slots", "_arena",
         "_arena_view",
-        "_events", "_events_cap", "_backlog", "_new_timers", "_callbacks_run",
+        "_events", "_events_cap", "_backlog", "_new_timers", "_callbacks_run", "_accel",
     )
 
     def __init__(self):
@@ -211,6 +211,29 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._wakeup_installed = False
         self._wakeup_previous = -1
         self._in_main_thread = False
+        self._accel = None
+        if _accel is not None and FAST_HANDLES:
+            self._accel = _accel.Accel(
+                self, CoreLoop, _Handle, _TimerHandle,
+                int(ffi.cast("uintptr_t", uv)),
+                int(ffi.cast("uintptr_t", ffi.addressof(lib, "uvc_wakeup"))),
+                _ACCEL_FALLBACKS)
+            self._bind_accelerator()
+
+    def _bind_accelerator(self):
+        """Make call_soon & co. the accelerator's while the loop is on its fast path (not
+        closed, not in debug mode), unless a subclass overrides them; the Python methods
+        otherwise (debug mode's source tracebacks then name the caller's frame)."""
+        accel = self._accel
+        if accel is None:
+            return
+        attrs = self.__dict__
+        cls = type(self)
+        for name in _ACCEL_METHODS:
+            if self._careful:
+                attrs.pop(name, None)
+            elif getattr(cls, name) is getattr(CoreLoop, name):
+                attrs[name] = getattr(accel, name)
 
     # ---------------------------------------------------------------- slots and events
 
@@ -249,7 +272,11 @@ class CoreLoop(asyncio.AbstractEventLoop):
 
     def _keep_undispatched(self, ev, i, end):
         """Ctrl-C (or SystemExit) stopped a dispatch: keep the events not yet handed out,
-        with their data copied out of the arena the next run reuses, for the next run."""
+        with their data copied out of the arena the next run reuses, for the next run.
+        ``ev`` is the unpacked event array (None: read it from C, as the accelerator
+        leaves it), ``i`` and ``end`` word offsets in it."""
+        if ev is None:
+            ev = _unpack(lib.uvc_events(self._uv), end)
         backlog = self._backlog
         arena = self._arena
         for j in range(i, end, WORDS):
@@ -321,25 +348,30 @@ class CoreLoop(asyncio.AbstractEventLoop):
         # asyncio's order within an iteration: the callbacks that were ready before the poll,
         # then the I/O callbacks (run here directly, as libuv's events are dispatched), then
         # the timers that are due.  Callbacks scheduled meanwhile run in the next iteration.
-        if n:
+        accel = self._accel
+        ev = None  # the accelerator reads the C array itself
+        if n and accel is None:
             if n > self._events_cap:  # the C array grew (and moved) during this run
                 self._events_cap = lib.uvc_events_capacity(self._uv)
                 self._events = lib.uvc_events(self._uv)
-            end = n * WORDS
-            ev = _unpack(self._events, end)
+            ev = _unpack(self._events, n * WORDS)
         ntodo = len(self._ready)
         if ntodo:
             try:
                 self._run_handles(self._ready.popleft, ntodo)
             except BaseException:  # only SystemExit / KeyboardInterrupt get here
                 if n:
-                    self._keep_undispatched(ev, 0, end)
+                    self._keep_undispatched(ev, 0, n * WORDS)
                 raise
+        if n and accel is not None:
+            accel.dispatch(n)  # the loop below, in C
+            n = 0
 
         # The events go to the owners of their slots.  This loop is the hottest code of
         # the loop, so it is inline here, in one try (free in CPython 3.11+) re-entered
         # after an error: a failing owner neither stops the loop nor loses later events.
         i = 0
+        end = n * WORDS
         slots = self._slots
         arena = self._arena
         while n and i < end:
@@ -412,6 +444,9 @@ class CoreLoop(asyncio.AbstractEventLoop):
         3.11+), re-entered after an error."""
         if self._careful:
             self._run_handles_careful(next_handle, ntodo)
+            return
+        if self._accel is not None:
+            self._accel.run_handles(next_handle, ntodo)  # the loop below, in C
             return
         self._callbacks_run += ntodo
         while ntodo:
@@ -657,6 +692,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._sync_wakeup_fd(force_off=True)
         self._closed = True
         self._careful = True
+        self._bind_accelerator()
         self._ready.clear()
         for entry in self._timers:
             entry[2]._scheduled = False
@@ -968,6 +1004,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         """Turn debug mode on or off (slow-callback warnings, thread checks, origins)."""
         self._debug = bool(enabled)
         self._careful = self._closed or self._debug or not FAST_HANDLES
+        self._bind_accelerator()
         if self.is_running():
             self.call_soon_threadsafe(self._set_coroutine_origin_tracking, self._debug)
 
@@ -1263,6 +1300,58 @@ def _after_fork_in_child():
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
+
+def _load_accelerator():
+    """uvcffi._accel (csrc/cpython/accel.c) on CPython, unless UVCFFI_PURE_PYTHON is set."""
+    if sys.implementation.name != "cpython" or os.environ.get("UVCFFI_PURE_PYTHON"):
+        return None
+    try:
+        from . import _accel as module
+    except ImportError:  # built without it (a source tree compiled by build_ffi.py alone)
+        return None
+    return module
+
+
+_accel = _load_accelerator()
+_ACCEL_METHODS = ("call_soon", "call_soon_threadsafe", "call_later", "call_at")
+
+
+# The accelerator's slow paths: the Python code, taking the loop first (see accel.c).
+def _call_soon_py(loop, callback, args, context):
+    return CoreLoop.call_soon(loop, callback, *args, context=context)
+
+
+def _call_soon_threadsafe_py(loop, callback, args, context):
+    return CoreLoop.call_soon_threadsafe(loop, callback, *args, context=context)
+
+
+def _call_later_py(loop, delay, callback, args, context):
+    return CoreLoop.call_later(loop, delay, callback, *args, context=context)
+
+
+def _call_at_py(loop, when, callback, args, context):
+    return CoreLoop.call_at(loop, when, callback, *args, context=context)
+
+
+def _callback_failed(loop, handle, exc):
+    loop.call_exception_handler(callback_error_context(handle, exc))
+
+
+def _keep_undispatched_from(loop, first, count):
+    loop._keep_undispatched(None, first * WORDS, count * WORDS)
+
+
+_ACCEL_FALLBACKS = {
+    "call_soon": _call_soon_py,
+    "call_soon_threadsafe": _call_soon_threadsafe_py,
+    "call_later": _call_later_py,
+    "call_at": _call_at_py,
+    "callback_failed": _callback_failed,
+    "event_failed": lambda loop, owner, kind, exc: loop._event_failed(owner, kind, exc),
+    "keep_undispatched": _keep_undispatched_from,
+    "handle_signal": lambda loop, sig: loop._handle_signal(sig),
+    "flush_new_timers": lambda loop: loop._flush_new_timers(),
+}
 
 _new_object = object.__new__
 _copy_context = contextvars.copy_context

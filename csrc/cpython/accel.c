@@ -1,0 +1,674 @@
+/* uvcffi._accel: the CPython-only accelerator for the loop's hottest Python.
+ *
+ * cffi cannot make a Python object or call one without the costs DESIGN.md lists, and an
+ * asyncio.Handle built in Python costs ~0.45 us.  This module, written against the CPython
+ * C API as CPython's own _asyncio is, does four things for one loop and nothing else:
+ *   - call_soon / call_soon_threadsafe / call_later / call_at: fill the slots of uvcffi's
+ *     asyncio.Handle / TimerHandle subclasses (loop/_handles.py) directly;
+ *   - run_handles: run a batch of ready handles, each in its context;
+ *   - dispatch: hand the C core's event records of one iteration to their slot owners.
+ * It follows the pure-Python code of loop/_core.py line for line (that code stays, PyPy
+ * runs it, and the suite runs on CPython in both modes: UVCFFI_PURE_PYTHON=1).  Anything
+ * unusual (debug mode, a closed loop, an argument that is not a plain int or float) goes
+ * back to that Python code, so error messages and slow paths exist once.
+ *
+ * Slots are written at the offsets their member descriptors give, read once at set-up:
+ * the accelerator refuses to start when a class does not have the slots it knows.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+
+#include "../uvc_core.h"
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *loop_ref;          /* weakref: the loop owns this object, not the reverse */
+    uvc_loop_t *uv;
+    int (*wakeup)(uvc_loop_t *);
+    PyTypeObject *handle_type;   /* loop/_handles._Handle */
+    PyTypeObject *timer_type;    /* loop/_handles._TimerHandle */
+    PyObject *ready_append;      /* loop._ready.append */
+    PyObject *fallback;          /* dict: the Python paths (see Accel_init) */
+    PyObject *call_soon_py, *call_soon_threadsafe_py, *call_later_py, *call_at_py;
+    PyObject *callback_failed, *event_failed, *keep_undispatched, *handle_signal;
+    PyObject *flush_new_timers;
+    /* offsets of the loop's slots */
+    Py_ssize_t l_careful, l_closed, l_polling, l_slots, l_new_timers, l_callbacks_run;
+    /* offsets of the handles' slots */
+    Py_ssize_t h_callback, h_args, h_cancelled, h_loop, h_source_traceback, h_repr, h_context;
+    Py_ssize_t t_when, t_scheduled;
+} Accel;
+
+static PyObject *s_uv_read, *s_uv_read_at, *s_uv_event, *s_uv_closed;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static Py_ssize_t member_offset(PyObject *type, const char *name) {
+    PyObject *d = PyObject_GetAttrString(type, name);
+    if (d == NULL)
+        return -1;
+    if (!PyObject_TypeCheck(d, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+        Py_DECREF(d);
+        PyErr_Format(PyExc_TypeError, "%R.%s is not an object slot", type, name);
+        return -1;
+    }
+    Py_ssize_t off = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    return off;
+}
+
+/* The loop (a new reference), or NULL with RuntimeError once it is gone. */
+static PyObject *get_loop(Accel *self) {
+    PyObject *loop;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyWeakref_GetRef(self->loop_ref, &loop) < 0)
+        return NULL;
+#else
+    loop = PyWeakref_GetObject(self->loop_ref);
+    if (loop == Py_None)
+        loop = NULL;
+    Py_XINCREF(loop);
+#endif
+    if (loop == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+    return loop;
+}
+
+/* time.monotonic(), computed as CPython computes it. */
+static double monotonic(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    if (ns % 1000000000LL == 0)
+        return (double)(ns / 1000000000LL);
+    return (double)ns / 1e9;
+}
+
+/* ------------------------------------------------------------------ set-up */
+
+static int Accel_traverse(Accel *self, visitproc visit, void *arg) {
+    Py_VISIT(self->loop_ref);
+    Py_VISIT(self->handle_type);
+    Py_VISIT(self->timer_type);
+    Py_VISIT(self->ready_append);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int Accel_clear(Accel *self) {
+    Py_CLEAR(self->loop_ref);
+    Py_CLEAR(self->handle_type);
+    Py_CLEAR(self->timer_type);
+    Py_CLEAR(self->ready_append);
+    Py_CLEAR(self->fallback);
+    /* borrowed from fallback */
+    self->call_soon_py = self->call_soon_threadsafe_py = self->call_later_py = NULL;
+    self->call_at_py = self->callback_failed = self->event_failed = NULL;
+    self->keep_undispatched = self->handle_signal = self->flush_new_timers = NULL;
+    return 0;
+}
+
+static void Accel_dealloc(Accel *self) {
+    PyObject_GC_UnTrack(self);
+    Accel_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *fallback_item(PyObject *fallback, const char *name) {
+    PyObject *v = PyDict_GetItemString(fallback, name); /* borrowed */
+    if (v == NULL)
+        PyErr_Format(PyExc_KeyError, "accelerator fallback %s missing", name);
+    return v;
+}
+
+/* Accel(loop, loop_type, handle_type, timer_type, uv_address, wakeup_address, fallback)
+ * fallback: {"call_soon": ..., "call_soon_threadsafe": ..., "call_later": ...,
+ *            "call_at": ..., "callback_failed": ..., "event_failed": ...,
+ *            "keep_undispatched": ..., "handle_signal": ..., "flush_new_timers": ...}
+ * (functions taking the loop first: the accelerator's slow paths, in Python). */
+static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
+    PyObject *loop, *loop_type, *handle_type, *timer_type, *fallback;
+    unsigned long long uv_addr, wakeup_addr;
+    if (!PyArg_ParseTuple(args, "OOO!O!KKO!", &loop, &loop_type, &PyType_Type, &handle_type,
+                          &PyType_Type, &timer_type, &uv_addr, &wakeup_addr,
+                          &PyDict_Type, &fallback))
+        return -1;
+    Accel_clear(self);
+    if ((self->loop_ref = PyWeakref_NewRef(loop, NULL)) == NULL)
+        return -1;
+    self->uv = (uvc_loop_t *)(uintptr_t)uv_addr;
+    self->wakeup = (int (*)(uvc_loop_t *))(uintptr_t)wakeup_addr;
+    self->handle_type = (PyTypeObject *)Py_NewRef(handle_type);
+    self->timer_type = (PyTypeObject *)Py_NewRef(timer_type);
+    self->fallback = Py_NewRef(fallback);
+#define FB(field, name) if ((self->field = fallback_item(fallback, name)) == NULL) return -1
+    FB(call_soon_py, "call_soon");
+    FB(call_soon_threadsafe_py, "call_soon_threadsafe");
+    FB(call_later_py, "call_later");
+    FB(call_at_py, "call_at");
+    FB(callback_failed, "callback_failed");
+    FB(event_failed, "event_failed");
+    FB(keep_undispatched, "keep_undispatched");
+    FB(handle_signal, "handle_signal");
+    FB(flush_new_timers, "flush_new_timers");
+#undef FB
+#define OFF(field, type, name) if ((self->field = member_offset(type, name)) < 0) return -1
+    OFF(l_careful, loop_type, "_careful");
+    OFF(l_closed, loop_type, "_closed");
+    OFF(l_polling, loop_type, "_polling");
+    OFF(l_slots, loop_type, "_slots");
+    OFF(l_new_timers, loop_type, "_new_timers");
+    OFF(l_callbacks_run, loop_type, "_callbacks_run");
+    OFF(h_callback, handle_type, "_callback");
+    OFF(h_args, handle_type, "_args");
+    OFF(h_cancelled, handle_type, "_cancelled");
+    OFF(h_loop, handle_type, "_loop");
+    OFF(h_source_traceback, handle_type, "_source_traceback");
+    OFF(h_repr, handle_type, "_repr");
+    OFF(h_context, handle_type, "_context");
+    OFF(t_when, timer_type, "_when");
+    OFF(t_scheduled, timer_type, "_scheduled");
+#undef OFF
+    /* One set of offsets serves both kinds: asyncio's TimerHandle inherits Handle's slots. */
+    static const char *const shared[] = {"_callback", "_args", "_cancelled", "_loop",
+                                         "_source_traceback", "_repr", "_context"};
+    const Py_ssize_t offsets[] = {self->h_callback, self->h_args, self->h_cancelled,
+                                  self->h_loop, self->h_source_traceback, self->h_repr,
+                                  self->h_context};
+    for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++) {
+        Py_ssize_t off = member_offset(timer_type, shared[i]);
+        if (off < 0)
+            return -1;
+        if (off != offsets[i]) {
+            PyErr_Format(PyExc_TypeError, "%R.%s is not where %R has it", timer_type,
+                         shared[i], handle_type);
+            return -1;
+        }
+    }
+    PyObject *ready = PyObject_GetAttrString(loop, "_ready");
+    if (ready == NULL)
+        return -1;
+    self->ready_append = PyObject_GetAttrString(ready, "append");
+    Py_DECREF(ready);
+    return self->ready_append == NULL ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ handles */
+
+/* A new handle of ``type`` (the timer slots left to the caller), or NULL. */
+static PyObject *new_handle(Accel *self, PyTypeObject *type, PyObject *loop, PyObject *callback,
+                            PyObject *cbargs, PyObject *context) {
+    PyObject *h = type->tp_alloc(type, 0);
+    if (h == NULL)
+        return NULL;
+    if (context == NULL || context == Py_None) {
+        if ((context = PyContext_CopyCurrent()) == NULL) {
+            Py_DECREF(h);
+            return NULL;
+        }
+    } else {
+        Py_INCREF(context);
+    }
+    SLOT(h, self->h_context) = context;
+    SLOT(h, self->h_loop) = Py_NewRef(loop);
+    SLOT(h, self->h_callback) = Py_NewRef(callback);
+    SLOT(h, self->h_args) = Py_NewRef(cbargs);
+    SLOT(h, self->h_cancelled) = Py_NewRef(Py_False);
+    SLOT(h, self->h_repr) = Py_NewRef(Py_None);
+    SLOT(h, self->h_source_traceback) = Py_NewRef(Py_None);
+    return h;
+}
+
+/* Parse (callback, *args, context=None) after ``skip`` leading positional arguments. */
+static int parse_call(const char *method, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames, Py_ssize_t skip, PyObject **cbargs,
+                      PyObject **context) {
+    *context = NULL;
+    if (kwnames != NULL) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nk; i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            if (!PyUnicode_Check(k) || PyUnicode_CompareWithASCIIString(k, "context") != 0) {
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'",
+                             method, k);
+                return -1;
+            }
+            *context = args[nargs + i];
+        }
+    }
+    if (nargs <= skip) {
+        PyErr_Format(PyExc_TypeError, "%s() missing %s required positional argument%s",
+                     method, skip ? "2" : "1", skip ? "s" : "");
+        return -1;
+    }
+    *cbargs = PyTuple_New(nargs - skip - 1);
+    if (*cbargs == NULL)
+        return -1;
+    for (Py_ssize_t i = skip + 1; i < nargs; i++)
+        PyTuple_SET_ITEM(*cbargs, i - skip - 1, Py_NewRef(args[i]));
+    return 0;
+}
+
+/* The Python path: fallback(loop, callback, args, context) or fallback(loop, first,
+ * callback, args, context).  (Every fallback takes the loop first: the accelerator holds
+ * plain functions, so no reference cycle runs through the loop.) */
+static PyObject *slow_path(PyObject *fallback, PyObject *loop, PyObject *first,
+                           PyObject *callback, PyObject *cbargs, PyObject *context) {
+    PyObject *ctx = context ? context : Py_None;
+    if (first != NULL)
+        return PyObject_CallFunctionObjArgs(fallback, loop, first, callback, cbargs, ctx, NULL);
+    return PyObject_CallFunctionObjArgs(fallback, loop, callback, cbargs, ctx, NULL);
+}
+
+static PyObject *append_ready(Accel *self, PyObject *h) {
+    PyObject *r = PyObject_CallOneArg(self->ready_append, h);
+    if (r == NULL) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return h;
+}
+
+static PyObject *Accel_call_soon(Accel *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    PyObject *cbargs, *context;
+    if (parse_call("call_soon", args, nargs, kwnames, 0, &cbargs, &context) < 0)
+        return NULL;
+    PyObject *loop = get_loop(self), *h = NULL;
+    if (loop == NULL)
+        goto done;
+    if (SLOT(loop, self->l_careful) != Py_False || !PyCallable_Check(args[0])) {
+        h = slow_path(self->call_soon_py, loop, NULL, args[0], cbargs, context);
+        goto done;
+    }
+    if ((h = new_handle(self, self->handle_type, loop, args[0], cbargs, context)) != NULL)
+        h = append_ready(self, h);
+done:
+    Py_XDECREF(loop);
+    Py_DECREF(cbargs);
+    return h;
+}
+
+static PyObject *Accel_call_soon_threadsafe(Accel *self, PyObject *const *args,
+                                            Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *cbargs, *context;
+    if (parse_call("call_soon_threadsafe", args, nargs, kwnames, 0, &cbargs, &context) < 0)
+        return NULL;
+    PyObject *loop = get_loop(self), *h = NULL;
+    if (loop == NULL)
+        goto done;
+    if (SLOT(loop, self->l_closed) != Py_False || SLOT(loop, self->l_careful) != Py_False ||
+        !PyCallable_Check(args[0])) {
+        h = slow_path(self->call_soon_threadsafe_py, loop, NULL, args[0], cbargs, context);
+        goto done;
+    }
+    if ((h = new_handle(self, self->handle_type, loop, args[0], cbargs, context)) == NULL)
+        goto done;
+    if ((h = append_ready(self, h)) == NULL)
+        goto done;
+    /* As the Python path: a wake-up only while the loop may block in libuv. */
+    if (SLOT(loop, self->l_polling) == Py_True)
+        self->wakeup(self->uv);
+done:
+    Py_XDECREF(loop);
+    Py_DECREF(cbargs);
+    return h;
+}
+
+/* The TimerHandle for ``when`` (a float object), queued as loop._call_at queues it. */
+static PyObject *schedule_timer(Accel *self, PyObject *loop, PyObject *when, PyObject *callback,
+                                PyObject *cbargs, PyObject *context) {
+    PyObject *h = new_handle(self, self->timer_type, loop, callback, cbargs, context);
+    if (h == NULL)
+        return NULL;
+    SLOT(h, self->t_when) = Py_NewRef(when);
+    SLOT(h, self->t_scheduled) = Py_NewRef(Py_False);
+    PyObject *new_timers = SLOT(loop, self->l_new_timers);
+    if (new_timers == NULL || !PyList_CheckExact(new_timers) || PyList_Append(new_timers, h) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "loop._new_timers is not a list");
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (PyList_GET_SIZE(new_timers) > 1024) {
+        PyObject *r = PyObject_CallOneArg(self->flush_new_timers, loop);
+        if (r == NULL) {
+            Py_DECREF(h);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return h;
+}
+
+static PyObject *Accel_call_later(Accel *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    PyObject *cbargs, *context;
+    if (parse_call("call_later", args, nargs, kwnames, 1, &cbargs, &context) < 0)
+        return NULL;
+    PyObject *loop = get_loop(self), *h = NULL, *delay = args[0], *callback = args[1];
+    if (loop == NULL)
+        goto done;
+    if (SLOT(loop, self->l_careful) != Py_False || !PyCallable_Check(callback) ||
+        !(PyFloat_CheckExact(delay) || PyLong_CheckExact(delay))) {
+        h = slow_path(self->call_later_py, loop, delay, callback, cbargs, context);
+        goto done;
+    }
+    double d = PyFloat_AsDouble(delay); /* an exact int too big for a double raises */
+    if (d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        h = slow_path(self->call_later_py, loop, delay, callback, cbargs, context);
+        goto done;
+    }
+    PyObject *when = PyFloat_FromDouble(monotonic() + d);
+    if (when == NULL)
+        goto done;
+    h = schedule_timer(self, loop, when, callback, cbargs, context);
+    Py_DECREF(when);
+done:
+    Py_XDECREF(loop);
+    Py_DECREF(cbargs);
+    return h;
+}
+
+static PyObject *Accel_call_at(Accel *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames) {
+    PyObject *cbargs, *context;
+    if (parse_call("call_at", args, nargs, kwnames, 1, &cbargs, &context) < 0)
+        return NULL;
+    PyObject *loop = get_loop(self), *h = NULL, *when = args[0], *callback = args[1];
+    if (loop == NULL)
+        goto done;
+    if (SLOT(loop, self->l_careful) != Py_False || !PyCallable_Check(callback) ||
+        !PyFloat_CheckExact(when)) {
+        h = slow_path(self->call_at_py, loop, when, callback, cbargs, context);
+        goto done;
+    }
+    h = schedule_timer(self, loop, when, callback, cbargs, context);
+done:
+    Py_XDECREF(loop);
+    Py_DECREF(cbargs);
+    return h;
+}
+
+/* ------------------------------------------------------------------ running */
+
+/* The exception set now, normalized, with its traceback attached (a new reference). */
+static PyObject *fetch_exception(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+static int is_exit(void) {
+    return PyErr_ExceptionMatches(PyExc_SystemExit) ||
+           PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+}
+
+static int add_callbacks_run(Accel *self, PyObject *loop, Py_ssize_t n) {
+    PyObject **p = &SLOT(loop, self->l_callbacks_run);
+    PyObject *old = *p;
+    if (old == NULL || !PyLong_CheckExact(old))
+        return 0;
+    PyObject *delta = PyLong_FromSsize_t(n);
+    if (delta == NULL)
+        return -1;
+    PyObject *sum = PyNumber_Add(old, delta);
+    Py_DECREF(delta);
+    if (sum == NULL)
+        return -1;
+    *p = sum;
+    Py_DECREF(old);
+    return 0;
+}
+
+/* run_handles(next_handle, ntodo): run ``ntodo`` handles taken with next_handle(), each
+ * in its context, as Handle._run() would; an exception goes to callback_failed(handle,
+ * exc), SystemExit and KeyboardInterrupt propagate. */
+static PyObject *Accel_run_handles(Accel *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "run_handles(next_handle, ntodo)");
+        return NULL;
+    }
+    PyObject *next_handle = args[0];
+    Py_ssize_t ntodo = PyLong_AsSsize_t(args[1]);
+    if (ntodo < 0)
+        return PyErr_Occurred() ? NULL : (Py_INCREF(Py_None), Py_None);
+    PyObject *loop = get_loop(self);
+    if (loop == NULL)
+        return NULL;
+    Py_ssize_t ran = 0;
+    PyObject *result = NULL;
+    while (ntodo-- > 0) {
+        PyObject *h = PyObject_CallNoArgs(next_handle);
+        if (h == NULL)
+            goto out;
+        if (SLOT(h, self->h_cancelled) != Py_False) {
+            Py_DECREF(h);
+            continue;
+        }
+        ran++;
+        PyObject *ctx = SLOT(h, self->h_context), *cb = SLOT(h, self->h_callback);
+        PyObject *cbargs = SLOT(h, self->h_args);
+        if (ctx == NULL || cb == NULL || cbargs == NULL || !PyTuple_Check(cbargs)) {
+            Py_DECREF(h);
+            PyErr_SetString(PyExc_RuntimeError, "a handle without its slots");
+            goto out;
+        }
+        Py_INCREF(ctx);
+        Py_INCREF(cb);
+        Py_INCREF(cbargs);
+        PyObject *res = NULL;
+        if (PyContext_Enter(ctx) == 0) {
+            res = PyObject_Call(cb, cbargs, NULL);
+            if (PyContext_Exit(ctx) < 0)
+                Py_CLEAR(res);
+        }
+        Py_DECREF(ctx);
+        Py_DECREF(cb);
+        Py_DECREF(cbargs);
+        if (res != NULL) {
+            Py_DECREF(res);
+            Py_DECREF(h);
+            continue;
+        }
+        if (is_exit()) {
+            Py_DECREF(h);
+            goto out;
+        }
+        PyObject *exc = fetch_exception();
+        PyObject *r = PyObject_CallFunctionObjArgs(self->callback_failed, loop, h, exc, NULL);
+        Py_XDECREF(exc);
+        Py_DECREF(h);
+        if (r == NULL)
+            goto out;
+        Py_DECREF(r);
+    }
+    result = Py_NewRef(Py_None);
+out:
+    if (add_callbacks_run(self, loop, ran) < 0)
+        Py_CLEAR(result);
+    Py_DECREF(loop);
+    return result;
+}
+
+/* dispatch(n): the ``n`` event records of the last uvc_run_once to the owners of their
+ * slots (loop/_core.py's dispatch loop, which PyPy runs, says the same in Python). */
+static PyObject *Accel_dispatch(Accel *self, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n < 0)
+        return PyErr_Occurred() ? NULL : (Py_INCREF(Py_None), Py_None);
+    PyObject *loop = get_loop(self);
+    if (loop == NULL)
+        return NULL;
+    PyObject *slots = SLOT(loop, self->l_slots);
+    if (slots == NULL || !PyList_CheckExact(slots)) {
+        Py_DECREF(loop);
+        PyErr_SetString(PyExc_RuntimeError, "loop._slots is not a list");
+        return NULL;
+    }
+    Py_INCREF(slots);
+    const int64_t *ev = self->uv->events;
+    const char *arena = self->uv->arena;
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t *e = ev + i * UVC_EVENT_WORDS;
+        int64_t kind = e[0], slot = e[1];
+        PyObject *owner = NULL, *r = NULL;
+        if (slot >= 0 && slot < PyList_GET_SIZE(slots))
+            owner = PyList_GET_ITEM(slots, slot);
+        if (owner == Py_None)
+            owner = NULL;
+        Py_XINCREF(owner);
+        if (kind == UVC_EV_READ) {
+            if (owner == NULL)
+                continue;
+            PyObject *read = PyObject_GetAttr(owner, s_uv_read);
+            if (read == NULL) {
+                /* fall through to the error handling below */
+            } else if (read != Py_None) {
+                PyObject *data = PyBytes_FromStringAndSize(arena + e[2], (Py_ssize_t)e[3]);
+                if (data != NULL) {
+                    r = PyObject_CallOneArg(read, data);
+                    Py_DECREF(data);
+                }
+                Py_DECREF(read);
+            } else {
+                Py_DECREF(read);
+                PyObject *off = PyLong_FromLongLong(e[2]), *len = PyLong_FromLongLong(e[3]);
+                if (off != NULL && len != NULL)
+                    r = PyObject_CallMethodObjArgs(owner, s_uv_read_at, off, len, NULL);
+                Py_XDECREF(off);
+                Py_XDECREF(len);
+            }
+        } else if (kind == UVC_EV_CLOSED) {
+            if (owner == NULL)
+                continue;
+            Py_INCREF(Py_None);
+            PyList_SetItem(slots, slot, Py_None); /* steals; drops the list's reference */
+            r = PyObject_CallMethodNoArgs(owner, s_uv_closed);
+        } else if (kind == UVC_EV_SIGNAL) {
+            Py_CLEAR(owner);
+            PyObject *sig = PyLong_FromLongLong(e[2]);
+            if (sig != NULL) {
+                r = PyObject_CallFunctionObjArgs(self->handle_signal, loop, sig, NULL);
+                Py_DECREF(sig);
+            }
+        } else {
+            if (owner == NULL)
+                continue;
+            PyObject *k = PyLong_FromLongLong(kind), *a = PyLong_FromLongLong(e[2]);
+            PyObject *b = PyLong_FromLongLong(e[3]), *c = PyLong_FromLongLong(e[4]);
+            if (k && a && b && c)
+                r = PyObject_CallMethodObjArgs(owner, s_uv_event, k, a, b, c, NULL);
+            Py_XDECREF(k);
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            Py_XDECREF(c);
+        }
+        if (r != NULL) {
+            Py_DECREF(r);
+            Py_XDECREF(owner);
+            continue;
+        }
+        if (is_exit()) {
+            /* Keep the events not handed out yet for the next run (their reads copied out
+             * of the arena the next run reuses). */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyObject *first = PyLong_FromSsize_t(i + 1), *count = PyLong_FromSsize_t(n);
+            PyObject *kr = first && count ? PyObject_CallFunctionObjArgs(
+                                                self->keep_undispatched, loop, first, count, NULL)
+                                          : NULL;
+            Py_XDECREF(first);
+            Py_XDECREF(count);
+            Py_XDECREF(owner);
+            if (kr == NULL)
+                PyErr_Clear(); /* the original exception wins */
+            Py_XDECREF(kr);
+            PyErr_Restore(type, value, tb);
+            goto out;
+        }
+        PyObject *exc = fetch_exception();
+        PyObject *k = PyLong_FromLongLong(kind);
+        r = k ? PyObject_CallFunctionObjArgs(self->event_failed, loop, owner ? owner : Py_None,
+                                             k, exc, NULL)
+              : NULL;
+        Py_XDECREF(k);
+        Py_XDECREF(exc);
+        Py_XDECREF(owner);
+        if (r == NULL)
+            goto out;
+        Py_DECREF(r);
+    }
+    result = Py_NewRef(Py_None);
+out:
+    Py_DECREF(slots);
+    Py_DECREF(loop);
+    return result;
+}
+
+static PyMethodDef Accel_methods[] = {
+    {"call_soon", (PyCFunction)(void (*)(void))Accel_call_soon, METH_FASTCALL | METH_KEYWORDS,
+     "call_soon(callback, *args, context=None): asyncio's call_soon."},
+    {"call_soon_threadsafe", (PyCFunction)(void (*)(void))Accel_call_soon_threadsafe,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_soon_threadsafe(callback, *args, context=None): asyncio's call_soon_threadsafe."},
+    {"call_later", (PyCFunction)(void (*)(void))Accel_call_later, METH_FASTCALL | METH_KEYWORDS,
+     "call_later(delay, callback, *args, context=None): asyncio's call_later."},
+    {"call_at", (PyCFunction)(void (*)(void))Accel_call_at, METH_FASTCALL | METH_KEYWORDS,
+     "call_at(when, callback, *args, context=None): asyncio's call_at."},
+    {"run_handles", (PyCFunction)(void (*)(void))Accel_run_handles, METH_FASTCALL,
+     "run_handles(next_handle, ntodo): run a batch of ready handles."},
+    {"dispatch", (PyCFunction)Accel_dispatch, METH_O,
+     "dispatch(n): hand the last run's n events to their slot owners."},
+    {NULL}
+};
+
+static PyTypeObject AccelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "uvcffi._accel.Accel",
+    .tp_doc = "The accelerated scheduling and dispatch paths of one uvcffi loop.",
+    .tp_basicsize = sizeof(Accel),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Accel_init,
+    .tp_dealloc = (destructor)Accel_dealloc,
+    .tp_traverse = (traverseproc)Accel_traverse,
+    .tp_clear = (inquiry)Accel_clear,
+    .tp_methods = Accel_methods,
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT, "uvcffi._accel",
+    "The CPython accelerator of uvcffi's loop (see csrc/cpython/accel.c).", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__accel(void) {
+    if (PyType_Ready(&AccelType) < 0)
+        return NULL;
+    if (!(s_uv_read = PyUnicode_InternFromString("_uv_read")) ||
+        !(s_uv_read_at = PyUnicode_InternFromString("_uv_read_at")) ||
+        !(s_uv_event = PyUnicode_InternFromString("_uv_event")) ||
+        !(s_uv_closed = PyUnicode_InternFromString("_uv_closed")))
+        return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&AccelType);
+    if (PyModule_AddObject(m, "Accel", (PyObject *)&AccelType) < 0) {
+        Py_DECREF(&AccelType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,8 +1,12 @@
 /* uvcffi stream handles: see uvc_stream.h. */
+#define _GNU_SOURCE /* accept4 */
 #include "uvc_stream.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 typedef struct {
     uvc_base_t base;
@@ -150,39 +154,151 @@ size_t uvc_write_queue_size(uvc_loop_t *L, int slot) {
     return s == NULL ? 0 : s->write_queue_size;
 }
 
-static void connection_cb(uv_stream_t *server, int status) {
-    uvc_base_t *b = server->data;
-    uvc_loop_t *L = b->loop;
-    if (status < 0) {
-        uvc_emit(L, UVC_EV_ACCEPT, b->slot, status, -1, 0);
-        return;
+/* ---- listening sockets ----
+ *
+ * Not uv_listen.  libuv 1.44's accept loop (uv__server_io) meets EMFILE/ENFILE with its
+ * "emfile trick": it closes a reserve fd, accepts every pending connection and closes it at
+ * once, so the clients see EOF or a reset and nothing reaches Python; after any other error
+ * it calls connection_cb and accepts again, and only leaves the loop on EAGAIN or when the fd
+ * is closed.  asyncio instead reports the error, stops accepting and tries again after
+ * ACCEPT_RETRY_DELAY, the clients waiting in the kernel's backlog until fds free up.  So a
+ * listener is a uv_poll_t on the listening fd and the accept loop below is ours. */
+typedef struct {
+    uvc_base_t base;
+    uv_poll_t poll;
+    int fd;     /* the listening socket: the slot owns it, -1 once closed */
+    int is_tcp; /* what accepted connections become: uv_tcp_t, else uv_pipe_t */
+    int bound;  /* connections accepted per readiness event at most */
+} uvc_listener_t;
+
+static void listener_free(uvc_base_t *b) {
+    uvc_listener_t *h = (uvc_listener_t *)b;
+    if (h->fd >= 0) /* closed without uvc_listener_close (the loop is closing) */
+        close(h->fd);
+}
+
+static uvc_listener_t *listener_of(uvc_loop_t *L, int slot) {
+    uvc_base_t *b = uvc_slot_get(L, slot);
+    /* add_reader's polls are UV_POLL slots too: on_free tells the two apart. */
+    if (b == NULL || b->on_free != listener_free)
+        return NULL;
+    return (uvc_listener_t *)b;
+}
+
+int uvc_listener_new(uvc_loop_t *L, int fd, int is_tcp) {
+    uvc_listener_t *h = uvc_handle_alloc(L, sizeof *h, offsetof(uvc_listener_t, poll));
+    if (h == NULL)
+        return UV_ENOMEM;
+    int r = uv_poll_init(&L->uv, &h->poll, fd);
+    if (r < 0) {
+        uvc_handle_discard(h); /* the fd stays the caller's */
+        return r;
     }
-    int slot = stream_new(L, server->type == UV_TCP, 0);
-    if (slot < 0) {
-        uvc_emit(L, UVC_EV_ACCEPT, b->slot, slot, -1, 0);
-        return;
-    }
+    h->poll.data = h;
+    h->fd = fd;
+    h->is_tcp = is_tcp;
+    h->bound = 1;
+    h->base.on_free = listener_free;
+    return h->base.slot;
+}
+
+/* Give an accepted fd a stream slot and tell Python.  On error the fd is still the caller's. */
+static int adopt_accepted(uvc_listener_t *h, int fd) {
+    uvc_loop_t *L = h->base.loop;
+    int slot = stream_new(L, h->is_tcp, 0);
+    if (slot < 0)
+        return slot;
     uv_stream_t *client = stream_of(L, slot);
-    int r = uv_accept(server, client);
+    /* Unlike uv_accept these make one more syscall (FIONBIO, and F_GETFL for a pipe): the
+     * public API has no way to hand libuv an fd that is non-blocking already. */
+    int r = h->is_tcp ? uv_tcp_open((uv_tcp_t *)client, fd)
+                      : uv_pipe_open((uv_pipe_t *)client, fd);
     if (r < 0) {
         /* Python never hears of this slot: its CLOSED event finds no owner. */
         uv_close((uv_handle_t *)client, uvc_close_cb);
-        uvc_emit(L, UVC_EV_ACCEPT, b->slot, r, -1, 0);
+        return r;
+    }
+    /* asyncio sets TCP_NODELAY on every TCP transport: do it here, saving a call. */
+    if (h->is_tcp)
+        uv_tcp_nodelay((uv_tcp_t *)client, 1);
+    uvc_emit(L, UVC_EV_ACCEPT, h->base.slot, 0, slot, fd);
+    return 0;
+}
+
+/* An accept failed.  Out of fds or memory, accepting again at once fails again (and the
+ * listening fd stays readable: a busy loop), so stop watching until Python resumes, as
+ * asyncio's remove_reader + call_later does; c = 1 says so.  Other errors end this round
+ * only, as the exception asyncio's accept callback raises does. */
+static void accept_failed(uvc_listener_t *h, int err) {
+    int paused = err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM;
+    if (paused)
+        uv_poll_stop(&h->poll);
+    uvc_emit(h->base.loop, UVC_EV_ACCEPT, h->base.slot, err, -1, paused);
+}
+
+static void listener_cb(uv_poll_t *p, int status, int events) {
+    uvc_listener_t *h = p->data;
+    (void)events;
+    if (status < 0) {
+        /* libuv stopped the poll (an error condition on the socket): report it as a
+         * pause, so Python tries again later instead of the server going quiet. */
+        uvc_emit(h->base.loop, UVC_EV_ACCEPT, h->base.slot, status, -1, 1);
         return;
     }
-    uv_os_fd_t fd = -1;
-    uv_fileno((uv_handle_t *)client, &fd);
-    /* asyncio sets TCP_NODELAY on every TCP transport: do it here, saving a call. */
-    if (client->type == UV_TCP)
-        uv_tcp_nodelay((uv_tcp_t *)client, 1);
-    uvc_emit(L, UVC_EV_ACCEPT, b->slot, 0, slot, fd);
+    /* At most `bound` (the listen backlog, as asyncio) per readiness event: enough to empty
+     * the kernel's queue as it stood, while a flood of new connections cannot hold the loop
+     * here; what is left keeps the fd readable for the next iteration. */
+    for (int i = 0; i < h->bound; i++) {
+        int fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                return;
+            if (err == EINTR || err == ECONNABORTED) /* that one went away: the next */
+                continue;
+            accept_failed(h, uv_translate_sys_error(err));
+            return;
+        }
+        int r = adopt_accepted(h, fd);
+        if (r < 0) {
+            close(fd); /* the kernel has no way to take it back */
+            accept_failed(h, r);
+            return;
+        }
+    }
 }
 
 int uvc_listen(uvc_loop_t *L, int slot, int backlog) {
-    uv_stream_t *s = stream_of(L, slot);
-    if (s == NULL)
+    uvc_listener_t *h = listener_of(L, slot);
+    if (h == NULL || uv_is_closing((uv_handle_t *)&h->poll))
         return UV_EBADF;
-    return uv_listen(s, backlog, connection_cb);
+    if (listen(h->fd, backlog) < 0)
+        return uv_translate_sys_error(errno);
+    h->bound = backlog < 1 ? 1 : backlog;
+    return uv_poll_start(&h->poll, UV_READABLE, listener_cb);
+}
+
+int uvc_listener_resume(uvc_loop_t *L, int slot) {
+    uvc_listener_t *h = listener_of(L, slot);
+    /* uv_poll_start asserts on a closing handle */
+    if (h == NULL || uv_is_closing((uv_handle_t *)&h->poll))
+        return UV_EBADF;
+    return uv_poll_start(&h->poll, UV_READABLE, listener_cb);
+}
+
+int uvc_listener_close(uvc_loop_t *L, int slot) {
+    uvc_listener_t *h = listener_of(L, slot);
+    if (h == NULL)
+        return UV_EBADF;
+    if (uv_is_closing((uv_handle_t *)&h->poll))
+        return 0;
+    /* uv_close on a poll stops it and takes the fd out of epoll before it returns: libuv
+     * holds nothing of the fd after this line, so it can be closed now, as asyncio's
+     * Server.close() closes its sockets (the port is free when close() returns). */
+    uv_close((uv_handle_t *)&h->poll, uvc_close_cb);
+    close(h->fd);
+    h->fd = -1;
+    return 0;
 }
 
 static void connect_cb(uv_connect_t *req, int status) {

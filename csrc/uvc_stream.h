@@ -5,7 +5,7 @@
  *
  * Events (see uvc_core.h): UVC_EV_READ (data in the arena), UVC_EV_EOF, UVC_EV_READ_ERROR,
  * UVC_EV_WRITE_DONE (a = status, b = bytes that request had queued), UVC_EV_SHUTDOWN,
- * UVC_EV_CONNECT, UVC_EV_ACCEPT.
+ * UVC_EV_CONNECT, UVC_EV_ACCEPT (on a listener slot).
  */
 #ifndef UVC_STREAM_H
 #define UVC_STREAM_H
@@ -30,10 +30,19 @@ int uvc_shutdown(uvc_loop_t *L, int slot);
 /* Bytes queued in libuv for this stream (uv_stream_t.write_queue_size). */
 size_t uvc_write_queue_size(uvc_loop_t *L, int slot);
 
-/* Listen on a bound TCP or pipe slot.  Each connection is accepted in C into a new slot of
- * the same kind: UVC_EV_ACCEPT with a = status, b = the new slot (-1 on error) and c = its fd.
- * Accepted TCP connections have TCP_NODELAY set, as asyncio does. */
+/* A listener slot for a bound stream socket (TCP when is_tcp, else AF_UNIX).  It owns
+ * ``fd`` from then on (closed with the slot); on error the fd stays the caller's. */
+int uvc_listener_new(uvc_loop_t *L, int fd, int is_tcp);
+/* listen(backlog) and accept: each connection is accepted in C into a new slot, TCP or pipe
+ * (TCP with TCP_NODELAY set, as asyncio does): UVC_EV_ACCEPT with a = 0, b = the new slot,
+ * c = its fd.  At most ``backlog`` connections per readiness event.
+ * An accept error is UVC_EV_ACCEPT with a = the error, b = -1 and c = 1 when accepting has
+ * paused (out of fds or memory: EMFILE, ENFILE, ENOBUFS, ENOMEM): the listener then waits
+ * for uvc_listener_resume, the connections waiting in the kernel's backlog. */
 int uvc_listen(uvc_loop_t *L, int slot, int backlog);
+int uvc_listener_resume(uvc_loop_t *L, int slot);
+/* Stop accepting and close the listening fd now; UVC_EV_CLOSED follows. */
+int uvc_listener_close(uvc_loop_t *L, int slot);
 /* Connect an (opened or fresh) TCP slot: UVC_EV_CONNECT with a = status follows. */
 int uvc_tcp_connect(uvc_loop_t *L, int slot, const char *ip, int port, unsigned int flowinfo,
                     unsigned int scope_id);

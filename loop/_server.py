@@ -1,5 +1,5 @@
-"""uvcffi's Server (asyncio.AbstractServer): listening sockets whose connections libuv
-accepts in C (UVC_EV_ACCEPT), each becoming a SocketTransport with a fresh protocol."""
+"""uvcffi's Server (asyncio.AbstractServer): listening sockets whose connections the C core
+accepts (UVC_EV_ACCEPT), each becoming a SocketTransport with a fresh protocol."""
 import asyncio
 import contextvars
 import errno
@@ -7,15 +7,15 @@ import os
 import socket
 import stat
 import sys
-from asyncio import trsock
+from asyncio import constants, trsock
 
 from ._errors import check, uv_error
 from ._uv import lib
 from .transports import _sockref
 from .transports.stream import SocketTransport
 
-# accept() errors that mean "out of resources": logged; libuv keeps the server accepting
-# (it sheds the pending connections with its reserve-fd trick and goes on listening).
+# accept() errors that mean "out of resources", as asyncio's _accept_connection names them.
+# The C core pauses the listener on these (UVC_EV_ACCEPT's c = 1), and so does asyncio.
 _ACCEPT_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -35,17 +35,24 @@ def adopt_stream_socket(loop, sock):
 
 
 class _Listener:
-    """Owner of one listening slot: hands its accept events to the server."""
+    """Owner of one listening slot (the C core accepts, see uvc_listen): hands its accept
+    events to the server, and resumes accepting after a pause for lack of fds or memory."""
 
-    __slots__ = ("server", "sock", "slot", "closed", "held")
+    __slots__ = ("server", "sock", "slot", "closed", "retry", "held")
 
-    def __init__(self, server, sock, slot):
+    def __init__(self, server, sock):
+        loop = server._loop
+        is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        # The slot owns the fd from now on; the socket object keeps its number (for
+        # getsockname and friends) and is detached when the slot closes.
+        self.slot = check(lib.uvc_listener_new(loop._uv, sock.fileno(), is_tcp))
         self.server = server
         self.sock = sock
-        self.slot = slot
         self.closed = False
+        self.retry = None
+        loop._slot_register(self.slot, self)
         # A sock= given to create_server stays the caller's object: its close() must not
-        # close the fd libuv listens on (transports/_sockref.py).
+        # close the fd the C core listens on (transports/_sockref.py).
         self.held = _sockref.hold(sock)
 
     def _release_sock(self):
@@ -53,8 +60,11 @@ class _Listener:
             self.held = False
             _sockref.release(self.sock)
 
-    def _uv_event(self, kind, status, slot, fd):
-        self.server._accepted(self, status, slot, fd)
+    def listen(self, backlog):
+        check(lib.uvc_listen(self.server._loop._uv, self.slot, backlog))
+
+    def _uv_event(self, kind, status, slot, c):
+        self.server._accepted(self, status, slot, c)
 
     def _uv_read(self, data):
         pass
@@ -62,21 +72,47 @@ class _Listener:
     def _uv_closed(self):
         pass
 
+    def retry_later(self):
+        """C stopped accepting (out of fds or memory): try again later, as asyncio does
+        (its remove_reader + call_later(ACCEPT_RETRY_DELAY, ...)).  The connections wait in
+        the kernel's backlog meanwhile."""
+        if not self.closed and self.retry is None:
+            self.retry = self.server._loop.call_later(constants.ACCEPT_RETRY_DELAY, self._resume)
+
+    def _resume(self):
+        self.retry = None
+        if self.closed:
+            return
+        err = lib.uvc_listener_resume(self.server._loop._uv, self.slot)
+        if err < 0:
+            self.server._loop.call_exception_handler({
+                "message": "Error on resuming accepting connections",
+                "exception": uv_error(err),
+                "socket": trsock.TransportSocket(self.sock),
+            })
+
     def close(self):
         if self.closed:
             return
         self.closed = True
+        if self.retry is not None:
+            self.retry.cancel()  # a server closed while paused never resumes
+            self.retry = None
         loop = self.server._loop
-        self.sock.detach()  # libuv closes the fd with the slot
+        self.sock.detach()  # the slot closes the fd
         self.sock.close()
         self._release_sock()
-        loop._uv_close(self.slot)
+        if not loop.is_closed():
+            lib.uvc_listener_close(loop._uv, self.slot)
 
     def _detach_from_loop(self):
-        # The loop closes with the server open: libuv closes the fd, not the socket object.
+        # The loop closes with the server open: the C core closes the fd, not the socket.
         if self.closed:
             return
         self.closed = True
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
         if self.sock.fileno() >= 0:
             self.sock.detach()
         self._release_sock()
@@ -128,18 +164,26 @@ class Server(asyncio.AbstractServer):
                 waiter.set_result(waiter)
 
     def _accepted(self, listener, status, slot, fd):
+        """UVC_EV_ACCEPT: a new connection (``slot``, ``fd``), or (``status`` < 0) an
+        accept error, ``fd`` then being 1 when the C core has stopped accepting."""
         loop = self._loop
         if status < 0:
+            # The handler hears first, then the retry is scheduled (unless the handler
+            # closed the server), in asyncio's order.
             exc = uv_error(status)
             if exc.errno in _ACCEPT_RESOURCE_ERRNOS:
                 message = "socket.accept() out of system resource"
             else:
                 message = "Error on accepting a connection"
-            loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "socket": trsock.TransportSocket(listener.sock),
-            })
+            try:
+                loop.call_exception_handler({
+                    "message": message,
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(listener.sock),
+                })
+            finally:
+                if fd == 1:
+                    listener.retry_later()
             return
         if self._sockets is None:
             loop._uv_close(slot)  # accepted in the same iteration the server closed
@@ -192,16 +236,11 @@ class Server(asyncio.AbstractServer):
         if self._serving:
             return
         self._serving = True
-        loop = self._loop
         self._context = contextvars.copy_context()
         for sock in self._sockets:
-            slot, _ = adopt_stream_socket(loop, sock)
-            listener = _Listener(self, sock, slot)
-            loop._slot_register(slot, listener)
+            listener = _Listener(self, sock)
             self._listeners.append(listener)
-            err = lib.uvc_listen(loop._uv, slot, self._backlog)
-            if err < 0:
-                raise uv_error(err)
+            listener.listen(self._backlog)
 
     def get_loop(self):
         """The loop this server belongs to."""

@@ -1,5 +1,6 @@
 """create_server / create_unix_server / create_connection / Server, uvcffi beside asyncio's
-selector loop (the specification), plus the EMFILE and 10,000-connection checks."""
+selector loop (the specification), plus the 10,000-connection check (accepting under EMFILE:
+test_accept_emfile.py)."""
 import asyncio
 import errno
 import gc
@@ -332,56 +333,6 @@ def _run_script(script, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
-
-
-def test_emfile_keeps_server_accepting():
-    out = _run_script("""
-        import asyncio, resource, socket, uvcffi
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-        errors = []
-
-        async def echo(reader, writer):
-            writer.write(await reader.read(100))
-            await writer.drain()
-            writer.close()
-
-        async def main():
-            loop = asyncio.get_running_loop()
-            loop.set_exception_handler(lambda l, ctx: errors.append(ctx))
-            server = await asyncio.start_server(echo, "127.0.0.1", 0)
-            port = server.sockets[0].getsockname()[1]
-            hog = []
-            try:
-                while True:
-                    hog.append(open("/dev/null"))
-            except OSError:
-                pass
-            # no fd left: connections come in, the server cannot keep them
-            for h in hog[:2]:
-                h.close()
-            del hog[:2]
-            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-            # the server hit EMFILE on these: libuv sheds them (closed without a transport)
-            for c in clients:
-                c.setblocking(False)
-                try:
-                    assert await asyncio.wait_for(loop.sock_recv(c, 10), 5) == b""
-                except ConnectionResetError:
-                    pass
-                c.close()
-            print("shed")
-            for h in hog:
-                h.close()
-            # fds are free again: the same server accepts and serves
-            r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.write(b"alive")
-            print((await r.read()).decode())
-            w.close()
-            server.close()
-        uvcffi.run(main())
-    """)
-    assert out.split() == ["shed", "alive"]
 
 
 def test_ten_thousand_connections():

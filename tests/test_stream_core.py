@@ -41,9 +41,9 @@ def test_listen_accept_connect_write_read_shutdown(loop):
     port = srv_sock.getsockname()[1]
     uv = loop._uv
     server, client = Recorder(), Recorder()
-    s_slot = lib.uvc_tcp_new(uv)
+    s_slot = lib.uvc_listener_new(uv, srv_sock.detach(), 1)
+    assert s_slot >= 0
     loop._slot_register(s_slot, server)
-    assert lib.uvc_stream_open(uv, s_slot, srv_sock.detach()) == 0
     assert lib.uvc_listen(uv, s_slot, 16) == 0
 
     c_slot = lib.uvc_tcp_new(uv)
@@ -104,9 +104,8 @@ def _connected_pair(loop):
     port = srv_sock.getsockname()[1]
     uv = loop._uv
     server, client = Recorder(), Recorder()
-    s_slot = lib.uvc_tcp_new(uv)
+    s_slot = lib.uvc_listener_new(uv, srv_sock.detach(), 1)
     loop._slot_register(s_slot, server)
-    lib.uvc_stream_open(uv, s_slot, srv_sock.detach())
     lib.uvc_listen(uv, s_slot, 16)
     c_slot = lib.uvc_tcp_new(uv)
     loop._slot_register(c_slot, client)

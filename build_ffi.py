@@ -3,6 +3,8 @@
 libuv comes from a source tree at vendor/libuv when there is one (built by vendor/build.sh
 into vendor/libuv/build), else from the system through pkg-config (Debian: libuv1-dev).
 Each csrc/*.h lists its Python-facing declarations between "cffi-begin"/"cffi-end" markers.
+UVCFFI_CFLAGS, when set, adds flags to both the compile and the link of the C core (used by
+tools/sanitize.sh for -fsanitize=...; later flags win, so -O1 there overrides -O2).
 """
 import glob
 import os
@@ -64,6 +66,7 @@ headers = sorted(glob.glob(os.path.join(CSRC, "*.h")), key=lambda h: (not h.ends
 sources = sorted(glob.glob(os.path.join(CSRC, "*.c")))
 
 flags = libuv_flags()
+extra = shlex.split(os.environ.get("UVCFFI_CFLAGS", ""))
 ffibuilder = FFI()
 ffibuilder.cdef("\n".join(cdef_of(h) for h in headers))
 ffibuilder.set_source(
@@ -71,7 +74,8 @@ ffibuilder.set_source(
     "\n".join(f'#include "{os.path.basename(h)}"' for h in headers),
     sources=[os.path.relpath(s, HERE) for s in sources],
     include_dirs=[CSRC] + flags["include_dirs"],
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"] + extra,
+    extra_link_args=extra,
     **{k: v for k, v in flags.items() if k != "include_dirs"},
 )
 

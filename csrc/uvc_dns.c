@@ -49,6 +49,8 @@ static int64_t addrinfo_size(const struct addrinfo *res) {
 
 static void getaddrinfo_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     dns_req_t *r = req->data;
+    /* Completed while uvc_loop_close runs: nobody can take it now (it frees r itself). */
+    if (r->base.loop->closed) { uv_freeaddrinfo(res); return; }
     r->status = status;
     r->res = res;
     uvc_emit(r->base.loop, UVC_EV_DNS, r->base.slot, status, status < 0 ? 0 : addrinfo_size(res), 0);

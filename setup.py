@@ -4,9 +4,13 @@
 # On CPython a second extension, uvcffi._accel (csrc/cpython/accel.c), is built against the
 # CPython C API: the accelerator of the loop's hottest paths.  PyPy runs the pure-Python
 # code instead, and so does CPython when UVCFFI_PURE_PYTHON=1 is set at run time.
+import os
 import platform
+import sys
 
 from setuptools import Extension, setup
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # build_ffi, beside this file
 
 ext_modules = []
 if platform.python_implementation() == "CPython":

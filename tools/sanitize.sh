@@ -94,12 +94,26 @@ for rt in "${RUNTIMES[@]}"; do
     cp -r csrc build_ffi.py tools/sanitize_check.py "$SRC"/
     cp tools/sanitize_ubsan_log.c "$SRC"/csrc/
     cp -r loop "$SRC/uvcffi"
-    rm -f "$SRC"/uvcffi/_uv*.so
+    rm -f "$SRC"/uvcffi/_uv*.so "$SRC"/uvcffi/_accel*.so
     cp -r transports "$SRC/uvcffi/transports"
 
     echo "=== sanitize ($rt): building the C core with ASan + UBSan in $SRC"
     if ! (cd "$SRC" && UVCFFI_CFLAGS=$CFLAGS "$PY" build_ffi.py >"$WORK/$rt/build.log" 2>&1); then
         cat "$WORK/$rt/build.log"; echo "sanitize ($rt): build failed"; status=1; continue
+    fi
+    if [ "$rt" = cpython ]; then
+        # The CPython accelerator (csrc/cpython/accel.c) handles Python objects in C: it is
+        # built with the same flags, so the run exercises it (the loop uses it by default).
+        suffix=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+        pyinc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+        # shellcheck disable=SC2086
+        if ! gcc -shared -fPIC -std=gnu11 -Wall -Wextra -Wno-unused-parameter \
+                -Wno-missing-field-initializers $CFLAGS -I"$pyinc" -I"$SRC/csrc" \
+                $(pkg-config --cflags libuv) "$SRC/csrc/cpython/accel.c" \
+                -o "$SRC/uvcffi/_accel$suffix" >>"$WORK/$rt/build.log" 2>&1; then
+            cat "$WORK/$rt/build.log"; echo "sanitize ($rt): accelerator build failed"
+            status=1; continue
+        fi
     fi
     grep -E "warning|error" "$WORK/$rt/build.log"
 

@@ -33,6 +33,12 @@ def pytest_configure(config):
     here = os.path.dirname(os.path.abspath(__file__))
     if os.path.dirname(uvcffi._uv.__file__) != os.path.join(here, "uvcffi"):
         raise RuntimeError(f"sanitize_check: imported {uvcffi._uv.__file__}, not the sanitized build")
+    if sys.implementation.name == "cpython":
+        from uvcffi import _core
+        accel = getattr(_core._accel, "__file__", None)
+        if accel is None or os.path.dirname(accel) != os.path.join(here, "uvcffi"):
+            raise RuntimeError(f"sanitize_check: the loop runs on accelerator {accel}, not the "
+                               "sanitized build's")
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -76,8 +82,9 @@ def owner_is_core(frames):
             continue
         if re.search(r"/libuv\.so[^/]*$", module):
             return True
-        # The extension holds the C core and cffi's generated wrappers (uvcffi/_uv.c).
-        return re.search(r"/uvcffi/_uv\.[^/]*so$", module) is not None and "/csrc/" in f
+        # The extension holds the C core and cffi's generated wrappers (uvcffi/_uv.c); the
+        # accelerator (CPython) is csrc/cpython/accel.c.
+        return re.search(r"/uvcffi/_(uv|accel)\.[^/]*so$", module) is not None and "/csrc/" in f
     return False
 
 

@@ -12,12 +12,17 @@ for fd in $(ls /proc/$BASHPID/fd); do
 done
 
 status=0
-for rt in cpython pypy; do
-    echo "=== tests on $rt: $(.venv-$rt/bin/python -c 'import sys; print(sys.implementation.name, sys.version.split()[0])')"
+# CPython runs the suite twice: on the accelerator (uvcffi._accel, the default there) and on
+# the pure-Python code PyPy runs (UVCFFI_PURE_PYTHON=1), as CPython tests its C and Python
+# Futures.
+for run in cpython cpython-pure pypy; do
+    rt=${run%-pure}
+    pure=""; [ "$run" = cpython-pure ] && pure=1
+    echo "=== tests on $run: $(.venv-$rt/bin/python -c 'import sys; print(sys.implementation.name, sys.version.split()[0])')"
     # The outer timeout is a watchdog for a hang pytest-timeout cannot interrupt.
-    timeout -k 10 2400 ".venv-$rt/bin/python" -m pytest -p no:cacheprovider -q -ra "$@"
+    UVCFFI_PURE_PYTHON=$pure timeout -k 10 2400 ".venv-$rt/bin/python" -m pytest -p no:cacheprovider -q -ra "$@"
     rc=$?
-    echo "=== $rt: pytest exit $rc"
+    echo "=== $run: pytest exit $rc"
     [ $rc -eq 0 ] || status=1
 done
 exit $status

@@ -1,0 +1,189 @@
+"""The CPython accelerator (csrc/cpython/accel.c): each path a million times, with the
+reference counts of what it was given and the process's memory flat afterwards.
+
+C that handles Python objects is where crashes and leaks come from; tools/sanitize.sh runs
+these too.  The rest of the suite runs on CPython once with the accelerator and once without
+(UVCFFI_PURE_PYTHON=1, see tools/test.sh), as CPython tests its C and Python Futures."""
+import asyncio
+import contextvars
+import gc
+import socket
+import sys
+
+import pytest
+
+import uvcffi
+from uvcffi import _core
+
+pytestmark = pytest.mark.skipif(
+    _core._accel is None,
+    reason="no accelerator here (PyPy, or CPython with UVCFFI_PURE_PYTHON=1)")
+
+N = 1_000_000
+
+
+def _rss_kib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4
+
+
+def _flat(objects):
+    """Reference counts of ``objects`` (the caller keeps one reference each)."""
+    return [sys.getrefcount(o) for o in objects]
+
+
+class _Probe:
+    """A callback whose calls are counted."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, *args):
+        self.calls += 1
+
+
+def _run_batches(loop, schedule, total=N, batch=10_000):
+    """schedule(i) ``total`` times, running the loop after each batch."""
+    for start in range(0, total, batch):
+        for i in range(start, min(start + batch, total)):
+            schedule(i)
+        loop.run_until_complete(asyncio.sleep(0))
+
+
+def _check_flat(loop, objects, work):
+    loop.run_until_complete(asyncio.sleep(0))
+    work(10_000)  # warm-up: caches, free lists, the deque's blocks
+    gc.collect()
+    refs = _flat(objects)
+    rss = _rss_kib()
+    work(N)
+    gc.collect()
+    assert _flat(objects) == refs
+    # A leaked handle (or tuple, or context) per call would be >= 50 MiB here.
+    assert _rss_kib() - rss < 8 * 1024
+
+
+def test_the_loop_runs_on_the_accelerator(loop):
+    assert loop.call_soon.__self__ is loop._accel
+    loop.set_debug(True)
+    assert loop.call_soon.__func__ is _core.CoreLoop.call_soon
+    loop.set_debug(False)
+    assert loop.call_soon.__self__ is loop._accel
+
+
+def test_call_soon_and_run_handles(loop):
+    probe, arg, ctx = _Probe(), object(), contextvars.copy_context()
+
+    def work(total):
+        _run_batches(loop, lambda i: loop.call_soon(probe, arg, i, context=ctx), total)
+
+    _check_flat(loop, [probe, arg, ctx, loop], work)
+    assert probe.calls == N + 10_000
+
+
+def test_call_soon_threadsafe(loop):
+    probe, arg = _Probe(), object()
+
+    def work(total):
+        _run_batches(loop, lambda i: loop.call_soon_threadsafe(probe, arg), total)
+
+    _check_flat(loop, [probe, arg, loop], work)
+    assert probe.calls == N + 10_000
+
+
+@pytest.mark.parametrize("method", ["call_later", "call_at"])
+def test_timers_scheduled_and_cancelled(loop, method):
+    probe, arg = _Probe(), object()
+    schedule = getattr(loop, method)
+
+    def work(total):
+        when = loop.time() + 3600.0
+        _run_batches(loop, lambda i: schedule(3600.0 if method == "call_later" else when,
+                                              probe, arg).cancel(), total)
+
+    _check_flat(loop, [probe, arg, loop], work)
+    assert probe.calls == 0
+
+
+def test_timers_that_fire(loop):
+    probe, arg = _Probe(), object()
+
+    def work(total):
+        for start in range(0, total, 10_000):
+            for i in range(10_000):
+                loop.call_later(0, probe, arg)
+            loop.run_until_complete(asyncio.sleep(0.001))
+
+    _check_flat(loop, [probe, arg, loop], work)
+    assert probe.calls == N + 10_000
+
+
+def test_failing_callbacks_reach_the_handler(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, context: errors.append(type(context["exception"])))
+
+    class Boom(Exception):
+        pass
+
+    def fail():
+        raise Boom("boom")  # a new one each time: a re-raised instance grows its traceback
+
+    def work(total):
+        errors.clear()
+        _run_batches(loop, lambda i: loop.call_soon(fail), total // 10)
+        assert errors == [Boom] * (total // 10)
+        errors.clear()
+
+    _check_flat(loop, [fail, Boom, loop], work)
+
+
+def test_dispatch_of_poll_events(loop):
+    # A readable socket nobody drains: one fd-set event per iteration, N iterations.
+    r, w = socket.socketpair()
+    w.send(b"x")
+    probe = _Probe()
+    loop.add_reader(r, probe)
+
+    def work(total):
+        async def spin():
+            for _ in range(total):
+                await asyncio.sleep(0)
+
+        loop.run_until_complete(spin())
+
+    _check_flat(loop, [probe, loop], work)
+    assert probe.calls >= N
+    loop.remove_reader(r)
+    r.close()
+    w.close()
+
+
+def test_dispatch_of_reads(loop):
+    # Stream reads: each message is an EV_READ record and a bytes object made in C.
+    a, b = socket.socketpair()
+    got = []
+
+    class Counter(asyncio.Protocol):
+        def data_received(self, data):
+            got.append(len(data))
+            if len(got) % 1000 == 0:
+                got.clear()
+
+    async def setup():
+        return await loop.connect_accepted_socket(Counter, a)
+
+    transport, protocol = loop.run_until_complete(setup())
+    payload = b"m" * 64
+
+    def work(total):
+        async def pump():
+            for _ in range(total // 10):
+                b.send(payload)
+                await asyncio.sleep(0)
+
+        loop.run_until_complete(pump())
+
+    _check_flat(loop, [protocol, transport, loop, payload], work)
+    transport.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    b.close()

@@ -25,6 +25,7 @@ import asyncio
 
 from ._errors import check, uv_error
 from ._handles import FAST_HANDLES, Handle, TimerHandle, _Handle, _TimerHandle, callback_error_context
+from . import _accelerated
 from ._uv import ffi, lib
 from .transports import _sockref
 
@@ -1301,18 +1302,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _load_accelerator():
-    """uvcffi._accel (csrc/cpython/accel.c) on CPython, unless UVCFFI_PURE_PYTHON is set."""
-    if sys.implementation.name != "cpython" or os.environ.get("UVCFFI_PURE_PYTHON"):
-        return None
-    try:
-        from . import _accel as module
-    except ImportError:  # built without it (a source tree compiled by build_ffi.py alone)
-        return None
-    return module
-
-
-_accel = _load_accelerator()
+_accel = _accelerated.accel
 _ACCEL_METHODS = ("call_soon", "call_soon_threadsafe", "call_later", "call_at")
 
 

@@ -33,6 +33,7 @@ import sys
 import warnings
 from asyncio import trsock
 
+from .. import _accelerated
 from .._errors import uv_error
 from .._uv import ffi, lib
 from . import _sockref
@@ -44,7 +45,7 @@ logger = logging.getLogger("asyncio")
 # connection, each further write logs a warning.
 LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 
-_uvc_write = lib.uvc_write
+_uvc_write = _accelerated.stream_write  # lib.uvc_write, or the accelerator's on CPython
 _uvc_read_start = lib.uvc_read_start
 _uvc_read_stop = lib.uvc_read_stop
 _from_buffer = ffi.from_buffer

@@ -617,6 +617,75 @@ out:
     return result;
 }
 
+/* ------------------------------------------------------------------ stream writes */
+
+/* transports/stream.py writes with lib.uvc_write(loop._uv, slot, data, n): a cffi call
+ * that releases and retakes the GIL and converts each argument, ~650 instructions, for a
+ * uv_try_write that never blocks.  stream_write takes the same arguments and calls
+ * uvc_write directly.  It reads the uvc_loop_t pointer out of the cffi cdata object, whose
+ * layout (PyObject_HEAD, the ctype, the pointer) setup() checks against a pointer it knows;
+ * anything but bytes goes through the cffi function, as before. */
+typedef struct {
+    PyObject_HEAD
+    void *c_type;
+    char *c_data;
+} cffi_cdata;
+
+static PyTypeObject *cdata_types[2];
+static int64_t (*c_uvc_write)(uvc_loop_t *, int, const char *, size_t);
+static PyObject *py_uvc_write;
+
+static PyObject *accel_setup_writes(PyObject *mod, PyObject *args) {
+    PyObject *gc_cdata, *plain_cdata, *py_write;
+    unsigned long long address, write_address;
+    if (!PyArg_ParseTuple(args, "OOKOK", &gc_cdata, &plain_cdata, &address, &py_write,
+                          &write_address))
+        return NULL;
+    PyObject *samples[2] = {gc_cdata, plain_cdata};
+    for (int i = 0; i < 2; i++) {
+        if ((uintptr_t)((cffi_cdata *)samples[i])->c_data != (uintptr_t)address) {
+            PyErr_SetString(PyExc_TypeError, "cffi's cdata layout is not the one known");
+            return NULL;
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        Py_XSETREF(cdata_types[i], (PyTypeObject *)Py_NewRef(Py_TYPE(samples[i])));
+    }
+    Py_XSETREF(py_uvc_write, Py_NewRef(py_write));
+    c_uvc_write = (int64_t (*)(uvc_loop_t *, int, const char *, size_t))(uintptr_t)write_address;
+    Py_RETURN_NONE;
+}
+
+static PyObject *accel_stream_write(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs == 4 && c_uvc_write != NULL && PyBytes_CheckExact(args[2]) &&
+        (Py_TYPE(args[0]) == cdata_types[0] || Py_TYPE(args[0]) == cdata_types[1])) {
+        int overflow;
+        long slot = PyLong_AsLongAndOverflow(args[1], &overflow);
+        Py_ssize_t n = PyLong_AsSsize_t(args[3]);
+        if (!overflow && slot >= 0 && slot <= INT32_MAX && n >= 0 &&
+            n <= PyBytes_GET_SIZE(args[2])) {
+            uvc_loop_t *L = (uvc_loop_t *)((cffi_cdata *)args[0])->c_data;
+            return PyLong_FromLongLong(
+                c_uvc_write(L, (int)slot, PyBytes_AS_STRING(args[2]), (size_t)n));
+        }
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    if (py_uvc_write == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "uvcffi._accel.setup_writes() was not called");
+        return NULL;
+    }
+    return PyObject_Vectorcall(py_uvc_write, args, (size_t)nargs, NULL);
+}
+
+static PyMethodDef module_methods[] = {
+    {"setup_writes", accel_setup_writes, METH_VARARGS,
+     "setup_writes(gc_cdata, plain_cdata, address, lib_uvc_write, uvc_write_address)"},
+    {"stream_write", (PyCFunction)(void (*)(void))accel_stream_write, METH_FASTCALL,
+     "stream_write(uv, slot, data, n): lib.uvc_write, without the cffi call for bytes."},
+    {NULL}
+};
+
 static PyMethodDef Accel_methods[] = {
     {"call_soon", (PyCFunction)(void (*)(void))Accel_call_soon, METH_FASTCALL | METH_KEYWORDS,
      "call_soon(callback, *args, context=None): asyncio's call_soon."},
@@ -650,7 +719,7 @@ static PyTypeObject AccelType = {
 
 static struct PyModuleDef moddef = {
     PyModuleDef_HEAD_INIT, "uvcffi._accel",
-    "The CPython accelerator of uvcffi's loop (see csrc/cpython/accel.c).", -1, NULL,
+    "The CPython accelerator of uvcffi's loop (see csrc/cpython/accel.c).", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__accel(void) {

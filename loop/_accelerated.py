@@ -1,0 +1,39 @@
+"""Whether this process runs the CPython accelerator (uvcffi._accel, csrc/cpython/accel.c).
+
+``accel`` is the module on CPython, None on PyPy, when it was not built, or when
+UVCFFI_PURE_PYTHON is set (the test command runs the suite on CPython both ways).  The loop
+core and the transports take their fast paths from here; the Python code they replace stays
+and is what PyPy runs.
+"""
+import os
+import sys
+
+from ._uv import ffi, lib
+
+
+def _load():
+    if sys.implementation.name != "cpython" or os.environ.get("UVCFFI_PURE_PYTHON"):
+        return None
+    try:
+        from . import _accel as module
+    except ImportError:  # a tree built by build_ffi.py alone
+        return None
+    # stream_write reads the loop pointer out of cffi's cdata objects: show it both kinds
+    # of cdata a loop pointer comes as (ffi.gc's, and a plain one) and where they point.
+    probe = lib.uvc_loop_new()
+    try:
+        owned = ffi.gc(probe, lib.uvc_loop_free)
+        plain = ffi.cast("uvc_loop_t *", probe)
+        module.setup_writes(owned, plain, int(ffi.cast("uintptr_t", probe)), lib.uvc_write,
+                            int(ffi.cast("uintptr_t", ffi.addressof(lib, "uvc_write"))))
+    except TypeError:
+        return None  # a cffi whose objects the accelerator does not know
+    finally:
+        del owned
+    return module
+
+
+accel = _load()
+
+# The stream transports' write: lib.uvc_write's arguments either way.
+stream_write = accel.stream_write if accel is not None else lib.uvc_write

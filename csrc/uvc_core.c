@@ -105,7 +105,10 @@ void uvc_loop_close(uvc_loop_t *L) {
     for (int i = 0; i < L->nslots; i++) {
         /* Requests Python never collected (their memory is a slot): free them here. */
         if (L->slots[i] != NULL) {
-            free(L->slots[i]);
+            uvc_base_t *b = L->slots[i];
+            if (b->on_free != NULL)
+                b->on_free(b);
+            free(b);
             L->slots[i] = NULL;
         }
     }
@@ -121,6 +124,7 @@ void uvc_loop_free(uvc_loop_t *L) {
     free(L->dead_slots);
     free(L->events);
     free(L->arena);
+    free(L->sock_buffer);
     free(L);
 }
 

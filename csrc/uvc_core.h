@@ -153,6 +153,7 @@ struct uvc_loop_s {
     int active;
     int closed;
     uvc_base_t *fdset;            /* uvc_fdset.c: the set of fds the loop does not own */
+    char *sock_buffer;            /* uvc_sock.c: sock_recv's receive buffer (lazy) */
     uvc_stats_t stats;
     uint64_t last_return_ms;      /* loop clock when uvc_run_once last returned (0: never) */
     uint64_t slow_ms;

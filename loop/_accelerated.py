@@ -5,10 +5,16 @@ UVCFFI_PURE_PYTHON is set (the test command runs the suite on CPython both ways)
 core and the transports take their fast paths from here; the Python code they replace stays
 and is what PyPy runs.
 """
+import errno
 import os
 import sys
 
+from ._errors import uv_error
 from ._uv import ffi, lib
+
+
+def _address(name):
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
 
 
 def _load():
@@ -25,7 +31,9 @@ def _load():
         owned = ffi.gc(probe, lib.uvc_loop_free)
         plain = ffi.cast("uvc_loop_t *", probe)
         module.setup_writes(owned, plain, int(ffi.cast("uintptr_t", probe)), lib.uvc_write,
-                            int(ffi.cast("uintptr_t", ffi.addressof(lib, "uvc_write"))))
+                            _address("uvc_write"))
+        module.setup_sock(_address("uvc_sock_recv"), _address("uvc_sock_buffer"))
+        module.setup_fdset(_address("uvc_fdset_ctl"))
     except TypeError:
         return None  # a cffi whose objects the accelerator does not know
     finally:
@@ -37,3 +45,19 @@ accel = _load()
 
 # The stream transports' write: lib.uvc_write's arguments either way.
 stream_write = accel.stream_write if accel is not None else lib.uvc_write
+
+
+def _sock_recv(uv, fd, n, _recv=lib.uvc_sock_recv, _again=-errno.EAGAIN):
+    """sock_recv's receive (csrc/uvc_sock.h): bytes of what arrived, None for nothing yet."""
+    r = _recv(uv, fd, n)
+    if r >= 0:
+        return ffi.buffer(lib.uvc_sock_buffer(uv), r)[:]
+    if r == _again:
+        return None
+    raise uv_error(r)
+
+
+sock_recv = accel.sock_recv if accel is not None else _sock_recv
+
+# The fd set's registration call (csrc/uvc_fdset.h), lib.uvc_fdset_ctl's arguments.
+fdset_ctl = accel.fdset_ctl if accel is not None else lib.uvc_fdset_ctl

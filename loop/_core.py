@@ -1121,7 +1121,10 @@ class CoreLoop(asyncio.AbstractEventLoop):
             slot = check(lib.uvc_fdset_open(self._uv))
             self._slot_register(slot, _FdSet(self._fd_watchers))
             self._fd_set_slot = slot
-        handle = Handle(callback, args, self, None)
+        if self._accel is not None and not self._careful:
+            handle = self._accel.handle(callback, args)
+        else:
+            handle = Handle(callback, args, self, None)
         watcher = self._fd_watchers.get(fd)
         if watcher is None:
             watcher = _FdWatcher(fd)
@@ -1346,7 +1349,7 @@ _ACCEL_FALLBACKS = {
 _new_object = object.__new__
 _copy_context = contextvars.copy_context
 _uvc_run_once = lib.uvc_run_once
-_fdset_ctl = lib.uvc_fdset_ctl
+_fdset_ctl = _accelerated.fdset_ctl
 _unpack = ffi.unpack
 
 

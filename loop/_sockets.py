@@ -13,6 +13,7 @@ import socket
 
 from asyncio import SendfileNotAvailableError
 
+from ._accelerated import sock_recv as _recv_now
 from ._dns import address_addrinfo
 from .transports import _sockref
 
@@ -56,6 +57,21 @@ def _call_ready(fut, sock, method, *args):
         fut.set_exception(exc)
     else:
         fut.set_result(result)
+
+
+def _recv_ready(fut, uv, fd, n):
+    """sock_recv's readiness callback on the loop's own receive (see SocketMethods.sock_recv)."""
+    if fut.done():
+        return
+    try:
+        data = _recv_now(uv, fd, n)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        fut.set_exception(exc)
+    else:
+        if data is not None:
+            fut.set_result(data)
 
 
 def _sendall_ready(fut, sock, view, pos):
@@ -168,6 +184,16 @@ class SocketMethods:
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``; return them
         (b"" at end of stream)."""
         _check_socket(sock)
+        if sock.__class__ is socket.socket and n.__class__ is int and n >= 0:
+            # The loop's own receive for a plain socket: into a buffer it reuses (recv(n)
+            # allocates n bytes per call: 256 KiB for a 1 KiB message), and "nothing yet"
+            # without an exception.  A subclass keeps its own recv().
+            uv = self._uv
+            fd = sock.fileno()
+            data = _recv_now(uv, fd, n)
+            if data is not None:
+                return data
+            return await self._sock_wait(sock, "reader", _recv_ready, (uv, fd, n))
         try:
             return sock.recv(n)
         except _WOULD_BLOCK:

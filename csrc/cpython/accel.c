@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <errno.h>
 #include <time.h>
 
 #include "../uvc_core.h"
@@ -270,6 +271,21 @@ static PyObject *append_ready(Accel *self, PyObject *h) {
         return NULL;
     }
     Py_DECREF(r);
+    return h;
+}
+
+/* handle(callback, args): an unqueued Handle for callback(*args) in a copy of the current
+ * context, as asyncio.Handle(callback, args, loop, None) outside debug mode. */
+static PyObject *Accel_handle(Accel *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "handle(callback, args: tuple)");
+        return NULL;
+    }
+    PyObject *loop = get_loop(self);
+    if (loop == NULL)
+        return NULL;
+    PyObject *h = new_handle(self, self->handle_type, loop, args[0], args[1], NULL);
+    Py_DECREF(loop);
     return h;
 }
 
@@ -631,6 +647,19 @@ typedef struct {
     char *c_data;
 } cffi_cdata;
 
+#if PY_VERSION_HEX < 0x030D0000
+static int PyLong_AsInt(PyObject *v) {
+    int overflow;
+    long r = PyLong_AsLongAndOverflow(v, &overflow);
+    if (overflow || r > INT_MAX || r < INT_MIN) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return -1;
+    }
+    return (int)r;
+}
+#endif
+
 static PyTypeObject *cdata_types[2];
 static int64_t (*c_uvc_write)(uvc_loop_t *, int, const char *, size_t);
 static PyObject *py_uvc_write;
@@ -678,7 +707,75 @@ static PyObject *accel_stream_write(PyObject *mod, PyObject *const *args, Py_ssi
     return PyObject_Vectorcall(py_uvc_write, args, (size_t)nargs, NULL);
 }
 
+/* ------------------------------------------------------------------ sock_recv */
+
+static int64_t (*c_sock_recv)(uvc_loop_t *, int, size_t);
+static char *(*c_sock_buffer)(uvc_loop_t *);
+
+static PyObject *accel_setup_sock(PyObject *mod, PyObject *args) {
+    unsigned long long recv_address, buffer_address;
+    if (!PyArg_ParseTuple(args, "KK", &recv_address, &buffer_address))
+        return NULL;
+    c_sock_recv = (int64_t (*)(uvc_loop_t *, int, size_t))(uintptr_t)recv_address;
+    c_sock_buffer = (char *(*)(uvc_loop_t *))(uintptr_t)buffer_address;
+    Py_RETURN_NONE;
+}
+
+/* sock_recv(uv, fd, n): uvc_sock_recv as bytes of what arrived, None when nothing has
+ * (no exception for "would block"), OSError for an error. */
+static PyObject *accel_sock_recv(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || c_sock_recv == NULL ||
+        !(Py_TYPE(args[0]) == cdata_types[0] || Py_TYPE(args[0]) == cdata_types[1])) {
+        PyErr_SetString(PyExc_TypeError, "sock_recv(uv, fd, n) of a loop's cdata");
+        return NULL;
+    }
+    int fd = PyLong_AsInt(args[1]);
+    size_t n = PyLong_AsSize_t(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    uvc_loop_t *L = (uvc_loop_t *)((cffi_cdata *)args[0])->c_data;
+    int64_t r = c_sock_recv(L, fd, n);
+    if (r >= 0)
+        return PyBytes_FromStringAndSize(c_sock_buffer(L), (Py_ssize_t)r);
+    if (r == UV_EAGAIN)
+        Py_RETURN_NONE;
+    errno = (int)-r; /* libuv's errors are negated errnos on Unix */
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+/* fdset_ctl(uv, fd, old, events): lib.uvc_fdset_ctl without the cffi call (every sock_*
+ * wait makes two: its watch and its unwatch). */
+static int (*c_fdset_ctl)(uvc_loop_t *, int, int, int);
+
+static PyObject *accel_setup_fdset(PyObject *mod, PyObject *arg) {
+    unsigned long long address = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    c_fdset_ctl = (int (*)(uvc_loop_t *, int, int, int))(uintptr_t)address;
+    Py_RETURN_NONE;
+}
+
+static PyObject *accel_fdset_ctl(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || c_fdset_ctl == NULL ||
+        !(Py_TYPE(args[0]) == cdata_types[0] || Py_TYPE(args[0]) == cdata_types[1])) {
+        PyErr_SetString(PyExc_TypeError, "fdset_ctl(uv, fd, old, events) of a loop's cdata");
+        return NULL;
+    }
+    int fd = PyLong_AsInt(args[1]), old = PyLong_AsInt(args[2]), events = PyLong_AsInt(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    uvc_loop_t *L = (uvc_loop_t *)((cffi_cdata *)args[0])->c_data;
+    return PyLong_FromLong(c_fdset_ctl(L, fd, old, events));
+}
+
 static PyMethodDef module_methods[] = {
+    {"setup_fdset", accel_setup_fdset, METH_O, "setup_fdset(uvc_fdset_ctl_address)"},
+    {"fdset_ctl", (PyCFunction)(void (*)(void))accel_fdset_ctl, METH_FASTCALL,
+     "fdset_ctl(uv, fd, old, events): lib.uvc_fdset_ctl, called directly."},
+    {"setup_sock", accel_setup_sock, METH_VARARGS,
+     "setup_sock(uvc_sock_recv_address, uvc_sock_buffer_address)"},
+    {"sock_recv", (PyCFunction)(void (*)(void))accel_sock_recv, METH_FASTCALL,
+     "sock_recv(uv, fd, n): bytes received, None for nothing yet (see uvc_sock.h)."},
     {"setup_writes", accel_setup_writes, METH_VARARGS,
      "setup_writes(gc_cdata, plain_cdata, address, lib_uvc_write, uvc_write_address)"},
     {"stream_write", (PyCFunction)(void (*)(void))accel_stream_write, METH_FASTCALL,
@@ -696,6 +793,8 @@ static PyMethodDef Accel_methods[] = {
      "call_later(delay, callback, *args, context=None): asyncio's call_later."},
     {"call_at", (PyCFunction)(void (*)(void))Accel_call_at, METH_FASTCALL | METH_KEYWORDS,
      "call_at(when, callback, *args, context=None): asyncio's call_at."},
+    {"handle", (PyCFunction)(void (*)(void))Accel_handle, METH_FASTCALL,
+     "handle(callback, args): an asyncio.Handle, not scheduled."},
     {"run_handles", (PyCFunction)(void (*)(void))Accel_run_handles, METH_FASTCALL,
      "run_handles(next_handle, ntodo): run a batch of ready handles."},
     {"dispatch", (PyCFunction)Accel_dispatch, METH_O,

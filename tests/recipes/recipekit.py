@@ -2,6 +2,7 @@
 a free port, a small HTTP client, and the check that a reply came from a uvcffi loop.
 
 Every wait is bounded and fails the test when it runs out; nothing is timed."""
+import hashlib
 import http.client
 import importlib.util
 import json
@@ -205,3 +206,72 @@ def said(log, event):
 def python(*args):
     """argv running this test's interpreter (the runtime's venv)."""
     return [sys.executable, *args]
+
+
+def exercise(port, pid=None):
+    """The requests every recipe's server answers (the apps' common routes): GET / (its
+    loop), POST /echo with 300 KiB (size and SHA-256 of what it read), GET /big (2 MiB).
+    Checks each reply and that each came from a uvcffi loop (in process ``pid`` if given);
+    returns the loop info of GET /."""
+    reply = request(port, "/")
+    assert reply.status == 200, reply.body
+    info = reply.json()
+    assert_uvcffi(info)
+    if pid is not None:
+        assert info["pid"] == pid, info
+
+    body = os.urandom(300 * 1024)
+    reply = request(port, "/echo", method="POST", body=body)
+    assert reply.status == 200, reply.body
+    echo = reply.json()
+    assert (echo["size"], echo["sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+    assert_uvcffi(echo)
+
+    n = 2 << 20
+    reply = request(port, "/big?n=%d" % n)
+    assert reply.status == 200 and reply.body == b"x" * n
+    return info
+
+
+def check_two_workers(server, port, tmp_path):
+    """A server with two worker processes (each printing a startup line from its loop):
+    both workers are on uvcffi loops, and both take connections from the shared listening
+    socket: while one worker's loop is held (a request to /hold blocks it on purpose), the
+    other must accept and answer.  Returns the workers' pids."""
+    server.wait_log(lambda log: len(said(log, "startup")) == 2, "startup of both workers")
+    server.wait_listening(port)
+    started = said(server.log(), "startup")
+    for info in started:
+        assert_uvcffi(info)
+    workers = {info["pid"] for info in started}
+    assert len(workers) == 2 and server.pid not in workers, started
+
+    marker, release = tmp_path / "held", tmp_path / "release"
+    held = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST)
+    try:
+        held.request("GET", f"/hold?marker={marker}&release={release}",
+                     headers={"Connection": "close"})
+        server.wait_log(lambda log: marker.exists(), "held request (its marker file)")
+        holder = json.loads(marker.read_text())
+        other = request(port, "/").json()
+        release.touch()
+        reply = held.getresponse()
+        assert reply.status == 200
+        answered = json.loads(reply.read())
+    finally:
+        release.touch()
+        held.close()
+    for info in (holder, other, answered):
+        assert_uvcffi(info)
+    assert holder == answered
+    assert {holder["pid"], other["pid"]} == workers
+    exercise(port)
+    return workers
+
+
+def check_said_on_uvcffi(log, event, pids):
+    """Each process of ``pids`` printed one ``event`` line from a uvcffi loop."""
+    infos = said(log, event)
+    assert sorted(i["pid"] for i in infos) == sorted(pids), log
+    for info in infos:
+        assert_uvcffi(info)

@@ -16,19 +16,27 @@ from recipekit import (
 SERVE = APPS / "serve_asyncio.py"
 
 
-@pytest.mark.parametrize("mode, argv", [
-    pytest.param("runner", python(SERVE, "runner"), marks=pytest.mark.skipif(
+ARGV = {
+    "runner": python(SERVE, "runner"),
+    "run": python(SERVE, "run"),
+    "uvcffi-run": python(SERVE, "uvcffi-run"),
+    "python-m-uvcffi": python("-m", "uvcffi", SERVE, "policy"),
+}
+
+
+@pytest.mark.parametrize("mode", [
+    pytest.param("runner", marks=pytest.mark.skipif(
         sys.version_info < (3, 11),
         reason=f"asyncio.Runner is new in Python 3.11; this is {RUNTIME}")),
-    pytest.param("run", python(SERVE, "run"), marks=pytest.mark.skipif(
+    pytest.param("run", marks=pytest.mark.skipif(
         sys.version_info < (3, 12),
         reason=f"asyncio.run(loop_factory=) is new in Python 3.12; this is {RUNTIME}")),
-    ("uvcffi-run", python(SERVE, "uvcffi-run")),
-    ("python-m-uvcffi", python("-m", "uvcffi", SERVE, "policy")),
+    "uvcffi-run",
+    "python-m-uvcffi",
 ])
-def test_asyncio_server(tmp_path, mode, argv):
+def test_asyncio_server(tmp_path, mode):
     port = free_port()
-    with Server(argv + [port], tmp_path / "server.log", cwd=APPS) as server:
+    with Server(ARGV[mode] + [port], tmp_path / "server.log", cwd=APPS) as server:
         server.wait_listening(port)
         exercise(port, pid=server.pid)
         rc = server.stop()

@@ -7,6 +7,7 @@ import http.client
 import importlib.util
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,9 +43,22 @@ def dist_version(dist):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 for a server about to start.  Picked below the kernel's
+    ephemeral range (ip_local_port_range), so that no connection anywhere on the machine
+    is given it as its local port before the server binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    candidates = random.sample(range(20000, low), min(50, low - 20000)) if low > 21000 else []
+    for port in candidates + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
 
 
 def child_env(**extra):
@@ -160,10 +174,12 @@ class Server:
     def kill(self):
         if self.proc is None:
             return
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        # Only while the group still has a process: its id cannot name anyone else then.
+        if self.proc.poll() is None or _group_members(self.pid):
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
             self.proc.wait(STOP)
         except subprocess.TimeoutExpired:
@@ -210,7 +226,8 @@ def python(*args):
 
 def exercise(port, pid=None):
     """The requests every recipe's server answers (the apps' common routes): GET / (its
-    loop), POST /echo with 300 KiB (size and SHA-256 of what it read), GET /big (2 MiB).
+    loop), POST /echo with 300 KiB (size and SHA-256 of what it read), GET /big (2 MiB),
+    then three GET / on one connection.
     Checks each reply and that each came from a uvcffi loop (in process ``pid`` if given);
     returns the loop info of GET /."""
     reply = request(port, "/")
@@ -230,6 +247,17 @@ def exercise(port, pid=None):
     n = 2 << 20
     reply = request(port, "/big?n=%d" % n)
     assert reply.status == 200 and reply.body == b"x" * n
+
+    # requests one after another on a kept-alive connection (where the server keeps it)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert_uvcffi(json.loads(resp.read()))
+    finally:
+        conn.close()
     return info
 
 

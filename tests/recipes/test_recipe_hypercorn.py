@@ -10,6 +10,8 @@ makes its loop with asyncio.Runner() and so through the event loop policy.  Thre
 With --workers 1 or more, hypercorn starts its workers as new processes (multiprocessing's
 spawn), where the policy `python -m uvcffi` installed in the parent is not: they run on
 asyncio's own loop unless the app module installs uvcffi when the worker imports it."""
+import signal
+
 import pytest
 
 from recipekit import (
@@ -29,7 +31,7 @@ def test_hypercorn_under_python_m_uvcffi(tmp_path):
     with Server(argv, tmp_path / "hypercorn.log", cwd=APPS) as server:
         server.wait_listening(port)
         exercise(port, pid=server.pid)
-        rc = server.stop()
+        rc = server.stop(signal.SIGINT)  # Ctrl-C
         log = server.log()
         assert rc == 0, log
         check_said_on_uvcffi(log, "startup", [server.pid])

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -40,6 +41,12 @@ def dist_version(dist):
     from importlib.metadata import version
 
     return version(dist)
+
+
+def major_minor(version):
+    """(major, minor) of a version string such as "4.12.1" or "1.5.0rc1"."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def free_port():

@@ -1,7 +1,7 @@
 """Recipe: aiohttp's web.run_app on uvcffi.
 
     web.run_app(app, loop=uvcffi.new_event_loop())
-    uvcffi.install(); web.run_app(app)        # run_app makes its loop with asyncio.new_event_loop()
+    uvcffi.install(); web.run_app(app)   # run_app makes its loop with asyncio.new_event_loop()
 """
 import signal
 

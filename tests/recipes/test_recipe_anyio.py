@@ -12,14 +12,15 @@ ran on, not just that it answered.
 import pytest
 
 from recipekit import (
-    APPS, Server, check_said_on_uvcffi, dist_version, exercise, free_port, python, require)
+    APPS, Server, check_said_on_uvcffi, dist_version, exercise, free_port, major_minor, python,
+    require)
 
 
 @pytest.mark.parametrize("mode", ["loop_factory", "policy"])
 def test_anyio_tcp_server(tmp_path, mode):
     require("anyio")
     version = dist_version("anyio")
-    if mode == "loop_factory" and tuple(int(p) for p in version.split(".")[:2]) < (4, 2):
+    if mode == "loop_factory" and major_minor(version) < (4, 2):
         pytest.skip(f"anyio {version} does not honour the loop_factory backend option "
                     "(AnyIO 4.2+ does); uvcffi.install() is the way there")
     port = free_port()

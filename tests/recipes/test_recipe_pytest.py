@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from recipekit import APPS, RUNTIME, child_env, dist_version, python, require
+from recipekit import APPS, RUNTIME, child_env, dist_version, major_minor, python, require
 
 PROJECTS = APPS.parent / "projects"
 TIMEOUT = 120
@@ -43,6 +43,7 @@ def run_project(tmp_path, name, *, with_conftest=True):
     return done.returncode, done.stdout.decode(errors="replace")
 
 
+@pytest.mark.timeout(2 * TIMEOUT + 60)
 def test_pytest_asyncio(tmp_path):
     require("pytest_asyncio", "pytest-asyncio")
     version = dist_version("pytest-asyncio")
@@ -51,7 +52,7 @@ def test_pytest_asyncio(tmp_path):
     has_hook = hasattr(getattr(plugin, "PytestAsyncioSpecs", None),
                        "pytest_asyncio_loop_factories")
     # which of the two ways conftest.py takes on this runtime
-    assert has_hook == (tuple(int(p) for p in version.split(".")[:2]) >= (1, 4)), version
+    assert has_hook == (major_minor(version) >= (1, 4)), version
 
     rc, out = run_project(tmp_path, "pytest_asyncio")
     assert rc == 0 and "3 passed" in out, f"pytest-asyncio {version} on {RUNTIME}:\n{out}"
@@ -60,10 +61,11 @@ def test_pytest_asyncio(tmp_path):
     assert rc == 1 and "3 failed" in out, out
 
 
+@pytest.mark.timeout(2 * TIMEOUT + 60)
 def test_anyio_pytest_plugin(tmp_path):
     require("anyio")
     version = dist_version("anyio")
-    if tuple(int(p) for p in version.split(".")[:2]) < (4, 2):
+    if major_minor(version) < (4, 2):
         pytest.skip(f"anyio {version} does not honour the loop_factory backend option "
                     "(AnyIO 4.2+ does)")
 

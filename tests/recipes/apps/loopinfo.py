@@ -22,4 +22,5 @@ def loop_info():
 def say(event):
     """One line on stderr, which the tests read from the server's log:
     ``recipe-app: EVENT {json of loop_info()}``."""
-    print(f"recipe-app: {event} {json.dumps(loop_info(), sort_keys=True)}", file=sys.stderr, flush=True)
+    line = f"recipe-app: {event} {json.dumps(loop_info(), sort_keys=True)}"
+    print(line, file=sys.stderr, flush=True)

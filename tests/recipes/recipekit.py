@@ -191,6 +191,9 @@ class Server:
             self.proc.wait(STOP)
         except subprocess.TimeoutExpired:
             pass
+        deadline = time.monotonic() + STOP  # killed processes take a moment to be gone
+        while _group_members(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 class Reply:

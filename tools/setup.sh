@@ -24,6 +24,6 @@ make_venv() {  # make_venv DIR INTERPRETER PACKAGES...
     "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation -e .
 }
 
-make_venv .venv-cpython python3 setuptools wheel cffi pytest pytest-asyncio pytest-timeout
-make_venv .venv-pypy pypy3 setuptools wheel pytest pytest-asyncio pytest-timeout
+make_venv .venv-cpython python3 setuptools wheel cffi build pytest pytest-asyncio pytest-timeout
+make_venv .venv-pypy pypy3 setuptools wheel build pytest pytest-asyncio pytest-timeout
 echo "setup: ready (.venv-cpython: $(.venv-cpython/bin/python -V), .venv-pypy: $(.venv-pypy/bin/python -V 2>&1 | head -1))"

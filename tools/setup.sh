@@ -29,9 +29,9 @@ RECIPES=("uvicorn>=0.36" hypercorn aiohttp "anyio>=4.2")
 # What loop.stats()'s OpenTelemetry export is tested with (tests/test_stats.py).
 OTEL=(opentelemetry-api opentelemetry-sdk)
 
-make_venv .venv-cpython python3 setuptools wheel cffi pytest pytest-asyncio pytest-timeout \
+make_venv .venv-cpython python3 setuptools wheel cffi build pytest pytest-asyncio pytest-timeout \
     "${OTEL[@]}" "${RECIPES[@]}"
-make_venv .venv-pypy pypy3 setuptools wheel pytest pytest-asyncio pytest-timeout "${OTEL[@]}"
+make_venv .venv-pypy pypy3 setuptools wheel build pytest pytest-asyncio pytest-timeout "${OTEL[@]}"
 # On PyPy a recipe package that does not install is left out (its recipe tests skip, naming
 # it): all in one pip call, and only if that fails, one call each.
 pypy_pip() { .venv-pypy/bin/python -m pip install -q --disable-pip-version-check "$@"; }

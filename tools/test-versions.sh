@@ -22,7 +22,7 @@ for minor in 9 10 12 13 14; do  # 3.11 is the test command's
     echo "=== CPython 3.$minor ($py)"
     [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "setuptools>=61" wheel cffi pytest pytest-asyncio pytest-timeout || { status=1; continue; }
+        "setuptools>=61" wheel cffi build pytest pytest-asyncio pytest-timeout || { status=1; continue; }
     rm -rf "$tree"
     git worktree add -q --detach "$tree" HEAD 2>/dev/null || cp -r "$root" "$tree"
     # uncommitted changes too: test what is in the working tree

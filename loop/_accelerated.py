@@ -34,6 +34,7 @@ def _load():
                             _address("uvc_write"))
         module.setup_sock(_address("uvc_sock_recv"), _address("uvc_sock_buffer"))
         module.setup_fdset(_address("uvc_fdset_ctl"))
+        module.setup_copy(_address("uvc_arena_copy"))
     except TypeError:
         return None  # a cffi whose objects the accelerator does not know
     finally:
@@ -43,8 +44,18 @@ def _load():
 
 accel = _load()
 
-# The stream transports' write: lib.uvc_write's arguments either way.
+# The stream transports' write: lib.uvc_write's arguments either way.  The accelerator
+# takes a contiguous bytearray or memoryview as it is; cffi needs ffi.from_buffer of it.
 stream_write = accel.stream_write if accel is not None else lib.uvc_write
+def _byte_view(view):
+    """A contiguous memoryview as one of bytes, whose len() counts bytes, as cffi's does."""
+    return view if view.ndim == 1 and view.format == "B" else view.cast("B")
+
+
+write_buffer = _byte_view if accel is not None else ffi.from_buffer
+
+# A BufferedProtocol's read, from the arena into its buffer (None: not accelerated).
+arena_copy = accel.arena_copy if accel is not None else None
 
 
 def _sock_recv(uv, fd, n, _recv=lib.uvc_sock_recv, _again=-errno.EAGAIN):

@@ -49,6 +49,8 @@ _uvc_write = _accelerated.stream_write  # lib.uvc_write, or the accelerator's on
 _uvc_read_start = lib.uvc_read_start
 _uvc_read_stop = lib.uvc_read_stop
 _from_buffer = ffi.from_buffer
+_write_buffer = _accelerated.write_buffer
+_arena_copy = _accelerated.arena_copy
 # Copying into a protocol's buffer: PyPy's memoryview slice assignment copies slowly (about
 # 3 GB/s), ffi.memmove at memcpy speed; on CPython slice assignment is the faster one.
 _COPY_WITH_MEMMOVE = sys.implementation.name == "pypy"
@@ -74,7 +76,7 @@ def _write_data(data):
         if not view.c_contiguous:
             return view.tobytes()
         # from_buffer shares the memory; uvc_write copies what it cannot send at once.
-        return _from_buffer(view)
+        return _write_buffer(view)
     raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
 
 
@@ -234,7 +236,9 @@ class StreamTransportBase(asyncio.BaseTransport):
             return
         loop = self._loop
         try:
-            if _COPY_WITH_MEMMOVE or total >= _C_COPY_MIN:
+            if _arena_copy is not None:  # the accelerator: a buffer view and a C copy
+                fits = _arena_copy(loop._uv, off, total, buf)
+            elif _COPY_WITH_MEMMOVE or total >= _C_COPY_MIN:
                 dst = _from_buffer(buf, require_writable=True)  # its len() counts bytes
                 fits = len(dst) >= total
                 if fits:

@@ -19,6 +19,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <errno.h>
+#include <string.h>
 #include <time.h>
 
 #include "../uvc_core.h"
@@ -686,19 +687,35 @@ static PyObject *accel_setup_writes(PyObject *mod, PyObject *args) {
 }
 
 static PyObject *accel_stream_write(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs == 4 && c_uvc_write != NULL && PyBytes_CheckExact(args[2]) &&
+    if (nargs == 4 && c_uvc_write != NULL &&
         (Py_TYPE(args[0]) == cdata_types[0] || Py_TYPE(args[0]) == cdata_types[1])) {
         int overflow;
         long slot = PyLong_AsLongAndOverflow(args[1], &overflow);
         Py_ssize_t n = PyLong_AsSsize_t(args[3]);
-        if (!overflow && slot >= 0 && slot <= INT32_MAX && n >= 0 &&
-            n <= PyBytes_GET_SIZE(args[2])) {
-            uvc_loop_t *L = (uvc_loop_t *)((cffi_cdata *)args[0])->c_data;
-            return PyLong_FromLongLong(
-                c_uvc_write(L, (int)slot, PyBytes_AS_STRING(args[2]), (size_t)n));
-        }
         if (PyErr_Occurred())
             return NULL;
+        uvc_loop_t *L = (uvc_loop_t *)((cffi_cdata *)args[0])->c_data;
+        if (!overflow && slot >= 0 && slot <= INT32_MAX && n >= 0) {
+            if (PyBytes_CheckExact(args[2])) {
+                if (n <= PyBytes_GET_SIZE(args[2]))
+                    return PyLong_FromLongLong(
+                        c_uvc_write(L, (int)slot, PyBytes_AS_STRING(args[2]), (size_t)n));
+            } else if (PyObject_CheckBuffer(args[2])) {
+                /* A contiguous bytearray or memoryview (transports/stream.py passes no
+                 * other kind): uvc_write copies what it cannot send at once, so the buffer
+                 * is not needed after this call. */
+                Py_buffer view;
+                if (PyObject_GetBuffer(args[2], &view, PyBUF_SIMPLE) == 0) {
+                    PyObject *r = NULL;
+                    if (n <= view.len)
+                        r = PyLong_FromLongLong(c_uvc_write(L, (int)slot, view.buf, (size_t)n));
+                    PyBuffer_Release(&view);
+                    if (r != NULL)
+                        return r;
+                }
+                PyErr_Clear(); /* the cffi function says what is wrong */
+            }
+        }
     }
     if (py_uvc_write == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "uvcffi._accel.setup_writes() was not called");
@@ -768,7 +785,52 @@ static PyObject *accel_fdset_ctl(PyObject *mod, PyObject *const *args, Py_ssize_
     return PyLong_FromLong(c_fdset_ctl(L, fd, old, events));
 }
 
+/* arena_copy(uv, off, total, buf): copy a read of ``total`` bytes from the arena (at
+ * ``off``) into the writable buffer ``buf`` through uvc_arena_copy; False when ``buf`` is
+ * not a writable byte buffer of at least ``total`` bytes (the caller copies piecewise). */
+static void (*c_arena_copy)(uvc_loop_t *, int64_t, char *, size_t);
+
+static PyObject *accel_arena_copy(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || c_arena_copy == NULL ||
+        !(Py_TYPE(args[0]) == cdata_types[0] || Py_TYPE(args[0]) == cdata_types[1])) {
+        PyErr_SetString(PyExc_TypeError, "arena_copy(uv, off, total, buf) of a loop's cdata");
+        return NULL;
+    }
+    long long off = PyLong_AsLongLong(args[1]);
+    Py_ssize_t total = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    uvc_loop_t *L = (uvc_loop_t *)((cffi_cdata *)args[0])->c_data;
+    if (off < 0 || total < 0 || (size_t)off + (size_t)total > L->arena_size) {
+        PyErr_SetString(PyExc_ValueError, "outside the arena");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[3], &view, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_ND) < 0) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    int fits = view.len >= total && view.itemsize == 1 &&
+               (view.format == NULL || strcmp(view.format, "B") == 0 ||
+                strcmp(view.format, "b") == 0 || strcmp(view.format, "c") == 0);
+    if (fits)
+        c_arena_copy(L, off, view.buf, (size_t)total);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(fits);
+}
+
+static PyObject *accel_setup_copy(PyObject *mod, PyObject *arg) {
+    unsigned long long address = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    c_arena_copy = (void (*)(uvc_loop_t *, int64_t, char *, size_t))(uintptr_t)address;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"setup_copy", accel_setup_copy, METH_O, "setup_copy(uvc_arena_copy_address)"},
+    {"arena_copy", (PyCFunction)(void (*)(void))accel_arena_copy, METH_FASTCALL,
+     "arena_copy(uv, off, total, buf): a read from the arena into buf; False if it cannot."},
     {"setup_fdset", accel_setup_fdset, METH_O, "setup_fdset(uvc_fdset_ctl_address)"},
     {"fdset_ctl", (PyCFunction)(void (*)(void))accel_fdset_ctl, METH_FASTCALL,
      "fdset_ctl(uv, fd, old, events): lib.uvc_fdset_ctl, called directly."},

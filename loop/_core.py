@@ -13,7 +13,6 @@ import logging
 import math
 import numbers
 import os
-import signal
 import sys
 import threading
 import time
@@ -23,11 +22,12 @@ import weakref
 from asyncio import events, futures, tasks
 import asyncio
 
-from ._errors import check, uv_error
-from ._handles import FAST_HANDLES, Handle, TimerHandle, _Handle, _TimerHandle, callback_error_context
+from ._fdwatch import FdWatchMethods
+from ._handles import (FAST_HANDLES, Handle, TimerHandle, _Handle, _TimerHandle,
+                       callback_error_context, is_coroutine_callback as _is_coroutine_callback)
 from . import _accelerated
 from ._uv import ffi, lib
-from .transports import _sockref
+from ._signals import SignalMethods
 
 logger = logging.getLogger("asyncio")
 
@@ -35,8 +35,6 @@ EV_READ = lib.UVC_EV_READ
 EV_CLOSED = lib.UVC_EV_CLOSED
 EV_POLL = lib.UVC_EV_POLL
 EV_SIGNAL = lib.UVC_EV_SIGNAL
-READABLE = lib.UVC_READABLE
-WRITABLE = lib.UVC_WRITABLE
 WORDS = lib.UVC_EVENT_WORDS
 
 # Compact the timer heap once more than half of it, and more than 50 entries, are
@@ -52,10 +50,6 @@ def _debug_from_env():
     return sys.flags.dev_mode or (
         not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
     )
-
-
-def _is_coroutine_callback(callback):
-    return asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback)
 
 
 def _format_callback(callback):
@@ -74,73 +68,10 @@ def _format_handle(handle):
     return _format_callback(handle)
 
 
-def _fileobj_to_fd(fileobj):
-    """The fd of an int or of an object with fileno(), as selectors does it."""
-    if isinstance(fileobj, int):
-        fd = fileobj
-    else:
-        try:
-            fd = int(fileobj.fileno())
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"Invalid file object: {fileobj!r}") from None
-    if fd < 0:
-        raise ValueError(f"Invalid file descriptor: {fd}")
-    return fd
-
-
-def _sighandler_noop(signum, frame):
-    """Python-level handler for signals the loop handles: the C-level handler already wrote
-    the signal number to the wakeup fd, which is what the loop reacts to."""
-
-
-class _FdWatcher:
-    """What one fd is watched for (add_reader/add_writer): its reader and writer handles."""
-
-    __slots__ = ("fd", "reader", "writer", "mask")
-
-    def __init__(self, fd):
-        self.fd = fd
-        self.reader = None
-        self.writer = None
-        self.mask = 0
-
-
-class _FdSet:
-    """Owner of the fd set's slot (csrc/uvc_fdset.h): runs the callbacks of each ready fd."""
-
-    __slots__ = ("watchers",)
-
-    def __init__(self, watchers):
-        self.watchers = watchers
-
-    def _uv_event(self, kind, fd, events, c):
-        # The callbacks run now, with the other I/O callbacks of this iteration.  An error
-        # or hang-up reports both: their own read or write then meets it, as they would with
-        # a selector reporting the fd ready.
-        watcher = self.watchers.get(fd)
-        if watcher is None:
-            return  # unwatched by a callback earlier in this iteration
-        if events & READABLE:
-            r = watcher.reader
-            if r is not None and not r._cancelled:
-                r._run()
-        if events & WRITABLE:
-            w = watcher.writer
-            if w is not None and not w._cancelled:
-                w._run()
-
-    def _uv_read(self, data):
-        pass
-
-    def _uv_closed(self):
-        pass
-
-    def __repr__(self):
-        return f"<_FdSet watching {sorted(self.watchers)}>"
-
-
-class CoreLoop(asyncio.AbstractEventLoop):
-    """The asyncio event loop on libuv, without the transport methods (see uvcffi.Loop)."""
+class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
+    """The asyncio event loop on libuv, without the transport methods (see uvcffi.Loop):
+    scheduling, the dispatch of libuv's events, and (from its bases) fd watching and
+    signals."""
 
     # The attributes every callback touches are slots: an instance dict this large loses
     # CPython's fast attribute path, which costs ~20 ns per access on the hottest lines.
@@ -200,18 +131,8 @@ class CoreLoop(asyncio.AbstractEventLoop):
         self._asyncgens_shutdown_called = False
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
-        self._fd_watchers = {}  # fd -> _FdWatcher, for every fd watched now
-        self._fd_set_slot = None  # the fd set's slot, opened by the first watch
-        # socket -> references sock_* waits hold (loop/_sockets.py); given back by close()
-        self._held_sockets = {}
-        # fd -> transport using it: add_reader/add_writer refuse those fds, as asyncio does.
-        # A plain dict (the transports drop their entry as they let go of the fd): a weak
-        # one cost ~90 bytes more per connection.
-        self._fd_transports = {}
-        self._signal_handlers = {}
-        self._wakeup_installed = False
-        self._wakeup_previous = -1
-        self._in_main_thread = False
+        self._init_fd_watching()
+        self._init_signals()
         self._accel = None
         if _accel is not None and FAST_HANDLES:
             self._accel = _accel.Accel(
@@ -679,18 +600,19 @@ class CoreLoop(asyncio.AbstractEventLoop):
             return
         if self._debug:
             logger.debug("Close %r", self)
-        if not sys.is_finalizing():
-            for sig in list(self._signal_handlers):
-                self.remove_signal_handler(sig)
-        elif self._signal_handlers:
-            warnings.warn(
-                f"Closing the loop {self!r} on interpreter shutdown stage, "
-                "skipping signal handlers removal",
-                ResourceWarning,
-                source=self,
-            )
-            self._signal_handlers.clear()
-        self._sync_wakeup_fd(force_off=True)
+        for step in self._TEARDOWN:
+            teardown = getattr(self, "_teardown_" + step, None)
+            if teardown is not None:
+                teardown()
+
+    # What close() does, in this order; each area of the loop (a mixin) defines its
+    # _teardown_<step> method.  Signals go first (no handler may run on a closing loop);
+    # transports learn that libuv is going before it goes (their sockets must not close fds
+    # libuv closes); libuv goes last, taking every handle with it.
+    _TEARDOWN = ("signals", "scheduling", "executor", "transports", "dns", "fd_watching",
+                 "libuv")
+
+    def _teardown_scheduling(self):
         self._closed = True
         self._careful = True
         self._bind_accelerator()
@@ -699,22 +621,16 @@ class CoreLoop(asyncio.AbstractEventLoop):
             entry[2]._scheduled = False
         self._timers.clear()
         self._new_timers.clear()
+
+    def _teardown_executor(self):
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
             self._default_executor = None
             executor.shutdown(wait=False)
-        self._release_uv()
 
-    def _release_uv(self):
-        held, self._held_sockets = self._held_sockets, {}
-        for sock, n in held.items():
-            for _ in range(n):
-                _sockref.release(sock)
+    def _teardown_libuv(self):
         lib.uvc_loop_close(self._uv)
-        self._fd_watchers.clear()
-        self._fd_set_slot = None
-        self._fd_transports.clear()  # the loop holds no transport alive once closed
         self._slots = []
 
     def __del__(self, _warn=warnings.warn):
@@ -1096,183 +1012,6 @@ class CoreLoop(asyncio.AbstractEventLoop):
                     exc_info=True,
                 )
 
-    # ---------------------------------------------------------------- add_reader / add_writer
-
-    def _forget_fd_transport(self, fd, transport):
-        """``transport`` no longer uses ``fd`` (its entry may already be a newer one's)."""
-        if self._fd_transports.get(fd) is transport:
-            del self._fd_transports[fd]
-
-    def _ensure_fd_no_transport(self, fd):
-        fileno = _fileobj_to_fd(fd)
-        transport = self._fd_transports.get(fileno)
-        if transport is not None and not transport.is_closing():
-            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
-        return fileno
-
-    def _fd_watch(self, fd, which, callback, args):
-        """Run callback(*args) whenever ``fd`` is ready (``which``: "reader" or "writer"),
-        replacing the earlier one; returns its Handle.  The fd is registered at once, so a
-        closed fd raises OSError here (see csrc/uvc_fdset.h for why it is not libuv's)."""
-        self._check_closed()
-        if self._debug:
-            self._check_callback(callback, "add_reader" if which == "reader" else "add_writer")
-        if self._fd_set_slot is None:
-            slot = check(lib.uvc_fdset_open(self._uv))
-            self._slot_register(slot, _FdSet(self._fd_watchers))
-            self._fd_set_slot = slot
-        if self._accel is not None and not self._careful:
-            handle = self._accel.handle(callback, args)
-        else:
-            handle = Handle(callback, args, self, None)
-        watcher = self._fd_watchers.get(fd)
-        if watcher is None:
-            watcher = _FdWatcher(fd)
-        mask = watcher.mask | (READABLE if which == "reader" else WRITABLE)
-        # Told to the kernel even when the mask stays: a watched fd closed without
-        # remove_reader left the set, and its number may be a new file's now.
-        err = _fdset_ctl(self._uv, fd, watcher.mask, mask)
-        if err < 0:
-            raise uv_error(err)
-        watcher.mask = mask
-        self._fd_watchers[fd] = watcher
-        old = getattr(watcher, which)
-        setattr(watcher, which, handle)
-        if old is not None:
-            old.cancel()
-        return handle
-
-    def _fd_unwatch(self, fd, which):
-        """Stop running ``fd``'s reader or writer; True if there was one.  The fd leaves
-        the set at once, so the caller may close it right after."""
-        if self._closed:
-            return False
-        watcher = self._fd_watchers.get(fd)
-        if watcher is None:
-            return False
-        old = getattr(watcher, which)
-        if old is None:
-            return False
-        setattr(watcher, which, None)
-        old.cancel()
-        mask = watcher.mask & ~(READABLE if which == "reader" else WRITABLE)
-        # A failure means the fd was closed under us: nothing is watched then either.
-        _fdset_ctl(self._uv, fd, watcher.mask, mask)
-        watcher.mask = mask
-        if not mask:
-            del self._fd_watchers[fd]
-        return True
-
-    def add_reader(self, fd, callback, *args):
-        """Call callback(*args) whenever ``fd`` (an int or an object with fileno()) is
-        readable; replaces an earlier reader of the same fd."""
-        fd = self._ensure_fd_no_transport(fd)
-        self._fd_watch(fd, "reader", callback, args)
-
-    def remove_reader(self, fd):
-        """Stop watching ``fd`` for reading; True if it was watched."""
-        fd = self._ensure_fd_no_transport(fd)
-        return self._fd_unwatch(fd, "reader")
-
-    def add_writer(self, fd, callback, *args):
-        """Call callback(*args) whenever ``fd`` is writable; replaces an earlier writer."""
-        fd = self._ensure_fd_no_transport(fd)
-        self._fd_watch(fd, "writer", callback, args)
-
-    def remove_writer(self, fd):
-        """Stop watching ``fd`` for writing; True if it was watched."""
-        fd = self._ensure_fd_no_transport(fd)
-        return self._fd_unwatch(fd, "writer")
-
-    # ---------------------------------------------------------------- signals
-
-    def _sync_wakeup_fd(self, force_off=False):
-        """Point Python's signal wakeup fd at the loop while it needs it.
-
-        The loop needs it while signal handlers are installed, and while it runs in the main
-        thread: libuv retries an epoll_wait interrupted by a signal, so without the wakeup
-        byte a Ctrl-C would wait for the next I/O event before KeyboardInterrupt is raised.
-        """
-        want = not force_off and not self._closed and (
-            bool(self._signal_handlers) or self._in_main_thread
-        )
-        if want == self._wakeup_installed:
-            return
-        if want:
-            try:
-                prev = signal.set_wakeup_fd(lib.uvc_signal_fd(self._uv), warn_on_full_buffer=False)
-            except (ValueError, OSError):
-                return  # not the main thread: only Python's own delivery remains
-            self._wakeup_previous = prev
-            self._wakeup_installed = True
-        else:
-            try:
-                signal.set_wakeup_fd(self._wakeup_previous)
-            except (ValueError, OSError):
-                try:
-                    signal.set_wakeup_fd(-1)
-                except (ValueError, OSError) as exc:
-                    logger.info("set_wakeup_fd(-1) failed: %s", exc)
-            self._wakeup_installed = False
-            self._wakeup_previous = -1
-
-    def _check_signal(self, sig):
-        if not isinstance(sig, int):
-            raise TypeError(f"sig must be an int, not {sig!r}")
-        if sig not in signal.valid_signals():
-            raise ValueError(f"invalid signal number {sig}")
-
-    def add_signal_handler(self, sig, callback, *args):
-        """Call callback(*args) in the loop when signal ``sig`` arrives.
-
-        Raises RuntimeError outside the main thread or for a signal that cannot be caught,
-        ValueError/TypeError for an invalid signal, TypeError for a coroutine callback.
-        """
-        if _is_coroutine_callback(callback):
-            raise TypeError("coroutines cannot be used with add_signal_handler()")
-        self._check_signal(sig)
-        self._check_closed()
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("set_wakeup_fd only works in main thread of the main interpreter")
-        handle = Handle(callback, args, self, None)
-        self._signal_handlers[sig] = handle
-        self._sync_wakeup_fd()
-        try:
-            signal.signal(sig, _sighandler_noop)
-            signal.siginterrupt(sig, False)
-        except (OSError, RuntimeError, ValueError) as exc:
-            del self._signal_handlers[sig]
-            self._sync_wakeup_fd()
-            if isinstance(exc, OSError) and exc.errno != 22:  # EINVAL: cannot be caught
-                raise
-            raise RuntimeError(f"sig {sig:d} cannot be caught") from None
-
-    def remove_signal_handler(self, sig):
-        """Remove the handler of ``sig`` (restoring the default); True if there was one."""
-        self._check_signal(sig)
-        try:
-            del self._signal_handlers[sig]
-        except KeyError:
-            return False
-        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
-        try:
-            signal.signal(sig, handler)
-        except OSError as exc:
-            if exc.errno == 22:
-                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
-            raise
-        self._sync_wakeup_fd()
-        return True
-
-    def _handle_signal(self, sig):
-        handle = self._signal_handlers.get(sig)
-        if handle is None:
-            return
-        if handle._cancelled:
-            self.remove_signal_handler(sig)
-        else:
-            self._ready.append(handle)
-
     # ---------------------------------------------------------------- fork
 
     def _after_fork(self):
@@ -1281,9 +1020,7 @@ class CoreLoop(asyncio.AbstractEventLoop):
         and so does the fd set, whose fresh epoll set gets the child's registrations again."""
         if not self._closed:
             lib.uvc_loop_fork(self._uv)
-            for fd, watcher in list(self._fd_watchers.items()):
-                if lib.uvc_fdset_ctl(self._uv, fd, 0, watcher.mask) < 0:
-                    del self._fd_watchers[fd]  # closed in the parent before the fork
+            self._fd_watching_after_fork()
 
 
 _live_loops = weakref.WeakSet()
@@ -1349,7 +1086,6 @@ _ACCEL_FALLBACKS = {
 _new_object = object.__new__
 _copy_context = contextvars.copy_context
 _uvc_run_once = lib.uvc_run_once
-_fdset_ctl = _accelerated.fdset_ctl
 _unpack = ffi.unpack
 
 

@@ -309,14 +309,12 @@ class DnsMethods:
         slot = lib.uvc_getnameinfo(self._uv, family, packed, addr[1], flowinfo, scope_id, flags)
         return await self._dns_wait(slot, _unpack_nameinfo)
 
-    def close(self):
-        if self.is_running() or self.is_closed():
-            return super().close()
-        # Lookups still queued in the thread pool would make closing wait for them.
-        for owner in list(getattr(self, "_slots", ())):
+    def _teardown_dns(self):
+        """close(), before libuv goes: lookups still queued in the thread pool would make
+        closing wait for them."""
+        for owner in list(self._slots):
             if isinstance(owner, _Lookup):
                 lib.uvc_dns_cancel(self._uv, owner.slot)
-        super().close()
 
 
 def _unpack_nameinfo(data):

@@ -7,6 +7,7 @@ CoreLoop.call_soon), making instances of these subclasses, which stay asyncio.Ha
 asyncio.TimerHandle for every user and library.  FAST_HANDLES says whether this Python's
 Handle has the slots that fast path knows; if not, the loop builds handles the regular way.
 """
+import asyncio
 import contextvars
 from asyncio import events
 
@@ -42,6 +43,11 @@ class _TimerHandle(TimerHandle):
             # (timeouts that did not fire) then never piles up in the heap.
             if loop._timer_cancelled_count > 50 and loop._timer_cancelled_count * 2 > len(loop._timers):
                 loop._compact_timers()
+
+
+def is_coroutine_callback(callback):
+    """True for what asyncio refuses as a callback: a coroutine or coroutine function."""
+    return asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback)
 
 
 def callback_error_context(handle, exc):

@@ -134,16 +134,14 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
 class StreamMethods:
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
-    def close(self):
-        if not self.is_running() and not self._closed:
-            # Transports and listeners still open learn that libuv is going: their Python
-            # socket objects must not close fds libuv closes.  (They are all in the slot
-            # table; a registry of their own cost memory per connection.)
-            for owner in list(self._slots):
-                detach = getattr(owner, "_detach_from_loop", None)
-                if detach is not None:
-                    detach()
-        super().close()
+    def _teardown_transports(self):
+        """close(), before libuv goes: the transports and listeners still open learn it,
+        so their Python socket objects do not close fds libuv closes.  (They are all in
+        the slot table; a registry of their own cost memory per connection.)"""
+        for owner in list(self._slots):
+            detach = getattr(owner, "_detach_from_loop", None)
+            if detach is not None:
+                detach()
 
     # ------------------------------------------------------------------ helpers
 

@@ -1,0 +1,190 @@
+"""Loop methods: add_reader / add_writer, and the fds the loop watches for the sock_*
+methods and transports that do not live in libuv (the fd set, csrc/uvc_fdset.h).
+
+Every watched fd is registered in the C core's own epoll set at once, in the call that asks
+for it: a closed fd is an OSError there, never an abort in libuv later.
+"""
+from ._errors import check, uv_error
+from ._handles import Handle
+from ._uv import lib
+from . import _accelerated
+from .transports import _sockref
+
+READABLE = lib.UVC_READABLE
+WRITABLE = lib.UVC_WRITABLE
+_fdset_ctl = _accelerated.fdset_ctl
+
+
+def _fileobj_to_fd(fileobj):
+    """The fd of an int or of an object with fileno(), as selectors does it."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+class _FdWatcher:
+    """What one fd is watched for (add_reader/add_writer): its reader and writer handles."""
+
+    __slots__ = ("fd", "reader", "writer", "mask")
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.reader = None
+        self.writer = None
+        self.mask = 0
+
+
+class _FdSet:
+    """Owner of the fd set's slot (csrc/uvc_fdset.h): runs the callbacks of each ready fd."""
+
+    __slots__ = ("watchers",)
+
+    def __init__(self, watchers):
+        self.watchers = watchers
+
+    def _uv_event(self, kind, fd, events, c):
+        # The callbacks run now, with the other I/O callbacks of this iteration.  An error
+        # or hang-up reports both: their own read or write then meets it, as they would with
+        # a selector reporting the fd ready.
+        watcher = self.watchers.get(fd)
+        if watcher is None:
+            return  # unwatched by a callback earlier in this iteration
+        if events & READABLE:
+            r = watcher.reader
+            if r is not None and not r._cancelled:
+                r._run()
+        if events & WRITABLE:
+            w = watcher.writer
+            if w is not None and not w._cancelled:
+                w._run()
+
+    def _uv_read(self, data):
+        pass
+
+    def _uv_closed(self):
+        pass
+
+    def __repr__(self):
+        return f"<_FdSet watching {sorted(self.watchers)}>"
+
+
+class FdWatchMethods:
+    """Mixed into CoreLoop: the fd set and everything that watches fds through it."""
+
+    def _init_fd_watching(self):
+        self._fd_watchers = {}  # fd -> _FdWatcher, for every fd watched now
+        self._fd_set_slot = None  # the fd set's slot, opened by the first watch
+        # socket -> references sock_* waits hold (loop/_sockets.py); given back by close()
+        self._held_sockets = {}
+        # fd -> transport using it: add_reader/add_writer refuse those fds, as asyncio does.
+        # A plain dict (the transports drop their entry as they let go of the fd): a weak
+        # one cost ~90 bytes more per connection.
+        self._fd_transports = {}
+
+    def _teardown_fd_watching(self):
+        held, self._held_sockets = self._held_sockets, {}
+        for sock, n in held.items():
+            for _ in range(n):
+                _sockref.release(sock)
+        self._fd_watchers.clear()
+        self._fd_set_slot = None
+        self._fd_transports.clear()  # the loop holds no transport alive once closed
+
+    def _fd_watching_after_fork(self):
+        """The child's fd set is a fresh epoll set: register what is watched again."""
+        for fd, watcher in list(self._fd_watchers.items()):
+            if _fdset_ctl(self._uv, fd, 0, watcher.mask) < 0:
+                del self._fd_watchers[fd]  # closed in the parent before the fork
+
+    def _forget_fd_transport(self, fd, transport):
+        """``transport`` no longer uses ``fd`` (its entry may already be a newer one's)."""
+        if self._fd_transports.get(fd) is transport:
+            del self._fd_transports[fd]
+
+    def _ensure_fd_no_transport(self, fd):
+        fileno = _fileobj_to_fd(fd)
+        transport = self._fd_transports.get(fileno)
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
+        return fileno
+
+    def _fd_watch(self, fd, which, callback, args):
+        """Run callback(*args) whenever ``fd`` is ready (``which``: "reader" or "writer"),
+        replacing the earlier one; returns its Handle.  The fd is registered at once, so a
+        closed fd raises OSError here (see csrc/uvc_fdset.h for why it is not libuv's)."""
+        self._check_closed()
+        if self._debug:
+            self._check_callback(callback, "add_reader" if which == "reader" else "add_writer")
+        if self._fd_set_slot is None:
+            slot = check(lib.uvc_fdset_open(self._uv))
+            self._slot_register(slot, _FdSet(self._fd_watchers))
+            self._fd_set_slot = slot
+        if self._accel is not None and not self._careful:
+            handle = self._accel.handle(callback, args)
+        else:
+            handle = Handle(callback, args, self, None)
+        watcher = self._fd_watchers.get(fd)
+        if watcher is None:
+            watcher = _FdWatcher(fd)
+        mask = watcher.mask | (READABLE if which == "reader" else WRITABLE)
+        # Told to the kernel even when the mask stays: a watched fd closed without
+        # remove_reader left the set, and its number may be a new file's now.
+        err = _fdset_ctl(self._uv, fd, watcher.mask, mask)
+        if err < 0:
+            raise uv_error(err)
+        watcher.mask = mask
+        self._fd_watchers[fd] = watcher
+        old = getattr(watcher, which)
+        setattr(watcher, which, handle)
+        if old is not None:
+            old.cancel()
+        return handle
+
+    def _fd_unwatch(self, fd, which):
+        """Stop running ``fd``'s reader or writer; True if there was one.  The fd leaves
+        the set at once, so the caller may close it right after."""
+        if self._closed:
+            return False
+        watcher = self._fd_watchers.get(fd)
+        if watcher is None:
+            return False
+        old = getattr(watcher, which)
+        if old is None:
+            return False
+        setattr(watcher, which, None)
+        old.cancel()
+        mask = watcher.mask & ~(READABLE if which == "reader" else WRITABLE)
+        # A failure means the fd was closed under us: nothing is watched then either.
+        _fdset_ctl(self._uv, fd, watcher.mask, mask)
+        watcher.mask = mask
+        if not mask:
+            del self._fd_watchers[fd]
+        return True
+
+    def add_reader(self, fd, callback, *args):
+        """Call callback(*args) whenever ``fd`` (an int or an object with fileno()) is
+        readable; replaces an earlier reader of the same fd."""
+        fd = self._ensure_fd_no_transport(fd)
+        self._fd_watch(fd, "reader", callback, args)
+
+    def remove_reader(self, fd):
+        """Stop watching ``fd`` for reading; True if it was watched."""
+        fd = self._ensure_fd_no_transport(fd)
+        return self._fd_unwatch(fd, "reader")
+
+    def add_writer(self, fd, callback, *args):
+        """Call callback(*args) whenever ``fd`` is writable; replaces an earlier writer."""
+        fd = self._ensure_fd_no_transport(fd)
+        self._fd_watch(fd, "writer", callback, args)
+
+    def remove_writer(self, fd):
+        """Stop watching ``fd`` for writing; True if it was watched."""
+        fd = self._ensure_fd_no_transport(fd)
+        return self._fd_unwatch(fd, "writer")

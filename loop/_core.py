@@ -176,6 +176,11 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             slots.extend([None] * (slot + 1 - len(slots)))
         slots[slot] = owner
 
+    def _slot_report(self):
+        """Debug helper: one line per live handle slot and the object that owns it."""
+        return [f"slot {slot}: {owner!r}" for slot, owner in enumerate(self._slots)
+                if owner is not None]
+
     def _uv_close(self, slot):
         """Close a handle slot; its owner's ``_uv_closed`` runs when libuv is done."""
         if not self._closed:
@@ -296,34 +301,37 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         end = n * WORDS
         slots = self._slots
         arena = self._arena
+        # A record is (kind, slot, a, b, c); once i has moved past it, its fields are at
+        # these distances back (locals: the cheapest names in this loop).
+        SLOT, A, B, C = 4, 3, 2, 1
         while n and i < end:
             owner = None
             try:
                 while i < end:
                     kind = ev[i]
                     i += WORDS
-                    if kind == EV_READ:
-                        owner = slots[ev[i - 4]]
+                    if kind == EV_READ:  # a = arena offset, b = length
+                        owner = slots[ev[i - SLOT]]
                         if owner is not None:
-                            off = ev[i - 3]
+                            off = ev[i - A]
                             read = owner._uv_read
                             if read is not None:
-                                read(arena[off:off + ev[i - 2]])
+                                read(arena[off:off + ev[i - B]])
                             else:
-                                owner._uv_read_at(off, ev[i - 2])
+                                owner._uv_read_at(off, ev[i - B])
                     elif kind == EV_CLOSED:
-                        slot = ev[i - 4]
+                        slot = ev[i - SLOT]
                         owner = slots[slot]
                         slots[slot] = None
                         if owner is not None:
                             owner._uv_closed()
-                    elif kind == EV_SIGNAL:
+                    elif kind == EV_SIGNAL:  # a = signal number
                         owner = None
-                        self._handle_signal(ev[i - 3])
+                        self._handle_signal(ev[i - A])
                     else:
-                        owner = slots[ev[i - 4]]
+                        owner = slots[ev[i - SLOT]]
                         if owner is not None:
-                            owner._uv_event(kind, ev[i - 3], ev[i - 2], ev[i - 1])
+                            owner._uv_event(kind, ev[i - A], ev[i - B], ev[i - C])
             except (SystemExit, KeyboardInterrupt):
                 self._keep_undispatched(ev, i, end)
                 raise

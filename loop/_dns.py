@@ -217,6 +217,10 @@ class _Lookup:
     def _uv_closed(self):
         pass
 
+    def __repr__(self):
+        state = "done" if self.future.done() else "pending"
+        return f"<_Lookup slot={self.slot} {state} {getattr(self.unpack, '__name__', '')}>"
+
     def cancel_request(self, fut):
         if fut.cancelled() and self.loop._slots[self.slot] is self:
             lib.uvc_dns_cancel(self.loop._uv, self.slot)

@@ -41,6 +41,10 @@ class _FdWatcher:
         self.mask = 0
 
 
+    def __repr__(self):
+        return f"<_FdWatcher fd={self.fd} reader={self.reader!r} writer={self.writer!r}>"
+
+
 class _FdSet:
     """Owner of the fd set's slot (csrc/uvc_fdset.h): runs the callbacks of each ready fd."""
 

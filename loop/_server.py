@@ -55,6 +55,14 @@ class _Listener:
         # close the fd the C core listens on (transports/_sockref.py).
         self.held = _sockref.hold(sock)
 
+    def __repr__(self):
+        state = "closed" if self.closed else ("paused" if self.retry is not None else "accepting")
+        try:
+            where = self.sock.getsockname()
+        except OSError:
+            where = "?"
+        return f"<_Listener slot={self.slot} {state} {where!r}>"
+
     def _release_sock(self):
         if self.held:
             self.held = False

@@ -350,17 +350,6 @@ int uvc_close(uvc_loop_t *L, int slot) {
     return 0;
 }
 
-int uvc_ref(uvc_loop_t *L, int slot, int ref) {
-    uvc_base_t *b = uvc_slot_get(L, slot);
-    if (b == NULL)
-        return UV_EBADF;
-    if (ref)
-        uv_ref(b->handle);
-    else
-        uv_unref(b->handle);
-    return 0;
-}
-
 int uvc_fileno(uvc_loop_t *L, int slot) {
     uvc_base_t *b = uvc_slot_get(L, slot);
     uv_os_fd_t fd;
@@ -371,6 +360,4 @@ int uvc_fileno(uvc_loop_t *L, int slot) {
 }
 
 const char *uvc_strerror(int err) { return uv_strerror(err); }
-const char *uvc_err_name(int err) { return uv_err_name(err); }
-int uvc_translate_sys_error(int sys_errno) { return uv_translate_sys_error(sys_errno); }
 unsigned int uvc_libuv_version(void) { return uv_version(); }

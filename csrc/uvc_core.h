@@ -103,21 +103,19 @@ void uvc_arena_copy(uvc_loop_t *L, int64_t off, char *dst, size_t len);
 int uvc_wakeup(uvc_loop_t *L);
 /* The fd Python's signal.set_wakeup_fd() should write to; its bytes become UVC_EV_SIGNAL. */
 int uvc_signal_fd(uvc_loop_t *L);
+/* Test-only: libuv's epoll fd (tests read its registrations from /proc). */
 int uvc_backend_fd(uvc_loop_t *L);
 int uvc_loop_fork(uvc_loop_t *L);
-/* Slots in use by handles Python opened (the loop's own fd set is not counted). */
+/* Test-only: slots in use by handles Python opened (the loop's own fd set is not counted);
+ * tests read it to see that every handle of theirs is gone. */
 int uvc_active_slots(uvc_loop_t *L);
 
 /* Close a handle slot (any kind).  Its UVC_EV_CLOSED event follows. */
 int uvc_close(uvc_loop_t *L, int slot);
-/* ref/unref a handle: an unref'd handle does not keep a run going by itself. */
-int uvc_ref(uvc_loop_t *L, int slot, int ref);
 /* The fd behind a handle, or a negative uv error. */
 int uvc_fileno(uvc_loop_t *L, int slot);
 
 const char *uvc_strerror(int err);
-const char *uvc_err_name(int err);
-int uvc_translate_sys_error(int sys_errno);
 unsigned int uvc_libuv_version(void);
 /* cffi-end */
 

@@ -40,17 +40,6 @@ static int pidfd_open(int pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-int uvc_process_has_pidfd(void) {
-    static int known = -1;
-    if (known < 0) {
-        int fd = pidfd_open(getpid());
-        known = fd >= 0;
-        if (fd >= 0)
-            close(fd);
-    }
-    return known;
-}
-
 static void close_handle(uvc_base_t *b) {
     if (!uv_is_closing(b->handle))
         uv_close(b->handle, uvc_close_cb);

@@ -41,8 +41,6 @@ int uvc_process_watch(uvc_loop_t *L, int pid);
 /* Send a signal; UV_ESRCH once the exit has been seen (the pid may belong to another
  * process by then). */
 int uvc_process_kill(uvc_loop_t *L, int slot, int signum);
-/* 1 when exits are watched with pidfds on this kernel. */
-int uvc_process_has_pidfd(void);
 /* cffi-end */
 
 #endif

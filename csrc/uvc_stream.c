@@ -149,10 +149,6 @@ int uvc_shutdown(uvc_loop_t *L, int slot) {
     return r;
 }
 
-size_t uvc_write_queue_size(uvc_loop_t *L, int slot) {
-    uv_stream_t *s = stream_of(L, slot);
-    return s == NULL ? 0 : s->write_queue_size;
-}
 
 /* ---- listening sockets ----
  *
@@ -337,18 +333,6 @@ int uvc_tcp_connect(uvc_loop_t *L, int slot, const char *ip, int port, unsigned 
     if (r < 0)
         free(req);
     return r;
-}
-
-int uvc_pipe_connect(uvc_loop_t *L, int slot, const char *path) {
-    uv_stream_t *s = stream_of(L, slot);
-    if (s == NULL || s->type != UV_NAMED_PIPE)
-        return UV_EBADF;
-    uv_connect_t *req = malloc(sizeof *req);
-    if (req == NULL)
-        return UV_ENOMEM;
-    /* Errors (even a bad path) arrive through connect_cb, as UVC_EV_CONNECT. */
-    uv_pipe_connect(req, (uv_pipe_t *)s, path, connect_cb);
-    return 0;
 }
 
 int uvc_tcp_nodelay(uvc_loop_t *L, int slot, int enable) {

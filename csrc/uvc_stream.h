@@ -27,8 +27,6 @@ int uvc_read_stop(uvc_loop_t *L, int slot);
 int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len);
 /* Half-close after the queued writes: UVC_EV_SHUTDOWN follows. */
 int uvc_shutdown(uvc_loop_t *L, int slot);
-/* Bytes queued in libuv for this stream (uv_stream_t.write_queue_size). */
-size_t uvc_write_queue_size(uvc_loop_t *L, int slot);
 
 /* A listener slot for a bound stream socket (TCP when is_tcp, else AF_UNIX).  It owns
  * ``fd`` from then on (closed with the slot); on error the fd stays the caller's. */
@@ -43,11 +41,10 @@ int uvc_listen(uvc_loop_t *L, int slot, int backlog);
 int uvc_listener_resume(uvc_loop_t *L, int slot);
 /* Stop accepting and close the listening fd now; UVC_EV_CLOSED follows. */
 int uvc_listener_close(uvc_loop_t *L, int slot);
-/* Connect an (opened or fresh) TCP slot: UVC_EV_CONNECT with a = status follows. */
+/* Test-only (the loop connects Python sockets, see sock_connect): connect an (opened or
+ * fresh) TCP slot; UVC_EV_CONNECT with a = status follows. */
 int uvc_tcp_connect(uvc_loop_t *L, int slot, const char *ip, int port, unsigned int flowinfo,
                     unsigned int scope_id);
-/* Connect a pipe slot to a filesystem path: UVC_EV_CONNECT follows. */
-int uvc_pipe_connect(uvc_loop_t *L, int slot, const char *path);
 int uvc_tcp_nodelay(uvc_loop_t *L, int slot, int enable);
 /* cffi-end */
 

@@ -512,3 +512,57 @@ def test_sendfile_empty_file(anyloop):
     a, b = tcp_pair()
     with a, b, tempfile.TemporaryFile() as f:
         assert run(anyloop, anyloop.sock_sendfile(a, f)) == 0
+
+
+def test_sock_recvfrom_reused_buffer_keeps_each_datagram(anyloop):
+    # uvcffi receives into a buffer it reuses: each result must be a datagram of its own,
+    # bigger than any before it or not, truncated to bufsize as recvfrom() truncates.
+    needs(anyloop, "sock_recvfrom")
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    b.setblocking(False)
+    sizes = [10, 70000, 5, 120000, 1]
+    payloads = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+
+    async def main():
+        got = []
+        for p in payloads:
+            b.send(p)
+        for _ in payloads:
+            data, _ = await anyloop.sock_recvfrom(a, 200000)
+            got.append(data)
+        b.send(b"z" * 50)
+        data, _ = await anyloop.sock_recvfrom(a, 20)
+        got.append(data)
+        return got
+
+    try:
+        got = anyloop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        a.close()
+        b.close()
+    assert got == payloads + [b"z" * 20]
+    assert len({id(g) for g in got}) == len(got)
+
+
+def test_sock_recv_of_more_than_its_buffer_loses_nothing(anyloop):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def main():
+        t = threading.Thread(target=b.sendall, args=(payload,))
+        t.start()
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = await anyloop.sock_recv(a, 4 << 20)
+            assert chunk
+            got += chunk
+        await anyloop.run_in_executor(None, t.join)
+        return bytes(got)
+
+    try:
+        assert anyloop.run_until_complete(asyncio.wait_for(main(), 30)) == payload
+    finally:
+        a.close()
+        b.close()

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in libuv1-dev pkg-config pypy3 pypy3-venv pypy3-dev; do
+for pkg in libuv1-dev pkg-config pypy3 pypy3-venv pypy3-dev pypy3-lib-testsuite; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

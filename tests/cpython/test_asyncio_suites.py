@@ -9,11 +9,10 @@ Tests that build asyncio's own TestLoop (a virtual clock) keep it: they check th
 not the loop, and cost nothing.
 """
 import asyncio
-import unittest
 
 import uvcffi
 
-from ._harness import (requires_cpython_311, requires_stdlib_tests, test_utils,
+from ._harness import (bind_suite, requires_cpython_311, requires_stdlib_tests, test_utils,
                        uvcffi_policy_installed)
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
@@ -37,20 +36,7 @@ def test_the_policy_makes_uvcffi_loops():
         loop.close()
 
 
-def _bind(module_name):
-    """Each TestCase class the stdlib module defines, as a class of this module."""
-    import importlib
-
-    module = importlib.import_module("test.test_asyncio." + module_name)
-    short = module_name[len("test_"):].title().replace("_", "")
-    for name, cls in sorted(vars(module).items()):
-        if (isinstance(cls, type) and issubclass(cls, unittest.TestCase)
-                and cls.__module__ == module.__name__
-                and unittest.defaultTestLoader.getTestCaseNames(cls)):
-            bound = f"Uvcffi{short}_{name}"
-            globals()[bound] = type(bound, (cls,), {"__module__": __name__})
-
-
 if test_utils is not None:
     for _suite in SUITES:
-        _bind(_suite)
+        bind_suite(globals(), _suite)
+

@@ -4,20 +4,12 @@ SelectorEventLoopUnixSocketTests builds its loop as asyncio.SelectorEventLoop() 
 the subclass here builds a uvcffi loop instead.  The other two classes make theirs with
 asyncio.new_event_loop(), which a uvcffi policy answers while they run.
 """
-import unittest
-
 import uvcffi
 
-from ._harness import UvcffiPolicyMixin, requires_cpython_311, requires_stdlib_tests, test_utils
+from ._harness import (UvcffiPolicyMixin, mark_tests, requires_cpython_311, requires_stdlib_tests,
+                       test_utils)
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
-
-
-def _skip(cls, reasons):
-    for name, reason in reasons.items():
-        assert callable(getattr(cls, name, None)), name
-        setattr(cls, name, unittest.skip(reason)(getattr(cls, name)))
-    return cls
 
 
 if test_utils is not None:
@@ -29,7 +21,7 @@ if test_utils is not None:
             self.loop = uvcffi.new_event_loop()
             self.set_event_loop(self.loop)
 
-    _skip(UvcffiUnixSocketTests, {
+    mark_tests(UvcffiUnixSocketTests, skips={
         "test_create_unix_server_bind_error": "patches asyncio.unix_events.socket (the module "
         "reference of asyncio's own loop); tests/test_server.py checks the socket is closed",
     })
@@ -40,7 +32,7 @@ if test_utils is not None:
     _private_sendfile = ("drives loop._sock_sendfile_native_impl / patches asyncio.unix_events.os, "
                          "privates of asyncio's selector loop (tests/test_sockets.py covers "
                          "sock_sendfile's errors and cancellation)")
-    _skip(UvcffiUnixSockSendfileTests, {
+    mark_tests(UvcffiUnixSockSendfileTests, skips={
         name: _private_sendfile for name in (
             "test_sock_sendfile_not_available", "test_sock_sendfile_cancel1",
             "test_sock_sendfile_cancel2", "test_sock_sendfile_blocking_error",

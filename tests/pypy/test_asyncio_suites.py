@@ -1,0 +1,40 @@
+"""PyPy 3.9's test_asyncio suites for what runs on top of a loop (tasks, futures, locks,
+queues, wait_for, async/await, contexts, to_thread), each test under a policy whose
+asyncio.new_event_loop() makes uvcffi loops.
+
+These suites are the loop-independent half of asyncio: they pass on any loop that keeps
+asyncio's scheduling contract (FIFO callbacks, timers that never fire early, cancellation,
+exception-handler contexts, contextvars per callback), which is what they check here.
+Tests that build asyncio's own TestLoop (a virtual clock) keep it: they check the library,
+not the loop, and cost nothing; in 3.9 that is most of test_tasks, test_futures,
+test_queues and test_pep492.  PyPy has no C _asyncio: the classes for the C Task and Future
+skip themselves.
+"""
+import asyncio
+
+from ._harness import bind_suite, skip_unless_pypy_39, uvcffi_policy_installed
+
+skip_unless_pypy_39()
+
+import uvcffi  # noqa: E402
+
+# uvcffi_policy_installed (imported above) is an autouse fixture: asyncio.new_event_loop()
+# (and so asyncio.run and IsolatedAsyncioTestCase) gives uvcffi loops.
+__all__ = ["uvcffi_policy_installed"]
+
+SUITES = (
+    "test_tasks", "test_futures", "test_futures2", "test_locks", "test_queues",
+    "test_waitfor", "test_pep492", "test_context", "test_threads",
+)
+
+
+def test_the_policy_makes_uvcffi_loops():
+    loop = asyncio.new_event_loop()
+    try:
+        assert isinstance(loop, uvcffi.Loop)
+    finally:
+        loop.close()
+
+
+for _suite in SUITES:
+    bind_suite(globals(), _suite)

@@ -38,17 +38,18 @@ def _check_socket(sock):
         raise ValueError("the socket must be non-blocking")
 
 
-# The callbacks the fd watcher runs when the socket is ready.  The future may already be
-# done (cancelled during the iteration that reported the fd ready): then they do nothing.
+# What the fd watcher runs when the socket is ready: one attempt of the operation.  The
+# future may already be done (cancelled during the iteration that reported the fd ready):
+# then nothing is attempted.
 
-def _call_ready(fut, sock, method, *args):
-    """Complete ``fut`` with sock.<method>(*args) (recv and friends), unless that would
-    block again: then the watcher stays for the next readiness.  The method is looked up
-    each time, as asyncio does (a wrapped or patched socket may change it meanwhile)."""
+def _attempt_when_ready(fut, attempt, *args):
+    """Complete ``fut`` with attempt(*args), unless that would block again (it raises
+    BlockingIOError or returns None: an operation whose outcome is "nothing" returns True,
+    which its caller drops): then the watcher stays for the next readiness."""
     if fut.done():
         return
     try:
-        result = getattr(sock, method)(*args)
+        result = attempt(*args)
     except _WOULD_BLOCK:
         return
     except (SystemExit, KeyboardInterrupt):
@@ -56,22 +57,14 @@ def _call_ready(fut, sock, method, *args):
     except BaseException as exc:
         fut.set_exception(exc)
     else:
-        fut.set_result(result)
+        if result is not None:
+            fut.set_result(result)
 
 
-def _recv_ready(fut, uv, fd, n):
-    """sock_recv's readiness callback on the loop's own receive (see SocketMethods.sock_recv)."""
-    if fut.done():
-        return
-    try:
-        data = _recv_now(uv, fd, n)
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        if data is not None:
-            fut.set_result(data)
+def _call_method(sock, method, *args):
+    """sock.<method>(*args) (recv and friends), looked up each time as asyncio does (a
+    wrapped or patched socket may change it meanwhile)."""
+    return getattr(sock, method)(*args)
 
 
 def _recvfrom_reused(loop, sock, bufsize):
@@ -83,77 +76,31 @@ def _recvfrom_reused(loop, sock, bufsize):
     return bytes(view[:n]), address
 
 
-def _recvfrom_reused_ready(fut, loop, sock, bufsize):
-    if fut.done():
-        return
-    try:
-        result = _recvfrom_reused(loop, sock, bufsize)
-    except _WOULD_BLOCK:
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
-
-
-def _sendall_ready(fut, sock, view, pos):
-    if fut.done():
-        return
-    start = pos[0]
-    try:
-        n = sock.send(view[start:])
-    except _WOULD_BLOCK:
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-        return
-    start += n
+def _sendall_attempt(sock, view, pos):
+    """Send what is left of ``view`` (from pos[0]); True once all of it is sent."""
+    start = pos[0] + sock.send(view[pos[0]:])
     if start == len(view):
-        fut.set_result(None)
-    else:
-        pos[0] = start
+        return True
+    pos[0] = start
+    return None
 
 
-def _connect_ready(fut, sock, address):
-    if fut.done():
-        return
-    try:
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err != 0:
-            raise OSError(err, f"Connect call failed {address}")
-    except _WOULD_BLOCK:
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(None)
+def _connect_result(sock, address):
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err != 0:
+        raise OSError(err, f"Connect call failed {address}")
+    return True
 
 
-def _accept_ready(fut, sock):
-    if fut.done():
-        return
-    try:
-        conn, address = sock.accept()
-        conn.setblocking(False)
-    except _WOULD_BLOCK:
-        return
-    except (SystemExit, KeyboardInterrupt):
-        raise
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        fut.set_result((conn, address))
+def _accept_attempt(sock):
+    conn, address = sock.accept()
+    conn.setblocking(False)
+    return conn, address
 
 
-def _writable_ready(fut):
-    if not fut.done():
-        fut.set_result(None)
+def _writable():
+    """The attempt of a wait for writability alone (sendfile's): it is there."""
+    return True
 
 
 def check_sendfile_args(file, offset, count):
@@ -177,13 +124,13 @@ class SocketMethods:
 
     _recvfrom_buffer = None  # sock_recvfrom's reused receive buffer (a memoryview)
 
-    async def _sock_wait(self, sock, which, callback, args):
-        """Run callback(fut, *args) whenever ``sock`` is ready (``which``: "reader" or
-        "writer") until it completes ``fut``; return fut's result.  The watcher goes away
-        when this returns, also when the wait is cancelled."""
+    async def _sock_wait(self, sock, which, attempt, args):
+        """Try attempt(*args) whenever ``sock`` is ready (``which``: "reader" or "writer")
+        until it no longer would block (see _attempt_when_ready); return its result.  The
+        watcher goes away when this returns, also when the wait is cancelled."""
         fut = self.create_future()
         fd = self._ensure_fd_no_transport(sock.fileno())
-        handle = self._fd_watch(fd, which, callback, (fut,) + args)
+        handle = self._fd_watch(fd, which, _attempt_when_ready, (fut, attempt) + args)
         # Closing the socket meanwhile (another task) marks it closed; the fd closes when
         # this wait ends, so the operation finishes (see transports/_sockref.py).  The loop
         # counts what it holds, to give it back if it closes first.
@@ -219,12 +166,12 @@ class SocketMethods:
             data = _recv_now(uv, fd, n)
             if data is not None:
                 return data
-            return await self._sock_wait(sock, "reader", _recv_ready, (uv, fd, n))
+            return await self._sock_wait(sock, "reader", _recv_now, (uv, fd, n))
         try:
             return sock.recv(n)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _call_ready, (sock, "recv", n))
+        return await self._sock_wait(sock, "reader", _call_method, (sock, "recv", n))
 
     async def sock_recv_into(self, sock, buf):
         """Receive data from ``sock`` into the writable buffer ``buf``; return the number
@@ -234,7 +181,7 @@ class SocketMethods:
             return sock.recv_into(buf)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _call_ready, (sock, "recv_into", buf))
+        return await self._sock_wait(sock, "reader", _call_method, (sock, "recv_into", buf))
 
     async def sock_recvfrom(self, sock, bufsize):
         """Receive a datagram of up to ``bufsize`` bytes from ``sock``; return
@@ -248,13 +195,13 @@ class SocketMethods:
                 return _recvfrom_reused(self, sock, bufsize)
             except _WOULD_BLOCK:
                 pass
-            return await self._sock_wait(sock, "reader", _recvfrom_reused_ready,
+            return await self._sock_wait(sock, "reader", _recvfrom_reused,
                                          (self, sock, bufsize))
         try:
             return sock.recvfrom(bufsize)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _call_ready, (sock, "recvfrom", bufsize))
+        return await self._sock_wait(sock, "reader", _call_method, (sock, "recvfrom", bufsize))
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive a datagram from ``sock`` into ``buf`` (at most ``nbytes`` bytes, all of
@@ -266,7 +213,7 @@ class SocketMethods:
             return sock.recvfrom_into(buf, nbytes)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _call_ready,
+        return await self._sock_wait(sock, "reader", _call_method,
                                      (sock, "recvfrom_into", buf, nbytes))
 
     async def sock_sendall(self, sock, data):
@@ -290,7 +237,7 @@ class SocketMethods:
             view = memoryview(data).cast("B")
             if n == len(view):
                 return
-        await self._sock_wait(sock, "writer", _sendall_ready, (sock, view, [n]))
+        await self._sock_wait(sock, "writer", _sendall_attempt, (sock, view, [n]))
 
     async def sock_sendto(self, sock, data, address):
         """Send the datagram ``data`` to ``address`` through ``sock``; return the number
@@ -300,7 +247,7 @@ class SocketMethods:
             return sock.sendto(data, address)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "writer", _call_ready, (sock, "sendto", data, 0, address))
+        return await self._sock_wait(sock, "writer", _call_method, (sock, "sendto", data, 0, address))
 
     async def sock_connect(self, sock, address):
         """Connect ``sock`` to ``address``; a host name is resolved with getaddrinfo()
@@ -349,7 +296,7 @@ class SocketMethods:
             pass
         else:
             return
-        await self._sock_wait(sock, "writer", _connect_ready, (sock, address))
+        await self._sock_wait(sock, "writer", _connect_result, (sock, address))
 
     async def sock_accept(self, sock):
         """Accept a connection on the listening socket ``sock``; return (conn, address),
@@ -358,7 +305,7 @@ class SocketMethods:
         try:
             conn, address = sock.accept()
         except _WOULD_BLOCK:
-            return await self._sock_wait(sock, "reader", _accept_ready, (sock,))
+            return await self._sock_wait(sock, "reader", _accept_attempt, (sock,))
         conn.setblocking(False)
         return conn, address
 
@@ -410,7 +357,7 @@ class SocketMethods:
                 try:
                     sent = os.sendfile(fd, fileno, offset + sent_total, blocksize)
                 except _WOULD_BLOCK:
-                    await self._sock_wait(sock, "writer", _writable_ready, ())
+                    await self._sock_wait(sock, "writer", _writable, ())
                     continue
                 except OSError as exc:
                     if sent_total == 0:

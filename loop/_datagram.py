@@ -5,22 +5,12 @@ import stat
 import sys
 import warnings
 
+from ._socketopts import set_reuseport
 from ._core import logger
 from ._dns import address_addrinfo
 from .transports.datagram import SocketDatagramTransport, UDPTransport
 
 _unset = object()
-
-
-def _set_reuseport(sock):
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise ValueError("reuse_port not supported by socket module")
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    except OSError:
-        raise ValueError(
-            "reuse_port not supported by socket module, SO_REUSEPORT defined but not implemented."
-        ) from None
 
 
 class DatagramMethods:
@@ -190,7 +180,7 @@ class DatagramMethods:
             try:
                 sock = socket.socket(family=fam, type=socket.SOCK_DGRAM, proto=pro)
                 if reuse_port:
-                    _set_reuseport(sock)
+                    set_reuseport(sock)
                 if allow_broadcast:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 sock.setblocking(False)

@@ -19,6 +19,7 @@ import stat
 import sys
 from asyncio import staggered
 
+from ._socketopts import set_reuseport
 from ._dns import address_addrinfo
 from ._server import Server, adopt_stream_socket
 from ._sockets import check_sendfile_args
@@ -56,16 +57,6 @@ def _interleave_addrinfos(addrinfos, first_address_family_count=1):
     for group in itertools.zip_longest(*lists):
         result.extend(info for info in group if info is not None)
     return result
-
-
-def _set_reuseport(sock):
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise ValueError("reuse_port not supported by socket module")
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    except OSError:
-        raise ValueError("reuse_port not supported by socket module, "
-                         "SO_REUSEPORT defined but not implemented.")
 
 
 class _SendfileFallbackProtocol(asyncio.Protocol):
@@ -403,7 +394,7 @@ class StreamMethods:
                     if reuse_address:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
                     if reuse_port:
-                        _set_reuseport(sock)
+                        set_reuseport(sock)
                     if keep_alive:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
                     # Disable IPv4/IPv6 dual stack support (enabled by default on Linux)

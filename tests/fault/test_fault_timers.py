@@ -1,0 +1,97 @@
+"""Scenario 1: many short timers, watched for a loop that stops waking up for them.
+
+The bug this catches: ``uvc_run_once`` arms libuv's one-shot timer for the next Python
+timer right after ``uv_update_time``; when libuv's millisecond clock ticks before
+``uv_run`` updates it again, the timer fires in uv_run's first pass, before the poll, and
+the poll then computes its timeout with no timer left (-1) and blocks until some I/O comes:
+with only timers pending, for ever.  The window is a few hundred nanoseconds per loop
+iteration, about one iteration in 10,000 with a 1 ms wait (measured), so the test gives it
+many chances: several loops, each in its own thread, each going through rounds of 1,000
+concurrent ``asyncio.sleep``s of 0-5 ms and a chain of ``call_later``s of 0-1 ms (about one
+wait of a clock tick per iteration).  A loop thread that is descheduled inside the window
+also loses, so the threads outnumbering the cores help.
+
+Each loop has a watchdog: when its heartbeat timer has not run for ``STALL_AFTER`` seconds
+the watchdog records a stall and wakes the loop (call_soon_threadsafe), so the scenario
+finishes and the test fails on the recorded stalls instead of hanging.
+"""
+import asyncio
+import random
+import threading
+
+import pytest
+
+import uvcffi
+
+from _fault import Watchdog
+
+LOOPS = 32
+ROUNDS = 20
+SLEEPS = 1000
+CHAIN = 300
+# Nothing in this scenario waits for more than 5 ms: a heartbeat (every 20 ms) missing for
+# 2 s is a stall.  Generous for 32 loops sharing 2 cores (and one GIL on CPython): the
+# longest iteration (1,000 tasks completing at once) takes tens of milliseconds of CPU.
+STALL_AFTER = 2.0
+
+
+async def timer_rounds(seed):
+    """Run the rounds on the running loop; return (watchdog, counts of what ran)."""
+    loop = asyncio.get_running_loop()
+    rnd = random.Random(seed)
+    counts = {"sleeps": 0, "links": 0, "early": 0}
+
+    async def sleeper(delay):
+        await asyncio.sleep(delay)
+        counts["sleeps"] += 1
+
+    def link(done, left, when):
+        # The loop must never run a timer before its time.
+        if loop.time() < when:
+            counts["early"] += 1
+        counts["links"] += 1
+        if left == 0:
+            done.set_result(None)
+            return
+        delay = rnd.random() * 0.001
+        loop.call_later(delay, link, done, left - 1, loop.time() + delay)
+
+    async with Watchdog(stall_after=STALL_AFTER) as wd:
+        for _ in range(ROUNDS):
+            chain_done = loop.create_future()
+            loop.call_later(0, link, chain_done, CHAIN - 1, loop.time())
+            await asyncio.gather(*[sleeper(rnd.random() * 0.005) for _ in range(SLEEPS)])
+            await chain_done
+    return wd, counts
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="uvcffi bug: uvc_run_once's one-shot timer can fire before the poll, which then "
+    "blocks with timeout -1 (csrc/uvc_core.c: timer_cb does nothing; it should uv_stop)",
+)
+def test_many_short_timers_never_stall_the_loop():
+    results = [None] * LOOPS
+    errors = []
+
+    def run_loop(i):
+        try:
+            results[i] = uvcffi.run(asyncio.wait_for(timer_rounds(i), 120))
+        except BaseException as exc:  # reported below, with the thread's index
+            errors.append((i, repr(exc)))
+
+    threads = [threading.Thread(target=run_loop, args=(i,)) for i in range(LOOPS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    stalls = [(i, wd.stalls) for i, (wd, _) in enumerate(results) if wd.stalls]
+    nstalls = sum(len(s) for _, s in stalls)
+    assert not stalls, (
+        f"{nstalls} stall(s) in {LOOPS} loops x {ROUNDS} rounds: a loop stopped waking up "
+        f"for its due timers until the watchdog woke it: {stalls}"
+    )
+    for wd, counts in results:
+        assert counts == {"sleeps": ROUNDS * SLEEPS, "links": ROUNDS * CHAIN, "early": 0}
+        assert wd.wakeups == 0

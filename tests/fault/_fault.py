@@ -104,3 +104,21 @@ def rss_kib():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def run_fresh(path, *args, timeout=300):
+    """Run the test module at ``path`` as a script in a fresh interpreter (its
+    ``__main__`` prints one JSON report as its last line) and return the report.
+
+    The heavy scenarios run this way: a fresh process measures its memory without the
+    history of earlier tests, and the test run's own process does not grow (PyPy's GC
+    keeps what it once used: hundreds of MiB would make every later fork, and so every
+    later subprocess test, slower)."""
+    import json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, path, *args], capture_output=True, text=True,
+                       timeout=timeout)
+    assert p.returncode == 0, f"exit {p.returncode}\n{p.stderr[-3000:]}"
+    return json.loads(p.stdout.splitlines()[-1])

@@ -25,7 +25,6 @@ import gc
 import json
 import os
 import struct
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,7 +32,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import uvcffi  # noqa: E402
 
-from _fault import Watchdog, open_fds, rss_kib  # noqa: E402
+from _fault import Watchdog, open_fds, rss_kib, run_fresh  # noqa: E402
 from _helpers import run  # noqa: E402
 
 CYCLES = 50_000
@@ -150,10 +149,7 @@ def measure():
 
 
 def test_connection_cycles_keep_fds_and_memory_stable():
-    p = subprocess.run([sys.executable, os.path.abspath(__file__)],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    m = json.loads(p.stdout.splitlines()[-1])
+    m = run_fresh(os.path.abspath(__file__))
     assert m["bad"] == []
     assert m["errors"] == []
     assert m["stalls"] == []

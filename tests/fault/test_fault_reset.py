@@ -20,7 +20,6 @@ import json
 import os
 import socket
 import struct
-import subprocess
 import sys
 
 import pytest
@@ -28,7 +27,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from _fault import Watchdog, rss_kib  # noqa: E402
+from _fault import Watchdog, rss_kib, run_fresh  # noqa: E402
 from _helpers import LOOP_FACTORIES, run  # noqa: E402
 
 PAYLOAD_SIZE = 64 * 1024 * 1024
@@ -152,10 +151,7 @@ def measure(kind, api):
 @pytest.mark.parametrize("api", ["transport", "stream"])
 @pytest.mark.parametrize("kind", sorted(LOOP_FACTORIES))
 def test_rst_during_a_large_write(kind, api):
-    p = subprocess.run([sys.executable, os.path.abspath(__file__), kind, api],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr[-3000:]
-    r = json.loads(p.stdout.splitlines()[-1])
+    r = run_fresh(os.path.abspath(__file__), kind, api, timeout=120)
     assert r["client_read"] >= CLIENT_READS
     if api == "transport":
         assert r["connections"] == 1

@@ -325,7 +325,8 @@ async def case_sock_connect(loop, phase):
         lsock, fillers = full_listener()
         s = socket.socket()
         s.setblocking(False)
-        task = await start_then_close(phase, lambda: loop.sock_connect(s, lsock.getsockname()), s.close)
+        task = await start_then_close(
+            phase, lambda: loop.sock_connect(s, lsock.getsockname()), s.close)
         spare = Spare()
         # Make room in the accept queue: the retransmitted SYN then completes the connect.
         lsock.setblocking(False)
@@ -758,7 +759,10 @@ async def case_create_datagram_endpoint_sock(loop, phase):
     done, _ = await asyncio.wait([proto.got, proto.lost], timeout=BOUND,
                                  return_when=asyncio.FIRST_COMPLETED)
     if proto.got in done:
-        res = ("completed", None) if proto.datagrams[-1] == b"late" else ("wrong", repr(proto.datagrams))
+        if proto.datagrams[-1] == b"late":
+            res = ("completed", None)
+        else:
+            res = ("wrong", repr(proto.datagrams))
     elif proto.lost in done:
         exc = proto.lost.result()
         res = ("exception", exc_name(exc) if exc is not None else "connection_lost(None)")
@@ -974,7 +978,8 @@ def main(argv):
                 if report is None:
                     line = f"process ended: {rc}"
                 else:
-                    line = ", ".join(f"{k}={v}" for k, v in report.items() if v not in (None, [], True))
+                    line = ", ".join(f"{k}={v}" for k, v in report.items()
+                                     if v not in (None, [], True))
                 print(f"{kind:7} {case:30} {phase:8} rc={rc}  {line}", flush=True)
         return 0
     print(json.dumps(run_case(kind, argv[2], argv[3])), flush=True)

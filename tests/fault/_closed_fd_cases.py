@@ -34,6 +34,7 @@ And the checks every case ends with:
 - ``loop_ok``: the loop still runs a timer and a fresh socketpair echo;
 - ``spare_ok``: a socketpair made right after the close (once the loop has polled, so it
   likely got the closed fd's number) still works at the end: nothing closed it by mistake;
+- ``spare_clean``: and no byte meant for the closed fd reached it;
 - ``again_ok``: the same operation works on a new fd (likely with the old number too);
 - ``stalls``: the watchdog's record (see _fault.Watchdog).
 """
@@ -116,31 +117,35 @@ def tcp_pair():
 
 class Spare:
     """A socketpair made right after a close, so it likely takes the closed fd's number;
-    ``works()`` at the end tells whether it survived (blocking send/recv, no loop)."""
+    ``check()`` at the end tells whether it survived (nothing closed it by mistake) and
+    whether bytes meant for the closed fd reached it (blocking send/recv, no loop)."""
 
     def __init__(self):
         self.a, self.b = socket.socketpair()
-        self.fds = (self.a.fileno(), self.b.fileno())
+        self.pending = b""  # what each end has waiting from make_ready()
 
     def make_ready(self):
         """Make both ends readable (and they are writable)."""
         self.a.send(b"r")
         self.b.send(b"r")
+        self.pending = b"r"
 
-    def works(self):
+    def check(self):
+        """(alive, clean)."""
+        clean = True
         try:
             for s in (self.a, self.b):
                 s.setblocking(False)
                 try:
-                    s.recv(1 << 20)  # what make_ready() (or someone else) left there
+                    clean = clean and s.recv(1 << 20) == self.pending
                 except BlockingIOError:
-                    pass
+                    clean = clean and not self.pending
                 s.setblocking(True)
                 s.settimeout(2)
             self.a.sendall(b"spare")
-            return self.b.recv(100) == b"spare"
+            return self.b.recv(100) == b"spare", clean
         except OSError:
-            return False
+            return False, clean
         finally:
             for s in (self.a, self.b):
                 try:
@@ -935,9 +940,10 @@ def run_case(kind, case, phase):
 
     try:
         res, spare, again, ok, wd = loop.run_until_complete(main())
+        alive, clean = spare.check()
         report = {
-            "outcome": res[0], "detail": res[1], "loop_ok": ok,
-            "spare_ok": spare.works(), "again_ok": again, "stalls": wd.stalls,
+            "outcome": res[0], "detail": res[1], "loop_ok": ok, "spare_ok": alive,
+            "spare_clean": clean, "again_ok": again, "stalls": wd.stalls,
         }
     except BaseException as exc:  # the case itself broke: say where
         import traceback

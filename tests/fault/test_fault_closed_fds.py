@@ -15,8 +15,9 @@ What uvcffi must do: never abort, never hang; an operation on an fd closed while
 completes (the close deferred until it ends, as uvloop does) or ends with an exception;
 add_reader/add_writer on an fd already closed raise OSError (as asyncio's selector does)
 and their callbacks never run for a file they were not given; nothing closes an fd the
-loop no longer owns (a socket made after the close, likely with the same number, must
-survive); the loop goes on working, the same operation works on a new fd.
+loop no longer owns and nothing writes to it (a socket made after the close, likely with
+the same number, must survive and receive nothing); the loop goes on working, the same
+operation works on a new fd.
 
 asyncio's own loop (CPython 3.11.7 and PyPy 3.9 alike; `python _closed_fd_cases.py
 asyncio all` prints it), against which these expectations are stricter: it never aborts,
@@ -29,7 +30,8 @@ fd from epoll silently, and the selector never learns):
         (the selector registered the fd at add time: no callback after the close)
     connect_read_pipe: hang in every phase (before: the transport's _add_reader logs
         OSError EBADF through the exception handler)
-    connect_write_pipe: the data written after the close is lost, connection_lost(None)
+    connect_write_pipe: the data written after the close goes to whatever file has the
+        fd number by then (the socket made after the close, here), connection_lost(None)
     create_connection(sock=), connect_accepted_socket(sock=),
     create_datagram_endpoint(sock=): hang in every phase (before: EBADF logged)
     create_server(sock=): clients refused (the listener is gone), then server.close()
@@ -96,4 +98,5 @@ def test_fd_closed_under_operation(reports, case, phase):
     assert report["outcome"] in ("completed", "exception"), report
     assert report["loop_ok"] and report["again_ok"], report
     assert report["spare_ok"], f"a socket made after the close was closed by the loop: {report}"
+    assert report["spare_clean"], f"bytes for the closed fd went to a socket made after: {report}"
     assert report["stalls"] == [], report

@@ -85,7 +85,8 @@ def test_one_http_measurement_gives_figures(monkeypatch):
     from uvcffi.bench.runner import Runner, Settings, select
 
     # A one-second warm-up: figures are not the point here, that they come is.
-    monkeypatch.setitem(httpbench.WARM, platform.python_implementation(), 1)
+    monkeypatch.setitem(httpbench.WARM, platform.python_implementation(),
+                        {"requests": 1, "min": 1, "max": 1})
     settings = Settings(quick=True, reps=1)
     settings.noisy_retries = 0
     runner = Runner(["asyncio"], select(["http-uvicorn-plaintext"]), settings, log=lambda m: None)

@@ -3,8 +3,9 @@
 Each row is one framework app (httpserver.py) served by one loop in its own
 process pinned to the server CPU, loaded by wrk (`wrk -t1 -c50`, HTTP/1.1
 keep-alive, 50 connections, as many requests in flight as connections) pinned
-to the client CPU.  Per measurement: a warm-up run of wrk (long enough on PyPy
-for the JIT to have compiled the request path: see WARM), then the measured run,
+to the client CPU.  Per measurement: a warm-up (one-second wrk runs until the
+server has answered enough requests for PyPy's JIT to have compiled the
+request path: see WARM), then the measured run,
 bracketed by the server's "start"/"stop" (its own getrusage), so the server CPU
 counted is exactly the work of the measured run's requests:
 
@@ -33,12 +34,19 @@ from .loops import import_error
 
 CONNS = 50          # wrk -c
 THREADS = 1         # wrk -t: one client CPU
-# Warm-up before every measured run, in whole seconds (wrk's -d takes
-# integers).  Measured on PyPy 3.9 (7.3.11) with 1 s wrk windows against a
-# fresh server: server CPU per request reaches its plateau after 3-5 s for
-# uvicorn and aiohttp alike on uvcffi and asyncio (aiohttp on uvcffi: 945,
-# 550, 172, 64, 73, 59 ... us/req); CPython is flat from the first second.
-WARM = {"PyPy": 6, "CPython": 1}
+# Warm-up before every measured run: one-second wrk runs (wrk's -d counts
+# whole seconds) until the server has answered `requests` and `min` seconds
+# have passed, or `max` seconds have.  PyPy's JIT warms per request, not per
+# second: on this shared 2-core box, 1 s windows against fresh PyPy servers
+# (uvcffi and asyncio, both apps, three series each) gave server CPU per
+# request within 10-20% of its plateau after about 30,000-50,000 requests,
+# whatever the req/s (aiohttp on uvcffi: 898, 375, 119, 71, 69, 67 ... us/req
+# over its first 30k requests; on asyncio 856, 220, 104, 97, 89, 75 over its
+# first 35k, and ~60 only after 100k); a fixed number of seconds was 4 to 8 s
+# on a quiet box and not enough on a busy one.  CPython is flat from the first
+# second.
+WARM = {"PyPy": {"requests": 50000, "min": 4, "max": 20},
+        "CPython": {"requests": 2000, "min": 1, "max": 5}}
 WINDOW = {True: 1, False: 3}   # measured run, quick / full
 
 # name, app (httpserver --app), modules the app needs, what the row runs
@@ -74,7 +82,7 @@ def _needs(w):
     return ()
 
 
-def warm_secs():
+def warm_plan():
     return WARM.get(platform.python_implementation(), WARM["PyPy"])
 
 
@@ -84,7 +92,8 @@ def window_secs(settings):
 
 def cost(settings):
     """Rough seconds of one measurement, for the runner's pacing."""
-    return 1.5 + warm_secs() + window_secs(settings)
+    plan = warm_plan()
+    return 1.5 + (plan["min"] + plan["max"]) / 3.0 + window_secs(settings)
 
 
 class _State:
@@ -133,10 +142,11 @@ def preflight(runner):
         version = "?"
     if wls:
         runner.notes.append(
-            "HTTP rows: wrk %s -t%d -c%d pinned to CPU %d, %d s warm-up then %d s measured per "
-            "run; req/s from wrk, CPU per request from the server's getrusage over the run"
-            % (version, THREADS, CONNS, loadgen.CLIENT_CPU, warm_secs(),
-               window_secs(runner.s)))
+            "HTTP rows: wrk %s -t%d -c%d pinned to CPU %d; warm-up until %d requests and "
+            "%d s (at most %d s), then %d s measured; req/s from wrk, CPU per request from the "
+            "server's getrusage over the measured run"
+            % (version, THREADS, CONNS, loadgen.CLIENT_CPU, warm_plan()["requests"],
+               warm_plan()["min"], warm_plan()["max"], window_secs(runner.s)))
 
 
 def run_group(runner, rep, order, wls):
@@ -150,8 +160,10 @@ def run_group(runner, rep, order, wls):
                 fig = _measure(runner, server, w, st)
                 runner.results.add(w.name, loop, fig)
                 runner.log("  [%d/%d] %-22s %-8s %9s req/s p99 %7.0f us  cpu %6.1f us/req"
+                           "  (warm-up %d s, %s req)"
                            % (rep + 1, runner.s.reps, w.name, loop, _si(fig["rps"]),
-                              fig["p99_us"], fig["cpu_us"]))
+                              fig["p99_us"], fig["cpu_us"], fig["warm_s"],
+                              _si(fig["warm_requests"])))
             except Exception as e:  # one cell, not the run
                 reason = runner._why(e, server)
                 runner.results.fail(w.name, loop, reason)
@@ -185,18 +197,31 @@ def _start(runner, loop, w, st):
 
 def _measure(runner, server, w, st):
     from .runner import RETRY_NOISE, noise  # not at import: runner imports this module
-    _wrk(st, server.url, warm_secs())  # warm-up: the JIT, the allocator, the caches
+    warm_s, warm_n = _warm(st, server.url)
     best = None
     for attempt in range(1 + runner.s.noisy_retries):
         if attempt:
             runner.retries += 1
         fig = _window(st, server, window_secs(runner.s))
         fig["attempts"] = attempt + 1
+        fig["warm_s"], fig["warm_requests"] = warm_s, warm_n
         if best is None or noise(fig) < noise(best):
             best = fig
         if noise(best) < RETRY_NOISE or not runner._may_retry():
             break
     return best
+
+
+def _warm(st, url):
+    """Load the server until the JIT (and the allocator, the caches) are warm;
+    (seconds, requests) it took."""
+    plan = warm_plan()
+    secs = n = 0
+    while secs < plan["max"] and (secs < plan["min"] or n < plan["requests"]):
+        res, _ = _wrk(st, url, 1)
+        secs += 1
+        n += int(res["requests"])
+    return secs, n
 
 
 def _window(st, server, secs):

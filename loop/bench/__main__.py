@@ -112,10 +112,11 @@ def main(argv=None):
         path = report.write_plot(args.plot, summary, names, title)
         print("plot: %s" % path, file=sys.stderr)
     notes = list(runner.notes)
-    notes.append("server CPU %d, C load generator CPU %d, %d connections, %s s windows, "
-                 "%d repetitions, medians (min-max); %d noisy measurements retaken; total %.0f s"
-                 % (SERVER_CPU, CLIENT_CPU, settings.conns, settings.secs, settings.reps,
-                    runner.retries, elapsed))
+    if any(w.family in ("net", "mem") for w in workloads):
+        notes.append("server CPU %d, C load generator CPU %d, %d connections, %s s windows"
+                     % (SERVER_CPU, CLIENT_CPU, settings.conns, settings.secs))
+    notes.append("%d repetitions, medians (min-max); %d noisy measurements retaken; total %.0f s"
+                 % (settings.reps, runner.retries, elapsed))
     print()
     print(title)
     print("versions: " + ", ".join("%s %s" % kv for kv in report.versions(names).items()))

@@ -26,14 +26,14 @@ def parse_args(argv):
         prog="python -m uvcffi.bench",
         description="Benchmark uvcffi against asyncio, uvloop and rloop, interleaved, on this interpreter.")
     ap.add_argument("--quick", action="store_true",
-                    help="2 repetitions of short runs (under ~3 minutes) instead of 5")
+                    help="2 repetitions of short runs instead of 5")
     ap.add_argument("--json", metavar="FILE", help="write all figures as JSON")
     ap.add_argument("--plot", metavar="FILE",
                     help="write a bar chart normalized to asyncio (.svg; .png needs matplotlib)")
     ap.add_argument("--loops", default=None,
                     help="comma-separated loops (default: uvcffi, asyncio, and uvloop and rloop where they import)")
     ap.add_argument("--only", nargs="+", metavar="WORKLOAD",
-                    help="workloads to run: names, globs (tcp-*-1k) or prefixes (tcp, sched)")
+                    help="workloads to run: names, globs (tcp-*-1k) or prefixes (tcp, sched, http)")
     ap.add_argument("--repeat", type=int, default=None, help="repetitions (default 5, --quick 2)")
     ap.add_argument("--conns", type=int, default=10,
                     help="connections of the ping-pong load generator (default 10)")

@@ -1,7 +1,7 @@
-"""python -m uvcffi.bench: uvcffi, asyncio and uvloop side by side.
+"""python -m uvcffi.bench: uvcffi, asyncio, uvloop and rloop side by side.
 
     python -m uvcffi.bench [--quick] [--json FILE] [--plot FILE]
-                           [--loops uvcffi,asyncio,uvloop] [--only WORKLOAD ...]
+                           [--loops uvcffi,asyncio,uvloop,rloop] [--only WORKLOAD ...]
 
 Runs on the interpreter it is started with (CPython or PyPy); every server and
 worker process uses that same interpreter.  See runner.py for the order of
@@ -24,16 +24,16 @@ from .runner import WORKLOADS, Runner, Settings, select
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="python -m uvcffi.bench",
-        description="Benchmark uvcffi against asyncio and uvloop, interleaved, on this interpreter.")
+        description="Benchmark uvcffi against asyncio, uvloop and rloop, interleaved, on this interpreter.")
     ap.add_argument("--quick", action="store_true",
-                    help="2 repetitions of short runs (under ~3 minutes) instead of 5")
+                    help="2 repetitions of short runs instead of 5")
     ap.add_argument("--json", metavar="FILE", help="write all figures as JSON")
     ap.add_argument("--plot", metavar="FILE",
                     help="write a bar chart normalized to asyncio (.svg; .png needs matplotlib)")
     ap.add_argument("--loops", default=None,
-                    help="comma-separated loops (default: uvcffi,asyncio and uvloop if installed)")
+                    help="comma-separated loops (default: uvcffi, asyncio, and uvloop and rloop where they import)")
     ap.add_argument("--only", nargs="+", metavar="WORKLOAD",
-                    help="workloads to run: names, globs (tcp-*-1k) or prefixes (tcp, sched)")
+                    help="workloads to run: names, globs (tcp-*-1k) or prefixes (tcp, sched, http)")
     ap.add_argument("--repeat", type=int, default=None, help="repetitions (default 5, --quick 2)")
     ap.add_argument("--conns", type=int, default=10,
                     help="connections of the ping-pong load generator (default 10)")
@@ -59,10 +59,11 @@ def main(argv=None):
                   file=sys.stderr)
             return 2
     else:
-        names = loops_mod.default_loops()
-        if "uvloop" not in names:
-            print("uvloop is not importable on %s %s: comparing %s only"
-                  % (platform.python_implementation(), platform.python_version(), ", ".join(names)),
+        skipped = {}
+        names = loops_mod.default_loops(skipped)
+        for loop, why in skipped.items():
+            print("%s is left out on %s %s: %s" % (loop, platform.python_implementation(),
+                                                   platform.python_version(), why),
                   file=sys.stderr)
     # The baseline goes first so that the table reads "asyncio, then the others".
     if loops_mod.BASELINE in names:
@@ -111,10 +112,11 @@ def main(argv=None):
         path = report.write_plot(args.plot, summary, names, title)
         print("plot: %s" % path, file=sys.stderr)
     notes = list(runner.notes)
-    notes.append("server CPU %d, C load generator CPU %d, %d connections, %s s windows, "
-                 "%d repetitions, medians (min-max); %d noisy measurements retaken; total %.0f s"
-                 % (SERVER_CPU, CLIENT_CPU, settings.conns, settings.secs, settings.reps,
-                    runner.retries, elapsed))
+    if any(w.family in ("net", "mem") for w in workloads):
+        notes.append("server CPU %d, C load generator CPU %d, %d connections, %s s windows"
+                     % (SERVER_CPU, CLIENT_CPU, settings.conns, settings.secs))
+    notes.append("%d repetitions, medians (min-max); %d noisy measurements retaken; total %.0f s"
+                 % (settings.reps, runner.retries, elapsed))
     print()
     print(title)
     print("versions: " + ", ".join("%s %s" % kv for kv in report.versions(names).items()))

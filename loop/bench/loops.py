@@ -7,8 +7,12 @@ raise, or crash, and that must cost one table cell, not the run.
 
 import asyncio
 import importlib.util
+import subprocess
+import sys
 
-ALL = ("uvcffi", "asyncio", "uvloop")
+ALL = ("uvcffi", "asyncio", "uvloop", "rloop")
+# Loops compared when they are installed and import on this interpreter.
+OPTIONAL = ("uvloop", "rloop")
 BASELINE = "asyncio"
 FLOOR = "C floor"  # the pseudo-loop of echo_floor.c in the network workloads
 
@@ -23,6 +27,9 @@ def new_loop(name):
     if name == "uvcffi":
         import uvcffi
         return uvcffi.new_event_loop()
+    if name == "rloop":
+        import rloop
+        return rloop.new_event_loop()
     raise ValueError("unknown loop %r (known: %s)" % (name, ", ".join(ALL)))
 
 
@@ -36,10 +43,42 @@ def importable(name):
         return False
 
 
-def default_loops():
+def import_error(name):
+    """None when loop `name` imports on this interpreter, else the reason.
+
+    Tried in a child process: finding the module is not enough (rloop's PyPy
+    wheel installs, then fails to load: "undefined symbol: PyContext_Enter"),
+    and the orchestrator itself never imports a loop under test.
+    """
+    if name == "asyncio":
+        return None
+    if not importable(name):
+        return "not installed"
+    try:
+        r = subprocess.run([sys.executable, "-c", "import " + name], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        return describe(e)
+    if r.returncode == 0:
+        return None
+    lines = [l for l in r.stderr.decode(errors="replace").splitlines() if l.strip()]
+    why = lines[-1].strip() if lines else "exit status %d" % r.returncode
+    return why if len(why) <= 160 else why[:157] + "..."
+
+
+def default_loops(skipped=None):
     """uvcffi and asyncio always (uvcffi's cells say why when it cannot run);
-    uvloop only where it is installed (it never is on PyPy)."""
-    return [n for n in ALL if n != "uvloop" or importable("uvloop")]
+    uvloop and rloop only where they are installed and import (uvloop never
+    is on PyPy; rloop's PyPy wheel does not load).  `skipped`, a dict, gets
+    {loop: reason} for those left out."""
+    out = []
+    for n in ALL:
+        why = import_error(n) if n in OPTIONAL else None
+        if why is None:
+            out.append(n)
+        elif skipped is not None:
+            skipped[n] = why
+    return out
 
 
 def describe(exc):

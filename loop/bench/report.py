@@ -66,7 +66,7 @@ def summarize(runner):
                     "failed": len(errors), "reason": errors[0] if errors else None}
             if "unit" in samples[0]:
                 cell["unit"] = samples[0]["unit"]
-            if w.family == "net":
+            if w.family in ("net", "http"):
                 cell["bound"] = _bound(metrics)
             cells[loop] = cell
         _add_ratios(w, cells, base)
@@ -134,6 +134,7 @@ def table(summary, notes=(), base=BASELINE):
     for name, entry in summary.items():
         w = entry["meta"]
         first = True
+        row_note = getattr(w, "note", "")  # on the row's first figures
         for loop, cell in entry["loops"].items():
             wl = name if first else ""
             first = False
@@ -152,7 +153,8 @@ def table(summary, notes=(), base=BASELINE):
                                       si(m["sys_us"]["median"]))
             vs = ("%.2fx" % cell["vs"]) if "vs" in cell else ""
             cvs = ("%.2fx" % cell["cpu_vs"]) if "cpu_vs" in cell else ""
-            note = []
+            note = [row_note] if row_note else []
+            row_note = ""
             others = max(m.get("others_cpu0", {}).get("median", 0.0),
                          m.get("others_cpu1", {}).get("median", 0.0))
             if others >= NOISY:

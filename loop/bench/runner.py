@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from . import loadgen
+from . import httpbench, loadgen
 from ._proc import Child, ChildError, python_module_argv
 from .loops import FLOOR, describe
 
@@ -40,11 +40,12 @@ class Workload:
         self.name, self.family, self.group = name, family, group
         self.metric, self.unit, self.higher = metric, unit, higher
         self.kind, self.transport, self.size, self.doc = kind, transport, size, doc
+        self.note = ""  # what the row runs, when it depends on the machine (HTTP rows)
 
     def to_json(self):
         return {"family": self.family, "metric": self.metric, "unit": self.unit,
                 "higher_is_better": self.higher, "size": self.size,
-                "transport": self.transport, "doc": self.doc}
+                "transport": self.transport, "doc": self.doc, "note": self.note}
 
 
 def _workloads():
@@ -63,6 +64,7 @@ def _workloads():
             out.append(Workload("%s-%dk" % (prefix, k), "net", prefix, "rps", "rt/s",
                                 kind=kind, transport=transport, size=k * 1024,
                                 doc="%s echo, %d KiB requests" % (doc, k)))
+    out.extend(httpbench.workloads(Workload))
     for name, unit, doc in [
         ("sched-call_soon", "ops/s", "loop.call_soon, 100 self-rescheduling callbacks"),
         ("sched-call_later_cancel", "ops/s", "loop.call_later(3600) + cancel()"),
@@ -171,6 +173,8 @@ class Runner:
             return self.s.warm + self.s.secs + 0.3
         if family == "worker":
             return self.s.micro_warm + self.s.micro_secs + 0.2
+        if family == "http":
+            return httpbench.cost(self.s)
         return 4.0
 
     def _plan(self):
@@ -200,6 +204,8 @@ class Runner:
                     family = wls[0].family
                     if family == "net":
                         self._net_group(rep, order, wls)
+                    elif family == "http":
+                        httpbench.run_group(self, rep, order, wls)
                     elif family == "worker":
                         for loop in order:
                             self._worker(rep, loop, wls)
@@ -216,6 +222,7 @@ class Runner:
     def _preflight(self):
         """Build the C programs once, up front; without them the network and
         memory workloads are n/a (with the compiler's reason), the rest runs."""
+        httpbench.preflight(self)  # wrk and the web frameworks, or the HTTP rows' reason
         if not any(w.family in ("net", "mem") for w in self.workloads):
             return
         if any(w.transport == "tls" for w in self.workloads):

@@ -36,6 +36,7 @@ from asyncio import trsock
 from .._errors import uv_error
 from .._uv import ffi, lib
 from . import _sockref
+from ._context import run_in_context
 from ._flow import water_marks
 
 logger = logging.getLogger("asyncio")
@@ -508,9 +509,11 @@ class StreamTransportBase(asyncio.BaseTransport):
         if self._pending <= self._high_water or self._protocol_paused:
             return
         self._protocol_paused = True
-        # Called from write(): already in the caller's context (maybe this transport's).
+        # Called from write() or set_write_buffer_limits(): in the caller's context, which
+        # must not leak into the protocol; the caller may be this transport's own
+        # callback, already in its context (transports/_context.py).
         try:
-            self._protocol.pause_writing()
+            run_in_context(self._context, self._protocol.pause_writing)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

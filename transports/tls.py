@@ -436,6 +436,7 @@ class TLSTransport(asyncio.Transport):
         first = None
         more = None
         close_notify = False
+        error = None
         try:
             # While the BIO holds bytes: SSLObject.read() returns (the rest of) one
             # record's plaintext per call, and asking for a whole record's worth means
@@ -462,8 +463,7 @@ class TLSTransport(asyncio.Transport):
         except _ZeroReturn:
             close_notify = True
         except _SSLError as exc:
-            self._fatal_error(exc, "Fatal error on SSL transport")
-            return False
+            error = exc  # reported after the data that decrypted before it
         if first is not None:
             try:
                 self._data_received(first if more is None else b"".join(more))
@@ -472,6 +472,9 @@ class TLSTransport(asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
                 return False
+        if error is not None:
+            self._fatal_error(error, "Fatal error on SSL transport")
+            return False
         return close_notify
 
     def _read_buffered(self):

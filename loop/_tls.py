@@ -8,7 +8,7 @@ longer used).
 import contextvars
 
 from .transports.stream import SocketTransport
-from .transports.tls import TLSTransport
+from .transports.tls import tls_transport_class
 
 try:
     import ssl as _ssl
@@ -61,11 +61,13 @@ class TLSMethods:
         (socket) transport; its ``_app_transport`` is the TLSTransport the application
         gets.  The handshake starts when the lower transport is connected; ``waiter`` is
         done after it (and after the application's connection_made)."""
-        tls = TLSTransport(self, app_protocol, sslcontext, waiter, server_side=server_side,
-                           server_hostname=server_hostname,
-                           ssl_handshake_timeout=ssl_handshake_timeout,
-                           ssl_shutdown_timeout=ssl_shutdown_timeout,
-                           call_connection_made=call_connection_made, context=context)
+        tls = tls_transport_class()(self, app_protocol, sslcontext, waiter,
+                                    server_side=server_side,
+                                    server_hostname=server_hostname,
+                                    ssl_handshake_timeout=ssl_handshake_timeout,
+                                    ssl_shutdown_timeout=ssl_shutdown_timeout,
+                                    call_connection_made=call_connection_made,
+                                    context=context)
         return tls._link
 
     async def start_tls(self, transport, protocol, sslcontext, *, server_side=False,

@@ -281,3 +281,59 @@ def test_garbage_after_handshake_is_an_error(loop, certs):
     proto, exc = run(loop, main())
     assert bytes(proto.data) == b"good"
     assert isinstance(exc, ssl.SSLError), exc
+
+
+def test_shutdown_timeout(loop, certs):
+    """A peer that takes our close_notify and never answers with its own: after
+    ssl_shutdown_timeout the connection is dropped and connection_lost() gets asyncio's
+    TimeoutError('SSL shutdown timed out'); the peer did get our close_notify."""
+    import threading
+
+    got = {}
+
+    def peer(lsock, release):
+        conn, _ = lsock.accept()
+        with conn:
+            conn.settimeout(TIMEOUT)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            obj = certs.server().wrap_bio(incoming, outgoing, server_side=True)
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    conn.sendall(outgoing.read())
+                    incoming.write(conn.recv(65536))
+            conn.sendall(outgoing.read())
+            while True:  # until the client's close_notify, then silence
+                try:
+                    if not obj.read(1024):
+                        got["close_notify"] = True
+                        break
+                except ssl.SSLWantReadError:
+                    incoming.write(conn.recv(65536))
+                except ssl.SSLZeroReturnError:
+                    got["close_notify"] = True
+                    break
+            release.wait(TIMEOUT)
+
+    async def main():
+        release = threading.Event()
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th = threading.Thread(target=peer, args=(lsock, release), daemon=True)
+            th.start()
+            tr, proto = await loop.create_connection(
+                lambda: Recorder(loop), *lsock.getsockname(), ssl=certs.client(),
+                server_hostname="localhost", ssl_shutdown_timeout=0.3)
+            tr.close()
+            try:
+                exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            finally:
+                release.set()
+            await loop.run_in_executor(None, th.join, TIMEOUT)
+        return exc
+
+    exc = run(loop, main())
+    assert isinstance(exc, asyncio.TimeoutError), exc
+    assert str(exc) == "SSL shutdown timed out"
+    assert got == {"close_notify": True}

@@ -113,6 +113,7 @@ class TLSTransport(asyncio.Transport):
         "_app_lost", "_buffered", "_data_received", "_closing", "_conn_lost", "_backlog",
         "_backlog_size", "_reading_paused", "_read_scheduled", "_in_app", "_high_water",
         "_low_water", "_app_writing_paused", "_arena_view", "_debug", "_eof_pending",
+        "_reader",
         "_partial",
         "__weakref__",
     )
@@ -164,7 +165,7 @@ class TLSTransport(asyncio.Transport):
         self._backlog_size = 0
         self._reading_paused = False   # the application's pause_reading()
         self._eof_pending = False      # TCP EOF arrived while records wait for a reader
-        self._partial = False          # OpenSSL may hold part of a record (see _read_copied)
+        self._partial = False          # OpenSSL may hold part of a record
         self._read_scheduled = False   # a delivery of data left in the BIO is scheduled
         self._in_app = False           # running application code: writes wait for its end
         self._high_water, self._low_water = water_marks(WRITE_HIGH_WATER)
@@ -182,7 +183,12 @@ class TLSTransport(asyncio.Transport):
     def _set_app_protocol(self, protocol):
         self._protocol = protocol
         self._buffered = isinstance(protocol, _BufferedProtocol)
-        self._data_received = None if self._buffered else protocol.data_received
+        if self._buffered:
+            self._data_received = None
+            self._reader = self._do_read_buffered
+        else:
+            self._data_received = protocol.data_received
+            self._reader = self._do_read_copied
 
     def set_protocol(self, protocol):
         """Set a new protocol; the next data goes to it."""
@@ -228,7 +234,7 @@ class TLSTransport(asyncio.Transport):
         self._in_write(self._arena_view[off:off + length])
         if self._state == _WRAPPED:
             if not self._read_scheduled and not self._reading_paused:
-                self._ctx_run(self._do_read)
+                self._ctx_run(self._reader)
         else:
             self._incoming_other()
 
@@ -237,7 +243,7 @@ class TLSTransport(asyncio.Transport):
         self._in_write(data)
         if self._state == _WRAPPED:
             if not self._read_scheduled and not self._reading_paused:
-                self._ctx_run(self._do_read)
+                self._ctx_run(self._reader)
         else:
             self._incoming_other()
 
@@ -317,6 +323,7 @@ class TLSTransport(asyncio.Transport):
         # as asyncio's sslproto is (CPython's test_create_connection_memory_leak).
         self._protocol = None
         self._data_received = None
+        self._reader = None
         self._lower = None
         self._link = None
         if self._app_connected and not self._app_lost:
@@ -410,7 +417,7 @@ class TLSTransport(asyncio.Transport):
         self._read_scheduled = False
         if self._state != _WRAPPED or self._reading_paused:
             return
-        self._ctx_run(self._do_read)
+        self._ctx_run(self._reader)
         if self._state != _WRAPPED or self._reading_paused:
             return
         if self._eof_pending:
@@ -420,23 +427,10 @@ class TLSTransport(asyncio.Transport):
         if lower is not None:
             lower.resume_reading()
 
-    def _do_read(self):
-        """Decrypt what the BIO holds and deliver it (runs in the transport's context)."""
-        self._in_app = True
-        try:
-            if self._buffered:
-                close_notify = self._read_buffered()
-            else:
-                close_notify = self._read_copied()
-        finally:
-            self._in_app = False
-        if self._backlog is not None:
-            self._write_backlog()  # a renegotiation may have been waiting for this read
-        self._flush_out()  # the application's writes of this burst; handshake replies
-        if close_notify:
-            self._peer_closed()
-
-    def _read_copied(self):
+    def _do_read_copied(self):
+        """Decrypt what the BIO holds, deliver it to data_received(), send what that
+        wrote (runs in the transport's context).  The read path of a Protocol, in one
+        frame: every frame costs on CPython, and this runs once per read."""
         incoming = self._incoming
         read = self._ssl_read
         first = None
@@ -471,17 +465,44 @@ class TLSTransport(asyncio.Transport):
         except _SSLError as exc:
             error = exc  # reported after the data that decrypted before it
         if first is not None:
+            self._in_app = True  # the application's writes wait for its return
             try:
                 self._data_received(first if more is None else b"".join(more))
             except (SystemExit, KeyboardInterrupt):
+                self._in_app = False
                 raise
             except BaseException as exc:
+                self._in_app = False
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                return False
+                return
+            self._in_app = False
         if error is not None:
             self._fatal_error(error, "Fatal error on SSL transport")
-            return False
-        return close_notify
+            return
+        if self._backlog is not None:
+            self._write_backlog()  # a renegotiation may have been waiting for this read
+        # What data_received() wrote, in one write (and handshake replies, if any).
+        data = self._out_read()
+        if data and self._state != _CLOSED:
+            self._lower.write(data)
+        if close_notify:
+            self._peer_closed()
+
+    def _do_read_buffered(self):
+        """The read path of a BufferedProtocol (in the transport's context)."""
+        self._in_app = True
+        try:
+            close_notify = self._read_buffered()
+        finally:
+            self._in_app = False
+        self._read_done(close_notify)
+
+    def _read_done(self, close_notify):
+        if self._backlog is not None:
+            self._write_backlog()
+        self._flush_out()
+        if close_notify:
+            self._peer_closed()
 
     def _read_buffered(self):
         protocol = self._protocol
@@ -672,10 +693,8 @@ class TLSTransport(asyncio.Transport):
         """Hand the records waiting in the outgoing BIO to the lower transport (one write
         for all of them)."""
         data = self._out_read()
-        if data:
-            lower = self._lower
-            if lower is not None and not lower.is_closing():
-                lower.write(data)
+        if data and self._state != _CLOSED:  # (closed: the lower transport is going)
+            self._lower.write(data)
 
     def can_write_eof(self):
         """False: TLS has no half-close (close_notify ends both directions here)."""
@@ -959,11 +978,12 @@ class _DirectTLSTransport(TLSTransport):
         _BIO_write(self._in_bio, self._arena_ptr + off, length)
         if self._state == _WRAPPED:
             if not self._read_scheduled and not self._reading_paused:
-                self._ctx_run(self._do_read)
+                self._ctx_run(self._reader)
         else:
             self._incoming_other()
 
-    def _read_copied(self):
+    def _do_read_copied(self):
+        """TLSTransport._do_read_copied, with OpenSSL called directly."""
         ssl_ptr = self._ssl_ptr
         in_bio = self._in_bio
         rbuf = self._rbuf
@@ -978,7 +998,7 @@ class _DirectTLSTransport(TLSTransport):
             else:
                 code = _SSL_get_error(ssl_ptr, n)
                 if code == _SSL_ERROR_WANT_READ:
-                    self._partial = True  # see TLSTransport._read_copied
+                    self._partial = True  # see TLSTransport._do_read_copied
                     break
                 if code == _SSL_ERROR_ZERO_RETURN:
                     close_notify = True
@@ -1007,17 +1027,21 @@ class _DirectTLSTransport(TLSTransport):
         else:
             self._partial = False
         if first is not None:
+            self._in_app = True  # the application's writes wait for its return
             try:
                 self._data_received(first if more is None else b"".join(more))
             except (SystemExit, KeyboardInterrupt):
+                self._in_app = False
                 raise
             except BaseException as exc:
+                self._in_app = False
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                return False
+                return
+            self._in_app = False
         if error is not None:
             self._fatal_error(error, "Fatal error on SSL transport")
-            return False
-        return close_notify
+            return
+        self._read_done(close_notify)
 
     def write(self, data):
         """Write bytes-like ``data``: encrypted at once and sent without blocking (what
@@ -1071,11 +1095,10 @@ class _DirectTLSTransport(TLSTransport):
             n = _BIO_read(out_bio, wbuf, _OUT_CHUNK)
             if n <= 0:
                 return
-            lower = self._lower
-            if lower is not None and not lower.is_closing():
+            if self._state != _CLOSED:
                 # libuv sends what it can at once and copies only the rest: the buffer
                 # is free again when write() returns.
-                lower.write(memoryview(_ffi.buffer(wbuf, n)))
+                self._lower.write(memoryview(_ffi.buffer(wbuf, n)))
             if n < _OUT_CHUNK:
                 return
 

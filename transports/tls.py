@@ -735,7 +735,9 @@ class TLSTransport(asyncio.Transport):
         return self._app_writing_paused
 
     def _maybe_pause_app(self):
-        if self._app_writing_paused or self._app_lost:
+        # (Not before connection_made: the lower transport may call this while the
+        # handshake runs, when it is given this transport's water marks.)
+        if self._app_writing_paused or self._app_lost or not self._app_connected:
             return
         if self.get_write_buffer_size() <= self._high_water:
             return

@@ -353,6 +353,7 @@ def test_flow_control_through_tls(anyloop, certs):
             await asyncio.sleep(0.01)
         assert client.resumed == 1
         assert client.events[-2:] == ["pause", "resume"]
+        assert tr.get_write_buffer_size() == 0  # all delivered: nothing counted twice
         tr.close()
         srv.transport.close()
         server.close()

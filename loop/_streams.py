@@ -257,7 +257,7 @@ class StreamMethods:
         ``happy_eyeballs_delay``); on failure the one error, or OSError('Multiple
         exceptions: ...'), or an ExceptionGroup with ``all_errors`` (Python 3.11+), is
         raised.  An IP address is used as it is: a port outside 0-65535 with one is
-        connect()'s OverflowError.  ``ssl`` wraps the connection in TLS (asyncio.sslproto)."""
+        connect()'s OverflowError.  ``ssl`` wraps the connection in TLS (transports/tls.py)."""
         if server_hostname is not None and not ssl:
             raise ValueError("server_hostname is only meaningful with ssl")
         if server_hostname is None and ssl:

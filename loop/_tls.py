@@ -1,23 +1,19 @@
-"""Loop methods: start_tls and the TLS layer under ssl= (issue 6).
+"""Loop methods: start_tls and the TLS layer under ssl= (issues 6 and 11).
 
-TLS is asyncio's own ``asyncio.sslproto.SSLProtocol`` (a public stdlib helper) stacked on a
-uvcffi stream transport: the SSLProtocol is the transport's protocol, and the application
-talks to the ``_SSLProtocolTransport`` it makes.  Python 3.11's SSLProtocol is a
-BufferedProtocol with read-side flow control and a shutdown timeout; Python 3.9's (PyPy)
-is a plain Protocol over ``_SSLPipe`` without ``ssl_shutdown_timeout``.  Everything
-version-dependent about building one lives here (``_make_ssl_protocol``).
+TLS is uvcffi's own transport (transports/tls.py): a TLSTransport runs TLS in memory over a
+uvcffi stream transport, whose protocol is the TLS layer's link.  The same code runs on
+every Python uvcffi supports (asyncio's sslproto differs between 3.9 and 3.11; it is no
+longer used).
 """
-import sys
+import contextvars
 
 from .transports.stream import SocketTransport
+from .transports.tls import tls_transport_class
 
 try:
     import ssl as _ssl
 except ImportError:  # a Python built without ssl
     _ssl = None
-
-# Python 3.11's SSLProtocol takes ssl_shutdown_timeout; 3.9's does not know it.
-_HAS_SHUTDOWN_TIMEOUT = sys.version_info >= (3, 11)
 
 
 def check_tls_timeouts(ssl_handshake_timeout, ssl_shutdown_timeout):
@@ -60,18 +56,19 @@ class TLSMethods:
 
     def _make_ssl_protocol(self, app_protocol, sslcontext, waiter, *, server_side,
                            server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout,
-                           call_connection_made=True):
-        """An asyncio.sslproto.SSLProtocol for this loop, for either Python's sslproto."""
-        from asyncio import sslproto
-
-        kwargs = {"ssl_handshake_timeout": ssl_handshake_timeout,
-                  "call_connection_made": call_connection_made}
-        if _HAS_SHUTDOWN_TIMEOUT:
-            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
-        # Python 3.9's sslproto has no shutdown timeout: it sends close_notify and closes
-        # without waiting for the peer's, so there is nothing for the timeout to bound.
-        return sslproto.SSLProtocol(self, app_protocol, sslcontext, waiter, server_side,
-                                    server_hostname, **kwargs)
+                           call_connection_made=True, context=None):
+        """The TLS layer for a new connection: returns the protocol to give the lower
+        (socket) transport; its ``_app_transport`` is the TLSTransport the application
+        gets.  The handshake starts when the lower transport is connected; ``waiter`` is
+        done after it (and after the application's connection_made)."""
+        tls = tls_transport_class()(self, app_protocol, sslcontext, waiter,
+                                    server_side=server_side,
+                                    server_hostname=server_hostname,
+                                    ssl_handshake_timeout=ssl_handshake_timeout,
+                                    ssl_shutdown_timeout=ssl_shutdown_timeout,
+                                    call_connection_made=call_connection_made,
+                                    context=context)
+        return tls._link
 
     async def start_tls(self, transport, protocol, sslcontext, *, server_side=False,
                         server_hostname=None, ssl_handshake_timeout=None,
@@ -85,7 +82,7 @@ class TLSMethods:
         has taken over the transport.  The coroutine returns once the handshake is done;
         a handshake error or timeout (``ssl_handshake_timeout``, default 60 s) is raised
         here and the transport is closed.  ``ssl_shutdown_timeout`` (default 30 s) bounds
-        the TLS shutdown on close (Python 3.11+; accepted and checked on 3.9)."""
+        the TLS shutdown on close."""
         if _ssl is None:
             raise RuntimeError("Python ssl module is not available")
         if not isinstance(sslcontext, _ssl.SSLContext):
@@ -97,17 +94,20 @@ class TLSMethods:
 
         waiter = self.create_future()
         # The application protocol already saw connection_made() for the plain transport.
-        ssl_protocol = self._make_ssl_protocol(
+        # Its callbacks run in a copy of this caller's context from now on (the TLS
+        # transport is created here), as uvloop does.
+        link = self._make_ssl_protocol(
             protocol, sslcontext, waiter, server_side=server_side,
             server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout, call_connection_made=False)
+            ssl_shutdown_timeout=ssl_shutdown_timeout, call_connection_made=False,
+            context=contextvars.copy_context())
 
         # Paused before the protocol switch: bytes that arrive now (the peer's first
-        # handshake record may) wait in the transport until the SSLProtocol has run its
-        # connection_made(); resume_reading() then hands them over, in order.
+        # handshake record may) wait in the transport until the TLS layer has started;
+        # resume_reading() then hands them over, in order.
         transport.pause_reading()
-        transport.set_protocol(ssl_protocol)
-        connection_made = self.call_soon(ssl_protocol.connection_made, transport)
+        transport.set_protocol(link)
+        connection_made = self.call_soon(link.connection_made, transport)
         resume = self.call_soon(transport.resume_reading)
         try:
             await waiter
@@ -118,4 +118,4 @@ class TLSMethods:
             connection_made.cancel()
             resume.cancel()
             raise
-        return ssl_protocol._app_transport
+        return link._app_transport

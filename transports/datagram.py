@@ -18,6 +18,7 @@ import asyncio
 from .._errors import uv_error
 from .._uv import ffi, lib
 from . import _sockref
+from ._context import run_in_context
 from ._flow import water_marks
 
 logger = logging.getLogger("asyncio")
@@ -196,8 +197,10 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
             self._call_flow(self._protocol.resume_writing, "protocol.resume_writing() failed")
 
     def _call_flow(self, method, message):
+        # From sendto() (pause) or the loop (resume): in this transport's context, which
+        # the caller may be in already (a sendto() from datagram_received).
         try:
-            self._context.run(method)
+            run_in_context(self._context, method)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -237,7 +240,9 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
     def _protocol_error(self, exc):
         """An OSError of one datagram: the protocol hears of it, the transport lives on."""
         try:
-            self._context.run(self._protocol.error_received, exc)
+            # sendto()'s own error comes inside the caller's call (maybe one of this
+            # transport's callbacks, already in its context).
+            run_in_context(self._context, self._protocol.error_received, exc)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as cb_exc:
@@ -548,7 +553,9 @@ class SocketDatagramTransport(_DatagramTransportBase):
         except BaseException as exc:
             self._fatal_error(exc, "Fatal read error on datagram transport")
         else:
-            self._protocol.datagram_received(data, addr)
+            # The fd watcher's handle runs in a copy of the context it was registered
+            # in, not in this transport's: the protocol's callbacks run in the latter.
+            self._context.run(self._protocol.datagram_received, data, addr)
 
     def sendto(self, data, addr=None):
         """Send ``data`` (bytes-like) to ``addr``, or to the remote address given at

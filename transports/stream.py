@@ -37,6 +37,7 @@ from .. import _accelerated
 from .._errors import uv_error
 from .._uv import ffi, lib
 from . import _sockref
+from ._context import run_in_context
 from ._flow import water_marks
 
 logger = logging.getLogger("asyncio")
@@ -99,7 +100,7 @@ class StreamTransportBase(asyncio.BaseTransport):
         "_read_allowed", "_wants_reading", "_held", "_held_scheduled", "_empty_waiter",
         "_pending", "_high_water", "_low_water", "_protocol_paused", "_server",
         "_handle_closed", "_released", "_deliver", "_data_received",
-        "_uv_read", "_write_blocked",
+        "_uv_read", "_write_blocked", "_feed_at",
     )
 
     def __init__(self, loop, slot, protocol, *, context=None, extra=None, server=None,
@@ -182,6 +183,11 @@ class StreamTransportBase(asyncio.BaseTransport):
             # raises, the loop calls _uv_callback_failed (below).
             self._data_received = protocol.data_received
             self._deliver = functools.partial(self._ctx_run, self._data_received)
+        # TLS hook: a protocol that takes reads straight from the loop's arena (the TLS
+        # layer's link, transports/tls.py, copies them into its BIO: no bytes object in
+        # between) gets them through _uv_read_at as (offset, length).  Reads kept as bytes
+        # (held while paused) still go to its data_received.
+        self._feed_at = getattr(protocol, "_feed_from_arena", None)
         self._route_reads()
 
     def get_protocol(self):
@@ -195,8 +201,8 @@ class StreamTransportBase(asyncio.BaseTransport):
             self._uv_read = self._drop_read
         elif self._paused:
             self._uv_read = self._hold_read
-        elif self._data_received is None:
-            self._uv_read = None  # a BufferedProtocol: the loop calls _uv_read_at
+        elif self._data_received is None or self._feed_at is not None:
+            self._uv_read = None  # a BufferedProtocol (or the TLS link): _uv_read_at
         else:
             self._uv_read = self._deliver
 
@@ -225,6 +231,10 @@ class StreamTransportBase(asyncio.BaseTransport):
     def _uv_read_at(self, off, total):
         """A read for a BufferedProtocol, still in the loop's arena: one copy, from there
         into the protocol's buffer (no bytes object in between)."""
+        feed = self._feed_at
+        if feed is not None:  # the TLS link (see set_protocol)
+            feed(off, total)
+            return
         protocol = self._protocol
         run = self._ctx_run
         try:
@@ -504,9 +514,11 @@ class StreamTransportBase(asyncio.BaseTransport):
         if self._pending <= self._high_water or self._protocol_paused:
             return
         self._protocol_paused = True
-        # Called from write(): already in the caller's context (maybe this transport's).
+        # Called from write() or set_write_buffer_limits(): in the caller's context, which
+        # must not leak into the protocol; the caller may be this transport's own
+        # callback, already in its context (transports/_context.py).
         try:
-            self._protocol.pause_writing()
+            run_in_context(self._context, self._protocol.pause_writing)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -602,8 +614,13 @@ class StreamTransportBase(asyncio.BaseTransport):
                 self._protocol.connection_lost(exc)
         finally:
             self._close_handle()
+            # Nothing of the protocol stays referenced (its bound methods included): the
+            # slot lives until libuv's close callback, and a protocol that holds its own
+            # transport (TLS's link does) is freed at once, by reference counting.
             self._protocol = None
             self._data_received = None
+            self._deliver = None
+            self._feed_at = None
             self._held = None
             server = self._server
             if server is not None:

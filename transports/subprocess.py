@@ -25,6 +25,7 @@ import asyncio
 
 from uvcffi._errors import uv_error
 from uvcffi._uv import ffi, lib
+from uvcffi.transports._context import run_in_context
 
 logger = logging.getLogger("asyncio")
 
@@ -180,11 +181,13 @@ class _PipeProtocol(asyncio.Protocol):
         self.proc._pipe_connection_lost(self.fd, exc)
         self.proc = None
 
+    # Flow control of the child's stdin: the subprocess protocol hears it in the
+    # subprocess transport's context (the pipe transport calls these in its own).
     def pause_writing(self):
-        self.proc._protocol.pause_writing()
+        run_in_context(self.proc._context, self.proc._protocol.pause_writing)
 
     def resume_writing(self):
-        self.proc._protocol.resume_writing()
+        run_in_context(self.proc._context, self.proc._protocol.resume_writing)
 
 
 class SubprocessTransport(asyncio.SubprocessTransport):

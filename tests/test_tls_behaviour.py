@@ -1,0 +1,594 @@
+"""TLS where asyncio 3.11's sslproto goes wrong and uvcffi's own TLS transport must not
+(issue 11): each test is a case uvloop (or CPython 3.12+) handles, with the peer scripted
+record by record (an ssl.SSLObject over a blocking socket in a thread), so that what
+arrives when is decided by the test, not by timing.
+
+- data after the peer's close_notify is ignored (RFC 8446 6.1), not parsed as records;
+- data the peer sends after our close_notify is discarded, not an SSLError
+  (APPLICATION_DATA_AFTER_CLOSE_NOTIFY, bpo-39951);
+- records that arrive with the end of start_tls()'s handshake reach the protocol after
+  start_tls() has returned, and data held while reading was paused is delivered on
+  resume_reading(), in order, in the transport's context;
+- what was written before the peer's close_notify is all sent before ours;
+- no shutdown timer outlives a clean shutdown;
+- close() while reading is paused still completes the close_notify exchange;
+- a BufferedProtocol (start_tls) gets every byte of several records in one read.
+"""
+import asyncio
+import contextvars
+import gc
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import weakref
+
+import pytest
+
+from _helpers import run
+
+TIMEOUT = 10
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
+                                reason="the openssl command line makes the test certificates")
+
+
+class Certs:
+    def __init__(self, directory):
+        self.cert = os.path.join(directory, "cert.pem")
+        self.key = os.path.join(directory, "key.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-keyout", self.key, "-out", self.cert, "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+    def server(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+    def client(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.cert)
+        return ctx
+
+
+@pytest.fixture(scope="module")
+def certs():
+    with tempfile.TemporaryDirectory() as d:
+        yield Certs(d)
+
+
+class Peer:
+    """A TLS peer on a blocking socket, driven record by record from a thread."""
+
+    def __init__(self, conn, ctx, server_side):
+        conn.settimeout(TIMEOUT)
+        self.conn = conn
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
+                                server_hostname=None if server_side else "localhost")
+
+    def send_pending(self):
+        data = self.outgoing.read()
+        if data:
+            self.conn.sendall(data)
+
+    def recv_more(self):
+        data = self.conn.recv(65536)
+        if not data:
+            raise EOFError("the peer closed the TCP connection")
+        self.incoming.write(data)
+
+    def handshake(self, flush=True):
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.send_pending()
+                self.recv_more()
+        if flush:
+            self.send_pending()
+
+    def read(self, n):
+        """``n`` bytes of application data (b'' if close_notify comes first)."""
+        data = b""
+        while len(data) < n:
+            try:
+                chunk = self.obj.read(n - len(data))
+            except ssl.SSLWantReadError:
+                self.recv_more()
+                continue
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def read_until_close_notify(self):
+        total = 0
+        while True:
+            try:
+                chunk = self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                self.recv_more()
+                continue
+            except ssl.SSLZeroReturnError:
+                return total
+            if not chunk:
+                return total
+            total += len(chunk)
+
+    def write(self, data):
+        self.obj.write(data)
+        self.send_pending()
+
+    def unwrap(self):
+        """Send our close_notify and wait for the peer's."""
+        while True:
+            try:
+                self.obj.unwrap()
+                break
+            except ssl.SSLWantReadError:
+                self.send_pending()
+                self.recv_more()
+        self.send_pending()
+
+
+def serve_one(lsock, script):
+    """Accept one connection in a thread and run ``script(conn)``; the result (or the
+    exception) is in the returned dict once the thread is done."""
+    result = {}
+
+    def main():
+        try:
+            conn, _ = lsock.accept()
+            with conn:
+                result["value"] = script(conn)
+        except BaseException as exc:  # reported by the test
+            result["error"] = exc
+
+    th = threading.Thread(target=main, daemon=True)
+    th.start()
+    return th, result
+
+
+async def join(th, result):
+    await asyncio.get_running_loop().run_in_executor(None, th.join, TIMEOUT)
+    assert not th.is_alive(), "the peer thread is stuck"
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+class Recorder(asyncio.Protocol):
+    def __init__(self, loop):
+        self.events = []
+        self.data = bytearray()
+        self.transport = None
+        self.got = {}  # data length -> future
+        self.lost = loop.create_future()
+        self.loop = loop
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data):
+        self.events.append(("data", bytes(data)))
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", exc))
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    async def wait_for_bytes(self, n):
+        while len(self.data) < n:
+            await asyncio.sleep(0.005)
+
+
+def record_errors(loop):
+    errors = []
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+    return errors
+
+
+async def tls_client(loop, certs, lsock, factory=None):
+    factory = factory or (lambda: Recorder(loop))
+    return await loop.create_connection(factory, *lsock.getsockname(), ssl=certs.client(),
+                                        server_hostname="localhost")
+
+
+# ---------------------------------------------------------------------------- closing
+
+def test_data_after_peer_close_notify_is_ignored(loop, certs):
+    """The peer sends data, its close_notify, then plaintext (a peer that unwrapped and
+    went on in clear, or garbage): what follows a close_notify MUST be ignored (RFC 8446
+    6.1).  The protocol gets the data, eof_received(), connection_lost(None), and no
+    error is reported (asyncio 3.11 hands the plaintext to OpenSSL as records: an
+    SSLError, WRONG_VERSION_NUMBER)."""
+    def script(conn):
+        peer = Peer(conn, certs.server(), server_side=True)
+        peer.handshake()
+        assert peer.read(4) == b"ping"
+        peer.obj.write(b"pong")
+        try:
+            peer.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        # pong, close_notify and clear text in one segment: they arrive together
+        conn.sendall(peer.outgoing.read() + b"HTTP/1.0 200 OK\r\n\r\nplaintext after TLS")
+        rest = peer.read_until_close_notify()
+        return rest
+
+    async def main():
+        errors = record_errors(loop)
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            tr, proto = await tls_client(loop, certs, lsock)
+            tr.write(b"ping")
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            assert await join(th, result) == 0  # our close_notify, no data after it
+        return proto, exc, errors
+
+    proto, exc, errors = run(loop, main())
+    assert exc is None
+    assert proto.events == ["made", ("data", b"pong"), "eof", ("lost", None)]
+    assert errors == []
+
+
+def test_trailing_data_at_shutdown_is_discarded(loop, certs):
+    """bpo-39951: we close (close_notify sent) while the peer still sends data; the peer
+    then answers our close_notify with its own.  The data is discarded and the close is
+    clean: connection_lost(None), nothing reported (asyncio 3.11: unwrap() fails with
+    APPLICATION_DATA_AFTER_CLOSE_NOTIFY and connection_lost gets that SSLError)."""
+    closed = threading.Event()
+
+    def script(conn):
+        peer = Peer(conn, certs.server(), server_side=True)
+        peer.handshake()
+        assert peer.read(4) == b"ping"
+        peer.write(b"pong")
+        assert closed.wait(TIMEOUT)  # the client's close() ran
+        peer.write(b"trailing data " * 100)
+        assert peer.read_until_close_notify() == 0
+        peer.unwrap()
+        return "ok"
+
+    class Client(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            if self.data == b"pong":
+                self.transport.close()
+                closed.set()
+
+    async def main():
+        errors = record_errors(loop)
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            tr, proto = await tls_client(loop, certs, lsock, lambda: Client(loop))
+            tr.write(b"ping")
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            assert await join(th, result) == "ok"
+        return proto, exc, errors
+
+    proto, exc, errors = run(loop, main())
+    assert exc is None
+    assert bytes(proto.data) == b"pong"  # nothing of the trailing data
+    assert proto.events[-1] == ("lost", None)
+    assert errors == []
+
+
+def test_close_while_reading_paused(loop, certs):
+    """pause_reading(), then close(): the close_notify exchange still completes (the
+    peer's close_notify has to be read, paused or not); data the peer sent meanwhile is
+    not delivered; eof_received() then connection_lost(None) (uvloop's
+    test_shutdown_while_pause_reading).  asyncio 3.11 stops reading the records and
+    fails unwrap() on the data it left unread."""
+    def script(conn):
+        peer = Peer(conn, certs.server(), server_side=True)
+        peer.handshake(flush=False)
+        peer.obj.write(b"trailing data")
+        peer.send_pending()  # the end of the handshake and the data in one segment
+        assert peer.read_until_close_notify() == 0
+        peer.unwrap()
+        return conn.recv(16384)  # then the client closes TCP: b""
+
+    async def main():
+        errors = record_errors(loop)
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            tr, proto = await tls_client(loop, certs, lsock)
+            tr.pause_reading()
+            tr.close()
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            assert await join(th, result) == b""
+        return proto, exc, errors
+
+    proto, exc, errors = run(loop, main())
+    assert exc is None
+    assert proto.events == ["made", "eof", ("lost", None)]
+    assert errors == []
+
+
+def test_everything_written_is_sent_before_close_notify(loop, certs):
+    """We close() with megabytes written still waiting in our buffers, and the peer's
+    close_notify comes before they are out: all of it goes out, then our close_notify
+    (asyncio 3.11 stops handing records to the socket while its writing is paused, and
+    closes the socket as soon as the close_notify exchange is done: what waited is lost).
+    The peer reads nothing until we have written everything: the kernel's buffers hold a
+    few MiB at most, the rest waits in the transport."""
+    size = 32 * 1024 * 1024
+    written = threading.Event()
+
+    def script(conn):
+        peer = Peer(conn, certs.server(), server_side=True)
+        peer.handshake()
+        assert written.wait(TIMEOUT)
+        try:
+            peer.obj.unwrap()  # our close_notify; TLS 1.3 lets the client go on sending
+        except ssl.SSLWantReadError:
+            pass
+        peer.send_pending()
+        return peer.read_until_close_notify()
+
+    async def main():
+        errors = record_errors(loop)
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            tr, proto = await tls_client(loop, certs, lsock)
+            chunk = b"x" * (256 * 1024)
+            for _ in range(size // len(chunk)):
+                tr.write(chunk)
+            buffered = tr.get_write_buffer_size()
+            tr.close()  # with the records still waiting: they go first, then close_notify
+            written.set()
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            received = await join(th, result)
+        return proto, exc, received, buffered, errors
+
+    proto, exc, received, buffered, errors = run(loop, main())
+    assert buffered > 0
+    assert received == size
+    assert exc is None
+    assert proto.events == ["made", "eof", ("lost", None)]
+    assert errors == []
+
+
+def test_no_shutdown_timer_after_clean_close(loop, certs):
+    """After a clean close (both close_notify sent) nothing of the connection stays
+    referenced: no timer (the shutdown timeout's, the handshake's) keeps the transport,
+    its protocol or its SSLContext alive (uvloop's test_shutdown_timeout_handler_leak,
+    here on both ends and without a garbage collection)."""
+    def script(conn):
+        peer = Peer(conn, certs.server(), server_side=True)
+        peer.handshake()
+        assert peer.read(4) == b"ping"
+        peer.write(b"pong")
+        assert peer.read_until_close_notify() == 0
+        peer.unwrap()
+        return "ok"
+
+    async def main():
+        ctx = certs.client()
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            tr, proto = await loop.create_connection(
+                lambda: Recorder(loop), *lsock.getsockname(), ssl=ctx,
+                server_hostname="localhost")
+            tr.write(b"ping")
+            await proto.wait_for_bytes(4)
+            tr.close()
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            assert await join(th, result) == "ok"
+        refs = weakref.ref(ctx), weakref.ref(tr), weakref.ref(proto)
+        return exc, refs
+
+    gc.disable()
+    try:
+        exc, refs = run(loop, main())
+        for _ in range(3):
+            loop.run_until_complete(asyncio.sleep(0))
+        if sys.implementation.name != "cpython":
+            # No reference counting (PyPy): only a collection frees anything.  A timer
+            # left in the loop would still keep them alive through it.
+            gc.collect()
+        alive = [r() for r in refs if r() is not None]
+    finally:
+        gc.enable()
+    assert exc is None
+    assert alive == []
+
+
+# ---------------------------------------------------------------------------- reading
+
+def test_data_held_while_paused_delivered_on_resume(loop, certs):
+    """Records that arrive while reading is paused are delivered after resume_reading():
+    from the loop (not inside resume_reading), in order, once, and in the transport's
+    context, not in the context of whoever resumed (asyncio 3.11 schedules the delivery
+    in the resumer's context: its context variables leak into data_received)."""
+    var = contextvars.ContextVar("var", default="unset")
+    sent = threading.Event()
+
+    def script(conn):
+        peer = Peer(conn, certs.server(), server_side=True)
+        peer.handshake()
+        assert peer.read(5) == b"pause"
+        peer.obj.write(b"first ")
+        peer.obj.write(b"second ")
+        peer.send_pending()
+        sent.set()
+        assert peer.read(6) == b"resume"
+        peer.write(b"third")
+        assert peer.read_until_close_notify() == 0
+        peer.unwrap()
+        return "ok"
+
+    class Client(Recorder):
+        def connection_made(self, transport):
+            var.set("connection")
+            super().connection_made(transport)
+
+        def data_received(self, data):
+            super().data_received(data)
+            self.events.append(("context", var.get()))
+
+    async def main():
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            tr, proto = await tls_client(loop, certs, lsock, lambda: Client(loop))
+            tr.pause_reading()
+            assert not tr.is_reading()
+            tr.write(b"pause")
+            await loop.run_in_executor(None, sent.wait, TIMEOUT)
+            await asyncio.sleep(0.05)  # let the records reach us (no assert on it)
+            assert proto.data == b""
+
+            var.set("resumer")
+            tr.resume_reading()
+            assert proto.data == b""  # delivered from the loop, not from in here
+            await proto.wait_for_bytes(len(b"first second "))
+            tr.write(b"resume")
+            await proto.wait_for_bytes(len(b"first second third"))
+            tr.close()
+            await asyncio.wait_for(proto.lost, TIMEOUT)
+            assert await join(th, result) == "ok"
+        return proto
+
+    proto = run(loop, main())
+    assert bytes(proto.data) == b"first second third"
+    contexts = [e[1] for e in proto.events if e[0] == "context"]
+    assert contexts and set(contexts) == {"connection"}, proto.events
+
+
+def test_start_tls_returns_before_first_data(loop, certs):
+    """start_tls() on the server side, the client's first data in the same segment as
+    its Finished: the protocol gets that data after start_tls() has returned the new
+    transport (uvloop: "schedule first data after waiter wakeup"); asyncio 3.11 calls
+    data_received() first, before the caller has the transport."""
+    order = []
+
+    def script(conn):
+        conn.sendall(b"STARTTLS\n")
+        assert conn.recv(3) == b"GO\n"
+        peer = Peer(conn, certs.client(), server_side=False)
+        peer.handshake(flush=False)
+        peer.obj.write(b"hello")
+        peer.send_pending()  # Finished and the data together
+        assert peer.read(5) == b"world"
+        assert peer.read_until_close_notify() == 0
+        peer.unwrap()
+        return "ok"
+
+    class Server(Recorder):
+        def data_received(self, data):
+            order.append("data")
+            super().data_received(data)
+
+    async def main():
+        with socket.socket() as csock:
+            server_proto = Server(loop)
+            server = await loop.create_server(lambda: server_proto, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            result = {}
+
+            def client():
+                try:
+                    csock.settimeout(TIMEOUT)
+                    csock.connect(("127.0.0.1", port))
+                    result["value"] = script(csock)
+                except BaseException as exc:
+                    result["error"] = exc
+
+            th = threading.Thread(target=client, daemon=True)
+            th.start()
+            await server_proto.wait_for_bytes(len(b"STARTTLS\n"))
+            plain = server_proto.transport
+            plain.write(b"GO\n")
+            order.clear()
+            tls = await loop.start_tls(plain, server_proto, certs.server(), server_side=True)
+            order.append("start_tls returned")
+            await server_proto.wait_for_bytes(len(b"STARTTLS\nhello"))
+            tls.write(b"world")
+            tls.close()
+            await asyncio.wait_for(server_proto.lost, TIMEOUT)
+            assert await join(th, result) == "ok"
+            server.close()
+            await server.wait_closed()
+        return server_proto
+
+    proto = run(loop, main())
+    assert order == ["start_tls returned", "data"]
+    assert bytes(proto.data) == b"STARTTLS\nhello"
+
+
+def test_start_tls_buffered_protocol_gets_every_record(loop, certs):
+    """start_tls() on a client whose protocol is a BufferedProtocol, several records in
+    one read: every byte reaches its buffer, in order (asyncio 3.11 reads the records
+    after the first into a copy of the buffer's tail, bytearray slicing: they are lost,
+    and buffer_updated() counts bytes that were never written)."""
+    def script(conn):
+        assert conn.recv(9) == b"STARTTLS\n"
+        conn.sendall(b"GO\n")
+        peer = Peer(conn, certs.server(), server_side=True)
+        peer.handshake()
+        assert peer.read(4) == b"sync"
+        for word in (b"first ", b"second ", b"third"):
+            peer.obj.write(word)  # three records
+        peer.send_pending()  # in one segment
+        assert peer.read_until_close_notify() == 0
+        peer.unwrap()
+        return "ok"
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(64)
+            self.data = bytearray()
+            self.lost = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.data += self.buf[:nbytes]
+
+        def eof_received(self):
+            pass
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            proto = Buffered()
+            tr, _ = await loop.create_connection(lambda: proto, *lsock.getsockname())
+            tr.write(b"STARTTLS\n")
+            while bytes(proto.data) != b"GO\n":
+                await asyncio.sleep(0.005)
+            proto.data.clear()
+            tls = await loop.start_tls(tr, proto, certs.client(), server_hostname="localhost")
+            tls.write(b"sync")
+            while len(proto.data) < len(b"first second third"):
+                await asyncio.sleep(0.005)
+            tls.close()
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            assert await join(th, result) == "ok"
+        return proto, exc
+
+    proto, exc = run(loop, main())
+    assert bytes(proto.data) == b"first second third"
+    assert exc is None

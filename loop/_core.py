@@ -132,6 +132,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._asyncgens_shutdown_called = False
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
+        self._owner_buffers = {}  # loop_buffer() of loop/_owners.py
         self._init_fd_watching()
         self._init_signals()
         self._accel = None
@@ -361,12 +362,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             if due:
                 self._run_handles(iter(due).__next__, len(due))
 
-    def _compact_timers(self):
-        """Drop cancelled timers from the heap (in place: callers may hold the list)."""
+    def _compact_timers(self, cancelling=None):
+        """Drop cancelled timers from the heap (in place: callers may hold the list), and
+        ``cancelling``, a timer being cancelled that does not say so yet."""
         timers = self._timers
         live = []
         for entry in timers:
-            if entry[2]._cancelled:
+            if entry[2]._cancelled or entry[2] is cancelling:
                 entry[2]._scheduled = False
             else:
                 live.append(entry)
@@ -756,9 +758,14 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
     def _timer_handle_cancelled(self, handle):
         """Called by TimerHandle.cancel() (before it marks itself cancelled): count it for
-        the heap compaction."""
+        the heap compaction, and compact now rather than at the next iteration, so a burst
+        of call_later+cancel (timeouts that did not fire) never piles up in the heap."""
         if handle._scheduled:
             self._timer_cancelled_count += 1
+            if self._timer_cancelled_count > _COMPACT_MIN_CANCELLED and (
+                self._timer_cancelled_count * 2 > len(self._timers)
+            ):
+                self._compact_timers(cancelling=handle)
 
     def call_soon_threadsafe(self, callback, *args, context=None):
         """Like call_soon(), but safe to call from any thread: wakes the loop if it waits."""

@@ -11,6 +11,7 @@ import struct
 import sys
 
 from ._errors import uv_error
+from . import _owners as owners
 from ._uv import ffi, lib
 
 _AF_INET = socket.AF_INET
@@ -200,7 +201,7 @@ class _Lookup:
         loop = self.loop
         slot = self.slot
         # The request is freed below (no CLOSED event for requests): forget its slot now.
-        loop._slots[slot] = None
+        owners.forget_slot(loop, slot)
         # A thread-pool lookup costs far more than this allocation.
         out = ffi.new("char[]", nbytes) if status == 0 and nbytes else ffi.NULL
         n = lib.uvc_dns_take(loop._uv, slot, out, nbytes)
@@ -222,7 +223,7 @@ class _Lookup:
         return f"<_Lookup slot={self.slot} {state} {getattr(self.unpack, '__name__', '')}>"
 
     def cancel_request(self, fut):
-        if fut.cancelled() and self.loop._slots[self.slot] is self:
+        if fut.cancelled() and owners.owns_slot(self.loop, self.slot, self):
             lib.uvc_dns_cancel(self.loop._uv, self.slot)
 
 

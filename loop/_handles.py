@@ -34,15 +34,10 @@ class _TimerHandle(TimerHandle):
         if loop._debug:
             TimerHandle.cancel(self)
             return
+        loop._timer_handle_cancelled(self)
         self._cancelled = True
         self._callback = None
         self._args = None
-        if self._scheduled:
-            loop._timer_cancelled_count += 1
-            # Compact now rather than at the next iteration: a burst of call_later+cancel
-            # (timeouts that did not fire) then never piles up in the heap.
-            if loop._timer_cancelled_count > 50 and loop._timer_cancelled_count * 2 > len(loop._timers):
-                loop._compact_timers()
 
 
 def is_coroutine_callback(callback):

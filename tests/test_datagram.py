@@ -11,6 +11,7 @@ import pytest
 
 from _helpers import socket_refusal
 from uvcffi.transports import datagram as dg_module
+from uvcffi.transports._base import LOG_THRESHOLD_FOR_CONNLOST_WRITES
 from uvcffi._uv import lib
 
 HAS_IPV6 = socket.has_ipv6
@@ -308,7 +309,7 @@ def test_sendto_after_close_warns_after_threshold(loop, caplog):
         ct.close()
         assert ct.is_closing()
         with caplog.at_level(logging.WARNING, logger="asyncio"):
-            for _ in range(dg_module.LOG_THRESHOLD_FOR_CONNLOST_WRITES + 2):
+            for _ in range(LOG_THRESHOLD_FOR_CONNLOST_WRITES + 2):
                 ct.sendto(b"late")
         assert "socket.send() raised exception." in caplog.text
         await cp.lost

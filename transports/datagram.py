@@ -15,9 +15,11 @@ import warnings
 from asyncio import trsock
 import asyncio
 
+from .. import _owners as owners
 from .._errors import uv_error
 from .._uv import ffi, lib
 from . import _sockref
+from ._base import TransportBase
 from ._context import run_in_context
 from ._flow import water_marks
 
@@ -31,8 +33,6 @@ UDP_QUEUED = lib.UVC_UDP_QUEUED
 _udp_send = lib.uvc_udp_send
 _ECANCELED = -errno.ECANCELED
 
-# As asyncio: after this many sends on a lost connection, each further one logs a warning.
-LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 # Address conversions are cached per transport; a server talking to very many peers just
 # starts its cache over.
 _ADDR_CACHE_MAX = 4096
@@ -65,16 +65,7 @@ def _sendto_port(port):
     return port
 
 
-def _fatal_context(transport, exc, message):
-    return {
-        "message": message,
-        "exception": exc,
-        "transport": transport,
-        "protocol": transport._protocol,
-    }
-
-
-class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
+class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.Transport):
     """What both datagram transports share: state, flow control, protocol calls, closing.
 
     Also an asyncio.Transport, as asyncio's own datagram transports are (code and tests
@@ -105,10 +96,10 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
             self._extra["peername"] = None
         self._closing = False
         self._conn_lost = 0  # > 0 once connection_lost is scheduled; counts later sends
-        self._buffer_size = 0
+        self._pending = 0
         self._high_water, self._low_water = water_marks()
         self._protocol_paused = False
-        loop._fd_transports[self._sock_fd] = self
+        owners.claim_fd(loop, self._sock_fd, self)
         loop.call_soon(self._connection_made, waiter, context=self._context)
 
     def _connection_made(self, waiter):
@@ -128,7 +119,7 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
         elif self._closing:
             info.append("closing")
         info.append(f"fd={self._sock_fd}")
-        info.append(f"bufsize={self._buffer_size}")
+        info.append(f"bufsize={self._pending}")
         if self._protocol_paused:
             info.append("paused")
         return "<{}>".format(" ".join(info))
@@ -161,50 +152,13 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
             return
         self._closing = True
         self._stop_reading()
-        if not self._buffer_size:
+        if not self._pending:
             self._conn_lost += 1
             self._loop.call_soon(self._call_connection_lost, None, context=self._context)
 
     def abort(self):
         """Close at once: buffered datagrams are dropped; connection_lost(None) follows."""
         self._force_close(None)
-
-    # ---------------------------------------------------------------- flow control
-
-    def get_write_buffer_size(self):
-        """Bytes of datagrams accepted by sendto() and not yet handed to the kernel."""
-        return self._buffer_size
-
-    def get_write_buffer_limits(self):
-        """The (low, high) water marks of the write buffer."""
-        return (self._low_water, self._high_water)
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        """Pause the protocol's writing above ``high`` bytes buffered and resume it at or
-        below ``low`` (defaults 64 KiB and high // 4).  ValueError unless high >= low >= 0."""
-        self._high_water, self._low_water = water_marks(high, low)
-        self._maybe_pause_protocol()
-
-    def _maybe_pause_protocol(self):
-        if self._buffer_size <= self._high_water or self._protocol_paused:
-            return
-        self._protocol_paused = True
-        self._call_flow(self._protocol.pause_writing, "protocol.pause_writing() failed")
-
-    def _maybe_resume_protocol(self):
-        if self._protocol_paused and self._buffer_size <= self._low_water:
-            self._protocol_paused = False
-            self._call_flow(self._protocol.resume_writing, "protocol.resume_writing() failed")
-
-    def _call_flow(self, method, message):
-        # From sendto() (pause) or the loop (resume): in this transport's context, which
-        # the caller may be in already (a sendto() from datagram_received).
-        try:
-            run_in_context(self._context, method)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(_fatal_context(self, exc, message))
 
     # ---------------------------------------------------------------- sending
 
@@ -221,10 +175,6 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
             return self._address
         return addr
 
-    def _lost_send(self):
-        if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-            logger.warning("socket.send() raised exception.")
-        self._conn_lost += 1
 
     # ---------------------------------------------------------------- errors and closing
 
@@ -246,39 +196,23 @@ class _DatagramTransportBase(asyncio.DatagramTransport, asyncio.Transport):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as cb_exc:
-            self._loop.call_exception_handler(
-                _fatal_context(self, cb_exc, "Exception in callback error_received()")
-            )
+            self._report(cb_exc, "Exception in callback error_received()")
 
     def _protocol_exception(self, exc, method):
-        self._loop.call_exception_handler(
-            _fatal_context(self, exc, f"Exception in callback {method}()")
-        )
+        self._report(exc, f"Exception in callback {method}()")
 
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(_fatal_context(self, exc, message))
-        self._force_close(exc)
+    def _stop_reading_for_close(self):
+        self._stop_reading()
 
-    def _force_close(self, exc):
-        if self._conn_lost:
-            return
-        if not self._closing:
-            self._closing = True
-            self._stop_reading()
+    def _drop_pending(self):
         self._drop_buffer()
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
     def _call_connection_lost(self, exc):
         try:
             self._protocol.connection_lost(exc)
         finally:
             self._release()
-            self._loop._forget_fd_transport(self._sock_fd, self)
+            owners.release_fd(self._loop, self._sock_fd, self)
             self._protocol = None
             self._loop = None
 
@@ -295,15 +229,15 @@ class UDPTransport(_DatagramTransportBase):
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None):
         fd = sock.fileno()
-        slot = lib.uvc_udp_open(loop._uv, fd)
+        slot = lib.uvc_udp_open(owners.uv(loop), fd)
         if slot < 0:
             raise uv_error(slot)
         self._slot = slot
-        self._uv = loop._uv
-        self._arena = loop._arena
+        self._uv = owners.uv(loop)
+        self._arena = owners.arena(loop)
         self._family = sock.family
         self._reading = False
-        loop._slot_register(slot, self)
+        owners.register_slot(loop, slot, self)
         super().__init__(loop, sock, protocol, address, waiter)
         peer = self._extra["peername"]
         self._connected = peer is not None
@@ -340,7 +274,7 @@ class UDPTransport(_DatagramTransportBase):
         if not data:
             return
         if self._conn_lost:
-            self._lost_send()
+            self._count_lost_write()
             return
         if self._connected:
             sockaddr = ffi.NULL
@@ -356,11 +290,11 @@ class UDPTransport(_DatagramTransportBase):
                 return
         if type(data) is not bytes:
             data = bytes(data)
-        r = _udp_send(self._uv, self._slot, data, len(data), sockaddr, self._buffer_size > 0)
+        r = _udp_send(self._uv, self._slot, data, len(data), sockaddr, self._pending > 0)
         if r == 0:
             return
         if r == UDP_QUEUED:
-            self._buffer_size += len(data)
+            self._pending += len(data)
             self._maybe_pause_protocol()
         else:
             self._protocol_error(uv_error(r))
@@ -480,11 +414,11 @@ class UDPTransport(_DatagramTransportBase):
         elif kind == EV_UDP_SEND:
             if self._sock is None:
                 return  # aborted: the buffer was dropped
-            self._buffer_size -= b
+            self._pending -= b
             if a < 0 and a != _ECANCELED:
                 self._protocol_error(uv_error(a))
             self._maybe_resume_protocol()
-            if self._closing and not self._buffer_size and not self._conn_lost:
+            if self._closing and not self._pending and not self._conn_lost:
                 self._conn_lost += 1
                 self._loop.call_soon(self._call_connection_lost, None, context=self._context)
         elif kind == EV_READ_ERROR:
@@ -499,7 +433,7 @@ class UDPTransport(_DatagramTransportBase):
     def _drop_buffer(self):
         # libuv still holds the queued requests: closing the handle cancels them, so
         # close it now rather than at connection_lost.
-        self._buffer_size = 0
+        self._pending = 0
         self._release()
 
     def _release(self):
@@ -510,7 +444,7 @@ class UDPTransport(_DatagramTransportBase):
         self._reading = False
         loop = self._loop
         if self._slot is not None and loop is not None and not loop.is_closed():
-            loop._uv_close(self._slot)  # libuv closes its own duplicate of the fd
+            owners.close_slot(loop, self._slot)  # libuv closes its own duplicate of the fd
         self._close_sock(sock)
 
 
@@ -531,13 +465,13 @@ class SocketDatagramTransport(_DatagramTransportBase):
 
     def _start_reading(self):
         if not self._reading and self._sock is not None:
-            self._loop._fd_watch(self._sock_fd, "reader", self._read_ready, ())
+            owners.watch_fd(self._loop, self._sock_fd, "reader", self._read_ready, ())
             self._reading = True
 
     def _stop_reading(self):
         if self._reading:
             self._reading = False
-            self._loop._fd_unwatch(self._sock_fd, "reader")
+            owners.unwatch_fd(self._loop, self._sock_fd, "reader")
 
     def _read_ready(self):
         if self._conn_lost:
@@ -570,14 +504,14 @@ class SocketDatagramTransport(_DatagramTransportBase):
         if not data:
             return
         if self._conn_lost:
-            self._lost_send()
+            self._count_lost_write()
             return
         if not self._buffer:
             try:
                 self._send_now(data, addr)
                 return
             except (BlockingIOError, InterruptedError):
-                self._loop._fd_watch(self._sock_fd, "writer", self._write_ready, ())
+                owners.watch_fd(self._loop, self._sock_fd, "writer", self._write_ready, ())
                 self._writing = True
             except (SystemExit, KeyboardInterrupt):
                 raise
@@ -585,19 +519,19 @@ class SocketDatagramTransport(_DatagramTransportBase):
                 self._send_failed(exc)
                 return
         self._buffer.append((bytes(data), addr))
-        self._buffer_size += len(data)
+        self._pending += len(data)
         self._maybe_pause_protocol()
 
     def _write_ready(self):
         buffer = self._buffer
         while buffer:
             data, addr = buffer.popleft()
-            self._buffer_size -= len(data)
+            self._pending -= len(data)
             try:
                 self._send_now(data, addr)
             except (BlockingIOError, InterruptedError):
                 buffer.appendleft((data, addr))
-                self._buffer_size += len(data)
+                self._pending += len(data)
                 break
             except (SystemExit, KeyboardInterrupt):
                 raise
@@ -624,11 +558,11 @@ class SocketDatagramTransport(_DatagramTransportBase):
     def _stop_writing(self):
         if self._writing:
             self._writing = False
-            self._loop._fd_unwatch(self._sock_fd, "writer")
+            owners.unwatch_fd(self._loop, self._sock_fd, "writer")
 
     def _drop_buffer(self):
         self._buffer.clear()
-        self._buffer_size = 0
+        self._pending = 0
         self._stop_writing()
 
     def _release(self):

@@ -24,9 +24,11 @@ import warnings
 
 import asyncio
 
+from .. import _owners as owners
 from .._errors import uv_error
 from .._uv import lib
-from .stream import LOG_THRESHOLD_FOR_CONNLOST_WRITES, StreamTransportBase
+from ._base import LOG_THRESHOLD_FOR_CONNLOST_WRITES
+from .stream import StreamTransportBase
 
 logger = logging.getLogger("asyncio")
 
@@ -34,14 +36,14 @@ logger = logging.getLogger("asyncio")
 def _open_uv_pipe(loop, fd):
     """A libuv pipe slot over a duplicate of ``fd``."""
     dup = os.dup(fd)
-    slot = lib.uvc_pipe_new(loop._uv, 0)
+    slot = lib.uvc_pipe_new(owners.uv(loop), 0)
     if slot < 0:
         os.close(dup)
         raise uv_error(slot)
-    err = lib.uvc_stream_open(loop._uv, slot, dup)
+    err = lib.uvc_stream_open(owners.uv(loop), slot, dup)
     if err < 0:
         os.close(dup)
-        lib.uvc_close(loop._uv, slot)
+        lib.uvc_close(owners.uv(loop), slot)
         raise uv_error(err)
     return slot
 
@@ -73,7 +75,7 @@ class _PipeTransport(StreamTransportBase):
             self, loop, slot, protocol, extra=extra, waiter=waiter, reading=reading
         )
         self._pipe = pipe  # only now: __del__ warns about an open pipe
-        loop._fd_transports[fileno] = self
+        owners.claim_fd(loop, fileno, self)
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -96,7 +98,7 @@ class _PipeTransport(StreamTransportBase):
         # caller's until the transport is collected (asyncio's behaviour too).
         if self._detached:
             return
-        self._loop._forget_fd_transport(self._fileno, self)
+        owners.release_fd(self._loop, self._fileno, self)
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             pipe.close()
@@ -159,14 +161,7 @@ class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
             if self._loop.get_debug():
                 logger.debug("%r: %s", self, message, exc_info=True)
         else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+            self._report(exc, message)
         self._force_close(exc)
 
     def close(self):
@@ -229,7 +224,7 @@ class WritePipeTransport(_PipeTransport, asyncio.Transport):
         if fd < 0:
             return
         try:
-            self._loop._fd_watch(fd, "reader", self._hangup_ready, ())
+            owners.watch_fd(self._loop, fd, "reader", self._hangup_ready, ())
         except OSError:
             return  # not pollable: the next write reports the lost reader instead
         self._hangup_fd = fd
@@ -237,7 +232,7 @@ class WritePipeTransport(_PipeTransport, asyncio.Transport):
     def _unwatch_hangup(self):
         fd, self._hangup_fd = self._hangup_fd, None
         if fd is not None:
-            self._loop._fd_unwatch(fd, "reader")
+            owners.unwatch_fd(self._loop, fd, "reader")
 
     def _hangup_ready(self):
         if self._hangup_fd is not None:

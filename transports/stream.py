@@ -34,17 +34,15 @@ import warnings
 from asyncio import trsock
 
 from .. import _accelerated
+from .. import _owners as owners
 from .._errors import uv_error
 from .._uv import ffi, lib
 from . import _sockref
-from ._context import run_in_context
+from ._base import TransportBase
 from ._flow import water_marks
 
 logger = logging.getLogger("asyncio")
 
-# asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES: after this many writes to a lost
-# connection, each further write logs a warning.
-LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 
 _uvc_write = _accelerated.stream_write  # lib.uvc_write, or the accelerator's on CPython
 _uvc_read_start = lib.uvc_read_start
@@ -86,7 +84,7 @@ def _set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
-class StreamTransportBase(asyncio.BaseTransport):
+class StreamTransportBase(TransportBase, asyncio.BaseTransport):
     """Transport machinery over a libuv stream slot.  Mixed with an asyncio transport base
     class (Transport, ReadTransport or WriteTransport) by the concrete classes."""
 
@@ -107,7 +105,7 @@ class StreamTransportBase(asyncio.BaseTransport):
                  waiter=None, reading=True):
         asyncio.BaseTransport.__init__(self, extra)
         self._loop = loop
-        self._uv = loop._uv
+        self._uv = owners.uv(loop)
         self._slot = slot
         # While this flag is set, write() goes through _write_refused(): after write_eof(),
         # during sendfile, once the connection is lost, after the loop is closed.  The flag
@@ -135,7 +133,7 @@ class StreamTransportBase(asyncio.BaseTransport):
         self._handle_closed = False
         self._released = False          # the transport let go of its handle (closed)
         self.set_protocol(protocol)
-        loop._slot_register(slot, self)
+        owners.register_slot(loop, slot, self)
         if server is not None:
             server._attach(self)
         # As asyncio: connection_made, then reading, then the waiter, each its own callback
@@ -247,20 +245,20 @@ class StreamTransportBase(asyncio.BaseTransport):
         loop = self._loop
         try:
             if _arena_copy is not None:  # the accelerator: a buffer view and a C copy
-                fits = _arena_copy(loop._uv, off, total, buf)
+                fits = _arena_copy(self._uv, off, total, buf)
             elif _COPY_WITH_MEMMOVE or total >= _C_COPY_MIN:
                 dst = _from_buffer(buf, require_writable=True)  # its len() counts bytes
                 fits = len(dst) >= total
                 if fits:
-                    _uvc_arena_copy(loop._uv, off, dst, total)
+                    _uvc_arena_copy(self._uv, off, dst, total)
             else:
                 fits = len(buf) >= total
                 if fits:  # a bytearray or a byte memoryview (else TypeError/ValueError)
-                    buf[:total] = loop._arena_view[off:off + total]
+                    buf[:total] = owners.arena_view(loop)[off:off + total]
         except (TypeError, ValueError, BufferError):
             fits = False  # another kind of buffer: copied through a byte view below
         if not fits:
-            self._deliver_buffered_in_parts(loop._arena[off:off + total], buf)
+            self._deliver_buffered_in_parts(owners.arena(loop)[off:off + total], buf)
             return
         try:
             run(protocol.buffer_updated, total)
@@ -370,7 +368,7 @@ class StreamTransportBase(asyncio.BaseTransport):
             self._fatal_error(uv_error(err), f"Fatal read error on {self._kind} transport")
 
     def _on_eof(self):
-        if self._loop._debug:
+        if self._loop.get_debug():
             logger.debug("%r received EOF", self)
         try:
             keep_open = self._ctx_run(self._protocol.eof_received)
@@ -390,7 +388,7 @@ class StreamTransportBase(asyncio.BaseTransport):
         self._paused = True
         self._route_reads()
         self._read_stop()
-        if self._loop._debug:
+        if self._loop.get_debug():
             logger.debug("%r pauses reading", self)
 
     def resume_reading(self):
@@ -407,7 +405,7 @@ class StreamTransportBase(asyncio.BaseTransport):
                 self._loop.call_soon(self._deliver_held)
         else:
             self._read_start()
-        if self._loop._debug:
+        if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
 
     def is_reading(self):
@@ -440,9 +438,7 @@ class StreamTransportBase(asyncio.BaseTransport):
         if self._loop is None or self._uv is None:
             raise RuntimeError("Event loop is closed")
         if self._conn_lost:
-            if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                logger.warning("socket.send() raised exception.")
-            self._conn_lost += 1
+            self._count_lost_write()
             return True
         return False
 
@@ -496,54 +492,6 @@ class StreamTransportBase(asyncio.BaseTransport):
     def _block_writes(self):
         self._write_blocked = True
 
-    def get_write_buffer_size(self):
-        """Bytes given to write() that are not written to the fd yet."""
-        return self._pending
-
-    def get_write_buffer_limits(self):
-        """The (low, high) water marks of the write buffer."""
-        return (self._low_water, self._high_water)
-
-    def set_write_buffer_limits(self, high=None, low=None):
-        """Set the marks: pause_writing() above ``high``, resume_writing() at or below
-        ``low``.  Defaults as asyncio: high 64 KiB (or 4 * low), low = high // 4."""
-        self._high_water, self._low_water = water_marks(high, low)
-        self._maybe_pause_protocol()
-
-    def _maybe_pause_protocol(self):
-        if self._pending <= self._high_water or self._protocol_paused:
-            return
-        self._protocol_paused = True
-        # Called from write() or set_write_buffer_limits(): in the caller's context, which
-        # must not leak into the protocol; the caller may be this transport's own
-        # callback, already in its context (transports/_context.py).
-        try:
-            run_in_context(self._context, self._protocol.pause_writing)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed",
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
-
-    def _maybe_resume_protocol(self):
-        if self._protocol_paused and self._pending <= self._low_water:
-            self._protocol_paused = False
-            try:
-                self._ctx_run(self._protocol.resume_writing)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler({
-                    "message": "protocol.resume_writing() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                })
-
     def _make_empty_waiter(self):
         if self._empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
@@ -580,31 +528,13 @@ class StreamTransportBase(asyncio.BaseTransport):
         """Close the transport at once: buffered data is lost; connection_lost(None)."""
         self._force_close(None)
 
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        # OSErrors (resets, broken pipes) are the peer's doing: logged in debug mode only.
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
-        self._force_close(exc)
+    def _stop_reading_for_close(self):
+        self._route_reads()
+        self._read_stop()
 
-    def _force_close(self, exc):
-        if self._conn_lost:
-            return
+    def _drop_pending(self):
         self._pending = 0
-        if not self._closing:
-            self._closing = True
-            self._route_reads()
-            self._read_stop()
-        self._conn_lost += 1
         self._block_writes()
-        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
     def _call_connection_lost(self, exc):
         if self._empty_waiter is not None and not self._empty_waiter.done():
@@ -634,7 +564,7 @@ class StreamTransportBase(asyncio.BaseTransport):
         self._released = True
         self._reading_started = False
         self._release_resource()
-        self._loop._uv_close(self._slot)
+        owners.close_slot(self._loop, self._slot)
 
     def _release_resource(self):
         """Drop Python's hold on the fd before libuv closes it (subclasses)."""
@@ -714,7 +644,7 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
                         extra[name] = None
         StreamTransportBase.__init__(self, loop, slot, protocol, context=context, extra=extra,
                                      server=server, waiter=waiter)
-        loop._fd_transports[fd] = self
+        owners.claim_fd(loop, fd, self)
 
     def _socket(self):
         sock = self._sock
@@ -761,7 +691,7 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
         StreamTransportBase._on_eof(self)
 
     def _release_resource(self):
-        self._loop._forget_fd_transport(self._fd, self)
+        owners.release_fd(self._loop, self._fd, self)
         sock = self._sock
         if sock is not None and sock.fileno() >= 0:
             sock.detach()   # libuv closes the fd

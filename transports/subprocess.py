@@ -23,6 +23,7 @@ import warnings
 
 import asyncio
 
+from uvcffi import _owners as owners
 from uvcffi._errors import uv_error
 from uvcffi._uv import ffi, lib
 from uvcffi.transports._context import run_in_context
@@ -84,7 +85,7 @@ def _uv_spawn(*args):
 def _pidfd_watch(loop, pid):
     """Watch ``pid`` (a child started by Popen) in C: its slot, or UV_ENOSYS without
     pidfds (a module function so that tests can take the fallback path)."""
-    return lib.uvc_process_watch(loop._uv, pid)
+    return lib.uvc_process_watch(owners.uv(loop), pid)
 
 
 class SpawnedProcess:
@@ -330,7 +331,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             pid = ffi.new("int *")
             flags = lib.UVC_SPAWN_SETSID if kwargs.get("start_new_session") else 0
             slot = _uv_spawn(
-                loop._uv, file_bytes, argv, envp,
+                owners.uv(loop), file_bytes, argv, envp,
                 cwd_bytes if cwd_bytes is not None else ffi.NULL,
                 c_fds, len(fds), flags, pid,
             )
@@ -343,7 +344,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         for fd in child_ends:
             os.close(fd)
         self._slot = slot
-        loop._slot_register(slot, self)
+        owners.register_slot(loop, slot, self)
         files = {
             fd: io.open(end, "wb" if fd == 0 else "rb", buffering=0)
             for fd, end in parent_ends.items()
@@ -375,7 +376,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         slot = _pidfd_watch(loop, proc.pid)
         if slot >= 0:
             self._slot = slot
-            loop._slot_register(slot, self)
+            owners.register_slot(loop, slot, self)
         else:
             # No pidfd on this kernel: wait for the exit in a thread of our own.
             threading.Thread(
@@ -553,7 +554,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         """Send ``signal`` to the child.  ProcessLookupError once it has exited."""
         self._check_running()
         if self._slot is not None:
-            err = lib.uvc_process_kill(self._loop._uv, self._slot, int(signal))
+            err = lib.uvc_process_kill(owners.uv(self._loop), self._slot, int(signal))
             if err < 0:
                 raise uv_error(err)
         else:

@@ -41,6 +41,7 @@ import logging
 import ssl
 import warnings
 
+from .. import _owners as owners
 from ._context import run_in_context
 from ._flow import water_marks
 
@@ -966,15 +967,13 @@ class _DirectTLSTransport(TLSTransport):
         self._ssl_ptr = self._sslobj._sslobj.ssl
         self._in_bio = self._incoming.bio
         self._out_bio = self._outgoing.bio
-        self._arena_ptr = _ffi.cast("char *", _lib.uvc_arena(loop._uv))
+        self._arena_ptr = _ffi.cast("char *", _lib.uvc_arena(owners.uv(loop)))
         # Scratch buffers of the loop (one thread runs it): filled and emptied within
         # one call, so every TLS transport of the loop shares them.
-        buffers = loop.__dict__.get("_tls_scratch")
-        if buffers is None:
-            buffers = loop.__dict__["_tls_scratch"] = (_ffi.new("char[]", _RECORD_MAX),
-                                                       _ffi.new("char[]", _OUT_CHUNK),
-                                                       _ffi.new("char[]", _OUT_CHUNK))
-        self._rbuf, self._wbuf, self._sbuf = buffers
+        self._rbuf, self._wbuf, self._sbuf = owners.loop_buffer(
+            loop, "tls_scratch", lambda: (_ffi.new("char[]", _RECORD_MAX),
+                                          _ffi.new("char[]", _OUT_CHUNK),
+                                          _ffi.new("char[]", _OUT_CHUNK)))
 
     def _feed_from_arena(self, off, length):
         _BIO_write(self._in_bio, self._arena_ptr + off, length)

@@ -1,0 +1,106 @@
+"""What the stream, pipe and datagram transports share.
+
+Write flow control with asyncio's water marks, the report of a fatal error and the close
+that follows it, and the warning about writes to a lost connection: asyncio's
+``_FlowControlMixin`` and ``_SelectorTransport`` parts, written once here.  Each kind says
+only what differs: how it stops reading when it closes (``_stop_reading_for_close``), what
+its buffered data is and how it drops it (``_pending``, ``_drop_pending``), and its
+``_call_connection_lost``.
+"""
+import logging
+
+from ._context import run_in_context
+from ._flow import water_marks
+
+logger = logging.getLogger("asyncio")
+
+# asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES: after this many writes to a lost
+# connection, each further write logs a warning.
+LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+
+
+class TransportBase:
+    """Mixed in before the asyncio transport class.  The transport has ``_loop``,
+    ``_protocol``, ``_context``, ``_pending`` (bytes buffered, not yet given to the kernel),
+    ``_high_water``, ``_low_water``, ``_protocol_paused``, ``_closing`` and ``_conn_lost``
+    (> 0 once connection_lost is scheduled; counts the writes refused since)."""
+
+    __slots__ = ()
+
+    # ---------------------------------------------------------------- flow control
+
+    def get_write_buffer_size(self):
+        """Bytes given to the transport to send and not handed to the kernel yet."""
+        return self._pending
+
+    def get_write_buffer_limits(self):
+        """The (low, high) water marks of the write buffer."""
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        """Set the marks: pause_writing() above ``high``, resume_writing() at or below
+        ``low``.  Defaults as asyncio: high 64 KiB (or 4 * low), low = high // 4;
+        ValueError unless high >= low >= 0."""
+        self._high_water, self._low_water = water_marks(high, low)
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self):
+        if self._pending <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        # Called from write()/sendto() or set_write_buffer_limits(): in the caller's
+        # context, which must not leak into the protocol; the caller may be this
+        # transport's own callback, already in its context (transports/_context.py).
+        try:
+            run_in_context(self._context, self._protocol.pause_writing)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._report(exc, "protocol.pause_writing() failed")
+
+    def _maybe_resume_protocol(self):
+        if self._protocol_paused and self._pending <= self._low_water:
+            self._protocol_paused = False
+            try:
+                run_in_context(self._context, self._protocol.resume_writing)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._report(exc, "protocol.resume_writing() failed")
+
+    # ---------------------------------------------------------------- errors and closing
+
+    def _report(self, exc, message):
+        """``exc`` to the loop's exception handler, with asyncio's keys."""
+        self._loop.call_exception_handler({
+            "message": message,
+            "exception": exc,
+            "transport": self,
+            "protocol": self._protocol,
+        })
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        # OSErrors (resets, broken pipes) are the peer's doing: logged in debug mode only.
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._report(exc, message)
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        """Close at once: stop reading, drop what is buffered, connection_lost(exc) soon."""
+        if self._conn_lost:
+            return
+        if not self._closing:
+            self._closing = True
+            self._stop_reading_for_close()
+        self._drop_pending()
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
+
+    def _count_lost_write(self, warning="socket.send() raised exception."):
+        """A write after the connection was lost: dropped, and from the fifth on logged."""
+        if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            logger.warning(warning)
+        self._conn_lost += 1

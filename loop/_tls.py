@@ -1,6 +1,6 @@
 """Loop methods: start_tls and the TLS layer under ssl= (issues 6 and 11).
 
-TLS is uvcffi's own transport (transports/tls.py): a TLSTransport runs TLS in memory over a
+TLS is uvcffi's own transport (transports/tls.py): a SSLTransport runs TLS in memory over a
 uvcffi stream transport, whose protocol is the TLS layer's link.  The same code runs on
 every Python uvcffi supports (asyncio's sslproto differs between 3.9 and 3.11; it is no
 longer used).
@@ -58,7 +58,7 @@ class TLSMethods:
                            server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout,
                            call_connection_made=True, context=None):
         """The TLS layer for a new connection: returns the protocol to give the lower
-        (socket) transport; its ``_app_transport`` is the TLSTransport the application
+        (socket) transport; its ``_app_transport`` is the SSLTransport the application
         gets.  The handshake starts when the lower transport is connected; ``waiter`` is
         done after it (and after the application's connection_made)."""
         tls = tls_transport_class()(self, app_protocol, sslcontext, waiter,

@@ -126,7 +126,7 @@ for rt in "${RUNTIMES[@]}"; do
     start=$SECONDS
     # The outer timeout is a watchdog for a hang pytest-timeout cannot interrupt.
     timeout -k 10 2400 env LD_PRELOAD="$LIBASAN" ASAN_OPTIONS="$ASAN" UBSAN_OPTIONS="$UBSAN" \
-        UVCFFI_UBSAN_LOG="$LOGS/ubsan" PYTHONMALLOC=malloc PYTHONPATH="$SRC" \
+        UVCFFI_UBSAN_LOG="$LOGS/ubsan" UVCFFI_SANITIZED=1 PYTHONMALLOC=malloc PYTHONPATH="$SRC" \
         "$PY" -m pytest -p no:cacheprovider -p sanitize_check -q -ra "${TESTS[@]}" "$@"
     rc=$?
     echo "=== sanitize ($rt): pytest exit $rc after $((SECONDS - start)) s"

@@ -194,6 +194,14 @@ def test_wheel_carries_libuv(dists):
     assert {"build_ffi.py", "setup.py", "MANIFEST.in", "csrc/uvc_core.h", "vendor/build.sh"} <= members
 
 
+def test_wheel_carries_type_information(dists):
+    """PEP 561: the py.typed marker, and the stubs of the two extension modules."""
+    _, wheel = dists
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+    assert {"uvcffi/py.typed", "uvcffi/_uv.pyi", "uvcffi/_accel.pyi"} <= names, sorted(names)
+
+
 def test_wheel_runs_without_system_libuv_or_compiler(dists, tmp_path):
     _, wheel = dists
     hide = whiteouts()  # none of libuv on a machine without it: the dlopen check still holds

@@ -6,6 +6,8 @@ Each csrc/*.h lists its Python-facing declarations between "cffi-begin"/"cffi-en
 UVCFFI_CFLAGS, when set, adds flags to both the compile and the link of the C core (used by
 tools/sanitize.sh for -fsanitize=...; later flags win, so -O1 there overrides -O2).
 """
+from __future__ import annotations
+
 import glob
 import os
 import re

@@ -5,6 +5,8 @@
     uvcffi.install(); asyncio.run(main())
     python -m uvcffi app.py
 """
+from __future__ import annotations
+
 from ._loop import Loop
 from ._policy import EventLoopPolicy, install, new_event_loop, run
 

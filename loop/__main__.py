@@ -3,6 +3,8 @@
 The program runs unchanged as __main__; asyncio.run() and asyncio.new_event_loop() inside
 it create uvcffi loops.
 """
+from __future__ import annotations
+
 import runpy
 import sys
 

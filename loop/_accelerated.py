@@ -5,6 +5,8 @@ UVCFFI_PURE_PYTHON is set (the test command runs the suite on CPython both ways)
 core and the transports take their fast paths from here; the Python code they replace stays
 and is what PyPy runs.
 """
+from __future__ import annotations
+
 import errno
 import os
 import sys

@@ -4,6 +4,9 @@ One C call per iteration: ``uvc_run_once`` runs libuv once, and libuv's callback
 record events in an array that ``_run_once`` drains here, dispatching each to the Python
 object that owns its handle slot.  Timers live in a Python heap; the ready queue is a deque.
 """
+from __future__ import annotations
+
+import asyncio
 import collections
 import concurrent.futures
 import contextvars
@@ -20,14 +23,20 @@ import traceback
 import warnings
 import weakref
 from asyncio import events, futures, tasks
-import asyncio
 
-from ._fdwatch import FdWatchMethods
-from ._handles import (FAST_HANDLES, Handle, TimerHandle, _Handle, _TimerHandle,
-                       callback_error_context, is_coroutine_callback as _is_coroutine_callback)
 from . import _accelerated
-from ._uv import ffi, lib
+from ._fdwatch import FdWatchMethods
+from ._handles import (
+    FAST_HANDLES,
+    Handle,
+    TimerHandle,
+    _Handle,
+    _TimerHandle,
+    callback_error_context,
+)
+from ._handles import is_coroutine_callback as _is_coroutine_callback
 from ._signals import SignalMethods
+from ._uv import ffi, lib
 
 logger = logging.getLogger("asyncio")
 
@@ -910,6 +919,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 "loop.shutdown_asyncgens() call",
                 ResourceWarning,
                 source=self,
+                stacklevel=1,  # warnings.warn's default, said explicitly (ruff B028)
             )
         self._asyncgens.add(agen)
 

@@ -1,13 +1,15 @@
 """Loop methods: create_datagram_endpoint (issue 5)."""
+from __future__ import annotations
+
 import os
 import socket
 import stat
 import sys
 import warnings
 
-from ._socketopts import set_reuseport
 from ._core import logger
 from ._dns import address_addrinfo
+from ._socketopts import set_reuseport
 from .transports.datagram import SocketDatagramTransport, UDPTransport
 
 _unset = object()

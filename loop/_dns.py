@@ -5,13 +5,15 @@ its completion is a UVC_EV_DNS event, after which one C call copies the packed r
 and frees the request.  Hosts that are already IP addresses never leave the loop thread:
 ``numeric_addrinfo`` builds the answer socket.getaddrinfo would give.
 """
+from __future__ import annotations
+
 import operator
 import socket
 import struct
 import sys
 
-from ._errors import uv_error
 from . import _owners as owners
+from ._errors import uv_error
 from ._uv import ffi, lib
 
 _AF_INET = socket.AF_INET

@@ -1,4 +1,6 @@
 """libuv error codes as the OSError subclasses asyncio users expect."""
+from __future__ import annotations
+
 import errno
 import os
 

@@ -4,10 +4,12 @@ methods and transports that do not live in libuv (the fd set, csrc/uvc_fdset.h).
 Every watched fd is registered in the C core's own epoll set at once, in the call that asks
 for it: a closed fd is an OSError there, never an abort in libuv later.
 """
+from __future__ import annotations
+
+from . import _accelerated
 from ._errors import check, uv_error
 from ._handles import Handle
 from ._uv import lib
-from . import _accelerated
 from .transports import _sockref
 
 READABLE = lib.UVC_READABLE

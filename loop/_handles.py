@@ -7,6 +7,8 @@ CoreLoop.call_soon), making instances of these subclasses, which stay asyncio.Ha
 asyncio.TimerHandle for every user and library.  FAST_HANDLES says whether this Python's
 Handle has the slots that fast path knows; if not, the loop builds handles the regular way.
 """
+from __future__ import annotations
+
 import asyncio
 import contextvars
 from asyncio import events

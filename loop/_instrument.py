@@ -5,6 +5,8 @@ depends on it.  Every uvcffi loop alive in the process is reported (attribute
 ``uvcffi.loop.id``), read when the metric reader collects (typically every 60 s, or as the
 SDK is configured): one stats() call per loop per collection, a few microseconds each.
 """
+from __future__ import annotations
+
 import time
 import weakref
 

@@ -8,13 +8,9 @@ functions below; no owner touches a private attribute of the loop (tests/test_st
 checks the transports' source for it).  The transports import this module and nothing else
 of the loop's.
 """
-import sys
-from typing import Any, Callable, Optional
+from __future__ import annotations
 
-if sys.version_info >= (3, 8):
-    from typing import Protocol
-else:  # pragma: no cover - uvcffi needs 3.9
-    Protocol = object
+from typing import Any, Callable, Protocol
 
 
 class SlotOwner(Protocol):
@@ -35,7 +31,7 @@ class ReadingOwner(SlotOwner, Protocol):
     during the call: ``arena_view()``), and ``_deliver(data)`` for a read kept as bytes
     across iterations (after a Ctrl-C stopped a dispatch)."""
 
-    _uv_read: Optional[Callable[[bytes], None]]
+    _uv_read: Callable[[bytes], None] | None
 
     def _uv_read_at(self, offset: int, length: int) -> None: ...
 

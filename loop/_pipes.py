@@ -1,4 +1,6 @@
 """Loop methods: connect_read_pipe and connect_write_pipe (issue 4)."""
+from __future__ import annotations
+
 from uvcffi.transports.pipe import ReadPipeTransport, WritePipeTransport
 
 

@@ -1,4 +1,6 @@
 """Entry points: new_event_loop(), run(), EventLoopPolicy and install()."""
+from __future__ import annotations
+
 import asyncio
 import sys
 import warnings

@@ -1,5 +1,7 @@
 """uvcffi's Server (asyncio.AbstractServer): listening sockets whose connections the C core
 accepts (UVC_EV_ACCEPT), each becoming a SocketTransport with a fresh protocol."""
+from __future__ import annotations
+
 import asyncio
 import contextvars
 import errno

@@ -1,5 +1,7 @@
 """Loop methods: add_signal_handler / remove_signal_handler, and Python's signal wakeup fd
 pointed at the loop, so a signal (Ctrl-C included) interrupts a loop blocked in libuv."""
+from __future__ import annotations
+
 import errno
 import logging
 import signal
@@ -37,6 +39,7 @@ class SignalMethods:
                 "skipping signal handlers removal",
                 ResourceWarning,
                 source=self,
+                stacklevel=1,  # warnings.warn's default, said explicitly (ruff B028)
             )
             self._signal_handlers.clear()
         self._sync_wakeup_fd(force_off=True)

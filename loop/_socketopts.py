@@ -1,4 +1,6 @@
 """Socket options the stream and datagram methods set as asyncio sets them."""
+from __future__ import annotations
+
 import socket
 
 

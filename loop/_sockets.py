@@ -6,11 +6,12 @@ Waiting goes through the same per-fd watcher as add_reader/add_writer, so a seco
 the same kind on one socket replaces the first (as asyncio 3.11 does: the first one then
 never completes until it is cancelled).
 """
+from __future__ import annotations
+
 import errno
 import io
 import os
 import socket
-
 from asyncio import SendfileNotAvailableError
 
 from ._accelerated import sock_recv as _recv_now

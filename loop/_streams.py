@@ -5,6 +5,8 @@ Sockets are made, bound and connected in Python (as asyncio does, so every socke
 and error message is asyncio's); once connected or listening, the fd is adopted into a
 libuv stream slot and all I/O runs in C.
 """
+from __future__ import annotations
+
 import asyncio
 import collections
 import collections.abc
@@ -19,9 +21,9 @@ import stat
 import sys
 from asyncio import staggered
 
-from ._socketopts import set_reuseport
 from ._dns import address_addrinfo
 from ._server import Server, adopt_stream_socket
+from ._socketopts import set_reuseport
 from ._sockets import check_sendfile_args
 from ._tls import check_ssl_argument, check_tls_timeouts
 from ._uv import lib
@@ -385,7 +387,7 @@ class StreamMethods:
                     af, socktype, proto, canonname, sa = res
                     try:
                         sock = socket.socket(af, socktype, proto)
-                    except socket.error:
+                    except OSError:
                         if self._debug:
                             logger.warning("create_server() failed to create socket.socket(%r, %r, %r)",
                                            af, socktype, proto, exc_info=True)

@@ -1,4 +1,6 @@
 """Loop methods: subprocess_exec and subprocess_shell (issue 4)."""
+from __future__ import annotations
+
 import subprocess
 
 from uvcffi.transports.subprocess import SubprocessTransport

@@ -5,6 +5,8 @@ uvcffi stream transport, whose protocol is the TLS layer's link.  The same code 
 every Python uvcffi supports (asyncio's sslproto differs between 3.9 and 3.11; it is no
 longer used).
 """
+from __future__ import annotations
+
 import contextvars
 
 from .transports.stream import SocketTransport

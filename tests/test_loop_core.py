@@ -619,7 +619,7 @@ def test_an_fd_watched_before_never_silences_a_transport(loop):
     async def main():
         transport, _ = await loop.connect_accepted_socket(Proto, a)
         pairs = [socket.socketpair() for _ in range(80)]
-        for r, w in pairs:  # enough idle polls to sweep them all, a's included
+        for r, _w in pairs:  # enough idle polls to sweep them all, a's included
             loop.add_reader(r, print)
             loop.remove_reader(r)
         b.send(b"still heard")

@@ -11,9 +11,7 @@ import sys
 import textwrap
 
 import pytest
-
 from _helpers import has_ipv6_loopback, run, socket_refusal, stream_echo
-
 
 echo = stream_echo
 
@@ -55,7 +53,7 @@ def test_host_forms_and_dual_stack(anyloop):
                 assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
         for s in server.sockets:
             host, port = s.getsockname()[:2]
-            assert await roundtrip(lambda: asyncio.open_connection(host, port)) == b"ping"
+            assert await roundtrip(lambda host=host, port=port: asyncio.open_connection(host, port)) == b"ping"
         server.close()
         await server.wait_closed()
         # happy eyeballs over localhost's addresses

@@ -9,7 +9,6 @@ import tempfile
 import threading
 
 import pytest
-
 from _helpers import has_ipv6_loopback, run, socket_refusal
 
 

@@ -9,9 +9,9 @@ import struct
 import warnings
 
 import pytest
+from _helpers import run
 
 from uvcffi.transports.stream import SocketTransport, StreamTransportBase
-from _helpers import run
 
 
 class Recorder(asyncio.Protocol):

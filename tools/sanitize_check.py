@@ -17,12 +17,13 @@ theirs, not ours, and are only counted in the summary.  Indirect leaks are never
 an indirect leak of the core's memory is reported through its direct owner, or its owner is
 a Python object that CPython leaked.
 """
+from __future__ import annotations
+
 import ctypes
 import gc
 import os
 import re
 import sys
-
 
 # ---- the pytest plugin ----
 

@@ -7,6 +7,8 @@ only what differs: how it stops reading when it closes (``_stop_reading_for_clos
 its buffered data is and how it drops it (``_pending``, ``_drop_pending``), and its
 ``_call_connection_lost``.
 """
+from __future__ import annotations
+
 import logging
 
 from ._context import run_in_context

@@ -10,6 +10,7 @@ data_received, which the transport entered itself), and a contextvars.Context ca
 entered twice ("cannot enter context: ... is already entered"), so those go through
 ``run_in_context``.
 """
+from __future__ import annotations
 
 __all__ = ["run_in_context"]
 

@@ -1,4 +1,5 @@
 """Write flow control shared by the transports: asyncio's water marks."""
+from __future__ import annotations
 
 DEFAULT_HIGH_WATER = 64 * 1024
 

@@ -10,6 +10,7 @@ sock_connect connects, a sock_recv gets the data the peer sends).  The socket cl
 real when the loop lets go.  (``_io_refs`` is part of socket.socket on every Python 3 and on
 PyPy; an object without it, such as a bare _socket.socket, is used unheld.)
 """
+from __future__ import annotations
 
 
 def hold(sock):

@@ -4,6 +4,9 @@ Both are asyncio.DatagramTransport subclasses with asyncio's behaviour: connecti
 then datagram_received/error_received, then connection_lost once; sendto() sends at once
 and buffers only what would block; close() flushes the buffer first, abort() drops it.
 """
+from __future__ import annotations
+
+import asyncio
 import collections
 import contextvars
 import errno
@@ -13,7 +16,6 @@ import socket
 import sys
 import warnings
 from asyncio import trsock
-import asyncio
 
 from .. import _owners as owners
 from .._errors import uv_error

@@ -16,13 +16,14 @@ libuv gets a duplicate of the fd (uv_pipe_open takes ownership and closes it wit
 handle), so the pipe object the caller passed stays a normal file object: the transport
 closes it after connection_lost(), as asyncio does.
 """
+from __future__ import annotations
+
+import asyncio
 import errno
 import logging
 import os
 import stat
 import warnings
-
-import asyncio
 
 from .. import _owners as owners
 from .._errors import uv_error

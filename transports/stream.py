@@ -23,6 +23,8 @@ Internal interface kept stable for subclasses (the pipe transports use it):
   _fatal_error(exc, message), _force_close(exc), _call_connection_lost(exc)
   _make_empty_waiter() / _reset_empty_waiter()   (sendfile: wait for the writes to drain)
 """
+from __future__ import annotations
+
 import asyncio
 import contextvars
 import functools

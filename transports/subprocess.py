@@ -11,17 +11,17 @@ pipe_data_received / pipe_connection_lost / process_exited as they happen (held 
 connection_made has run), and connection_lost(None) once the process has exited and every
 pipe is closed; _wait() (what Process.wait() awaits) completes after that.
 """
+from __future__ import annotations
+
+import asyncio
 import collections
 import contextvars
-import io
 import logging
 import os
 import subprocess
 import threading
 import time
 import warnings
-
-import asyncio
 
 from uvcffi import _owners as owners
 from uvcffi._errors import uv_error
@@ -346,7 +346,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         self._slot = slot
         owners.register_slot(loop, slot, self)
         files = {
-            fd: io.open(end, "wb" if fd == 0 else "rb", buffering=0)
+            fd: open(end, "wb" if fd == 0 else "rb", buffering=0)
             for fd, end in parent_ends.items()
         }
         self._proc = SpawnedProcess(args, pid[0], files.get(0), files.get(1), files.get(2))

@@ -35,6 +35,8 @@ out; a BufferedProtocol's buffer is filled through views, never through a copy.
 Every application callback runs in the transport's context: a copy of the context the
 connection was made in (ssl=) or start_tls() was called in.
 """
+from __future__ import annotations
+
 import asyncio
 import contextvars
 import logging
@@ -1109,7 +1111,8 @@ class _DirectSSLTransport(SSLTransport):
 
 _OUT_CHUNK = 256 * 1024  # records handed to the socket per write (a burst is rarely more)
 if _pypy_openssl is not None:
-    from .._uv import ffi as _ffi, lib as _lib
+    from .._uv import ffi as _ffi
+    from .._uv import lib as _lib
 
     _memmove = _ffi.memmove
     _unpack = _ffi.unpack

@@ -7,6 +7,7 @@ Runs on the interpreter it is started with (CPython or PyPy); every server and
 worker process uses that same interpreter.  See runner.py for the order of
 runs and report.py for how figures are summarized.
 """
+from __future__ import annotations
 
 import argparse
 import os

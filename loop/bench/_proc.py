@@ -4,6 +4,7 @@ Every server, worker and load generator the suite starts goes through `Child`, s
 that one registry knows every pid the suite owns: `close_all()` (run from a
 `finally` and at exit) ends exactly those pids and nothing else.
 """
+from __future__ import annotations
 
 import atexit
 import os
@@ -118,7 +119,7 @@ class Child:
             data = self._err.read().decode(errors="replace").strip()
         except (OSError, ValueError):
             return ""
-        lines = [l for l in data.splitlines() if l.strip()]
+        lines = [line for line in data.splitlines() if line.strip()]
         # The last line of a traceback names the exception: the useful part.
         return (lines[-1] if lines else "")[-limit:]
 

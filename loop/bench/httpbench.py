@@ -20,6 +20,7 @@ This module only adds to the runner: the workload rows, a preflight that
 skips rows (with the reason) when wrk or a framework is missing, and the
 measuring of one group; runner.py calls those three.
 """
+from __future__ import annotations
 
 import json
 import os

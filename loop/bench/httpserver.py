@@ -22,6 +22,7 @@ factory, and Server.serve() makes none), and the first request handled checks
 it once more.  A mismatch is an ERROR at start-up (an n/a cell) or an ERR line
 and a 500 on the first request (wrk counts it, the cell fails).
 """
+from __future__ import annotations
 
 import argparse
 import asyncio

@@ -4,6 +4,7 @@ They are compiled on demand with the system C compiler (`cc -O2`) into a cache
 keyed by the source's hash, so an edited .c file is rebuilt and an unchanged one
 is compiled once per machine.
 """
+from __future__ import annotations
 
 import hashlib
 import os

@@ -4,6 +4,7 @@ Loop construction happens only inside the server and worker processes, never in
 the orchestrating process: a loop still being built (uvcffi) may fail to import,
 raise, or crash, and that must cost one table cell, not the run.
 """
+from __future__ import annotations
 
 import asyncio
 import importlib.util
@@ -61,7 +62,7 @@ def import_error(name):
         return describe(e)
     if r.returncode == 0:
         return None
-    lines = [l for l in r.stderr.decode(errors="replace").splitlines() if l.strip()]
+    lines = [line for line in r.stderr.decode(errors="replace").splitlines() if line.strip()]
     why = lines[-1].strip() if lines else "exit status %d" % r.returncode
     return why if len(why) <= 160 else why[:157] + "..."
 

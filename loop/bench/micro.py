@@ -11,6 +11,7 @@ so many operations rather than with loop.call_later(): a timer bug in the loop
 under test must not turn into an endless run.  The check costs the same on
 every loop, so ratios are unaffected.
 """
+from __future__ import annotations
 
 import argparse
 import asyncio
@@ -21,9 +22,9 @@ import sys
 import threading
 import time
 
-from .loops import describe, new_loop
-from .loadgen import _busy_share, cpu_times
 from . import subproc
+from .loadgen import _busy_share, cpu_times
+from .loops import describe, new_loop
 
 perf = time.perf_counter
 

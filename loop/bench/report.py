@@ -3,6 +3,7 @@
 Medians with min-max rather than means: on a shared, noisy machine one slow
 repetition must not move the figure, and the range shows how noisy it was.
 """
+from __future__ import annotations
 
 import datetime
 import json
@@ -176,8 +177,10 @@ def table(summary, notes=(), base=BASELINE):
             if not c.startswith("n/a"):
                 widths[i] = max(widths[i], len(c))
     lines = []
-    fmt = lambda r: "  ".join(c.ljust(widths[i]) if i < len(r) - 1 else c
-                              for i, c in enumerate(r)).rstrip()
+    def fmt(r):
+        return "  ".join(c.ljust(widths[i]) if i < len(r) - 1 else c
+                         for i, c in enumerate(r)).rstrip()
+
     lines.append(fmt(head))
     lines.append(fmt(tuple("-" * x for x in widths)))
     prev_family = None
@@ -204,7 +207,7 @@ def _calibration(summary):
     not, the floor's rt/s is the client's ceiling and loops near it are capped."""
     out = []
     seen = set()
-    for name, entry in summary.items():
+    for entry in summary.values():
         w = entry["meta"]
         floor = entry["loops"].get(FLOOR)
         if w.family != "net" or not floor or not floor.get("ok"):
@@ -230,8 +233,8 @@ def _calibration(summary):
         else:
             verdict = "neither side saturated (server %.0f%%, client %.0f%%): latency-bound" % (
                 sb * 100, cb * 100)
-        near = [l for l, c in entry["loops"].items()
-                if l != FLOOR and c.get("ok") and c["metrics"]["rps"]["median"] >= 0.9 * ceiling]
+        near = [lp for lp, c in entry["loops"].items()
+                if lp != FLOOR and c.get("ok") and c["metrics"]["rps"]["median"] >= 0.9 * ceiling]
         # Under noise the floor's rt/s is no ceiling at all: say nothing then.
         extra = ("; near the ceiling (compare CPU/rt instead): " + ", ".join(near)
                  if near and others < NOISY else "")
@@ -249,7 +252,7 @@ def versions(loops):
     it runs from a work tree: a figure is only as good as knowing what ran."""
     out = {}
     try:
-        from importlib.metadata import version, PackageNotFoundError
+        from importlib.metadata import PackageNotFoundError, version
     except ImportError:  # pragma: no cover - Python < 3.8
         return out
     for name in loops:
@@ -329,10 +332,10 @@ def svg(summary, loops, title):
     throughput and CPU per operation, both relative to the baseline loop
     (asyncio when compared) with >1 better."""
     base = baseline(loops)
-    loops = [l for l in loops]
+    loops = [lp for lp in loops]
     colors = dict(COLORS)
-    for i, l in enumerate(l for l in loops if l not in colors):
-        colors[l] = EXTRA_COLORS[i % len(EXTRA_COLORS)]
+    for i, lp in enumerate(lp for lp in loops if lp not in colors):
+        colors[lp] = EXTRA_COLORS[i % len(EXTRA_COLORS)]
     names = [n for n, e in summary.items() if any(c.get("vs") for c in e["loops"].values())]
     bar, gap, label_w, panel_w, top = 11, 10, 210, 330, 70
     group_h = bar * len(loops) + gap
@@ -350,10 +353,10 @@ def svg(summary, loops, title):
            '<text x="10" y="20" font-size="15" font-weight="bold">%s</text>' % _esc(title)]
     # legend
     x = 10
-    for l in loops:
-        out.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/>' % (x, colors[l]))
-        out.append('<text x="%d" y="40">%s</text>' % (x + 16, _esc(l)))
-        x += 30 + 7 * len(l)
+    for lp in loops:
+        out.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/>' % (x, colors[lp]))
+        out.append('<text x="%d" y="40">%s</text>' % (x + 16, _esc(lp)))
+        x += 30 + 7 * len(lp)
     panels = [("vs", "throughput vs %s (higher is better)" % base),
               ("cpu_vs", "CPU per operation, %s / loop (higher is better)" % base)]
     for pi, (key, ptitle) in enumerate(panels):
@@ -371,9 +374,9 @@ def svg(summary, loops, title):
                 out.append('<text x="%d" y="%d" text-anchor="end">%s</text>'
                            % (label_w - 10, y + group_h / 2.0, _esc(name)))
             cells = summary[name]["loops"]
-            for li, l in enumerate(loops):
+            for li, lp in enumerate(loops):
                 yy = y + li * bar
-                cell = cells.get(l)
+                cell = cells.get(lp)
                 v = cell.get(key) if cell else None
                 if not v:
                     why = "n/a" if cell and not cell.get("ok") else ""
@@ -384,7 +387,7 @@ def svg(summary, loops, title):
                 w = max(1.0, min(v, vmax(key)) * scale)
                 out.append('<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s">'
                            '<title>%s %s: %.2fx</title></rect>'
-                           % (x0, yy, w, bar - 1, colors[l], _esc(name), _esc(l), v))
+                           % (x0, yy, w, bar - 1, colors[lp], _esc(name), _esc(lp), v))
                 out.append('<text x="%.1f" y="%d" font-size="9">%.2fx</text>' % (x0 + w + 3, yy + bar - 2, v))
     out.append('<text x="10" y="%d" fill="#555" font-size="10">%s</text>' % (height - 10, _esc(FOOTNOTE)))
     out.append("</svg>")
@@ -415,10 +418,10 @@ def _png(path, summary, loops, title):
     base = baseline(loops)
     for ax, key, t in ((axes[0], "vs", "throughput vs " + base),
                        (axes[1], "cpu_vs", "CPU/op, %s / loop" % base)):
-        for li, l in enumerate(loops):
-            vals = [summary[n]["loops"].get(l, {}).get(key) or 0 for n in names]
-            ax.barh([i + li * h for i in range(len(names))], vals, height=h, label=l,
-                    color=COLORS.get(l))
+        for li, lp in enumerate(loops):
+            vals = [summary[n]["loops"].get(lp, {}).get(key) or 0 for n in names]
+            ax.barh([i + li * h for i in range(len(names))], vals, height=h, label=lp,
+                    color=COLORS.get(lp))
         ax.axvline(1.0, color="k", ls="--", lw=0.8)
         ax.set_title(t + " (higher is better)")
     axes[0].set_yticks([i + h * (len(loops) - 1) / 2 for i in range(len(names))])

@@ -11,6 +11,7 @@ of a noisy machine):
 One process per (loop, group) keeps a crash or a hang in one loop's code from
 touching any other cell, and keeps every loop's process equally fresh.
 """
+from __future__ import annotations
 
 import fnmatch
 import json
@@ -200,7 +201,7 @@ class Runner:
             for rep in range(self.s.reps):
                 r = rep % len(self.loops)
                 order = self.loops[r:] + self.loops[:r]
-                for group, wls in self.groups():
+                for _group, wls in self.groups():
                     family = wls[0].family
                     if family == "net":
                         self._net_group(rep, order, wls)

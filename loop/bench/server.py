@@ -15,6 +15,7 @@ The control channel is a plain thread blocked in os.read(): it needs nothing
 from the loop under test (no add_reader, no call_soon_threadsafe), so it works
 even for a loop that implements little, and it costs nothing while idle.
 """
+from __future__ import annotations
 
 import argparse
 import asyncio

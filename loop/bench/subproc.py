@@ -4,6 +4,7 @@ Both go through the public asyncio API (asyncio.create_subprocess_exec), which
 runs on the loop under test, so they measure that loop's subprocess transport,
 pipes and child-exit handling.
 """
+from __future__ import annotations
 
 import asyncio
 import shutil

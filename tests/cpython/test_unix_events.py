@@ -6,8 +6,13 @@ asyncio.new_event_loop(), which a uvcffi policy answers while they run.
 """
 import uvcffi
 
-from ._harness import (UvcffiPolicyMixin, mark_tests, requires_cpython_311, requires_stdlib_tests,
-                       test_utils)
+from ._harness import (
+    UvcffiPolicyMixin,
+    mark_tests,
+    requires_cpython_311,
+    requires_stdlib_tests,
+    test_utils,
+)
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
 

@@ -52,7 +52,7 @@ def arena(loop: Any) -> Any:
 
 def arena_view(loop: Any) -> memoryview:
     """The read arena as a memoryview (for copies into a buffer of one's own)."""
-    return loop._arena_view
+    return loop._arena_view  # type: ignore[no-any-return]  # the loop is Any here
 
 
 def loop_buffer(loop: Any, name: str, make: Callable[[], Any]) -> Any:
@@ -101,7 +101,7 @@ def release_fd(loop: Any, fd: int, transport: Any) -> None:
     loop._forget_fd_transport(fd, transport)
 
 
-def watch_fd(loop: Any, fd: int, which: str, callback: Callable[..., Any], args: tuple) -> Any:
+def watch_fd(loop: Any, fd: int, which: str, callback: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     """Run callback(*args) whenever ``fd`` is ready ("reader" or "writer"), through the
     loop's fd set; the fd is registered at once (OSError for a closed one)."""
     return loop._fd_watch(fd, which, callback, args)
@@ -109,4 +109,4 @@ def watch_fd(loop: Any, fd: int, which: str, callback: Callable[..., Any], args:
 
 def unwatch_fd(loop: Any, fd: int, which: str) -> bool:
     """Stop watch_fd()'s callback for ``fd``; the caller may close the fd right after."""
-    return loop._fd_unwatch(fd, which)
+    return loop._fd_unwatch(fd, which)  # type: ignore[no-any-return]  # the loop is Any here

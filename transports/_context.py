@@ -12,14 +12,19 @@ entered twice ("cannot enter context: ... is already entered"), so those go thro
 """
 from __future__ import annotations
 
+from contextvars import Context
+from typing import Any, Callable, TypeVar
+
+_T = TypeVar("_T")
+
 __all__ = ["run_in_context"]
 
 
-def _noop():
+def _noop() -> None:
     pass
 
 
-def run_in_context(context, callback, *args):
+def run_in_context(context: Context, callback: Callable[..., _T], *args: Any) -> _T:
     """``callback(*args)`` in ``context``: directly when ``context`` is the context running
     now, else through ``context.run``.
 

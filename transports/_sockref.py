@@ -12,8 +12,10 @@ PyPy; an object without it, such as a bare _socket.socket, is used unheld.)
 """
 from __future__ import annotations
 
+from typing import Any
 
-def hold(sock):
+
+def hold(sock: Any) -> bool:
     """Take a reference that defers ``sock.close()``; True if one was taken."""
     try:
         sock._io_refs += 1
@@ -22,6 +24,6 @@ def hold(sock):
     return True
 
 
-def release(sock):
+def release(sock: Any) -> None:
     """Give back a reference taken by hold(); closes the socket if close() came meanwhile."""
     sock._decref_socketios()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ._errors import check, uv_error
 from ._uv import lib
 from .transports import _sockref
-from .transports.stream import SocketTransport
+from .transports.stream import SocketTransport, StreamTransportBase
 
 if TYPE_CHECKING:
     from asyncio import BaseProtocol
@@ -145,7 +145,7 @@ class Server(asyncio.AbstractServer):
         self._loop = loop
         self._sockets: list[socket.socket] | None = sockets  # None once closed
         self._listeners: list[_Listener] = []
-        self._clients: set[SocketTransport] = set()
+        self._clients: set[StreamTransportBase] = set()
         self._active_count = 0
         self._waiters: list[asyncio.Future[Any]] | None = []  # None once closed
         self._protocol_factory = protocol_factory
@@ -164,11 +164,11 @@ class Server(asyncio.AbstractServer):
 
     # ------------------------------------------------------------------ connections
 
-    def _attach(self, transport: SocketTransport) -> None:
+    def _attach(self, transport: StreamTransportBase) -> None:
         self._active_count += 1
         self._clients.add(transport)
 
-    def _detach(self, transport: SocketTransport) -> None:
+    def _detach(self, transport: StreamTransportBase) -> None:
         self._active_count -= 1
         self._clients.discard(transport)
         if self._active_count == 0 and self._sockets is None:

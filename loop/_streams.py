@@ -193,7 +193,7 @@ class StreamMethods(_LoopBase):
                 sock.close()  # no transport owns it yet
                 raise
             transport = self._socket_transport(sock, proto, None)
-            app_transport = proto._app_transport
+            app_transport: asyncio.Transport = proto._app_transport
         else:
             transport = app_transport = self._socket_transport(sock, protocol, waiter)
         try:

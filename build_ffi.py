@@ -81,7 +81,9 @@ def cdef_of(header):
 
 
 # uvc_core.h first: the other headers use its types.
-headers = sorted(glob.glob(os.path.join(CSRC, "*.h")), key=lambda h: (not h.endswith("uvc_core.h"), h))
+headers = sorted(
+    glob.glob(os.path.join(CSRC, "*.h")), key=lambda h: (not h.endswith("uvc_core.h"), h)
+)
 sources = sorted(glob.glob(os.path.join(CSRC, "*.c")))
 
 flags = libuv_flags()

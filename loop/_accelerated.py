@@ -50,7 +50,11 @@ accel = _load()
 
 # The stream transports' write: lib.uvc_write's arguments either way.  The accelerator
 # takes a contiguous bytearray or memoryview as it is; cffi needs ffi.from_buffer of it.
-stream_write: Callable[[Any, int, Any, int], int] = accel.stream_write if accel is not None else lib.uvc_write
+stream_write: Callable[[Any, int, Any, int], int] = (
+    accel.stream_write if accel is not None else lib.uvc_write
+)
+
+
 def _byte_view(view: memoryview) -> memoryview:
     """A contiguous memoryview as one of bytes, whose len() counts bytes, as cffi's does."""
     return view if view.ndim == 1 and view.format == "B" else view.cast("B")
@@ -59,7 +63,9 @@ def _byte_view(view: memoryview) -> memoryview:
 write_buffer: Callable[[Any], Any] = _byte_view if accel is not None else ffi.from_buffer
 
 # A BufferedProtocol's read, from the arena into its buffer (None: not accelerated).
-arena_copy: Callable[[Any, int, int, Any], bool] | None = accel.arena_copy if accel is not None else None
+arena_copy: Callable[[Any, int, int, Any], bool] | None = (
+    accel.arena_copy if accel is not None else None
+)
 
 
 def _sock_recv(uv: Any, fd: int, n: int, _recv: Callable[[Any, int, int], int] = lib.uvc_sock_recv,
@@ -73,7 +79,11 @@ def _sock_recv(uv: Any, fd: int, n: int, _recv: Callable[[Any, int, int], int] =
     raise uv_error(r)
 
 
-sock_recv: Callable[[Any, int, int], bytes | None] = accel.sock_recv if accel is not None else _sock_recv
+sock_recv: Callable[[Any, int, int], bytes | None] = (
+    accel.sock_recv if accel is not None else _sock_recv
+)
 
 # The fd set's registration call (csrc/uvc_fdset.h), lib.uvc_fdset_ctl's arguments.
-fdset_ctl: Callable[[Any, int, int, int], int] = accel.fdset_ctl if accel is not None else lib.uvc_fdset_ctl
+fdset_ctl: Callable[[Any, int, int, int], int] = (
+    accel.fdset_ctl if accel is not None else lib.uvc_fdset_ctl
+)

@@ -139,7 +139,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         # (every Handle has them: _handles.FAST_HANDLES); debug mode's plain Handles too.
         self._ready: collections.deque[_Handle | _TimerHandle] = collections.deque()
         self._timers: list[tuple[float, int, _TimerHandle]] = []  # heap of (when, seq, handle)
-        self._new_timers: list[_TimerHandle] = []  # scheduled since the last iteration, not in the heap yet
+        # scheduled since the last iteration, not in the heap yet
+        self._new_timers: list[_TimerHandle] = []
         self._timer_seq = itertools.count()
         self._timer_cancelled_count = 0
         self._closed = False
@@ -154,7 +155,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._careful = self._debug or not FAST_HANDLES
         self._slow_callback_duration: float = 0.1
         self._callbacks_run = 0  # for stats(): handles run from the ready queue and timers
-        self._stats_last: tuple[int, int] | None = None  # (loop clock ms, idle ms) at the previous stats() call
+        # (loop clock ms, idle ms) at the previous stats() call
+        self._stats_last: tuple[int, int] | None = None
         self._current_handle: _Handle | _TimerHandle | None = None
         self._exception_handler: _ExceptionHandler | None = None
         self._task_factory: _TaskFactory | None = None
@@ -228,7 +230,10 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             handler(kind, exc)
         else:
             self.call_exception_handler(
-                {"message": f"Exception in {owner!r} while handling a libuv event", "exception": exc}
+                {
+                    "message": f"Exception in {owner!r} while handling a libuv event",
+                    "exception": exc,
+                }
             )
 
     def _keep_undispatched(self, ev: Any, i: int, end: int) -> None:
@@ -479,7 +484,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
         Cheap enough to call every second: about 10 us on CPython (40 on PyPy) plus 0.3 us
         per live handle (3 ms with 10,000 connections).  Keeping the counters costs the
-        loop a few instructions per iteration and per event.  Keys: ``iterations``; ``events`` (libuv events by kind); ``callbacks_run``
+        loop a few instructions per iteration and per event.  Keys: ``iterations``;
+        ``events`` (libuv events by kind); ``callbacks_run``
         (handles run from the ready queue and timers; I/O callbacks are ``events``);
         ``ready`` (callbacks waiting now); ``timers`` (scheduled, not cancelled);
         ``handles`` (live libuv handles by owner kind); ``idle_time`` (seconds spent waiting

@@ -18,7 +18,15 @@ Handle = events.Handle
 TimerHandle = events.TimerHandle
 
 _copy_context = contextvars.copy_context
-_HANDLE_SLOTS = {"_callback", "_args", "_cancelled", "_loop", "_source_traceback", "_repr", "_context"}
+_HANDLE_SLOTS = {
+    "_callback",
+    "_args",
+    "_cancelled",
+    "_loop",
+    "_source_traceback",
+    "_repr",
+    "_context",
+}
 
 
 class _Handle(Handle):

@@ -29,8 +29,10 @@ class Instrumentation:
     def __init__(self, meter: Any, tracer: Any) -> None:
         self._tracer = tracer
         self._active = True
-        self._slow_seen: weakref.WeakKeyDictionary[CoreLoop, int] = weakref.WeakKeyDictionary()  # loop -> slow iterations reported
-        self._cache: tuple[float, list[tuple[CoreLoop, dict[str, Any]]]] | None = None  # (collection time, [(loop, stats)]): one stats() per collection
+        # loop -> slow iterations reported
+        self._slow_seen: weakref.WeakKeyDictionary[CoreLoop, int] = weakref.WeakKeyDictionary()
+        # (collection time, [(loop, stats)]): one stats() per collection
+        self._cache: tuple[float, list[tuple[CoreLoop, dict[str, Any]]]] | None = None
         self._instruments: list[Any] = []
 
         def counter(name: str, unit: str, description: str, pick: _Pick) -> None:

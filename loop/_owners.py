@@ -101,7 +101,9 @@ def release_fd(loop: Any, fd: int, transport: Any) -> None:
     loop._forget_fd_transport(fd, transport)
 
 
-def watch_fd(loop: Any, fd: int, which: str, callback: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+def watch_fd(
+    loop: Any, fd: int, which: str, callback: Callable[..., Any], args: tuple[Any, ...]
+) -> Any:
     """Run callback(*args) whenever ``fd`` is ready ("reader" or "writer"), through the
     loop's fd set; the fd is registered at once (OSError for a closed one)."""
     return loop._fd_watch(fd, which, callback, args)

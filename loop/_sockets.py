@@ -138,7 +138,7 @@ def check_sendfile_args(file: IO[bytes], offset: int, count: int | None) -> None
 class SocketMethods(_LoopBase):
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
-    _recvfrom_buffer: memoryview | None = None  # sock_recvfrom's reused receive buffer (a memoryview)
+    _recvfrom_buffer: memoryview | None = None  # sock_recvfrom's reused receive buffer
 
     async def _sock_wait(self, sock: socket.socket, which: str,
                          attempt: Callable[..., _T | None], args: tuple[Any, ...]) -> _T:

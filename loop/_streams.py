@@ -91,7 +91,9 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
         self._should_resume_writing = getattr(transport, "_protocol_paused", False)
         transport.set_protocol(self)
         loop = transport._loop
-        self._write_ready_fut: asyncio.Future[Any] | None = loop.create_future() if self._should_resume_writing else None
+        self._write_ready_fut: asyncio.Future[Any] | None = (
+            loop.create_future() if self._should_resume_writing else None
+        )
 
     async def drain(self) -> None:
         if self._transport.is_closing():
@@ -106,7 +108,9 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         fut = self._write_ready_fut
         if fut is not None and not fut.done():
-            fut.set_exception(ConnectionError("Connection is closed by peer") if exc is None else exc)
+            fut.set_exception(
+                ConnectionError("Connection is closed by peer") if exc is None else exc
+            )
         self._proto.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -558,8 +562,13 @@ class StreamMethods(_LoopBase):
                         sock = socket.socket(af, socktype, proto)
                     except OSError:
                         if self._debug:
-                            logger.warning("create_server() failed to create socket.socket(%r, %r, %r)",
-                                           af, socktype, proto, exc_info=True)
+                            logger.warning(
+                                "create_server() failed to create socket.socket(%r, %r, %r)",
+                                af,
+                                socktype,
+                                proto,
+                                exc_info=True,
+                            )
                         continue
                     sockets.append(sock)
                     if reuse_address:

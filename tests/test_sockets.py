@@ -68,7 +68,9 @@ def test_sendall_large_and_recv_into(anyloop):
 
 
 @pytest.mark.parametrize(
-    "make", [bytearray, memoryview, lambda d: array.array("i", d)], ids=["bytearray", "memoryview", "array"]
+    "make",
+    [bytearray, memoryview, lambda d: array.array("i", d)],
+    ids=["bytearray", "memoryview", "array"],
 )
 def test_sendall_buffer_types(loop, make):
     a, b = tcp_pair()

@@ -201,7 +201,8 @@ class WritePipeTransport(_PipeTransport, asyncio.Transport):
             pipe, (stat.S_ISFIFO, stat.S_ISSOCK, stat.S_ISCHR),
             "Pipe transport is only for pipes, sockets and character devices",
         )
-        self._hangup_fd: int | None = None  # libuv's duplicate, while watched for the reader going away
+        # libuv's duplicate, while watched for the reader going away
+        self._hangup_fd: int | None = None
         _PipeTransport.__init__(self, loop, pipe, fileno, protocol, waiter, extra, False)
         # A pty gives no sign of its reader going away (asyncio does not watch it either).
         if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):

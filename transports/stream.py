@@ -199,7 +199,9 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         # layer's link, transports/tls.py, copies them into its BIO: no bytes object in
         # between) gets them through _uv_read_at as (offset, length).  Reads kept as bytes
         # (held while paused) still go to its data_received.
-        self._feed_at: Callable[[int, int], None] | None = getattr(protocol, "_feed_from_arena", None)
+        self._feed_at: Callable[[int, int], None] | None = getattr(
+            protocol, "_feed_from_arena", None
+        )
         self._route_reads()
 
     def get_protocol(self) -> BaseProtocol:
@@ -622,7 +624,9 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         info.append(f"slot={self._slot}")
         if not self._handle_closed:
             info.append("read=polling" if self._reading_started else "read=idle")
-            info.append(f"write=<{'polling' if self._pending else 'idle'}, bufsize={self._pending}>")
+            info.append(
+                f"write=<{'polling' if self._pending else 'idle'}, bufsize={self._pending}>"
+            )
         return "<{}>".format(" ".join(info))
 
 

@@ -257,7 +257,11 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         for key, value in kwargs.items():
             if key in _NATIVE:
                 continue
-            if key not in _POPEN_DEFAULTS or value is not _POPEN_DEFAULTS[key] and value != _POPEN_DEFAULTS[key]:
+            if (
+                key not in _POPEN_DEFAULTS
+                or value is not _POPEN_DEFAULTS[key]
+                and value != _POPEN_DEFAULTS[key]
+            ):
                 return False
         sources = []
         for i, spec in enumerate((stdin, stdout, stderr)):
@@ -428,7 +432,9 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         try:
             loop = self._loop
             for fd, pipe in sorted(files.items()):
-                connect: Callable[..., Any] = loop.connect_write_pipe if fd == 0 else loop.connect_read_pipe
+                connect: Callable[..., Any] = (
+                    loop.connect_write_pipe if fd == 0 else loop.connect_read_pipe
+                )
                 _, proto = await connect(lambda fd=fd: _PipeProtocol(self, fd), pipe)
                 self._pipes[fd] = proto
             loop.call_soon(self._protocol.connection_made, self, context=self._context)

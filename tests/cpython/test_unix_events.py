@@ -31,7 +31,9 @@ if test_utils is not None:
         "reference of asyncio's own loop); tests/test_server.py checks the socket is closed",
     })
 
-    class UvcffiUnixSockSendfileTests(UvcffiPolicyMixin, tue.SelectorEventLoopUnixSockSendfileTests):
+    class UvcffiUnixSockSendfileTests(
+        UvcffiPolicyMixin, tue.SelectorEventLoopUnixSockSendfileTests
+    ):
         pass
 
     _private_sendfile = ("drives loop._sock_sendfile_native_impl / patches asyncio.unix_events.os, "

@@ -188,8 +188,7 @@ class SocketMethods(_LoopBase):
             return sock.recv(n)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(
-            sock, "reader", _call_method, (sock, "recv", n))
+        return await self._sock_wait(sock, "reader", _call_method, (sock, "recv", n))
 
     async def sock_recv_into(self, sock: socket.socket, buf: WriteableBuffer) -> int:
         """Receive data from ``sock`` into the writable buffer ``buf``; return the number
@@ -199,8 +198,7 @@ class SocketMethods(_LoopBase):
             return sock.recv_into(buf)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(
-            sock, "reader", _call_method, (sock, "recv_into", buf))
+        return await self._sock_wait(sock, "reader", _call_method, (sock, "recv_into", buf))
 
     async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, _RetAddress]:
         """Receive a datagram of up to ``bufsize`` bytes from ``sock``; return
@@ -220,8 +218,7 @@ class SocketMethods(_LoopBase):
             return sock.recvfrom(bufsize)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(
-            sock, "reader", _call_method, (sock, "recvfrom", bufsize))
+        return await self._sock_wait(sock, "reader", _call_method, (sock, "recvfrom", bufsize))
 
     async def sock_recvfrom_into(self, sock: socket.socket, buf: WriteableBuffer,
                                  nbytes: int = 0) -> tuple[int, _RetAddress]:

@@ -4,7 +4,8 @@ The source tree is not laid out as the package (pyproject's package-dir maps uvc
 loop/, uvcffi.transports -> transports/), and the editable install finds it through an
 import hook mypy cannot see.  So this lays the package out as a tree of symlinks to the real
 files in build/typecheck/ (git-ignored) and runs mypy there, with the settings of
-pyproject.toml; its messages name the real files.  Extra arguments go to mypy.
+pyproject.toml; its messages name the real files.  tests/typed/public_api.py, what a user's
+code sees of the package, is checked with it.  Extra arguments go to mypy.
 
     python tools/typecheck.py       # exit status: mypy's
 """
@@ -35,13 +36,19 @@ def lay_out() -> dict[str, str]:
             link = os.path.join(TREE, package, name)
             os.symlink(os.path.join(ROOT, real), link)
             links[os.path.relpath(link, ROOT)] = real
+    # What a user's code sees (a module of its own beside the package).
+    real = os.path.join("tests", "typed", "public_api.py")
+    link = os.path.join(TREE, "uvcffi_public_api.py")
+    os.symlink(os.path.join(ROOT, real), link)
+    links[os.path.relpath(link, ROOT)] = real
     return links
 
 
 def main(argv: list[str]) -> int:
     links = lay_out()
     cmd = [sys.executable, "-m", "mypy", "--config-file", os.path.join(ROOT, "pyproject.toml"),
-           "--cache-dir", os.path.join(ROOT, ".mypy_cache"), "-p", "uvcffi", *argv]
+           "--cache-dir", os.path.join(ROOT, ".mypy_cache"), "-p", "uvcffi",
+           "-m", "uvcffi_public_api", *argv]
     res = subprocess.run(cmd, cwd=TREE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True)
     out = res.stdout

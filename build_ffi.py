@@ -6,6 +6,8 @@ Each csrc/*.h lists its Python-facing declarations between "cffi-begin"/"cffi-en
 UVCFFI_CFLAGS, when set, adds flags to both the compile and the link of the C core (used by
 tools/sanitize.sh for -fsanitize=...; later flags win, so -O1 there overrides -O2).
 """
+from __future__ import annotations
+
 import glob
 import os
 import re
@@ -79,7 +81,9 @@ def cdef_of(header):
 
 
 # uvc_core.h first: the other headers use its types.
-headers = sorted(glob.glob(os.path.join(CSRC, "*.h")), key=lambda h: (not h.endswith("uvc_core.h"), h))
+headers = sorted(
+    glob.glob(os.path.join(CSRC, "*.h")), key=lambda h: (not h.endswith("uvc_core.h"), h)
+)
 sources = sorted(glob.glob(os.path.join(CSRC, "*.c")))
 
 flags = libuv_flags()

@@ -23,6 +23,8 @@
 #   auditwheel renames it (libuv-<hash>.so.1.0.0), which neither can replace.
 # What auditwheel adds is a manylinux tag (manylinux_2_34 from Debian 12): run on this
 # wheel, it finds the copy inside, grafts nothing and only retags it.
+from __future__ import annotations
+
 import os
 import platform
 import sys

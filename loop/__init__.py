@@ -5,6 +5,10 @@
     uvcffi.install(); asyncio.run(main())
     python -m uvcffi app.py
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ._loop import Loop
 from ._policy import EventLoopPolicy, install, new_event_loop, run
 
@@ -12,14 +16,18 @@ __all__ = ["Loop", "EventLoopPolicy", "install", "new_event_loop", "run", "libuv
            "instrument"]
 
 
-def instrument(meter_provider=None, tracer_provider=None):
+if TYPE_CHECKING:
+    from ._instrument import Instrumentation
+
+
+def instrument(meter_provider: Any = None, tracer_provider: Any = None) -> Instrumentation:
     """Export the loops' stats() through OpenTelemetry (see uvcffi._instrument)."""
     from ._instrument import instrument as _instrument
 
     return _instrument(meter_provider, tracer_provider)
 
 
-def libuv_version():
+def libuv_version() -> str:
     """The version of the libuv uvcffi runs on, as "major.minor.patch"."""
     from ._uv import lib
 

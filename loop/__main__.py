@@ -3,15 +3,18 @@
 The program runs unchanged as __main__; asyncio.run() and asyncio.new_event_loop() inside
 it create uvcffi loops.
 """
+from __future__ import annotations
+
 import runpy
 import sys
+from collections.abc import Sequence
 
 from ._policy import install
 
 USAGE = "usage: python -m uvcffi [-m module | script.py] [args ...]"
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr if not argv else sys.stdout)

@@ -5,19 +5,23 @@ UVCFFI_PURE_PYTHON is set (the test command runs the suite on CPython both ways)
 core and the transports take their fast paths from here; the Python code they replace stays
 and is what PyPy runs.
 """
+from __future__ import annotations
+
 import errno
 import os
 import sys
+from types import ModuleType
+from typing import Any, Callable
 
 from ._errors import uv_error
 from ._uv import ffi, lib
 
 
-def _address(name):
+def _address(name: str) -> int:
     return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
 
 
-def _load():
+def _load() -> ModuleType | None:
     if sys.implementation.name != "cpython" or os.environ.get("UVCFFI_PURE_PYTHON"):
         return None
     try:
@@ -46,19 +50,26 @@ accel = _load()
 
 # The stream transports' write: lib.uvc_write's arguments either way.  The accelerator
 # takes a contiguous bytearray or memoryview as it is; cffi needs ffi.from_buffer of it.
-stream_write = accel.stream_write if accel is not None else lib.uvc_write
-def _byte_view(view):
+stream_write: Callable[[Any, int, Any, int], int] = (
+    accel.stream_write if accel is not None else lib.uvc_write
+)
+
+
+def _byte_view(view: memoryview) -> memoryview:
     """A contiguous memoryview as one of bytes, whose len() counts bytes, as cffi's does."""
     return view if view.ndim == 1 and view.format == "B" else view.cast("B")
 
 
-write_buffer = _byte_view if accel is not None else ffi.from_buffer
+write_buffer: Callable[[Any], Any] = _byte_view if accel is not None else ffi.from_buffer
 
 # A BufferedProtocol's read, from the arena into its buffer (None: not accelerated).
-arena_copy = accel.arena_copy if accel is not None else None
+arena_copy: Callable[[Any, int, int, Any], bool] | None = (
+    accel.arena_copy if accel is not None else None
+)
 
 
-def _sock_recv(uv, fd, n, _recv=lib.uvc_sock_recv, _again=-errno.EAGAIN):
+def _sock_recv(uv: Any, fd: int, n: int, _recv: Callable[[Any, int, int], int] = lib.uvc_sock_recv,
+               _again: int = -errno.EAGAIN) -> bytes | None:
     """sock_recv's receive (csrc/uvc_sock.h): bytes of what arrived, None for nothing yet."""
     r = _recv(uv, fd, n)
     if r >= 0:
@@ -68,7 +79,11 @@ def _sock_recv(uv, fd, n, _recv=lib.uvc_sock_recv, _again=-errno.EAGAIN):
     raise uv_error(r)
 
 
-sock_recv = accel.sock_recv if accel is not None else _sock_recv
+sock_recv: Callable[[Any, int, int], bytes | None] = (
+    accel.sock_recv if accel is not None else _sock_recv
+)
 
 # The fd set's registration call (csrc/uvc_fdset.h), lib.uvc_fdset_ctl's arguments.
-fdset_ctl = accel.fdset_ctl if accel is not None else lib.uvc_fdset_ctl
+fdset_ctl: Callable[[Any, int, int, int], int] = (
+    accel.fdset_ctl if accel is not None else lib.uvc_fdset_ctl
+)

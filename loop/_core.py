@@ -4,6 +4,9 @@ One C call per iteration: ``uvc_run_once`` runs libuv once, and libuv's callback
 record events in an array that ``_run_once`` drains here, dispatching each to the Python
 object that owns its handle slot.  Timers live in a Python heap; the ready queue is a deque.
 """
+from __future__ import annotations
+
+import asyncio
 import collections
 import concurrent.futures
 import contextvars
@@ -20,14 +23,39 @@ import traceback
 import warnings
 import weakref
 from asyncio import events, futures, tasks
-import asyncio
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from ._fdwatch import FdWatchMethods
-from ._handles import (FAST_HANDLES, Handle, TimerHandle, _Handle, _TimerHandle,
-                       callback_error_context, is_coroutine_callback as _is_coroutine_callback)
 from . import _accelerated
-from ._uv import ffi, lib
+from ._fdwatch import FdWatchMethods
+from ._handles import (
+    FAST_HANDLES,
+    Handle,
+    TimerHandle,
+    _Handle,
+    _TimerHandle,
+    callback_error_context,
+)
+from ._handles import is_coroutine_callback as _is_coroutine_callback
 from ._signals import SignalMethods
+from ._uv import ffi, lib
+
+if TYPE_CHECKING:
+    from asyncio import _AwaitableLike, _CoroutineLike
+    from asyncio.events import _ExceptionHandler, _TaskFactory
+    from collections.abc import AsyncGenerator
+    from concurrent.futures import Executor
+    from contextvars import Context
+
+    from typing_extensions import TypeVarTuple, Unpack
+
+    from ._accel import Accel
+
+    _Ts = TypeVarTuple("_Ts")
+
+# cffi has no type stubs: what the C core hands out (the uvc_loop_t pointer, the event
+# array) is Any throughout the loop (see _uv.pyi).
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("asyncio")
 
@@ -46,20 +74,20 @@ _COMPACT_MIN_CANCELLED = 50
 _MAX_TIMEOUT_MS = 86_400_000
 
 
-def _debug_from_env():
+def _debug_from_env() -> bool:
     return sys.flags.dev_mode or (
         not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
     )
 
 
-def _format_callback(callback):
+def _format_callback(callback: object) -> str:
     try:
         return repr(callback)
     except Exception:  # a broken __repr__ must not hide the original error
         return object.__repr__(callback)
 
 
-def _format_handle(handle):
+def _format_handle(handle: _Handle | _TimerHandle) -> str:
     """What the slow-callback warning names: the task for a task step (asyncio's wording,
     ``Executing <Task finished name=... coro=<...>> took 0.300 seconds``), else the handle."""
     owner = getattr(handle._callback, "__self__", None)
@@ -83,7 +111,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         "_events", "_events_cap", "_backlog", "_new_timers", "_callbacks_run", "_accel",
     )
 
-    def __init__(self):
+    def __init__(self) -> None:
         uv = lib.uvc_loop_new()
         if uv == ffi.NULL:
             raise MemoryError("uvcffi: cannot create the libuv loop")
@@ -102,17 +130,22 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._events = lib.uvc_events(self._uv)
         self._events_cap = lib.uvc_events_capacity(self._uv)
         # slot -> the Python object that owns the handle (it gets the slot's events)
-        self._slots = [None] * 64
+        # (Any: the dispatch calls _uv_read, _uv_event ... by the event's kind; the owners
+        # are the SlotOwner and ReadingOwner of loop/_owners.py)
+        self._slots: list[Any] = [None] * 64
         # events a Ctrl-C interrupted the dispatch of (see _keep_undispatched)
-        self._backlog = []
-        self._ready = collections.deque()
-        self._timers = []  # heap of (when, seq, TimerHandle)
-        self._new_timers = []  # scheduled since the last iteration, not in the heap yet
+        self._backlog: list[list[Any]] = []
+        # Typed as uvcffi's own Handle subclass, whose declarations name asyncio's slots
+        # (every Handle has them: _handles.FAST_HANDLES); debug mode's plain Handles too.
+        self._ready: collections.deque[_Handle | _TimerHandle] = collections.deque()
+        self._timers: list[tuple[float, int, _TimerHandle]] = []  # heap of (when, seq, handle)
+        # scheduled since the last iteration, not in the heap yet
+        self._new_timers: list[_TimerHandle] = []
         self._timer_seq = itertools.count()
         self._timer_cancelled_count = 0
         self._closed = False
         self._stopping = False
-        self._thread_id = None
+        self._thread_id: int | None = None
         # True while the loop thread may block in libuv: call_soon_threadsafe only pays
         # for a wake-up then (see _run_once for why this has no lost-wake-up race).
         self._polling = False
@@ -120,22 +153,23 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         # One flag for the scheduling fast path: True when closed, in debug mode, or when
         # this Python's Handle cannot be filled directly.
         self._careful = self._debug or not FAST_HANDLES
-        self._slow_callback_duration = 0.1
+        self._slow_callback_duration: float = 0.1
         self._callbacks_run = 0  # for stats(): handles run from the ready queue and timers
-        self._stats_last = None  # (loop clock ms, idle ms) at the previous stats() call
-        self._current_handle = None
-        self._exception_handler = None
-        self._task_factory = None
-        self._default_executor = None
+        # (loop clock ms, idle ms) at the previous stats() call
+        self._stats_last: tuple[int, int] | None = None
+        self._current_handle: _Handle | _TimerHandle | None = None
+        self._exception_handler: _ExceptionHandler | None = None
+        self._task_factory: _TaskFactory | None = None
+        self._default_executor: Executor | None = None
         self._executor_shutdown_called = False
-        self._asyncgens = weakref.WeakSet()
+        self._asyncgens: weakref.WeakSet[AsyncGenerator[Any, Any]] = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._coroutine_origin_tracking_enabled = False
-        self._coroutine_origin_tracking_saved_depth = None
-        self._owner_buffers = {}  # loop_buffer() of loop/_owners.py
+        self._coroutine_origin_tracking_saved_depth: int | None = None
+        self._owner_buffers: dict[str, Any] = {}  # loop_buffer() of loop/_owners.py
         self._init_fd_watching()
         self._init_signals()
-        self._accel = None
+        self._accel: Accel | None = None
         if _accel is not None and FAST_HANDLES:
             self._accel = _accel.Accel(
                 self, CoreLoop, _Handle, _TimerHandle,
@@ -144,7 +178,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 _ACCEL_FALLBACKS)
             self._bind_accelerator()
 
-    def _bind_accelerator(self):
+    def _bind_accelerator(self) -> None:
         """Make call_soon & co. the accelerator's while the loop is on its fast path (not
         closed, not in debug mode), unless a subclass overrides them; the Python methods
         otherwise (debug mode's source tracebacks then name the caller's frame)."""
@@ -161,7 +195,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
     # ---------------------------------------------------------------- slots and events
 
-    def _slot_register(self, slot, owner):
+    def _slot_register(self, slot: int, owner: Any) -> None:
         """Make ``owner`` receive the events of the handle in ``slot``.
 
         ``owner`` has ``_uv_event(kind, a, b, c)``, ``_uv_read(data)`` when it reads a
@@ -178,17 +212,17 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             slots.extend([None] * (slot + 1 - len(slots)))
         slots[slot] = owner
 
-    def _slot_report(self):
+    def _slot_report(self) -> list[str]:
         """Debug helper: one line per live handle slot and the object that owns it."""
         return [f"slot {slot}: {owner!r}" for slot, owner in enumerate(self._slots)
                 if owner is not None]
 
-    def _uv_close(self, slot):
+    def _uv_close(self, slot: int) -> None:
         """Close a handle slot; its owner's ``_uv_closed`` runs when libuv is done."""
         if not self._closed:
             lib.uvc_close(self._uv, slot)
 
-    def _event_failed(self, owner, kind, exc):
+    def _event_failed(self, owner: Any, kind: int, exc: BaseException) -> None:
         """An event handler raised: the owner deals with it if it can (a transport turns a
         failing data_received into its fatal error), else the exception handler hears."""
         handler = getattr(owner, "_uv_callback_failed", None)
@@ -196,10 +230,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             handler(kind, exc)
         else:
             self.call_exception_handler(
-                {"message": f"Exception in {owner!r} while handling a libuv event", "exception": exc}
+                {
+                    "message": f"Exception in {owner!r} while handling a libuv event",
+                    "exception": exc,
+                }
             )
 
-    def _keep_undispatched(self, ev, i, end):
+    def _keep_undispatched(self, ev: Any, i: int, end: int) -> None:
         """Ctrl-C (or SystemExit) stopped a dispatch: keep the events not yet handed out,
         with their data copied out of the arena the next run reuses, for the next run.
         ``ev`` is the unpacked event array (None: read it from C, as the accelerator
@@ -214,7 +251,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 record.append(arena[record[2]:record[2] + record[3]])
             backlog.append(record)
 
-    def _dispatch_backlog(self):
+    def _dispatch_backlog(self) -> None:
         backlog, self._backlog = self._backlog, []
         slots = self._slots
         for n, record in enumerate(backlog):
@@ -238,7 +275,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             except BaseException as exc:
                 self._event_failed(owner, kind, exc)
 
-    def _run_once(self):
+    def _run_once(self) -> None:
         """One iteration: poll libuv (waiting for the next timer at most), dispatch its
         events, move due timers to the ready queue, run what was ready when it started."""
         if self._backlog:
@@ -278,7 +315,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         # then the I/O callbacks (run here directly, as libuv's events are dispatched), then
         # the timers that are due.  Callbacks scheduled meanwhile run in the next iteration.
         accel = self._accel
-        ev = None  # the accelerator reads the C array itself
+        ev: Any = None  # the accelerator reads the C array itself
         if n and accel is None:
             if n > self._events_cap:  # the C array grew (and moved) during this run
                 self._events_cap = lib.uvc_events_capacity(self._uv)
@@ -362,7 +399,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             if due:
                 self._run_handles(iter(due).__next__, len(due))
 
-    def _compact_timers(self, cancelling=None):
+    def _compact_timers(self, cancelling: TimerHandle | None = None) -> None:
         """Drop cancelled timers from the heap (in place: callers may hold the list), and
         ``cancelling``, a timer being cancelled that does not say so yet."""
         timers = self._timers
@@ -376,7 +413,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         timers[:] = live
         self._timer_cancelled_count = 0
 
-    def _run_handles(self, next_handle, ntodo):
+    def _run_handles(self, next_handle: Callable[[], _Handle | _TimerHandle], ntodo: int) -> None:
         """Run ``ntodo`` handles taken with ``next_handle()``, as Handle._run() would but
         without its frame per callback: the batch loop sits inside one try (free in CPython
         3.11+), re-entered after an error."""
@@ -400,9 +437,10 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 raise
             except BaseException as exc:
                 self.call_exception_handler(callback_error_context(handle, exc))
-            handle = None  # no cycle through the traceback
+            handle = None  # type: ignore[assignment]  # no cycle through the traceback
 
-    def _run_handles_careful(self, next_handle, ntodo):
+    def _run_handles_careful(self, next_handle: Callable[[], _Handle | _TimerHandle],
+                             ntodo: int) -> None:
         """The same in debug mode (slow-callback warnings) or with asyncio's own Handle._run."""
         debug = self._debug
         for _ in range(ntodo):
@@ -426,13 +464,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
     # ---------------------------------------------------------------- statistics
 
     @property
-    def slow_callback_duration(self):
+    def slow_callback_duration(self) -> float:
         """Seconds a callback may run before it counts as slow: logged in debug mode, and
         counted in stats()["slow_callbacks"] always."""
         return self._slow_callback_duration
 
     @slow_callback_duration.setter
-    def slow_callback_duration(self, value):
+    def slow_callback_duration(self, value: float) -> None:
         self._slow_callback_duration = value
         try:
             ms = math.ceil(value * 1000)
@@ -441,12 +479,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         if not self._closed:
             lib.uvc_set_slow_ms(self._uv, min(ms, 2 ** 62))
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """A snapshot of what the loop has done (uvcffi's own; asyncio has no such call).
 
         Cheap enough to call every second: about 10 us on CPython (40 on PyPy) plus 0.3 us
         per live handle (3 ms with 10,000 connections).  Keeping the counters costs the
-        loop a few instructions per iteration and per event.  Keys: ``iterations``; ``events`` (libuv events by kind); ``callbacks_run``
+        loop a few instructions per iteration and per event.  Keys: ``iterations``;
+        ``events`` (libuv events by kind); ``callbacks_run``
         (handles run from the ready queue and timers; I/O callbacks are ``events``);
         ``ready`` (callbacks waiting now); ``timers`` (scheduled, not cancelled);
         ``handles`` (live libuv handles by owner kind); ``idle_time`` (seconds spent waiting
@@ -461,12 +500,12 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             raise RuntimeError("Event loop is closed")
         st = ffi.new("uvc_stats_t *")
         lib.uvc_stats(self._uv, st)
-        events = {}
+        events: dict[str, int] = {}
         for kind, name in _EVENT_NAMES.items():
             n = st.events[kind]
             if n:
                 events[name] = n
-        handles = {}
+        handles: dict[str, int] = {}
         for owner in self._slots:
             if owner is not None:
                 kind = getattr(owner, "_stats_kind", None) or type(owner).__name__.lstrip("_")
@@ -477,7 +516,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._stats_last = (now, idle)
         window = now - since
         utilization = 1.0 - (idle - idle_before) / window if window > 0 else 0.0
-        recent = []
+        recent: list[tuple[float, float]] = []
         count = st.slow_iterations
         for i in range(max(0, count - lib.UVC_SLOW_RING), count):
             j = i % lib.UVC_SLOW_RING
@@ -500,17 +539,17 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
     # ---------------------------------------------------------------- running and stopping
 
-    def _check_closed(self):
+    def _check_closed(self) -> None:
         if self._closed:
             raise RuntimeError("Event loop is closed")
 
-    def _check_running(self):
+    def _check_running(self) -> None:
         if self._thread_id is not None:
             raise RuntimeError("This event loop is already running")
         if events._get_running_loop() is not None:
             raise RuntimeError("Cannot run the event loop while another loop is running")
 
-    def _check_thread(self):
+    def _check_thread(self) -> None:
         """In debug mode, refuse non-thread-safe calls from a thread the loop is not running in."""
         if self._thread_id is None:
             return
@@ -519,13 +558,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 "Non-thread-safe operation invoked on an event loop other than the current one"
             )
 
-    def _check_callback(self, callback, method):
+    def _check_callback(self, callback: object, method: str) -> None:
         if _is_coroutine_callback(callback):
             raise TypeError(f"coroutines cannot be used with {method}()")
         if not callable(callback):
             raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
 
-    def run_forever(self):
+    def run_forever(self) -> None:
         """Run the event loop until stop() is called."""
         self._check_closed()
         self._check_running()
@@ -555,7 +594,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
 
-    def run_until_complete(self, future):
+    def run_until_complete(self, future: _AwaitableLike[_T]) -> _T:
         """Run until the future (a Future, Task or coroutine) is done, and return its result.
 
         A coroutine is wrapped in a Task.  Raises RuntimeError if the loop is stopped before
@@ -564,12 +603,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._check_closed()
         self._check_running()
         new_task = not futures.isfuture(future)
-        future = tasks.ensure_future(future, loop=self)
+        # (a generator-based coroutine, as Python 3.9's @coroutine makes, is taken too)
+        future = tasks.ensure_future(future, loop=self)  # type: ignore[arg-type]
         if new_task:
             # If the loop stops first, RuntimeError says so: the task need not also be
             # reported as "destroyed but pending" (the flag is the Task's own, as asyncio sets it).
             try:
-                future._log_destroy_pending = False
+                future._log_destroy_pending = False  # type: ignore[attr-defined]
             except AttributeError:
                 pass
         future.add_done_callback(self._run_until_complete_cb)
@@ -586,7 +626,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         return future.result()
 
     @staticmethod
-    def _run_until_complete_cb(fut):
+    def _run_until_complete_cb(fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled():
             exc = fut.exception()
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
@@ -594,19 +634,19 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 return
         fut.get_loop().stop()
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop the loop once the callbacks already scheduled have run."""
         self._stopping = True
 
-    def is_running(self):
+    def is_running(self) -> bool:
         """True while run_forever() (or run_until_complete()) is running."""
         return self._thread_id is not None
 
-    def is_closed(self):
+    def is_closed(self) -> bool:
         """True once close() has been called."""
         return self._closed
 
-    def close(self):
+    def close(self) -> None:
         """Close the loop: drop pending callbacks, shut the default executor down without
         waiting, release every libuv handle.  The loop must not be running; closing twice
         is allowed."""
@@ -628,7 +668,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
     _TEARDOWN = ("signals", "scheduling", "executor", "transports", "dns", "fd_watching",
                  "libuv")
 
-    def _teardown_scheduling(self):
+    def _teardown_scheduling(self) -> None:
         self._closed = True
         self._careful = True
         self._bind_accelerator()
@@ -638,25 +678,25 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._timers.clear()
         self._new_timers.clear()
 
-    def _teardown_executor(self):
+    def _teardown_executor(self) -> None:
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
             self._default_executor = None
             executor.shutdown(wait=False)
 
-    def _teardown_libuv(self):
+    def _teardown_libuv(self) -> None:
         lib.uvc_loop_close(self._uv)
         self._slots = []
 
-    def __del__(self, _warn=warnings.warn):
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_closed", True):
             return
         _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
         if not self.is_running():
             self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"<{self.__class__.__name__} running={self.is_running()} "
             f"closed={self.is_closed()} debug={self.get_debug()}>"
@@ -664,11 +704,12 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
     # ---------------------------------------------------------------- scheduling
 
-    def time(self):
+    def time(self) -> float:
         """The loop's clock: time.monotonic(), in seconds."""
         return time.monotonic()
 
-    def call_soon(self, callback, *args, context=None):
+    def call_soon(self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+                  context: Context | None = None) -> Handle:
         """Arrange for callback(*args) to be called soon, in FIFO order, in ``context``
         (the current context by default).  Returns an asyncio.Handle."""
         if self._careful:
@@ -688,25 +729,29 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._ready.append(handle)
         return handle
 
-    def _call_soon_checked(self, callback, args, context, method):
+    def _call_soon_checked(self, callback: Callable[..., object], args: tuple[Any, ...],
+                           context: Context | None, method: str) -> Handle:
         self._check_closed()
         if self._debug and method != "call_soon_threadsafe":
             self._check_thread()
         self._check_callback(callback, method)
-        handle = Handle(callback, args, self, context)
+        # (asyncio's own Handle, read through _Handle's declarations of its slots)
+        handle: _Handle = Handle(callback, args, self, context)  # type: ignore[assignment]
         if handle._source_traceback:
             del handle._source_traceback[-1]
         self._ready.append(handle)
         return handle
 
-    def call_later(self, delay, callback, *args, context=None):
+    def call_later(self, delay: float, callback: Callable[[Unpack[_Ts]], object],
+                   *args: Unpack[_Ts], context: Context | None = None) -> TimerHandle:
         """Arrange for callback(*args) to be called after ``delay`` seconds (never earlier).
         Returns an asyncio.TimerHandle that can be cancelled."""
         if delay is None:
             raise TypeError("delay must not be None")
         return self._call_at(time.monotonic() + delay, callback, args, context, "call_later")
 
-    def call_at(self, when, callback, *args, context=None):
+    def call_at(self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+                context: Context | None = None) -> TimerHandle:
         """Like call_later(), with an absolute time on the loop's clock (loop.time())."""
         if when is None:
             raise TypeError("when cannot be None")
@@ -715,13 +760,16 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             raise TypeError(f"when must be a real number, not {type(when).__name__!r}")
         return self._call_at(when, callback, args, context, "call_at")
 
-    def _call_at(self, when, callback, args, context, method):
+    def _call_at(self, when: float, callback: Callable[..., object], args: tuple[Any, ...],
+                 context: Context | None, method: str) -> TimerHandle:
         if self._careful:
             self._check_closed()
             if self._debug:
                 self._check_thread()
             self._check_callback(callback, method)
-            timer = TimerHandle(when, callback, args, self, context)
+            # (asyncio's own TimerHandle, read through _TimerHandle's declarations of its slots)
+            timer: _TimerHandle = TimerHandle(  # type: ignore[assignment]
+                when, callback, args, self, context)
             if timer._source_traceback:
                 del timer._source_traceback[-1]
         else:
@@ -745,7 +793,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             self._flush_new_timers()
         return timer
 
-    def _flush_new_timers(self):
+    def _flush_new_timers(self) -> None:
         """Move the timers scheduled since the last iteration into the heap, in order;
         (when, sequence) orders the heap in C, FIFO among equal deadlines."""
         timers = self._timers
@@ -756,7 +804,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 timer._scheduled = True
         self._new_timers.clear()
 
-    def _timer_handle_cancelled(self, handle):
+    def _timer_handle_cancelled(self, handle: _TimerHandle) -> None:
         """Called by TimerHandle.cancel() (before it marks itself cancelled): count it for
         the heap compaction, and compact now rather than at the next iteration, so a burst
         of call_later+cancel (timeouts that did not fire) never piles up in the heap."""
@@ -767,7 +815,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             ):
                 self._compact_timers(cancelling=handle)
 
-    def call_soon_threadsafe(self, callback, *args, context=None):
+    def call_soon_threadsafe(self, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
+                             context: Context | None = None) -> Handle:
         """Like call_soon(), but safe to call from any thread: wakes the loop if it waits."""
         if self._closed:
             raise RuntimeError("Event loop is closed")
@@ -791,18 +840,19 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             lib.uvc_wakeup(self._uv)
         return handle
 
-    def _write_to_self(self):
+    def _write_to_self(self) -> None:
         """Wake the loop from another thread (the name asyncio's own helpers call)."""
         if not self._closed:
             lib.uvc_wakeup(self._uv)
 
     # ---------------------------------------------------------------- futures and tasks
 
-    def create_future(self):
+    def create_future(self) -> asyncio.Future[Any]:
         """Create an asyncio.Future attached to this loop."""
         return futures.Future(loop=self)
 
-    def create_task(self, coro, *, name=None, context=None):
+    def create_task(self, coro: _CoroutineLike[_T], *,
+                    name: str | None = None, context: Context | None = None) -> asyncio.Task[_T]:
         """Schedule a coroutine as a Task (or through the task factory); return it."""
         self._check_closed()
         if self._task_factory is None:
@@ -810,13 +860,16 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 task = tasks.Task(coro, loop=self, name=name)
             else:
                 task = tasks.Task(coro, loop=self, name=name, context=context)
-            if task._source_traceback:
-                del task._source_traceback[-1]
+            if task._source_traceback:  # type: ignore[attr-defined]  # asyncio's, not typeshed's
+                del task._source_traceback[-1]  # type: ignore[attr-defined]
         else:
             if context is None:
-                task = self._task_factory(self, coro)
+                # (typeshed's factories return Task[_T], their protocol takes no context=;
+                # asyncio's may return any Future, and take context= from Python 3.11)
+                task = self._task_factory(self, coro)  # type: ignore[assignment]
             else:
-                task = self._task_factory(self, coro, context=context)
+                task = self._task_factory(  # type: ignore[assignment]
+                    self, coro, context=context)  # type: ignore[call-arg]
             if name is not None:
                 try:
                     task.set_name(name)
@@ -824,20 +877,21 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                     pass
         return task
 
-    def set_task_factory(self, factory):
+    def set_task_factory(self, factory: _TaskFactory | None) -> None:
         """Set the factory create_task() uses: factory(loop, coro[, context=]) -> Future.
         None restores the default (asyncio.Task)."""
         if factory is not None and not callable(factory):
             raise TypeError("task factory must be a callable or None")
         self._task_factory = factory
 
-    def get_task_factory(self):
+    def get_task_factory(self) -> _TaskFactory | None:
         """Return the task factory, or None for the default."""
         return self._task_factory
 
     # ---------------------------------------------------------------- executors
 
-    def run_in_executor(self, executor, func, *args):
+    def run_in_executor(self, executor: Executor | None, func: Callable[[Unpack[_Ts]], _T],
+                        *args: Unpack[_Ts]) -> asyncio.Future[_T]:
         """Run func(*args) in ``executor`` (the default ThreadPoolExecutor when None) and
         return an asyncio.Future for its result."""
         self._check_closed()
@@ -852,7 +906,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 self._default_executor = executor
         return futures.wrap_future(executor.submit(func, *args), loop=self)
 
-    def set_default_executor(self, executor):
+    def set_default_executor(self, executor: Executor) -> None:
         """Use ``executor`` (a ThreadPoolExecutor) for run_in_executor(None, ...)."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
             if sys.version_info >= (3, 11):
@@ -865,7 +919,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             )
         self._default_executor = executor
 
-    async def shutdown_default_executor(self, timeout=None):
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
         """Shut the default executor down and wait (at most ``timeout`` seconds) for its
         threads; run_in_executor(None, ...) raises RuntimeError afterwards."""
         self._executor_shutdown_called = True
@@ -887,9 +941,10 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         else:
             thread.join()
 
-    def _do_shutdown(self, future):
+    def _do_shutdown(self, future: asyncio.Future[None]) -> None:
         try:
-            self._default_executor.shutdown(wait=True)
+            # (set: the thread runs only when there is a default executor)
+            self._default_executor.shutdown(wait=True)  # type: ignore[union-attr]
             if not self.is_closed():
                 self.call_soon_threadsafe(_set_result_unless_done, future, None)
         except Exception as ex:
@@ -898,22 +953,23 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
     # ---------------------------------------------------------------- async generators
 
-    def _asyncgen_finalizer_hook(self, agen):
+    def _asyncgen_finalizer_hook(self, agen: AsyncGenerator[Any, Any]) -> None:
         self._asyncgens.discard(agen)
         if not self.is_closed():
             self.call_soon_threadsafe(self.create_task, agen.aclose())
 
-    def _asyncgen_firstiter_hook(self, agen):
+    def _asyncgen_firstiter_hook(self, agen: AsyncGenerator[Any, Any]) -> None:
         if self._asyncgens_shutdown_called:
             warnings.warn(
                 f"asynchronous generator {agen!r} was scheduled after "
                 "loop.shutdown_asyncgens() call",
                 ResourceWarning,
                 source=self,
+                stacklevel=1,  # warnings.warn's default, said explicitly (ruff B028)
             )
         self._asyncgens.add(agen)
 
-    async def shutdown_asyncgens(self):
+    async def shutdown_asyncgens(self) -> None:
         """Close every asynchronous generator still alive that was iterated on this loop."""
         self._asyncgens_shutdown_called = True
         if not len(self._asyncgens):
@@ -934,11 +990,11 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
     # ---------------------------------------------------------------- debug
 
-    def get_debug(self):
+    def get_debug(self) -> bool:
         """True when the loop is in debug mode."""
         return self._debug
 
-    def set_debug(self, enabled):
+    def set_debug(self, enabled: bool) -> None:
         """Turn debug mode on or off (slow-callback warnings, thread checks, origins)."""
         self._debug = bool(enabled)
         self._careful = self._closed or self._debug or not FAST_HANDLES
@@ -946,34 +1002,35 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         if self.is_running():
             self.call_soon_threadsafe(self._set_coroutine_origin_tracking, self._debug)
 
-    def _set_coroutine_origin_tracking(self, enabled):
+    def _set_coroutine_origin_tracking(self, enabled: bool) -> None:
         if bool(enabled) == bool(self._coroutine_origin_tracking_enabled):
             return
         if enabled:
             self._coroutine_origin_tracking_saved_depth = sys.get_coroutine_origin_tracking_depth()
             sys.set_coroutine_origin_tracking_depth(10)
         else:
-            sys.set_coroutine_origin_tracking_depth(self._coroutine_origin_tracking_saved_depth)
+            sys.set_coroutine_origin_tracking_depth(
+                self._coroutine_origin_tracking_saved_depth)  # type: ignore[arg-type]  # saved when enabled
         self._coroutine_origin_tracking_enabled = enabled
 
     # ---------------------------------------------------------------- errors
 
-    def get_exception_handler(self):
+    def get_exception_handler(self) -> _ExceptionHandler | None:
         """Return the exception handler, or None for the default."""
         return self._exception_handler
 
-    def set_exception_handler(self, handler):
+    def set_exception_handler(self, handler: _ExceptionHandler | None) -> None:
         """Set handler(loop, context) as the exception handler; None restores the default."""
         if handler is not None and not callable(handler):
             raise TypeError(f"A callable object or None is expected, got {handler!r}")
         self._exception_handler = handler
 
-    def default_exception_handler(self, context):
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
         """Log ``context`` (message, exception and the rest) on the 'asyncio' logger."""
         message = context.get("message") or "Unhandled exception in event loop"
         exception = context.get("exception")
         if exception is not None:
-            exc_info = (type(exception), exception, exception.__traceback__)
+            exc_info: Any = (type(exception), exception, exception.__traceback__)
         else:
             exc_info = False
         if (
@@ -1000,7 +1057,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             lines.append(f"{key}: {value}")
         logger.error("\n".join(lines), exc_info=exc_info)
 
-    def call_exception_handler(self, context):
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
         """Pass ``context`` to the exception handler (or the default one).  An error in a
         custom handler is logged by the default handler, never raised."""
         if self._exception_handler is None:
@@ -1035,7 +1092,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
     # ---------------------------------------------------------------- fork
 
-    def _after_fork(self):
+    def _after_fork(self) -> None:
         """Make the loop usable in a forked child: libuv re-creates its epoll set, which
         the child would otherwise share with its parent (each stealing the other's events),
         and so does the fd set, whose fresh epoll set gets the child's registrations again."""
@@ -1044,7 +1101,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             self._fd_watching_after_fork()
 
 
-_live_loops = weakref.WeakSet()
+_live_loops: weakref.WeakSet[CoreLoop] = weakref.WeakSet()
 
 # stats()'s names for the event kinds of the C core (csrc/*.h).
 _EVENT_NAMES = {
@@ -1054,7 +1111,7 @@ _EVENT_NAMES = {
 }
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     for loop in list(_live_loops):
         loop._after_fork()
 
@@ -1068,31 +1125,35 @@ _ACCEL_METHODS = ("call_soon", "call_soon_threadsafe", "call_later", "call_at")
 
 
 # The accelerator's slow paths: the Python code, taking the loop first (see accel.c).
-def _call_soon_py(loop, callback, args, context):
+def _call_soon_py(loop: CoreLoop, callback: Callable[..., object], args: tuple[Any, ...],
+                  context: Context | None) -> Handle:
     return CoreLoop.call_soon(loop, callback, *args, context=context)
 
 
-def _call_soon_threadsafe_py(loop, callback, args, context):
+def _call_soon_threadsafe_py(loop: CoreLoop, callback: Callable[..., object],
+                             args: tuple[Any, ...], context: Context | None) -> Handle:
     return CoreLoop.call_soon_threadsafe(loop, callback, *args, context=context)
 
 
-def _call_later_py(loop, delay, callback, args, context):
+def _call_later_py(loop: CoreLoop, delay: float, callback: Callable[..., object],
+                   args: tuple[Any, ...], context: Context | None) -> TimerHandle:
     return CoreLoop.call_later(loop, delay, callback, *args, context=context)
 
 
-def _call_at_py(loop, when, callback, args, context):
+def _call_at_py(loop: CoreLoop, when: float, callback: Callable[..., object],
+                args: tuple[Any, ...], context: Context | None) -> TimerHandle:
     return CoreLoop.call_at(loop, when, callback, *args, context=context)
 
 
-def _callback_failed(loop, handle, exc):
+def _callback_failed(loop: CoreLoop, handle: Handle, exc: BaseException) -> None:
     loop.call_exception_handler(callback_error_context(handle, exc))
 
 
-def _keep_undispatched_from(loop, first, count):
+def _keep_undispatched_from(loop: CoreLoop, first: int, count: int) -> None:
     loop._keep_undispatched(None, first * WORDS, count * WORDS)
 
 
-_ACCEL_FALLBACKS = {
+_ACCEL_FALLBACKS: dict[str, Callable[..., Any]] = {
     "call_soon": _call_soon_py,
     "call_soon_threadsafe": _call_soon_threadsafe_py,
     "call_later": _call_later_py,
@@ -1115,11 +1176,11 @@ _uvc_run_once = lib.uvc_run_once
 _unpack = ffi.unpack
 
 
-def _set_result_unless_done(fut, result):
+def _set_result_unless_done(fut: asyncio.Future[_T], result: _T) -> None:
     if not fut.done():
         fut.set_result(result)
 
 
-def _set_exception_unless_done(fut, exc):
+def _set_exception_unless_done(fut: asyncio.Future[Any], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)

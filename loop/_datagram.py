@@ -1,22 +1,35 @@
 """Loop methods: create_datagram_endpoint (issue 5)."""
+from __future__ import annotations
+
 import os
 import socket
 import stat
 import sys
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
-from ._socketopts import set_reuseport
 from ._core import logger
 from ._dns import address_addrinfo
+from ._socketopts import set_reuseport
 from .transports.datagram import SocketDatagramTransport, UDPTransport
+
+if TYPE_CHECKING:
+    import asyncio
+    from asyncio.events import _ProtocolT
+
+    from ._core import CoreLoop as _LoopBase  # the loop this is mixed into
+else:
+    _LoopBase = object
 
 _unset = object()
 
 
-class DatagramMethods:
+class DatagramMethods(_LoopBase):
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
-    async def _datagram_resolve(self, address, family, proto, flags):
+    async def _datagram_resolve(self, address: tuple[Any, ...], family: int, proto: int,
+                                flags: int) -> list[tuple[Any, Any, int, str, Any]]:
         host, port = address[:2]
         # An IP address with a numeric port, in any range, is used as it is, as asyncio
         # does: bind() or connect() then refuses a port outside 0-65535 (OverflowError),
@@ -30,18 +43,18 @@ class DatagramMethods:
 
     async def create_datagram_endpoint(
         self,
-        protocol_factory,
-        local_addr=None,
-        remote_addr=None,
+        protocol_factory: Callable[[], _ProtocolT],
+        local_addr: tuple[str, int] | str | None = None,
+        remote_addr: tuple[str, int] | str | None = None,
         *,
-        family=0,
-        proto=0,
-        flags=0,
-        reuse_address=_unset,
-        reuse_port=None,
-        allow_broadcast=None,
-        sock=None,
-    ):
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        reuse_address: object = _unset,  # refused, as asyncio refuses it
+        reuse_port: bool | None = None,
+        allow_broadcast: bool | None = None,
+        sock: socket.socket | None = None,
+    ) -> tuple[asyncio.DatagramTransport, _ProtocolT]:
         """Create a datagram endpoint; return (transport, protocol).
 
         ``local_addr`` (host, port) is bound, ``remote_addr`` (host, port) connected to
@@ -105,7 +118,8 @@ class DatagramMethods:
         waiter = self.create_future()
         try:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
-                transport = UDPTransport(self, sock, protocol, r_addr, waiter)
+                transport: UDPTransport | SocketDatagramTransport = UDPTransport(
+                    self, sock, protocol, r_addr, waiter)
             else:
                 transport = SocketDatagramTransport(self, sock, protocol, r_addr, waiter)
         except BaseException:
@@ -130,13 +144,15 @@ class DatagramMethods:
         return transport, protocol
 
     async def _datagram_socket(
-        self, local_addr, remote_addr, family, proto, flags, reuse_port, allow_broadcast
-    ):
+        self, local_addr: tuple[str, int] | str | None, remote_addr: tuple[str, int] | str | None,
+        family: int, proto: int, flags: int, reuse_port: bool | None, allow_broadcast: bool | None,
+    ) -> tuple[socket.socket, Any]:
         """Make, set up, bind and connect the socket; return it and the remote address."""
         if not (local_addr or remote_addr):
             if family == 0:
                 raise ValueError("unexpected address family")
-            addr_pairs = (((family, proto), (None, None)),)
+            addr_pairs: Sequence[tuple[tuple[int, int], Sequence[Any]]] = (
+                ((family, proto), (None, None)),)
         elif hasattr(socket, "AF_UNIX") and family == socket.AF_UNIX:
             for addr in (local_addr, remote_addr):
                 if addr is not None and not isinstance(addr, str):
@@ -144,8 +160,9 @@ class DatagramMethods:
             if local_addr and local_addr[0] not in (0, "\x00"):
                 # A socket file left by an earlier run would make bind() fail.
                 try:
-                    if stat.S_ISSOCK(os.stat(local_addr).st_mode):
-                        os.remove(local_addr)
+                    # (a str: checked above)
+                    if stat.S_ISSOCK(os.stat(local_addr).st_mode):  # type: ignore[arg-type]
+                        os.remove(local_addr)  # type: ignore[arg-type]
                 except FileNotFoundError:
                     pass
                 except OSError as err:
@@ -155,7 +172,7 @@ class DatagramMethods:
             addr_pairs = (((family, proto), (local_addr, remote_addr)),)
         else:
             # (family, proto) -> [local address, remote address], in getaddrinfo's order
-            infos_by_key = {}
+            infos_by_key: dict[tuple[int, int], list[Any]] = {}
             for idx, addr in ((0, local_addr), (1, remote_addr)):
                 if addr is None:
                     continue

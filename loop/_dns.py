@@ -5,17 +5,33 @@ its completion is a UVC_EV_DNS event, after which one C call copies the packed r
 and frees the request.  Hosts that are already IP addresses never leave the loop thread:
 ``numeric_addrinfo`` builds the answer socket.getaddrinfo would give.
 """
+from __future__ import annotations
+
 import operator
 import socket
 import struct
 import sys
+from typing import TYPE_CHECKING, Any, Callable, SupportsIndex
 
-from ._errors import uv_error
 from . import _owners as owners
+from ._errors import uv_error
 from ._uv import ffi, lib
 
+if TYPE_CHECKING:
+    import asyncio
+    from socket import _GetAddrInfoResult
+
+    from ._core import CoreLoop
+    from ._core import CoreLoop as _LoopBase  # the loop this is mixed into
+
+    # getaddrinfo's answer, loosely: typeshed's _GetAddrInfoResult ties each address's shape
+    # to its family, which the code building it from the C records cannot show.
+    _AddrInfoList = list[tuple[Any, Any, int, str, Any]]
+else:
+    _LoopBase = object
+
 _AF_INET = socket.AF_INET
-_AF_INET6 = getattr(socket, "AF_INET6", None)
+_AF_INET6: Any = getattr(socket, "AF_INET6", None)
 _AF_UNSPEC = socket.AF_UNSPEC
 _STREAM = socket.SOCK_STREAM
 _DGRAM = socket.SOCK_DGRAM
@@ -25,12 +41,12 @@ _inet_pton = socket.inet_pton
 _inet_ntop = socket.inet_ntop
 
 # socket.getaddrinfo hands out the enum members, not plain ints: so do we.
-_FAMILIES = {int(m): m for m in socket.AddressFamily}
-_KINDS = {int(m): m for m in socket.SocketKind}
+_FAMILIES: dict[int, Any] = {int(m): m for m in socket.AddressFamily}
+_KINDS: dict[int, Any] = {int(m): m for m in socket.SocketKind}
 
 # What socket.getaddrinfo answers for an IP address with each (type, proto) the numeric
 # path handles: every other combination is left to the resolver and its errors.
-_NUMERIC_KINDS = {
+_NUMERIC_KINDS: dict[tuple[int, int], tuple[tuple[Any, int], ...]] = {
     (0, 0): ((_KINDS[_STREAM], _TCP), (_KINDS[_DGRAM], _UDP), (_KINDS[socket.SOCK_RAW], 0)),
     (_STREAM, 0): ((_KINDS[_STREAM], _TCP),),
     (_STREAM, _TCP): ((_KINDS[_STREAM], _TCP),),
@@ -49,7 +65,7 @@ _INT_MAX = 2**31 - 1
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 
 
-def _numeric_port(port):
+def _numeric_port(port: object) -> int | None:
     """The port as an int when it is one (int, or str/bytes of ASCII digits), else None."""
     if port is None:
         return 0
@@ -63,7 +79,8 @@ def _numeric_port(port):
     return None
 
 
-def numeric_addrinfo(host, port, family=0, type=0, proto=0, flags=0):
+def numeric_addrinfo(host: object, port: object, family: int = 0, type: int = 0, proto: int = 0,
+                     flags: int = 0) -> _AddrInfoList | None:
     """socket.getaddrinfo's answer when ``host`` is an IPv4/IPv6 address and ``port`` a
     number, computed without the resolver; None when the resolver must be asked.
 
@@ -83,7 +100,8 @@ def numeric_addrinfo(host, port, family=0, type=0, proto=0, flags=0):
     return _literal_addrinfo(host, port, family, kinds)
 
 
-def address_addrinfo(host, port, family=0, type=0, proto=0):
+def address_addrinfo(host: object, port: Any, family: int = 0, type: int = 0,
+                     proto: int = 0) -> _AddrInfoList | None:
     """What the loop methods that connect or bind to a (host, port) use when ``host`` is
     an IPv4/IPv6 address, without asking getaddrinfo (None when they must ask it).
 
@@ -110,7 +128,8 @@ def address_addrinfo(host, port, family=0, type=0, proto=0):
     return _literal_addrinfo(host, port, family, kinds)
 
 
-def _literal_addrinfo(host, port, family, kinds):
+def _literal_addrinfo(host: object, port: int, family: int,
+                      kinds: tuple[tuple[Any, int], ...]) -> _AddrInfoList | None:
     if isinstance(host, bytes):
         try:
             host = host.decode("ascii")
@@ -133,7 +152,7 @@ def _literal_addrinfo(host, port, family, kinds):
         except (OSError, ValueError):
             return None
         # inet_pton takes only plain dotted quads, which is already inet_ntop's spelling.
-        addr = (host, port)
+        addr: tuple[str, int] | tuple[str, int, int, int] = (host, port)
     elif _AF_INET6 is not None and family == _AF_INET6:
         try:
             host = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, host))
@@ -151,7 +170,7 @@ def _literal_addrinfo(host, port, family, kinds):
 _PORT_INT_IS_C_LONG = sys.version_info < (3, 12) or sys.implementation.name != "cpython"
 
 
-def _as_c_int(value):
+def _as_c_int(value: SupportsIndex) -> int:
     value = operator.index(value)
     if value > _INT_MAX:
         raise OverflowError("signed integer is greater than maximum")
@@ -160,7 +179,7 @@ def _as_c_int(value):
     return value
 
 
-def _gaierror(status):
+def _gaierror(status: int) -> OSError:
     """The exception socket.getaddrinfo raises for a libuv resolver status."""
     eai = lib.uvc_gai_errno(status)
     if eai == 0:
@@ -168,19 +187,19 @@ def _gaierror(status):
     return socket.gaierror(eai, ffi.string(lib.uvc_gai_strerror(eai)).decode(errors="replace"))
 
 
-def _unpack_addrinfo(data):
+def _unpack_addrinfo(data: bytes) -> _AddrInfoList:
     count = len(data) // _RECORD_SIZE
     canonname = data[count * _RECORD_SIZE:].decode(errors="surrogateescape")
     families, kinds = _FAMILIES, _KINDS
-    result = []
+    result: _AddrInfoList = []
     for fam, kind, proto, port, flowinfo, scope_id, host in _RECORD.iter_unpack(
         data[: count * _RECORD_SIZE]
     ):
-        host = host[: host.index(b"\0")].decode()
+        name = host[: host.index(b"\0")].decode()
         if fam == _AF_INET:
-            addr = (host, port)
+            addr: tuple[str, int] | tuple[str, int, int, int] = (name, port)
         else:
-            addr = (host, port, flowinfo, scope_id)
+            addr = (name, port, flowinfo, scope_id)
         result.append((families.get(fam, fam), kinds.get(kind, kind), proto, canonname, addr))
         canonname = ""  # as glibc, the name comes with the first entry only
     return result
@@ -191,13 +210,14 @@ class _Lookup:
 
     __slots__ = ("loop", "slot", "future", "unpack")
 
-    def __init__(self, loop, slot, future, unpack):
+    def __init__(self, loop: CoreLoop, slot: int, future: asyncio.Future[Any],
+                 unpack: Callable[[bytes], Any]) -> None:
         self.loop = loop
         self.slot = slot
         self.future = future
         self.unpack = unpack
 
-    def _uv_event(self, kind, status, nbytes, c):
+    def _uv_event(self, kind: int, status: int, nbytes: int, c: int) -> None:
         loop = self.loop
         slot = self.slot
         # The request is freed below (no CLOSED event for requests): forget its slot now.
@@ -215,22 +235,24 @@ class _Lookup:
         else:
             fut.set_result(self.unpack(ffi.buffer(out, n)[:] if n else b""))
 
-    def _uv_closed(self):
+    def _uv_closed(self) -> None:
         pass
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "done" if self.future.done() else "pending"
         return f"<_Lookup slot={self.slot} {state} {getattr(self.unpack, '__name__', '')}>"
 
-    def cancel_request(self, fut):
+    def cancel_request(self, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() and owners.owns_slot(self.loop, self.slot, self):
             lib.uvc_dns_cancel(self.loop._uv, self.slot)
 
 
-class DnsMethods:
+class DnsMethods(_LoopBase):
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
-    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+    async def getaddrinfo(self, host: bytes | str | None, port: bytes | str | int | None, *,
+                          family: int = 0, type: int = 0, proto: int = 0,
+                          flags: int = 0) -> _GetAddrInfoResult:
         """Resolve ``host``/``port`` as socket.getaddrinfo() does, without blocking the loop.
 
         Returns a list of (family, type, proto, canonname, sockaddr) tuples; raises
@@ -241,9 +263,11 @@ class DnsMethods:
         info = numeric_addrinfo(host, port, family, type, proto, flags)
         if info is not None:
             return info
-        return await self._getaddrinfo_lookup(host, port, family, type, proto, flags)
+        return await self._getaddrinfo_lookup(  # type: ignore[no-any-return]
+            host, port, family, type, proto, flags)
 
-    def _getaddrinfo_lookup(self, host, port, family, type, proto, flags):
+    def _getaddrinfo_lookup(self, host: object, port: object, family: int, type: int, proto: int,
+                            flags: int) -> asyncio.Future[Any]:
         self._check_closed()
         # The arguments are checked as socket.getaddrinfo checks them, with its messages.
         if host is None:
@@ -272,7 +296,7 @@ class DnsMethods:
         slot = lib.uvc_getaddrinfo(self._uv, c_host, c_port, family, type_, proto, flags)
         return self._dns_wait(slot, _unpack_addrinfo)
 
-    def _dns_wait(self, slot, unpack):
+    def _dns_wait(self, slot: int, unpack: Callable[[bytes], Any]) -> asyncio.Future[Any]:
         fut = self.create_future()
         if slot < 0:
             fut.set_exception(_gaierror(slot))
@@ -282,7 +306,8 @@ class DnsMethods:
         fut.add_done_callback(lookup.cancel_request)
         return fut
 
-    async def getnameinfo(self, sockaddr, flags=0):
+    async def getnameinfo(self, sockaddr: tuple[str, int] | tuple[str, int, int, int],
+                          flags: int = 0) -> tuple[str, str]:
         """Look ``sockaddr`` (host, port[, flowinfo, scope_id]) up as socket.getnameinfo()
         does, without blocking the loop: returns (host, service); raises socket.gaierror,
         or socket.getnameinfo's TypeError/OSError/OverflowError for bad arguments."""
@@ -310,11 +335,13 @@ class DnsMethods:
                 raise OSError("IPv4 sockaddr must be 2 tuple")
         elif family != _AF_INET6:
             raise OSError("getnameinfo(): unsupported family")
-        packed = _inet_pton(family, addr[0].partition("%")[0])  # PyPy keeps the %scope
-        slot = lib.uvc_getnameinfo(self._uv, family, packed, addr[1], flowinfo, scope_id, flags)
-        return await self._dns_wait(slot, _unpack_nameinfo)
+        # (an AF_INET or AF_INET6 address: typeshed's union has AF_UNIX's too)
+        packed = _inet_pton(family, addr[0].partition("%")[0])  # type: ignore[union-attr]  # PyPy keeps the %scope
+        slot = lib.uvc_getnameinfo(self._uv, family, packed, addr[1],  # type: ignore[arg-type]
+                                   flowinfo, scope_id, flags)
+        return await self._dns_wait(slot, _unpack_nameinfo)  # type: ignore[no-any-return]
 
-    def _teardown_dns(self):
+    def _teardown_dns(self) -> None:
         """close(), before libuv goes: lookups still queued in the thread pool would make
         closing wait for them."""
         for owner in list(self._slots):
@@ -322,6 +349,6 @@ class DnsMethods:
                 lib.uvc_dns_cancel(self._uv, owner.slot)
 
 
-def _unpack_nameinfo(data):
+def _unpack_nameinfo(data: bytes) -> tuple[str, str]:
     host, _, service = data.partition(b"\0")
     return host.decode(errors="surrogateescape"), service.decode(errors="surrogateescape")

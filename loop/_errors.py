@@ -1,11 +1,13 @@
 """libuv error codes as the OSError subclasses asyncio users expect."""
+from __future__ import annotations
+
 import errno
 import os
 
 from ._uv import ffi, lib
 
 
-def uv_error(code, what=None):
+def uv_error(code: int, what: str | None = None) -> OSError:
     """An OSError for a negative libuv error code.
 
     On Unix a libuv error is a negated errno, so OSError's constructor picks the subclass
@@ -21,7 +23,7 @@ def uv_error(code, what=None):
     return OSError(err, msg)
 
 
-def check(code, what=None):
+def check(code: int, what: str | None = None) -> int:
     """Return code, or raise the OSError a negative libuv code stands for."""
     if code < 0:
         raise uv_error(code, what)

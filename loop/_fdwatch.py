@@ -4,18 +4,30 @@ methods and transports that do not live in libuv (the fd set, csrc/uvc_fdset.h).
 Every watched fd is registered in the C core's own epoll set at once, in the call that asks
 for it: a closed fd is an OSError there, never an abort in libuv later.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import _accelerated
 from ._errors import check, uv_error
 from ._handles import Handle
 from ._uv import lib
-from . import _accelerated
 from .transports import _sockref
+
+if TYPE_CHECKING:
+
+    from _typeshed import FileDescriptorLike
+    from typing_extensions import TypeVarTuple, Unpack
+
+    from ._accel import Accel
+    _Ts = TypeVarTuple("_Ts")
 
 READABLE = lib.UVC_READABLE
 WRITABLE = lib.UVC_WRITABLE
 _fdset_ctl = _accelerated.fdset_ctl
 
 
-def _fileobj_to_fd(fileobj):
+def _fileobj_to_fd(fileobj: FileDescriptorLike) -> int:
     """The fd of an int or of an object with fileno(), as selectors does it."""
     if isinstance(fileobj, int):
         fd = fileobj
@@ -34,14 +46,14 @@ class _FdWatcher:
 
     __slots__ = ("fd", "reader", "writer", "mask")
 
-    def __init__(self, fd):
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.reader = None
-        self.writer = None
+        self.reader: Handle | None = None
+        self.writer: Handle | None = None
         self.mask = 0
 
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<_FdWatcher fd={self.fd} reader={self.reader!r} writer={self.writer!r}>"
 
 
@@ -50,10 +62,10 @@ class _FdSet:
 
     __slots__ = ("watchers",)
 
-    def __init__(self, watchers):
+    def __init__(self, watchers: dict[int, _FdWatcher]) -> None:
         self.watchers = watchers
 
-    def _uv_event(self, kind, fd, events, c):
+    def _uv_event(self, kind: int, fd: int, events: int, c: int) -> None:
         # The callbacks run now, with the other I/O callbacks of this iteration.  An error
         # or hang-up reports both: their own read or write then meets it, as they would with
         # a selector reporting the fd ready.
@@ -69,30 +81,41 @@ class _FdSet:
             if w is not None and not w._cancelled:
                 w._run()
 
-    def _uv_read(self, data):
+    def _uv_read(self, data: bytes) -> None:
         pass
 
-    def _uv_closed(self):
+    def _uv_closed(self) -> None:
         pass
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<_FdSet watching {sorted(self.watchers)}>"
 
 
 class FdWatchMethods:
     """Mixed into CoreLoop: the fd set and everything that watches fds through it."""
 
-    def _init_fd_watching(self):
-        self._fd_watchers = {}  # fd -> _FdWatcher, for every fd watched now
-        self._fd_set_slot = None  # the fd set's slot, opened by the first watch
+    if TYPE_CHECKING:  # the core loop's (loop/_core.py), which this is mixed into
+        _uv: Any
+        _closed: bool
+        _debug: bool
+        _careful: bool
+        _accel: Accel | None
+
+        def _check_closed(self) -> None: ...
+        def _check_callback(self, callback: object, method: str) -> None: ...
+        def _slot_register(self, slot: int, owner: Any) -> None: ...
+
+    def _init_fd_watching(self) -> None:
+        self._fd_watchers: dict[int, _FdWatcher] = {}  # fd -> _FdWatcher, for every fd watched now
+        self._fd_set_slot: int | None = None  # the fd set's slot, opened by the first watch
         # socket -> references sock_* waits hold (loop/_sockets.py); given back by close()
-        self._held_sockets = {}
+        self._held_sockets: dict[Any, int] = {}
         # fd -> transport using it: add_reader/add_writer refuse those fds, as asyncio does.
         # A plain dict (the transports drop their entry as they let go of the fd): a weak
         # one cost ~90 bytes more per connection.
-        self._fd_transports = {}
+        self._fd_transports: dict[int, Any] = {}
 
-    def _teardown_fd_watching(self):
+    def _teardown_fd_watching(self) -> None:
         held, self._held_sockets = self._held_sockets, {}
         for sock, n in held.items():
             for _ in range(n):
@@ -101,25 +124,26 @@ class FdWatchMethods:
         self._fd_set_slot = None
         self._fd_transports.clear()  # the loop holds no transport alive once closed
 
-    def _fd_watching_after_fork(self):
+    def _fd_watching_after_fork(self) -> None:
         """The child's fd set is a fresh epoll set: register what is watched again."""
         for fd, watcher in list(self._fd_watchers.items()):
             if _fdset_ctl(self._uv, fd, 0, watcher.mask) < 0:
                 del self._fd_watchers[fd]  # closed in the parent before the fork
 
-    def _forget_fd_transport(self, fd, transport):
+    def _forget_fd_transport(self, fd: int, transport: Any) -> None:
         """``transport`` no longer uses ``fd`` (its entry may already be a newer one's)."""
         if self._fd_transports.get(fd) is transport:
             del self._fd_transports[fd]
 
-    def _ensure_fd_no_transport(self, fd):
+    def _ensure_fd_no_transport(self, fd: FileDescriptorLike) -> int:
         fileno = _fileobj_to_fd(fd)
         transport = self._fd_transports.get(fileno)
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
         return fileno
 
-    def _fd_watch(self, fd, which, callback, args):
+    def _fd_watch(self, fd: int, which: str, callback: Callable[..., object],
+                  args: tuple[Any, ...]) -> Handle:
         """Run callback(*args) whenever ``fd`` is ready (``which``: "reader" or "writer"),
         replacing the earlier one; returns its Handle.  The fd is registered at once, so a
         closed fd raises OSError here (see csrc/uvc_fdset.h for why it is not libuv's)."""
@@ -133,7 +157,7 @@ class FdWatchMethods:
         if self._accel is not None and not self._careful:
             handle = self._accel.handle(callback, args)
         else:
-            handle = Handle(callback, args, self, None)
+            handle = Handle(callback, args, self, None)  # type: ignore[arg-type]  # a loop
         watcher = self._fd_watchers.get(fd)
         if watcher is None:
             watcher = _FdWatcher(fd)
@@ -151,7 +175,7 @@ class FdWatchMethods:
             old.cancel()
         return handle
 
-    def _fd_unwatch(self, fd, which):
+    def _fd_unwatch(self, fd: int, which: str) -> bool:
         """Stop running ``fd``'s reader or writer; True if there was one.  The fd leaves
         the set at once, so the caller may close it right after."""
         if self._closed:
@@ -172,23 +196,25 @@ class FdWatchMethods:
             del self._fd_watchers[fd]
         return True
 
-    def add_reader(self, fd, callback, *args):
+    def add_reader(self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], Any],
+                   *args: Unpack[_Ts]) -> None:
         """Call callback(*args) whenever ``fd`` (an int or an object with fileno()) is
         readable; replaces an earlier reader of the same fd."""
         fd = self._ensure_fd_no_transport(fd)
         self._fd_watch(fd, "reader", callback, args)
 
-    def remove_reader(self, fd):
+    def remove_reader(self, fd: FileDescriptorLike) -> bool:
         """Stop watching ``fd`` for reading; True if it was watched."""
         fd = self._ensure_fd_no_transport(fd)
         return self._fd_unwatch(fd, "reader")
 
-    def add_writer(self, fd, callback, *args):
+    def add_writer(self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], Any],
+                   *args: Unpack[_Ts]) -> None:
         """Call callback(*args) whenever ``fd`` is writable; replaces an earlier writer."""
         fd = self._ensure_fd_no_transport(fd)
         self._fd_watch(fd, "writer", callback, args)
 
-    def remove_writer(self, fd):
+    def remove_writer(self, fd: FileDescriptorLike) -> bool:
         """Stop watching ``fd`` for writing; True if it was watched."""
         fd = self._ensure_fd_no_transport(fd)
         return self._fd_unwatch(fd, "writer")

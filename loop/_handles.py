@@ -7,25 +7,52 @@ CoreLoop.call_soon), making instances of these subclasses, which stay asyncio.Ha
 asyncio.TimerHandle for every user and library.  FAST_HANDLES says whether this Python's
 Handle has the slots that fast path knows; if not, the loop builds handles the regular way.
 """
+from __future__ import annotations
+
 import asyncio
 import contextvars
 from asyncio import events
+from typing import TYPE_CHECKING, Any, Callable
 
 Handle = events.Handle
 TimerHandle = events.TimerHandle
 
 _copy_context = contextvars.copy_context
-_HANDLE_SLOTS = {"_callback", "_args", "_cancelled", "_loop", "_source_traceback", "_repr", "_context"}
+_HANDLE_SLOTS = {
+    "_callback",
+    "_args",
+    "_cancelled",
+    "_loop",
+    "_source_traceback",
+    "_repr",
+    "_context",
+}
 
 
 class _Handle(Handle):
     __slots__ = ()
+    if TYPE_CHECKING:
+        # asyncio's slots, which typeshed's Handle leaves out: the loop fills and reads
+        # them directly (loop/_core.py), on every Handle of the ready queue.
+        _callback: Callable[..., object]  # None once cancelled
+        _loop: Any
+        _context: contextvars.Context
+        _repr: str | None
+        _source_traceback: Any
 
 
 class _TimerHandle(TimerHandle):
     __slots__ = ()
+    if TYPE_CHECKING:  # as _Handle's, and TimerHandle's own two
+        _callback: Callable[..., object]  # None once cancelled
+        _loop: Any
+        _context: contextvars.Context
+        _repr: str | None
+        _source_traceback: Any
+        _when: float
+        _scheduled: bool
 
-    def cancel(self):
+    def cancel(self) -> None:
         # TimerHandle.cancel tells the loop, then Handle.cancel asks it for debug mode:
         # do the same in one step when not in debug mode.
         if self._cancelled:
@@ -36,16 +63,16 @@ class _TimerHandle(TimerHandle):
             return
         loop._timer_handle_cancelled(self)
         self._cancelled = True
-        self._callback = None
-        self._args = None
+        self._callback = None  # type: ignore[assignment]  # as asyncio's Handle.cancel()
+        self._args = None  # type: ignore[assignment]  # (typeshed: never None)
 
 
-def is_coroutine_callback(callback):
+def is_coroutine_callback(callback: object) -> bool:
     """True for what asyncio refuses as a callback: a coroutine or coroutine function."""
     return asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback)
 
 
-def callback_error_context(handle, exc):
+def callback_error_context(handle: Any, exc: BaseException) -> dict[str, Any]:
     """The exception-handler context Handle._run() would build for ``exc``."""
     try:
         from asyncio.format_helpers import _format_callback_source
@@ -59,9 +86,9 @@ def callback_error_context(handle, exc):
     return context
 
 
-def _layout_is_known():
+def _layout_is_known() -> bool:
     """The fast path fills asyncio's slots itself: use it only when they are the ones it knows."""
-    slots = set()
+    slots: set[str] = set()
     for cls in Handle.__mro__:
         slots.update(s for s in getattr(cls, "__slots__", ()) if s != "__weakref__")
     timer_slots = set(TimerHandle.__slots__)

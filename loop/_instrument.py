@@ -5,10 +5,20 @@ depends on it.  Every uvcffi loop alive in the process is reported (attribute
 ``uvcffi.loop.id``), read when the metric reader collects (typically every 60 s, or as the
 SDK is configured): one stats() call per loop per collection, a few microseconds each.
 """
+from __future__ import annotations
+
 import time
 import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _core
+
+if TYPE_CHECKING:
+    from ._core import CoreLoop
+
+# opentelemetry is optional (and its meters, tracers and observations are Any here).
+_Pick = Callable[[dict[str, Any]], Iterable[tuple[float, dict[str, str]]]]
 
 _EVENT_COUNTER = "uvcffi.loop.events"
 
@@ -16,18 +26,20 @@ _EVENT_COUNTER = "uvcffi.loop.events"
 class Instrumentation:
     """What instrument() set up; ``uninstrument()`` stops reporting."""
 
-    def __init__(self, meter, tracer):
+    def __init__(self, meter: Any, tracer: Any) -> None:
         self._tracer = tracer
         self._active = True
-        self._slow_seen = weakref.WeakKeyDictionary()  # loop -> slow iterations reported
-        self._cache = None  # (collection time, [(loop, stats)]): one stats() per collection
-        self._instruments = []
+        # loop -> slow iterations reported
+        self._slow_seen: weakref.WeakKeyDictionary[CoreLoop, int] = weakref.WeakKeyDictionary()
+        # (collection time, [(loop, stats)]): one stats() per collection
+        self._cache: tuple[float, list[tuple[CoreLoop, dict[str, Any]]]] | None = None
+        self._instruments: list[Any] = []
 
-        def counter(name, unit, description, pick):
+        def counter(name: str, unit: str, description: str, pick: _Pick) -> None:
             self._instruments.append(meter.create_observable_counter(
                 name, callbacks=[self._observer(pick)], unit=unit, description=description))
 
-        def gauge(name, unit, description, pick):
+        def gauge(name: str, unit: str, description: str, pick: _Pick) -> None:
             self._instruments.append(meter.create_observable_gauge(
                 name, callbacks=[self._observer(pick)], unit=unit, description=description))
 
@@ -54,7 +66,7 @@ class Instrumentation:
         gauge("uvcffi.loop.utilization", "1", "Busy share of the time since the last collection",
               lambda s: [(s["utilization"], {})])
 
-    def _snapshot(self):
+    def _snapshot(self) -> list[tuple[CoreLoop, dict[str, Any]]]:
         # Every instrument's callback runs in one collection: stats() once per loop for all.
         now = time.monotonic()
         cache = self._cache
@@ -72,10 +84,10 @@ class Instrumentation:
         self._export_slow(taken)
         return taken
 
-    def _observer(self, pick):
+    def _observer(self, pick: _Pick) -> Callable[[Any], list[Any]]:
         from opentelemetry.metrics import Observation
 
-        def observe(options):
+        def observe(options: Any) -> list[Any]:
             if not self._active:
                 return []
             out = []
@@ -87,7 +99,7 @@ class Instrumentation:
 
         return observe
 
-    def _export_slow(self, taken):
+    def _export_slow(self, taken: list[tuple[CoreLoop, dict[str, Any]]]) -> None:
         """A span per slow iteration not reported yet (the last 64 of each loop)."""
         if self._tracer is None:
             return
@@ -105,12 +117,12 @@ class Instrumentation:
                 span.end(end_time=start_ns + int(duration * 1e9))
             self._slow_seen[loop] = total
 
-    def uninstrument(self):
+    def uninstrument(self) -> None:
         """Stop reporting (the instruments stay registered but observe nothing)."""
         self._active = False
 
 
-def instrument(meter_provider=None, tracer_provider=None):
+def instrument(meter_provider: Any = None, tracer_provider: Any = None) -> Instrumentation:
     """Export every uvcffi loop's stats() as OpenTelemetry metrics, and each slow
     iteration (callbacks running longer than slow_callback_duration) as a span named
     ``uvcffi.slow_callback``.  Uses the global providers unless given.  Needs the

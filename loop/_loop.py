@@ -1,4 +1,6 @@
 """uvcffi.Loop: the core loop with the methods of each transport area mixed in."""
+from __future__ import annotations
+
 from ._core import CoreLoop
 from ._datagram import DatagramMethods
 from ._dns import DnsMethods

@@ -8,13 +8,9 @@ functions below; no owner touches a private attribute of the loop (tests/test_st
 checks the transports' source for it).  The transports import this module and nothing else
 of the loop's.
 """
-import sys
-from typing import Any, Callable, Optional
+from __future__ import annotations
 
-if sys.version_info >= (3, 8):
-    from typing import Protocol
-else:  # pragma: no cover - uvcffi needs 3.9
-    Protocol = object
+from typing import Any, Callable, Protocol
 
 
 class SlotOwner(Protocol):
@@ -35,7 +31,7 @@ class ReadingOwner(SlotOwner, Protocol):
     during the call: ``arena_view()``), and ``_deliver(data)`` for a read kept as bytes
     across iterations (after a Ctrl-C stopped a dispatch)."""
 
-    _uv_read: Optional[Callable[[bytes], None]]
+    _uv_read: Callable[[bytes], None] | None
 
     def _uv_read_at(self, offset: int, length: int) -> None: ...
 
@@ -56,7 +52,7 @@ def arena(loop: Any) -> Any:
 
 def arena_view(loop: Any) -> memoryview:
     """The read arena as a memoryview (for copies into a buffer of one's own)."""
-    return loop._arena_view
+    return loop._arena_view  # type: ignore[no-any-return]  # the loop is Any here
 
 
 def loop_buffer(loop: Any, name: str, make: Callable[[], Any]) -> Any:
@@ -105,7 +101,9 @@ def release_fd(loop: Any, fd: int, transport: Any) -> None:
     loop._forget_fd_transport(fd, transport)
 
 
-def watch_fd(loop: Any, fd: int, which: str, callback: Callable[..., Any], args: tuple) -> Any:
+def watch_fd(
+    loop: Any, fd: int, which: str, callback: Callable[..., Any], args: tuple[Any, ...]
+) -> Any:
     """Run callback(*args) whenever ``fd`` is ready ("reader" or "writer"), through the
     loop's fd set; the fd is registered at once (OSError for a closed one)."""
     return loop._fd_watch(fd, which, callback, args)
@@ -113,4 +111,4 @@ def watch_fd(loop: Any, fd: int, which: str, callback: Callable[..., Any], args:
 
 def unwatch_fd(loop: Any, fd: int, which: str) -> bool:
     """Stop watch_fd()'s callback for ``fd``; the caller may close the fd right after."""
-    return loop._fd_unwatch(fd, which)
+    return loop._fd_unwatch(fd, which)  # type: ignore[no-any-return]  # the loop is Any here

@@ -1,12 +1,18 @@
 """Entry points: new_event_loop(), run(), EventLoopPolicy and install()."""
+from __future__ import annotations
+
 import asyncio
 import sys
 import warnings
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from ._loop import Loop
 
+_T = TypeVar("_T")
 
-def new_event_loop():
+
+def new_event_loop() -> Loop:
     """Return a new uvcffi event loop."""
     return Loop()
 
@@ -14,11 +20,11 @@ def new_event_loop():
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """An asyncio event loop policy whose new_event_loop() returns uvcffi loops."""
 
-    def new_event_loop(self):
+    def new_event_loop(self) -> Loop:
         return new_event_loop()
 
 
-def install():
+def install() -> None:
     """Make uvcffi the loop asyncio.run() and asyncio.new_event_loop() create.
 
     On Python 3.12+ prefer asyncio.run(main(), loop_factory=uvcffi.new_event_loop) or
@@ -29,7 +35,7 @@ def install():
         asyncio.set_event_loop_policy(EventLoopPolicy())
 
 
-def run(main, *, debug=None):
+def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
     """Run the coroutine ``main`` on a new uvcffi loop and return its result, as
     asyncio.run() does: cancel what is left, close async generators and the default
     executor, then close the loop."""
@@ -39,7 +45,7 @@ def run(main, *, debug=None):
     return _run_before_311(main, debug)
 
 
-def _run_before_311(main, debug):
+def _run_before_311(main: Coroutine[Any, Any, _T], debug: bool | None) -> _T:
     if asyncio._get_running_loop() is not None:
         raise RuntimeError("uvcffi.run() cannot be called from a running event loop")
     if not asyncio.iscoroutine(main):
@@ -60,7 +66,7 @@ def _run_before_311(main, debug):
             loop.close()
 
 
-def _cancel_all_tasks(loop):
+def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
     to_cancel = asyncio.all_tasks(loop)
     if not to_cancel:
         return

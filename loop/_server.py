@@ -1,5 +1,7 @@
 """uvcffi's Server (asyncio.AbstractServer): listening sockets whose connections the C core
 accepts (UVC_EV_ACCEPT), each becoming a SocketTransport with a fresh protocol."""
+from __future__ import annotations
+
 import asyncio
 import contextvars
 import errno
@@ -8,18 +10,24 @@ import socket
 import stat
 import sys
 from asyncio import constants, trsock
+from typing import TYPE_CHECKING, Any, Callable
 
 from ._errors import check, uv_error
 from ._uv import lib
 from .transports import _sockref
-from .transports.stream import SocketTransport
+from .transports.stream import SocketTransport, StreamTransportBase
+
+if TYPE_CHECKING:
+    from asyncio import BaseProtocol
+
+    from ._tls import TLSMethods as Loop  # the loop: a CoreLoop, and its TLS layer
 
 # accept() errors that mean "out of resources", as asyncio's _accept_connection names them.
 # The C core pauses the listener on these (UVC_EV_ACCEPT's c = 1), and so does asyncio.
 _ACCEPT_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-def adopt_stream_socket(loop, sock):
+def adopt_stream_socket(loop: Loop, sock: socket.socket) -> tuple[int, bool]:
     """A new libuv stream slot (TCP, or pipe for AF_UNIX) that owns ``sock``'s fd.
 
     The Python socket object keeps the fd number; whoever closes the slot must detach the
@@ -40,7 +48,7 @@ class _Listener:
 
     __slots__ = ("server", "sock", "slot", "closed", "retry", "held")
 
-    def __init__(self, server, sock):
+    def __init__(self, server: Server, sock: socket.socket) -> None:
         loop = server._loop
         is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         # The slot owns the fd from now on; the socket object keeps its number (for
@@ -49,13 +57,13 @@ class _Listener:
         self.server = server
         self.sock = sock
         self.closed = False
-        self.retry = None
+        self.retry: asyncio.TimerHandle | None = None
         loop._slot_register(self.slot, self)
         # A sock= given to create_server stays the caller's object: its close() must not
         # close the fd the C core listens on (transports/_sockref.py).
         self.held = _sockref.hold(sock)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self.closed else ("paused" if self.retry is not None else "accepting")
         try:
             where = self.sock.getsockname()
@@ -63,31 +71,31 @@ class _Listener:
             where = "?"
         return f"<_Listener slot={self.slot} {state} {where!r}>"
 
-    def _release_sock(self):
+    def _release_sock(self) -> None:
         if self.held:
             self.held = False
             _sockref.release(self.sock)
 
-    def listen(self, backlog):
+    def listen(self, backlog: int) -> None:
         check(lib.uvc_listen(self.server._loop._uv, self.slot, backlog))
 
-    def _uv_event(self, kind, status, slot, c):
+    def _uv_event(self, kind: int, status: int, slot: int, c: int) -> None:
         self.server._accepted(self, status, slot, c)
 
-    def _uv_read(self, data):
+    def _uv_read(self, data: bytes) -> None:
         pass
 
-    def _uv_closed(self):
+    def _uv_closed(self) -> None:
         pass
 
-    def retry_later(self):
+    def retry_later(self) -> None:
         """C stopped accepting (out of fds or memory): try again later, as asyncio does
         (its remove_reader + call_later(ACCEPT_RETRY_DELAY, ...)).  The connections wait in
         the kernel's backlog meanwhile."""
         if not self.closed and self.retry is None:
             self.retry = self.server._loop.call_later(constants.ACCEPT_RETRY_DELAY, self._resume)
 
-    def _resume(self):
+    def _resume(self) -> None:
         self.retry = None
         if self.closed:
             return
@@ -99,7 +107,7 @@ class _Listener:
                 "socket": trsock.TransportSocket(self.sock),
             })
 
-    def close(self):
+    def close(self) -> None:
         if self.closed:
             return
         self.closed = True
@@ -113,7 +121,7 @@ class _Listener:
         if not loop.is_closed():
             lib.uvc_listener_close(loop._uv, self.slot)
 
-    def _detach_from_loop(self):
+    def _detach_from_loop(self) -> None:
         # The loop closes with the server open: the C core closes the fd, not the socket.
         if self.closed:
             return
@@ -130,48 +138,50 @@ class Server(asyncio.AbstractServer):
     """A server made by create_server() / create_unix_server(): closes, serves, counts
     its connections as asyncio's Server does."""
 
-    def __init__(self, loop, sockets, protocol_factory, ssl_context, backlog,
-                 ssl_handshake_timeout, ssl_shutdown_timeout, unix_paths=None):
+    def __init__(self, loop: Loop, sockets: list[socket.socket],
+                 protocol_factory: Callable[[], BaseProtocol], ssl_context: Any, backlog: int,
+                 ssl_handshake_timeout: float | None, ssl_shutdown_timeout: float | None,
+                 unix_paths: dict[Any, int] | None = None) -> None:
         self._loop = loop
-        self._sockets = sockets
-        self._listeners = []
-        self._clients = set()
+        self._sockets: list[socket.socket] | None = sockets  # None once closed
+        self._listeners: list[_Listener] = []
+        self._clients: set[StreamTransportBase] = set()
         self._active_count = 0
-        self._waiters = []
+        self._waiters: list[asyncio.Future[Any]] | None = []  # None once closed
         self._protocol_factory = protocol_factory
         self._backlog = backlog
         self._ssl_context = ssl_context
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._serving = False
-        self._serving_forever_fut = None
-        self._context = None
+        self._serving_forever_fut: asyncio.Future[None] | None = None
+        self._context: contextvars.Context | None = None
         # {path: inode} of Unix sockets this server bound (cleanup_socket, Python 3.13+)
         self._unix_paths = unix_paths or {}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
 
     # ------------------------------------------------------------------ connections
 
-    def _attach(self, transport):
+    def _attach(self, transport: StreamTransportBase) -> None:
         self._active_count += 1
         self._clients.add(transport)
 
-    def _detach(self, transport):
+    def _detach(self, transport: StreamTransportBase) -> None:
         self._active_count -= 1
         self._clients.discard(transport)
         if self._active_count == 0 and self._sockets is None:
             self._wakeup()
 
-    def _wakeup(self):
+    def _wakeup(self) -> None:
         waiters = self._waiters
         self._waiters = None
-        for waiter in waiters:
+        for waiter in waiters:  # type: ignore[union-attr]  # once: the server and its last client gone
             if not waiter.done():
                 waiter.set_result(waiter)
 
-    def _accepted(self, listener, status, slot, fd):
+    def _accepted(self, listener: _Listener, status: int, slot: int, fd: int) -> None:
         """UVC_EV_ACCEPT: a new connection (``slot``, ``fd``), or (``status`` < 0) an
         accept error, ``fd`` then being 1 when the C core has stopped accepting."""
         loop = self._loop
@@ -197,7 +207,7 @@ class Server(asyncio.AbstractServer):
             loop._uv_close(slot)  # accepted in the same iteration the server closed
             return
         # As asyncio, each connection's callbacks run in a copy of the server's context.
-        context = self._context.copy()
+        context = self._context.copy()  # type: ignore[union-attr]  # set when serving began
         transport = None
         try:
             protocol = context.run(self._protocol_factory)
@@ -225,7 +235,7 @@ class Server(asyncio.AbstractServer):
         if waiter is not None:
             waiter.add_done_callback(lambda fut: self._handshake_done(fut, transport))
 
-    def _handshake_done(self, fut, transport):
+    def _handshake_done(self, fut: asyncio.Future[Any], transport: SocketTransport) -> None:
         if fut.cancelled():
             transport.close()
             return
@@ -240,32 +250,32 @@ class Server(asyncio.AbstractServer):
 
     # ------------------------------------------------------------------ serving
 
-    def _start_serving(self):
+    def _start_serving(self) -> None:
         if self._serving:
             return
         self._serving = True
         self._context = contextvars.copy_context()
-        for sock in self._sockets:
+        for sock in self._sockets:  # type: ignore[union-attr]  # not closed: serving
             listener = _Listener(self, sock)
             self._listeners.append(listener)
             listener.listen(self._backlog)
 
-    def get_loop(self):
+    def get_loop(self) -> Loop:
         """The loop this server belongs to."""
         return self._loop
 
-    def is_serving(self):
+    def is_serving(self) -> bool:
         """True while the server accepts connections."""
         return self._serving
 
     @property
-    def sockets(self):
+    def sockets(self) -> tuple[trsock.TransportSocket, ...]:
         """The listening sockets (asyncio.trsock.TransportSocket), () once closed."""
         if self._sockets is None:
             return ()
         return tuple(trsock.TransportSocket(s) for s in self._sockets)
 
-    def close(self):
+    def close(self) -> None:
         """Stop listening and close the listening sockets.  Connections already accepted
         stay open (see close_clients / abort_clients)."""
         sockets = self._sockets
@@ -287,7 +297,7 @@ class Server(asyncio.AbstractServer):
         if self._active_count == 0:
             self._wakeup()
 
-    def _cleanup_unix_paths(self):
+    def _cleanup_unix_paths(self) -> None:
         for path, ino in self._unix_paths.items():
             try:
                 if os.stat(path).st_ino == ino and stat.S_ISSOCK(os.stat(path).st_mode):
@@ -296,22 +306,22 @@ class Server(asyncio.AbstractServer):
                 pass
         self._unix_paths = {}
 
-    def close_clients(self):
+    def close_clients(self) -> None:
         """Close every connection this server accepted (they flush first)."""
         for transport in list(self._clients):
             transport.close()
 
-    def abort_clients(self):
+    def abort_clients(self) -> None:
         """Abort every connection this server accepted."""
         for transport in list(self._clients):
             transport.abort()
 
-    async def start_serving(self):
+    async def start_serving(self) -> None:
         """Start accepting connections (a no-op when already serving)."""
         self._start_serving()
         await asyncio.sleep(0)
 
-    async def serve_forever(self):
+    async def serve_forever(self) -> None:
         """Accept connections until cancelled; then close the server and wait for it."""
         if self._serving_forever_fut is not None:
             raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
@@ -330,7 +340,7 @@ class Server(asyncio.AbstractServer):
         finally:
             self._serving_forever_fut = None
 
-    async def wait_closed(self):
+    async def wait_closed(self) -> None:
         """Wait until the server is closed and its connections are gone (before Python
         3.12.1 asyncio returns at once when the server is already closed: so do we)."""
         if self._waiters is None:

@@ -1,19 +1,30 @@
 """Loop methods: add_signal_handler / remove_signal_handler, and Python's signal wakeup fd
 pointed at the loop, so a signal (Ctrl-C included) interrupts a loop blocked in libuv."""
+from __future__ import annotations
+
 import errno
 import logging
 import signal
 import sys
 import threading
 import warnings
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable
 
 from ._handles import Handle, is_coroutine_callback
 from ._uv import lib
 
+if TYPE_CHECKING:
+    import collections
+
+    from typing_extensions import TypeVarTuple, Unpack
+
+    _Ts = TypeVarTuple("_Ts")
+
 logger = logging.getLogger("asyncio")
 
 
-def _sighandler_noop(signum, frame):
+def _sighandler_noop(signum: int, frame: FrameType | None) -> None:
     """Python-level handler for signals the loop handles: the C-level handler already wrote
     the signal number to the wakeup fd, which is what the loop reacts to."""
 
@@ -21,13 +32,20 @@ def _sighandler_noop(signum, frame):
 class SignalMethods:
     """Mixed into CoreLoop: signal handlers and the wakeup fd."""
 
-    def _init_signals(self):
-        self._signal_handlers = {}
+    if TYPE_CHECKING:  # the core loop's (loop/_core.py), which this is mixed into
+        _uv: Any
+        _closed: bool
+        _ready: collections.deque[Any]
+
+        def _check_closed(self) -> None: ...
+
+    def _init_signals(self) -> None:
+        self._signal_handlers: dict[int, Handle] = {}
         self._wakeup_installed = False
         self._wakeup_previous = -1
         self._in_main_thread = False
 
-    def _teardown_signals(self):
+    def _teardown_signals(self) -> None:
         if not sys.is_finalizing():
             for sig in list(self._signal_handlers):
                 self.remove_signal_handler(sig)
@@ -37,11 +55,12 @@ class SignalMethods:
                 "skipping signal handlers removal",
                 ResourceWarning,
                 source=self,
+                stacklevel=1,  # warnings.warn's default, said explicitly (ruff B028)
             )
             self._signal_handlers.clear()
         self._sync_wakeup_fd(force_off=True)
 
-    def _sync_wakeup_fd(self, force_off=False):
+    def _sync_wakeup_fd(self, force_off: bool = False) -> None:
         """Point Python's signal wakeup fd at the loop while it needs it.
 
         The loop needs it while signal handlers are installed, and while it runs in the main
@@ -71,13 +90,14 @@ class SignalMethods:
             self._wakeup_installed = False
             self._wakeup_previous = -1
 
-    def _check_signal(self, sig):
+    def _check_signal(self, sig: int) -> None:
         if not isinstance(sig, int):
             raise TypeError(f"sig must be an int, not {sig!r}")
         if sig not in signal.valid_signals():
             raise ValueError(f"invalid signal number {sig}")
 
-    def add_signal_handler(self, sig, callback, *args):
+    def add_signal_handler(self, sig: int, callback: Callable[[Unpack[_Ts]], object],
+                           *args: Unpack[_Ts]) -> None:
         """Call callback(*args) in the loop when signal ``sig`` arrives.
 
         Raises RuntimeError outside the main thread or for a signal that cannot be caught,
@@ -89,7 +109,7 @@ class SignalMethods:
         self._check_closed()
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("set_wakeup_fd only works in main thread of the main interpreter")
-        handle = Handle(callback, args, self, None)
+        handle = Handle(callback, args, self, None)  # type: ignore[arg-type]  # a loop
         self._signal_handlers[sig] = handle
         self._sync_wakeup_fd()
         try:
@@ -102,7 +122,7 @@ class SignalMethods:
                 raise
             raise RuntimeError(f"sig {sig:d} cannot be caught") from None
 
-    def remove_signal_handler(self, sig):
+    def remove_signal_handler(self, sig: int) -> bool:
         """Remove the handler of ``sig`` (restoring the default); True if there was one."""
         self._check_signal(sig)
         try:
@@ -119,7 +139,7 @@ class SignalMethods:
         self._sync_wakeup_fd()
         return True
 
-    def _handle_signal(self, sig):
+    def _handle_signal(self, sig: int) -> None:
         handle = self._signal_handlers.get(sig)
         if handle is None:
             return

@@ -1,8 +1,10 @@
 """Socket options the stream and datagram methods set as asyncio sets them."""
+from __future__ import annotations
+
 import socket
 
 
-def set_reuseport(sock):
+def set_reuseport(sock: socket.socket) -> None:
     """SO_REUSEPORT for reuse_port=True; ValueError, as asyncio's, where it cannot be set."""
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuse_port not supported by socket module")

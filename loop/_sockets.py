@@ -6,30 +6,44 @@ Waiting goes through the same per-fd watcher as add_reader/add_writer, so a seco
 the same kind on one socket replaces the first (as asyncio 3.11 does: the first one then
 never completes until it is cancelled).
 """
+from __future__ import annotations
+
 import errno
 import io
 import os
 import socket
-
 from asyncio import SendfileNotAvailableError
+from typing import IO, TYPE_CHECKING, Any, Callable, TypeVar
 
 from ._accelerated import sock_recv as _recv_now
 from ._dns import address_addrinfo
 from .transports import _sockref
 
+if TYPE_CHECKING:
+    import asyncio
+    from socket import _Address, _RetAddress
+
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+    from ._core import CoreLoop as _LoopBase  # the loop this is mixed into
+else:
+    _LoopBase = object
+
+_T = TypeVar("_T")
+
 try:
     import ssl
 except ImportError:  # a Python built without ssl
-    ssl = None
+    ssl = None  # type: ignore[assignment]
 
-_SSLSocket = ssl.SSLSocket if ssl is not None else ()
+_SSLSocket: Any = ssl.SSLSocket if ssl is not None else ()
 _INET_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
 # asyncio's constants.SENDFILE_FALLBACK_READBUFFER_SIZE
 _SENDFILE_FALLBACK_BUFSIZE = 256 * 1024
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 
 
-def _check_socket(sock):
+def _check_socket(sock: socket.socket) -> None:
     if isinstance(sock, _SSLSocket):
         raise TypeError("Socket cannot be of type SSLSocket")
     # asyncio checks this in debug mode only; uvcffi always does: a blocking socket would
@@ -42,7 +56,8 @@ def _check_socket(sock):
 # future may already be done (cancelled during the iteration that reported the fd ready):
 # then nothing is attempted.
 
-def _attempt_when_ready(fut, attempt, *args):
+def _attempt_when_ready(fut: asyncio.Future[Any], attempt: Callable[..., object],
+                        *args: Any) -> None:
     """Complete ``fut`` with attempt(*args), unless that would block again (it raises
     BlockingIOError or returns None: an operation whose outcome is "nothing" returns True,
     which its caller drops): then the watcher stays for the next readiness."""
@@ -61,13 +76,14 @@ def _attempt_when_ready(fut, attempt, *args):
             fut.set_result(result)
 
 
-def _call_method(sock, method, *args):
+def _call_method(sock: socket.socket, method: str, *args: Any) -> Any:
     """sock.<method>(*args) (recv and friends), looked up each time as asyncio does (a
     wrapped or patched socket may change it meanwhile)."""
     return getattr(sock, method)(*args)
 
 
-def _recvfrom_reused(loop, sock, bufsize):
+def _recvfrom_reused(loop: SocketMethods, sock: socket.socket,
+                     bufsize: int) -> tuple[bytes, _RetAddress]:
     """sock.recvfrom(bufsize), received into the loop's reused buffer (grown as asked)."""
     view = loop._recvfrom_buffer
     if view is None or len(view) < bufsize:
@@ -76,7 +92,7 @@ def _recvfrom_reused(loop, sock, bufsize):
     return bytes(view[:n]), address
 
 
-def _sendall_attempt(sock, view, pos):
+def _sendall_attempt(sock: socket.socket, view: memoryview, pos: list[int]) -> bool | None:
     """Send what is left of ``view`` (from pos[0]); True once all of it is sent."""
     start = pos[0] + sock.send(view[pos[0]:])
     if start == len(view):
@@ -85,25 +101,25 @@ def _sendall_attempt(sock, view, pos):
     return None
 
 
-def _connect_result(sock, address):
+def _connect_result(sock: socket.socket, address: _Address) -> bool:
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err != 0:
         raise OSError(err, f"Connect call failed {address}")
     return True
 
 
-def _accept_attempt(sock):
+def _accept_attempt(sock: socket.socket) -> tuple[socket.socket, _RetAddress]:
     conn, address = sock.accept()
     conn.setblocking(False)
     return conn, address
 
 
-def _writable():
+def _writable() -> bool:
     """The attempt of a wait for writability alone (sendfile's): it is there."""
     return True
 
 
-def check_sendfile_args(file, offset, count):
+def check_sendfile_args(file: IO[bytes], offset: int, count: int | None) -> None:
     """asyncio's checks of sendfile()'s file, offset and count (sock_sendfile and
     loop.sendfile alike)."""
     if "b" not in getattr(file, "mode", "b"):
@@ -119,12 +135,13 @@ def check_sendfile_args(file, offset, count):
         raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
 
 
-class SocketMethods:
+class SocketMethods(_LoopBase):
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
-    _recvfrom_buffer = None  # sock_recvfrom's reused receive buffer (a memoryview)
+    _recvfrom_buffer: memoryview | None = None  # sock_recvfrom's reused receive buffer
 
-    async def _sock_wait(self, sock, which, attempt, args):
+    async def _sock_wait(self, sock: socket.socket, which: str,
+                         attempt: Callable[..., _T | None], args: tuple[Any, ...]) -> _T:
         """Try attempt(*args) whenever ``sock`` is ready (``which``: "reader" or "writer")
         until it no longer would block (see _attempt_when_ready); return its result.  The
         watcher goes away when this returns, also when the wait is cancelled."""
@@ -139,7 +156,7 @@ class SocketMethods:
             holds = self._held_sockets
             holds[sock] = holds.get(sock, 0) + 1
         try:
-            return await fut
+            return await fut  # type: ignore[no-any-return]  # attempt()'s result
         finally:
             # A cancelled handle was replaced by a later wait on the same fd: leave that one.
             if not handle.cancelled():
@@ -151,9 +168,9 @@ class SocketMethods:
                     if n > 1:
                         holds[sock] = n - 1
                     _sockref.release(sock)
-            fut = None  # break the frame <-> exception cycle
+            fut = None  # type: ignore[assignment]  # break the frame <-> exception cycle
 
-    async def sock_recv(self, sock, n):
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``; return them
         (b"" at end of stream)."""
         _check_socket(sock)
@@ -173,7 +190,7 @@ class SocketMethods:
             pass
         return await self._sock_wait(sock, "reader", _call_method, (sock, "recv", n))
 
-    async def sock_recv_into(self, sock, buf):
+    async def sock_recv_into(self, sock: socket.socket, buf: WriteableBuffer) -> int:
         """Receive data from ``sock`` into the writable buffer ``buf``; return the number
         of bytes written."""
         _check_socket(sock)
@@ -183,7 +200,7 @@ class SocketMethods:
             pass
         return await self._sock_wait(sock, "reader", _call_method, (sock, "recv_into", buf))
 
-    async def sock_recvfrom(self, sock, bufsize):
+    async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, _RetAddress]:
         """Receive a datagram of up to ``bufsize`` bytes from ``sock``; return
         (data, address)."""
         _check_socket(sock)
@@ -203,20 +220,21 @@ class SocketMethods:
             pass
         return await self._sock_wait(sock, "reader", _call_method, (sock, "recvfrom", bufsize))
 
-    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+    async def sock_recvfrom_into(self, sock: socket.socket, buf: WriteableBuffer,
+                                 nbytes: int = 0) -> tuple[int, _RetAddress]:
         """Receive a datagram from ``sock`` into ``buf`` (at most ``nbytes`` bytes, all of
         ``buf`` when 0); return (number of bytes, address)."""
         _check_socket(sock)
         if not nbytes:
-            nbytes = len(buf)
+            nbytes = len(buf)  # type: ignore[arg-type]  # buffers asyncio takes have len()
         try:
             return sock.recvfrom_into(buf, nbytes)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _call_method,
-                                     (sock, "recvfrom_into", buf, nbytes))
+        return await self._sock_wait(
+            sock, "reader", _call_method, (sock, "recvfrom_into", buf, nbytes))
 
-    async def sock_sendall(self, sock, data):
+    async def sock_sendall(self, sock: socket.socket, data: ReadableBuffer) -> None:
         """Send all of ``data`` (a bytes-like object) on the connected socket ``sock``.
 
         Returns None once everything is handed to the kernel; on error the exception is
@@ -229,7 +247,7 @@ class SocketMethods:
             n = 0
         cls = data.__class__
         if cls is bytes or cls is bytearray:
-            if n == len(data):
+            if n == len(data):  # type: ignore[arg-type]  # bytes or bytearray here
                 return
             view = memoryview(data)
         else:
@@ -239,7 +257,8 @@ class SocketMethods:
                 return
         await self._sock_wait(sock, "writer", _sendall_attempt, (sock, view, [n]))
 
-    async def sock_sendto(self, sock, data, address):
+    async def sock_sendto(self, sock: socket.socket, data: ReadableBuffer,
+                          address: _Address) -> int:
         """Send the datagram ``data`` to ``address`` through ``sock``; return the number
         of bytes sent."""
         _check_socket(sock)
@@ -247,9 +266,10 @@ class SocketMethods:
             return sock.sendto(data, address)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "writer", _call_method, (sock, "sendto", data, 0, address))
+        return await self._sock_wait(
+            sock, "writer", _call_method, (sock, "sendto", data, 0, address))
 
-    async def sock_connect(self, sock, address):
+    async def sock_connect(self, sock: socket.socket, address: _Address) -> None:
         """Connect ``sock`` to ``address``; a host name is resolved with getaddrinfo()
         first (for AF_INET/AF_INET6 sockets).  An address the socket module refuses raises
         what socket.connect() raises for it: TypeError for one that is not a (host, port[,
@@ -263,8 +283,8 @@ class SocketMethods:
                 # ones; uvcffi gives socket.connect()'s TypeError for all.
                 name = "AF_INET" if sock.family == socket.AF_INET else "AF_INET6"
                 raise TypeError(f"{name} address must be tuple, not {type(address).__name__}")
-            host, port = address[:2]
-            if len(address) > 4:
+            host, port = address[:2]  # type: ignore[index]  # a tuple here (str and bytes-likes refused above)
+            if len(address) > 4:  # type: ignore[arg-type]
                 # socket.connect()'s TypeError, in its words (asyncio's is a TypeError too).
                 if sock.family == socket.AF_INET:
                     raise TypeError("AF_INET address must be a pair (host, port)")
@@ -277,10 +297,10 @@ class SocketMethods:
             infos = address_addrinfo(host, port, sock.family, sock.type, sock.proto)
             if infos is not None:
                 resolved = infos[0][4]
-                if len(resolved) == 4 and len(address) > 2:
+                if len(resolved) == 4 and len(address) > 2:  # type: ignore[arg-type]
                     # An IPv6 address keeps the flowinfo and scope id the caller gave.
-                    flowinfo = address[2]
-                    scope_id = address[3] if len(address) > 3 else 0
+                    flowinfo = address[2]  # type: ignore[index]
+                    scope_id = address[3] if len(address) > 3 else 0  # type: ignore[index, arg-type]
                     resolved = (resolved[0], resolved[1], flowinfo, scope_id)
                 address = resolved
             else:
@@ -298,7 +318,7 @@ class SocketMethods:
             return
         await self._sock_wait(sock, "writer", _connect_result, (sock, address))
 
-    async def sock_accept(self, sock):
+    async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, _RetAddress]:
         """Accept a connection on the listening socket ``sock``; return (conn, address),
         ``conn`` being a new non-blocking socket."""
         _check_socket(sock)
@@ -309,7 +329,8 @@ class SocketMethods:
         conn.setblocking(False)
         return conn, address
 
-    async def sock_sendfile(self, sock, file, offset=0, count=None, *, fallback=True):
+    async def sock_sendfile(self, sock: socket.socket, file: IO[bytes], offset: int = 0,
+                            count: int | None = None, *, fallback: bool | None = True) -> int:
         """Send ``file`` (opened in binary mode) from ``offset`` (``count`` bytes, or to
         its end) on the SOCK_STREAM socket ``sock``; return the number of bytes sent.
 
@@ -327,12 +348,14 @@ class SocketMethods:
         return await self._sock_sendfile_fallback(sock, file, offset, count)
 
     @staticmethod
-    def _check_sendfile_params(sock, file, offset, count):
+    def _check_sendfile_params(sock: socket.socket, file: IO[bytes], offset: int,
+                               count: int | None) -> None:
         if not sock.type == socket.SOCK_STREAM:
             raise ValueError("only SOCK_STREAM type sockets are supported")
         check_sendfile_args(file, offset, count)
 
-    async def _sock_sendfile_native(self, sock, file, offset, count):
+    async def _sock_sendfile_native(self, sock: socket.socket, file: IO[bytes], offset: int,
+                                    count: int | None) -> int:
         if not hasattr(os, "sendfile"):
             raise SendfileNotAvailableError("os.sendfile() is not available")
         try:
@@ -374,7 +397,8 @@ class SocketMethods:
             if sent_total > 0:
                 os.lseek(fileno, offset + sent_total, os.SEEK_SET)
 
-    async def _sock_sendfile_fallback(self, sock, file, offset, count):
+    async def _sock_sendfile_fallback(self, sock: socket.socket, file: IO[bytes], offset: int,
+                                      count: int | None) -> int:
         if offset:
             file.seek(offset)
         blocksize = (
@@ -389,7 +413,7 @@ class SocketMethods:
                     if blocksize <= 0:
                         break
                 view = memoryview(buf)[:blocksize]
-                read = await self.run_in_executor(None, file.readinto, view)
+                read = await self.run_in_executor(None, file.readinto, view)  # type: ignore[attr-defined]  # binary files have readinto (asyncio calls it too)
                 if not read:
                     break  # end of file
                 await self.sock_sendall(sock, view[:read])

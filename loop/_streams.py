@@ -5,6 +5,8 @@ Sockets are made, bound and connected in Python (as asyncio does, so every socke
 and error message is asyncio's); once connected or listening, the fd is adopted into a
 libuv stream slot and all I/O runs in C.
 """
+from __future__ import annotations
+
 import asyncio
 import collections
 import collections.abc
@@ -18,39 +20,52 @@ import socket
 import stat
 import sys
 from asyncio import staggered
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, overload
 
-from ._socketopts import set_reuseport
 from ._dns import address_addrinfo
 from ._server import Server, adopt_stream_socket
+from ._socketopts import set_reuseport
 from ._sockets import check_sendfile_args
 from ._tls import check_ssl_argument, check_tls_timeouts
 from ._uv import lib
 from .transports.stream import SocketTransport, StreamTransportBase
+
+if TYPE_CHECKING:
+    from asyncio.events import _ProtocolFactory, _ProtocolT, _SSLContext
+    from socket import _Address
+
+    from _typeshed import StrPath
+
+    from ._tls import TLSMethods as _LoopBase  # the loop this is mixed into (and its TLS)
+else:
+    _LoopBase = object
 
 logger = logging.getLogger("asyncio")
 
 try:
     import ssl as _ssl
 except ImportError:  # a Python built without ssl
-    _ssl = None
+    _ssl = None  # type: ignore[assignment]
 
 _HAS_IPV6 = socket.has_ipv6
 _SENDFILE_CHUNK = 16384
 
 
-def _check_ssl_socket(sock):
+def _check_ssl_socket(sock: socket.socket) -> None:
     if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
         raise TypeError("Socket cannot be of type SSLSocket")
 
 
-def _interleave_addrinfos(addrinfos, first_address_family_count=1):
+def _interleave_addrinfos(addrinfos: list[tuple[Any, ...]],
+                          first_address_family_count: int = 1) -> list[tuple[Any, ...]]:
     """Alternate address families (RFC 8305): ``first_address_family_count`` addresses of
     the first family, then one of each in turn."""
-    by_family = collections.OrderedDict()
+    by_family: collections.OrderedDict[int, list[tuple[Any, ...]]] = collections.OrderedDict()
     for info in addrinfos:
         by_family.setdefault(info[0], []).append(info)
     lists = list(by_family.values())
-    result = []
+    result: list[tuple[Any, ...]] = []
     if first_address_family_count > 1:
         result.extend(lists[0][:first_address_family_count - 1])
         del lists[0][:first_address_family_count - 1]
@@ -63,7 +78,7 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
     """Stands in for the transport's protocol while sendfile's read/write fallback runs:
     it waits for the write buffer to drain and refuses reads (reading is paused)."""
 
-    def __init__(self, transport):
+    def __init__(self, transport: Any) -> None:
         self._transport = transport
         self._proto = transport.get_protocol()
         try:
@@ -76,42 +91,46 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
         self._should_resume_writing = getattr(transport, "_protocol_paused", False)
         transport.set_protocol(self)
         loop = transport._loop
-        self._write_ready_fut = loop.create_future() if self._should_resume_writing else None
+        self._write_ready_fut: asyncio.Future[Any] | None = (
+            loop.create_future() if self._should_resume_writing else None
+        )
 
-    async def drain(self):
+    async def drain(self) -> None:
         if self._transport.is_closing():
             raise ConnectionError("Connection closed by peer")
         fut = self._write_ready_fut
         if fut is not None:
             await fut
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         raise RuntimeError("Invalid state: connection should have been established already.")
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: BaseException | None) -> None:
         fut = self._write_ready_fut
         if fut is not None and not fut.done():
-            fut.set_exception(ConnectionError("Connection is closed by peer") if exc is None else exc)
+            fut.set_exception(
+                ConnectionError("Connection is closed by peer") if exc is None else exc
+            )
         self._proto.connection_lost(exc)
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         if self._write_ready_fut is None:
             self._write_ready_fut = self._transport._loop.create_future()
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         fut = self._write_ready_fut
         if fut is not None:
             if not fut.done():
                 fut.set_result(False)
             self._write_ready_fut = None
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         raise RuntimeError("Invalid state: reading should be paused")
 
-    def eof_received(self):
+    def eof_received(self) -> bool | None:
         raise RuntimeError("Invalid state: reading should be paused")
 
-    async def restore(self):
+    async def restore(self) -> None:
         self._transport.set_protocol(self._proto)
         if self._should_resume_reading:
             self._transport.resume_reading()
@@ -122,10 +141,10 @@ class _SendfileFallbackProtocol(asyncio.Protocol):
             self._proto.resume_writing()
 
 
-class StreamMethods:
+class StreamMethods(_LoopBase):
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
-    def _teardown_transports(self):
+    def _teardown_transports(self) -> None:
         """close(), before libuv goes: the transports and listeners still open learn it,
         so their Python socket objects do not close fds libuv closes.  (They are all in
         the slot table; a registry of their own cost memory per connection.)"""
@@ -136,7 +155,8 @@ class StreamMethods:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _resolve_stream(self, host, port, family=0, proto=0, flags=0):
+    async def _resolve_stream(self, host: Any, port: Any, family: int = 0, proto: int = 0,
+                              flags: int = 0) -> list[tuple[Any, Any, int, str, Any]]:
         # An IP address with a numeric port, in any range, is used as it is, as asyncio
         # does: bind() or connect() then refuses a port outside 0-65535 (OverflowError),
         # which getaddrinfo would silently wrap (70000 -> 4464).
@@ -146,13 +166,15 @@ class StreamMethods:
         return await self.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
                                       proto=proto, flags=flags)
 
-    async def _connect_socket(self, sock, address):
+    async def _connect_socket(self, sock: socket.socket, address: _Address) -> None:
         """Connect the non-blocking ``sock`` to ``address`` (sock_connect semantics)."""
         await self.sock_connect(sock, address)
 
-    async def _connection_transport(self, sock, protocol_factory, ssl, server_hostname,
-                                    server_side=False, ssl_handshake_timeout=None,
-                                    ssl_shutdown_timeout=None):
+    async def _connection_transport(
+        self, sock: socket.socket, protocol_factory: Callable[[], _ProtocolT], ssl: _SSLContext,
+        server_hostname: str | None, server_side: bool = False,
+        ssl_handshake_timeout: float | None = None, ssl_shutdown_timeout: float | None = None,
+    ) -> tuple[asyncio.Transport, _ProtocolT]:
         """Adopt a connected ``sock`` into a transport running a new protocol; waits for
         connection_made (and the TLS handshake with ``ssl``)."""
         sock.setblocking(False)
@@ -175,7 +197,7 @@ class StreamMethods:
                 sock.close()  # no transport owns it yet
                 raise
             transport = self._socket_transport(sock, proto, None)
-            app_transport = proto._app_transport
+            app_transport: asyncio.Transport = proto._app_transport
         else:
             transport = app_transport = self._socket_transport(sock, protocol, waiter)
         try:
@@ -185,7 +207,9 @@ class StreamMethods:
             raise
         return app_transport, protocol
 
-    def _socket_transport(self, sock, protocol, waiter, server=None):
+    def _socket_transport(self, sock: socket.socket, protocol: asyncio.BaseProtocol,
+                          waiter: asyncio.Future[Any] | None,
+                          server: Server | None = None) -> SocketTransport:
         slot, is_tcp = adopt_stream_socket(self, sock)
         if is_tcp:
             lib.uvc_tcp_nodelay(self._uv, slot, 1)  # asyncio's default for TCP transports
@@ -193,8 +217,9 @@ class StreamMethods:
                                server=server)
 
     @staticmethod
-    def _check_ssl_args(ssl, server_hostname=None, ssl_handshake_timeout=None,
-                        ssl_shutdown_timeout=None):
+    def _check_ssl_args(ssl: object, server_hostname: str | None = None,
+                        ssl_handshake_timeout: float | None = None,
+                        ssl_shutdown_timeout: float | None = None) -> None:
         if server_hostname is not None and not ssl:
             raise ValueError("server_hostname is only meaningful with ssl")
         if ssl_handshake_timeout is not None and not ssl:
@@ -208,8 +233,10 @@ class StreamMethods:
 
     # ------------------------------------------------------------------ TCP client
 
-    async def _connect_sock(self, exceptions, addr_info, local_addr_infos=None):
-        my_exceptions = []
+    async def _connect_sock(self, exceptions: list[list[OSError]], addr_info: tuple[Any, ...],
+                            local_addr_infos: list[tuple[Any, ...]] | None = None,
+                            ) -> socket.socket:
+        my_exceptions: list[OSError] = []
         exceptions.append(my_exceptions)
         family, type_, proto, _, address = addr_info
         sock = None
@@ -225,7 +252,7 @@ class StreamMethods:
                         break
                     except OSError as exc:
                         msg = (f"error while attempting to bind on address {laddr!r}: "
-                               f"{exc.strerror.lower()}")
+                               f"{exc.strerror.lower()}")  # type: ignore[union-attr]
                         my_exceptions.append(OSError(exc.errno, msg))
                 else:
                     if my_exceptions:
@@ -243,13 +270,67 @@ class StreamMethods:
                 sock.close()
             raise
         finally:
-            exceptions = my_exceptions = None
+            exceptions = my_exceptions = None  # type: ignore[assignment]  # no cycles
 
-    async def create_connection(self, protocol_factory, host=None, port=None, *, ssl=None,
-                                family=0, proto=0, flags=0, sock=None, local_addr=None,
-                                server_hostname=None, ssl_handshake_timeout=None,
-                                ssl_shutdown_timeout=None, happy_eyeballs_delay=None,
-                                interleave=None, all_errors=False):
+    @overload
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], _ProtocolT],
+        host: str = ...,
+        port: int = ...,
+        *,
+        ssl: _SSLContext = None,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        sock: None = None,
+        local_addr: tuple[str, int] | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        happy_eyeballs_delay: float | None = None,
+        interleave: int | None = None,
+        all_errors: bool = False,
+    ) -> tuple[asyncio.Transport, _ProtocolT]: ...
+    @overload
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], _ProtocolT],
+        host: None = None,
+        port: None = None,
+        *,
+        ssl: _SSLContext = None,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        sock: socket.socket,
+        local_addr: None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        happy_eyeballs_delay: float | None = None,
+        interleave: int | None = None,
+        all_errors: bool = False,
+    ) -> tuple[asyncio.Transport, _ProtocolT]: ...
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], _ProtocolT],
+        host: str | None = None,
+        port: int | str | None = None,
+        *,
+        ssl: _SSLContext = None,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        sock: socket.socket | None = None,
+        local_addr: tuple[str, int] | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        happy_eyeballs_delay: float | None = None,
+        interleave: int | None = None,
+        all_errors: bool = False,
+    ) -> tuple[asyncio.Transport, _ProtocolT]:
         """Open a stream connection to ``host``:``port`` (or over the connected ``sock``)
         and return (transport, protocol) once the protocol's connection_made has run.
 
@@ -284,7 +365,7 @@ class StreamMethods:
             if interleave:
                 infos = _interleave_addrinfos(infos, interleave)
 
-            exceptions = []
+            exceptions: list[Any] = []  # a list of OSErrors per address, then flattened
             if happy_eyeballs_delay is None:
                 for addr_info in infos:
                     try:
@@ -311,7 +392,7 @@ class StreamMethods:
                     raise OSError("Multiple exceptions: {}".format(
                         ", ".join(str(exc) for exc in exceptions)))
                 finally:
-                    exceptions = None
+                    exceptions = None  # type: ignore[assignment]  # no cycles
         else:
             if sock is None:
                 raise ValueError("host and port was not specified and no sock specified")
@@ -327,8 +408,11 @@ class StreamMethods:
             logger.debug("%r connected to %s:%r: (%r, %r)", sock, host, port, transport, protocol)
         return transport, protocol
 
-    async def connect_accepted_socket(self, protocol_factory, sock, *, ssl=None,
-                                      ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+    async def connect_accepted_socket(
+        self, protocol_factory: Callable[[], _ProtocolT], sock: socket.socket, *,
+        ssl: _SSLContext = None, ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> tuple[asyncio.Transport, _ProtocolT]:
         """Wrap a connection accepted outside asyncio (server side) in a transport and
         protocol; returns (transport, protocol)."""
         if sock.type != socket.SOCK_STREAM:
@@ -348,11 +432,102 @@ class StreamMethods:
 
     # ------------------------------------------------------------------ TCP server
 
-    async def create_server(self, protocol_factory, host=None, port=None, *,
-                            family=socket.AF_UNSPEC, flags=socket.AI_PASSIVE, sock=None,
-                            backlog=100, ssl=None, reuse_address=None, reuse_port=None,
-                            keep_alive=None, ssl_handshake_timeout=None,
-                            ssl_shutdown_timeout=None, start_serving=True):
+    # create_server returns uvcffi's Server: an asyncio.AbstractServer with the methods of
+    # asyncio.Server, but not a subclass of it (typeshed's return type), hence the ignore.
+    @overload  # type: ignore[override]
+    async def create_server(
+        self,
+        protocol_factory: _ProtocolFactory,
+        host: str | Sequence[str] | None,
+        port: int,
+        *,
+        family: int = socket.AF_UNSPEC,
+        flags: int = socket.AI_PASSIVE,
+        sock: None = None,
+        backlog: int = 100,
+        ssl: _SSLContext = None,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        keep_alive: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        start_serving: bool = True,
+    ) -> Server: ...
+    @overload
+    async def create_server(
+        self,
+        protocol_factory: _ProtocolFactory,
+        host: str | Sequence[str],
+        port: int | None = None,
+        *,
+        family: int = socket.AF_UNSPEC,
+        flags: int = socket.AI_PASSIVE,
+        sock: None = None,
+        backlog: int = 100,
+        ssl: _SSLContext = None,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        keep_alive: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        start_serving: bool = True,
+    ) -> Server: ...
+    @overload
+    async def create_server(
+        self,
+        protocol_factory: _ProtocolFactory,
+        host: None = None,
+        *,
+        port: int,
+        family: int = socket.AF_UNSPEC,
+        flags: int = socket.AI_PASSIVE,
+        sock: None = None,
+        backlog: int = 100,
+        ssl: _SSLContext = None,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        keep_alive: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        start_serving: bool = True,
+    ) -> Server: ...
+    @overload
+    async def create_server(
+        self,
+        protocol_factory: _ProtocolFactory,
+        host: None = None,
+        port: None = None,
+        *,
+        family: int = socket.AF_UNSPEC,
+        flags: int = socket.AI_PASSIVE,
+        sock: socket.socket,
+        backlog: int = 100,
+        ssl: _SSLContext = None,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        keep_alive: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        start_serving: bool = True,
+    ) -> Server: ...
+    async def create_server(
+        self,
+        protocol_factory: _ProtocolFactory,
+        host: str | Sequence[str] | None = None,
+        port: int | str | None = None,
+        *,
+        family: int = socket.AF_UNSPEC,
+        flags: int = socket.AI_PASSIVE,
+        sock: socket.socket | None = None,
+        backlog: int = 100,
+        ssl: _SSLContext = None,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        keep_alive: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        start_serving: bool = True,
+    ) -> Server:
         """Listen on ``host``:``port`` (every address of a host name or a list of hosts;
         all interfaces for None or '') or on ``sock``; return a Server.  IPv6 sockets are
         V6ONLY so the IPv4 wildcard can be bound alongside; SO_REUSEADDR is on by default.
@@ -370,13 +545,13 @@ class StreamMethods:
                 reuse_address = os.name == "posix" and sys.platform != "cygwin"
             sockets = []
             if host == "":
-                hosts = [None]
+                hosts: Sequence[str | None] = [None]
             elif isinstance(host, str) or not isinstance(host, collections.abc.Iterable):
                 hosts = [host]
             else:
                 hosts = host
             fs = [self._resolve_stream(h, port, family, 0, flags) for h in hosts]
-            infos = await asyncio.gather(*fs)
+            infos: Any = await asyncio.gather(*fs)
             infos = set(itertools.chain.from_iterable(infos))
 
             completed = False
@@ -385,10 +560,15 @@ class StreamMethods:
                     af, socktype, proto, canonname, sa = res
                     try:
                         sock = socket.socket(af, socktype, proto)
-                    except socket.error:
+                    except OSError:
                         if self._debug:
-                            logger.warning("create_server() failed to create socket.socket(%r, %r, %r)",
-                                           af, socktype, proto, exc_info=True)
+                            logger.warning(
+                                "create_server() failed to create socket.socket(%r, %r, %r)",
+                                af,
+                                socktype,
+                                proto,
+                                exc_info=True,
+                            )
                         continue
                     sockets.append(sock)
                     if reuse_address:
@@ -405,7 +585,7 @@ class StreamMethods:
                         sock.bind(sa)
                     except OSError as err:
                         msg = ("error while attempting to bind on address %r: %s"
-                               % (sa, err.strerror.lower()))
+                               % (sa, err.strerror.lower()))  # type: ignore[union-attr]
                         if err.errno == errno.EADDRNOTAVAIL:
                             # Assume the family is not enabled (bpo-30945)
                             sockets.pop()
@@ -443,9 +623,12 @@ class StreamMethods:
 
     # ------------------------------------------------------------------ Unix sockets
 
-    async def create_unix_connection(self, protocol_factory, path=None, *, ssl=None,
-                                     sock=None, server_hostname=None,
-                                     ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+    async def create_unix_connection(
+        self, protocol_factory: Callable[[], _ProtocolT], path: str | None = None, *,
+        ssl: _SSLContext = None, sock: socket.socket | None = None,
+        server_hostname: str | None = None, ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> tuple[asyncio.Transport, _ProtocolT]:
         """Connect to the Unix socket ``path`` (a filesystem or abstract-namespace path) or
         over the connected AF_UNIX ``sock``; return (transport, protocol)."""
         assert server_hostname is None or isinstance(server_hostname, str)
@@ -475,10 +658,12 @@ class StreamMethods:
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
 
-    async def create_unix_server(self, protocol_factory, path=None, *, sock=None,
-                                 backlog=100, ssl=None, ssl_handshake_timeout=None,
-                                 ssl_shutdown_timeout=None, start_serving=True,
-                                 cleanup_socket=True):
+    async def create_unix_server(  # type: ignore[override]  # uvcffi's Server (see above)
+        self, protocol_factory: _ProtocolFactory, path: StrPath | None = None, *,
+        sock: socket.socket | None = None, backlog: int = 100, ssl: _SSLContext = None,
+        ssl_handshake_timeout: float | None = None, ssl_shutdown_timeout: float | None = None,
+        start_serving: bool = True, cleanup_socket: bool = True,
+    ) -> Server:
         """Listen on the Unix socket ``path`` (a stale socket file there is removed first;
         abstract-namespace paths start with a NUL) or on the AF_UNIX ``sock``; return a
         Server.  From Python 3.13, with ``cleanup_socket`` the socket file is removed when
@@ -486,7 +671,7 @@ class StreamMethods:
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
-        unix_paths = {}
+        unix_paths: dict[Any, int] = {}  # str or bytes paths
         if path is not None:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
@@ -539,7 +724,8 @@ class StreamMethods:
 
     # ------------------------------------------------------------------ sendfile
 
-    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
+    async def sendfile(self, transport: asyncio.WriteTransport, file: IO[bytes], offset: int = 0,
+                       count: int | None = None, *, fallback: bool = True) -> int:
         """Send ``file`` (a regular file opened in binary mode) over ``transport`` from
         ``offset``, ``count`` bytes or to EOF; return the bytes sent.
 
@@ -556,7 +742,8 @@ class StreamMethods:
             raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
         if native:
             try:
-                return await self._sendfile_native(transport, file, offset, count)
+                return await self._sendfile_native(
+                    transport, file, offset, count)  # type: ignore[arg-type]  # native
             except asyncio.SendfileNotAvailableError:
                 if not fallback:
                     raise
@@ -566,17 +753,17 @@ class StreamMethods:
         return await self._sendfile_fallback(transport, file, offset, count)
 
     @staticmethod
-    def _sendfile_fallback_ok(transport):
+    def _sendfile_fallback_ok(transport: object) -> bool:
         if isinstance(transport, StreamTransportBase):
             return True
         mode = getattr(transport, "_sendfile_compatible", None)
         fallback = getattr(getattr(asyncio, "constants", None), "_SendfileMode", None)
         return fallback is not None and mode in (fallback.FALLBACK, fallback.TRY_NATIVE)
 
-    async def _wait_writable(self, fd):
+    async def _wait_writable(self, fd: int) -> None:
         fut = self.create_future()
 
-        def writable():
+        def writable() -> None:
             if not fut.done():
                 fut.set_result(None)
 
@@ -586,7 +773,8 @@ class StreamMethods:
         finally:
             self.remove_writer(fd)
 
-    async def _sendfile_native(self, transport, file, offset, count):
+    async def _sendfile_native(self, transport: SocketTransport, file: IO[bytes], offset: int,
+                               count: int | None) -> int:
         check_sendfile_args(file, offset, count)
         if not hasattr(os, "sendfile"):
             raise asyncio.SendfileNotAvailableError("os.sendfile() is not available")
@@ -639,7 +827,8 @@ class StreamMethods:
             if resume_reading:
                 transport.resume_reading()
 
-    async def _sendfile_fallback(self, transport, file, offset, count):
+    async def _sendfile_fallback(self, transport: Any, file: IO[bytes], offset: int,
+                                 count: int | None) -> int:
         check_sendfile_args(file, offset, count)
         if offset:
             file.seek(offset)
@@ -654,7 +843,8 @@ class StreamMethods:
                     if blocksize <= 0:
                         return total
                 view = memoryview(buf)[:blocksize]
-                read = await self.run_in_executor(None, file.readinto, view)
+                read = await self.run_in_executor(
+                    None, file.readinto, view)  # type: ignore[attr-defined]  # binary files have it
                 if not read:
                     return total
                 await proto.drain()

@@ -1,10 +1,22 @@
 """Loop methods: subprocess_exec and subprocess_shell (issue 4)."""
+from __future__ import annotations
+
 import subprocess
+from typing import IO, TYPE_CHECKING, Any, Callable, Literal
 
 from uvcffi.transports.subprocess import SubprocessTransport
 
+if TYPE_CHECKING:
+    import asyncio
+    from asyncio.events import _ProtocolT
 
-def _check_popen_args(universal_newlines, bufsize, text, encoding, errors):
+    from ._core import CoreLoop as _LoopBase  # the loop this is mixed into
+else:
+    _LoopBase = object
+
+
+def _check_popen_args(universal_newlines: object, bufsize: object, text: object, encoding: object,
+                      errors: object) -> None:
     # The pipes carry bytes: asyncio refuses every text-mode and buffering option.
     if universal_newlines:
         raise ValueError("universal_newlines must be False")
@@ -18,14 +30,18 @@ def _check_popen_args(universal_newlines, bufsize, text, encoding, errors):
         raise ValueError("errors must be None")
 
 
-class SubprocessMethods:
+class SubprocessMethods(_LoopBase):
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
-    async def subprocess_exec(self, protocol_factory, program, *args,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, universal_newlines=False,
-                              shell=False, bufsize=0, encoding=None, errors=None,
-                              text=None, **kwargs):
+    async def subprocess_exec(self, protocol_factory: Callable[[], _ProtocolT], program: Any,
+                              *args: Any, stdin: int | IO[Any] | None = subprocess.PIPE,
+                              stdout: int | IO[Any] | None = subprocess.PIPE,
+                              stderr: int | IO[Any] | None = subprocess.PIPE,
+                              universal_newlines: Literal[False] = False,
+                              shell: Literal[False] = False, bufsize: Literal[0] = 0,
+                              encoding: None = None, errors: None = None,
+                              text: Literal[False] | None = None,
+                              **kwargs: Any) -> tuple[asyncio.SubprocessTransport, _ProtocolT]:
         """Run ``program`` with ``args`` (str, bytes or path-like) as a child process and
         return (transport, protocol): an asyncio.SubprocessTransport and the
         asyncio.SubprocessProtocol ``protocol_factory()`` made.
@@ -47,11 +63,15 @@ class SubprocessMethods:
         )
         return transport, protocol
 
-    async def subprocess_shell(self, protocol_factory, cmd, *,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, universal_newlines=False,
-                               shell=True, bufsize=0, encoding=None, errors=None,
-                               text=None, **kwargs):
+    async def subprocess_shell(self, protocol_factory: Callable[[], _ProtocolT], cmd: bytes | str,
+                               *, stdin: int | IO[Any] | None = subprocess.PIPE,
+                               stdout: int | IO[Any] | None = subprocess.PIPE,
+                               stderr: int | IO[Any] | None = subprocess.PIPE,
+                               universal_newlines: Literal[False] = False,
+                               shell: Literal[True] = True, bufsize: Literal[0] = 0,
+                               encoding: None = None, errors: None = None,
+                               text: Literal[False] | None = None,
+                               **kwargs: Any) -> tuple[asyncio.SubprocessTransport, _ProtocolT]:
         """Run ``cmd`` (str or bytes) with /bin/sh -c and return (transport, protocol),
         as subprocess_exec() does.  ValueError when cmd is not a string."""
         if not isinstance(cmd, (bytes, str)):
@@ -68,8 +88,10 @@ class SubprocessMethods:
         )
         return transport, protocol
 
-    async def _subprocess_transport(self, protocol, args, shell, stdin, stdout, stderr,
-                                    bufsize, kwargs):
+    async def _subprocess_transport(self, protocol: asyncio.BaseProtocol, args: Any, shell: bool,
+                                    stdin: int | IO[Any] | None, stdout: int | IO[Any] | None,
+                                    stderr: int | IO[Any] | None, bufsize: int,
+                                    kwargs: dict[str, Any]) -> SubprocessTransport:
         waiter = self.create_future()
         transport = SubprocessTransport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize, waiter, kwargs

@@ -5,18 +5,30 @@ uvcffi stream transport, whose protocol is the TLS layer's link.  The same code 
 every Python uvcffi supports (asyncio's sslproto differs between 3.9 and 3.11; it is no
 longer used).
 """
+from __future__ import annotations
+
 import contextvars
+from typing import TYPE_CHECKING, Any
 
 from .transports.stream import SocketTransport
 from .transports.tls import tls_transport_class
 
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._core import CoreLoop as _LoopBase  # the loop this is mixed into
+    from .transports.tls import _Link
+else:
+    _LoopBase = object
+
 try:
     import ssl as _ssl
 except ImportError:  # a Python built without ssl
-    _ssl = None
+    _ssl = None  # type: ignore[assignment]
 
 
-def check_tls_timeouts(ssl_handshake_timeout, ssl_shutdown_timeout):
+def check_tls_timeouts(ssl_handshake_timeout: float | None,
+                       ssl_shutdown_timeout: float | None) -> None:
     """asyncio's checks of the TLS timeouts (Python 3.11's SSLProtocol makes them), done
     before any socket exists: a bad value costs no connection and no fd.  The comparison
     itself raises asyncio's TypeError for a value that is not a number."""
@@ -28,7 +40,7 @@ def check_tls_timeouts(ssl_handshake_timeout, ssl_shutdown_timeout):
                          f"got {ssl_shutdown_timeout}")
 
 
-def check_ssl_argument(ssl):
+def check_ssl_argument(ssl: object) -> None:
     """The ``ssl=`` argument of the connection and server methods, when it asks for TLS.
 
     asyncio takes any truthy object and fails later: create_connection with an
@@ -44,19 +56,21 @@ def check_ssl_argument(ssl):
         raise TypeError(f"ssl argument must be an SSLContext or None, got {ssl!r}")
 
 
-def _start_tls_compatible(transport):
+def _start_tls_compatible(transport: object) -> bool:
     # asyncio's marker (its socket transports and _SSLProtocolTransport, for TLS in TLS),
     # and uvcffi's socket transports.  Pipe transports are refused, as asyncio does.
     return isinstance(transport, SocketTransport) or getattr(
         transport, "_start_tls_compatible", False)
 
 
-class TLSMethods:
+class TLSMethods(_LoopBase):
     """Mixed into uvcffi.Loop; relies on the core loop (uvcffi._core.CoreLoop)."""
 
-    def _make_ssl_protocol(self, app_protocol, sslcontext, waiter, *, server_side,
-                           server_hostname, ssl_handshake_timeout, ssl_shutdown_timeout,
-                           call_connection_made=True, context=None):
+    def _make_ssl_protocol(self, app_protocol: asyncio.BaseProtocol, sslcontext: Any,
+                           waiter: asyncio.Future[Any] | None, *, server_side: bool,
+                           server_hostname: str | None, ssl_handshake_timeout: float | None,
+                           ssl_shutdown_timeout: float | None, call_connection_made: bool = True,
+                           context: contextvars.Context | None = None) -> _Link:
         """The TLS layer for a new connection: returns the protocol to give the lower
         (socket) transport; its ``_app_transport`` is the SSLTransport the application
         gets.  The handshake starts when the lower transport is connected; ``waiter`` is
@@ -70,9 +84,11 @@ class TLSMethods:
                                     context=context)
         return tls._link
 
-    async def start_tls(self, transport, protocol, sslcontext, *, server_side=False,
-                        server_hostname=None, ssl_handshake_timeout=None,
-                        ssl_shutdown_timeout=None):
+    async def start_tls(self, transport: asyncio.BaseTransport, protocol: asyncio.BaseProtocol,
+                        sslcontext: _ssl.SSLContext, *, server_side: bool = False,
+                        server_hostname: str | None = None,
+                        ssl_handshake_timeout: float | None = None,
+                        ssl_shutdown_timeout: float | None = None) -> asyncio.Transport | None:
         """Upgrade an existing connection to TLS and return the new transport, which
         ``protocol`` must use from then on (the old transport must not be used again).
 
@@ -105,10 +121,11 @@ class TLSMethods:
         # Paused before the protocol switch: bytes that arrive now (the peer's first
         # handshake record may) wait in the transport until the TLS layer has started;
         # resume_reading() then hands them over, in order.
-        transport.pause_reading()
+        # (a socket or TLS transport, checked above: both read)
+        transport.pause_reading()  # type: ignore[attr-defined]
         transport.set_protocol(link)
         connection_made = self.call_soon(link.connection_made, transport)
-        resume = self.call_soon(transport.resume_reading)
+        resume = self.call_soon(transport.resume_reading)  # type: ignore[attr-defined]
         try:
             await waiter
         except BaseException:

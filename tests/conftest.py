@@ -2,10 +2,9 @@ import gc
 import sys
 
 import pytest
-
-import uvcffi
 from _helpers import LOOP_FACTORIES
 
+import uvcffi
 
 try:
     from pytest_asyncio.plugin import PytestAsyncioSpecs as _AsyncioSpecs

@@ -13,7 +13,6 @@ import sys
 
 import pytest
 
-import uvcffi
 from uvcffi import _core
 
 pytestmark = pytest.mark.skipif(
@@ -112,8 +111,8 @@ def test_timers_that_fire(loop):
     probe, arg = _Probe(), object()
 
     def work(total):
-        for start in range(0, total, 10_000):
-            for i in range(10_000):
+        for _start in range(0, total, 10_000):
+            for _ in range(10_000):
                 loop.call_later(0, probe, arg)
             loop.run_until_complete(asyncio.sleep(0.001))
 

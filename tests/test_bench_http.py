@@ -15,7 +15,7 @@ from uvcffi.bench import httpbench, httpserver, loops
 from uvcffi.bench._proc import Child, python_module_argv
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _missing(module):
     """None when `module` imports on this interpreter, else why not (a child tries)."""
     return loops.import_error(module)

@@ -20,7 +20,6 @@ import sys
 import tempfile
 
 import pytest
-
 from _helpers import run
 
 TIMEOUT = 20

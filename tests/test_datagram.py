@@ -8,11 +8,11 @@ import sys
 import tempfile
 
 import pytest
-
 from _helpers import socket_refusal
+
+from uvcffi._uv import lib
 from uvcffi.transports import datagram as dg_module
 from uvcffi.transports._base import LOG_THRESHOLD_FOR_CONNLOST_WRITES
-from uvcffi._uv import lib
 
 HAS_IPV6 = socket.has_ipv6
 try:
@@ -119,7 +119,7 @@ def test_empty_and_large_datagrams(loop):
         assert data == big
         # several datagrams per loop iteration (batches the kernel's receive buffer
         # holds: UDP may drop beyond it): none cut, none lost, order kept
-        for batch in range(10):
+        for _batch in range(10):
             for i in range(10):
                 ct.sendto(b"%d:" % i + b"x" * 8000)
             for i in range(10):

@@ -61,7 +61,10 @@ GETADDRINFO_CASES = [
     (("localhost", "http"), {"flags": socket.AI_CANONNAME}),
     ((None, 80), {}),
     ((None, 80), {"flags": socket.AI_PASSIVE}),
-    ((None, 80), {"family": socket.AF_INET, "type": socket.SOCK_STREAM, "flags": socket.AI_PASSIVE}),
+    (
+        (None, 80),
+        {"family": socket.AF_INET, "type": socket.SOCK_STREAM, "flags": socket.AI_PASSIVE},
+    ),
     (("", 80), {}),
     ((None, None), {}),
     (("127.0.0.1", 80), {"family": socket.AF_INET, "type": socket.SOCK_STREAM}),

@@ -480,7 +480,9 @@ def test_remove_reader_then_close_fd_then_reuse(loop):
     loop.run_until_complete(asyncio.sleep(0))
 
 
-@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
+)
 def test_signal_handler(loop):
     got = []
     loop.add_signal_handler(signal.SIGUSR1, lambda *a: (got.append(a), loop.stop()), "arg")
@@ -592,7 +594,10 @@ def test_python_m_uvcffi(tmp_path):
         "asyncio.run(main())\n"
     )
     out = subprocess.run(
-        [sys.executable, "-m", "uvcffi", str(script), "a", "b"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "uvcffi", str(script), "a", "b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["uvcffi._loop", "['a',", "'b']", "__main__"]
@@ -619,7 +624,7 @@ def test_an_fd_watched_before_never_silences_a_transport(loop):
     async def main():
         transport, _ = await loop.connect_accepted_socket(Proto, a)
         pairs = [socket.socketpair() for _ in range(80)]
-        for r, w in pairs:  # enough idle polls to sweep them all, a's included
+        for r, _w in pairs:  # enough idle polls to sweep them all, a's included
             loop.add_reader(r, print)
             loop.remove_reader(r)
         b.send(b"still heard")
@@ -666,11 +671,15 @@ def test_python_m_uvcffi_module_mode_and_usage(tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["Loop", "['x']"]
-    usage = subprocess.run([sys.executable, "-m", "uvcffi"], capture_output=True, text=True, timeout=60)
+    usage = subprocess.run(
+        [sys.executable, "-m", "uvcffi"], capture_output=True, text=True, timeout=60
+    )
     assert usage.returncode == 2 and "usage" in usage.stderr
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/fdinfo"), reason="reads the epoll set from /proc")
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/fdinfo"), reason="reads the epoll set from /proc"
+)
 def test_a_forked_child_gets_its_own_epoll_set(loop):
     """After fork the child's loop must not share libuv's epoll set with its parent (each
     would take the other's events): what the child watches never shows in the parent's set."""

@@ -1,11 +1,9 @@
 """loop.sendfile over stream transports: zero-copy path, fallback, errors; uvcffi beside
 asyncio's selector loop (the specification)."""
 import asyncio
-
-import pytest
-
 import functools
 
+import pytest
 from _helpers import run as _run
 
 run = functools.partial(_run, timeout=20)
@@ -90,7 +88,7 @@ def test_sendfile_refuses_writes_meanwhile_and_bad_args(anyloop, datafile):
                          ({"offset": "1"}, TypeError), ({"count": 1.5}, TypeError)):
             with pytest.raises(exc):
                 await anyloop.sendfile(tr, datafile, **bad)
-        with open(datafile.name, "r") as text:
+        with open(datafile.name) as text:
             with pytest.raises(ValueError, match="binary mode"):
                 await anyloop.sendfile(tr, text)
         tr.close()

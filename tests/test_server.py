@@ -11,9 +11,7 @@ import sys
 import textwrap
 
 import pytest
-
 from _helpers import has_ipv6_loopback, run, socket_refusal, stream_echo
-
 
 echo = stream_echo
 
@@ -55,7 +53,10 @@ def test_host_forms_and_dual_stack(anyloop):
                 assert s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
         for s in server.sockets:
             host, port = s.getsockname()[:2]
-            assert await roundtrip(lambda: asyncio.open_connection(host, port)) == b"ping"
+            assert (
+                await roundtrip(lambda host=host, port=port: asyncio.open_connection(host, port))
+                == b"ping"
+            )
         server.close()
         await server.wait_closed()
         # happy eyeballs over localhost's addresses
@@ -235,7 +236,9 @@ def test_unix_server_and_connection(anyloop, tmp_path):
             await asyncio.start_unix_server(echo, path + "2")
         assert info.value.errno == errno.EADDRINUSE
         with pytest.raises(ValueError, match="path and sock can not be specified"):
-            await anyloop.create_unix_server(asyncio.Protocol, path, sock=socket.socket(socket.AF_UNIX))
+            await anyloop.create_unix_server(
+                asyncio.Protocol, path, sock=socket.socket(socket.AF_UNIX)
+            )
         with pytest.raises(ValueError, match="A UNIX Domain Stream Socket was expected"):
             await anyloop.create_unix_connection(asyncio.Protocol, sock=socket.socket())
         with pytest.raises(FileNotFoundError):
@@ -343,7 +346,8 @@ def test_ten_thousand_connections():
     if hard != resource.RLIM_INFINITY and hard < 10200:
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 10200: 10,000 connections need "
                     "that many fds in one process")
-    limits = "resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 12000) if hard > 0 else 12000, hard))"
+    limits = ("resource.setrlimit(resource.RLIMIT_NOFILE, "
+              "(min(hard, 12000) if hard > 0 else 12000, hard))")
     server = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import asyncio, resource, sys, uvcffi
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

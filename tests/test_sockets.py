@@ -9,7 +9,6 @@ import tempfile
 import threading
 
 import pytest
-
 from _helpers import has_ipv6_loopback, run, socket_refusal
 
 
@@ -69,7 +68,9 @@ def test_sendall_large_and_recv_into(anyloop):
 
 
 @pytest.mark.parametrize(
-    "make", [bytearray, memoryview, lambda d: array.array("i", d)], ids=["bytearray", "memoryview", "array"]
+    "make",
+    [bytearray, memoryview, lambda d: array.array("i", d)],
+    ids=["bytearray", "memoryview", "array"],
 )
 def test_sendall_buffer_types(loop, make):
     a, b = tcp_pair()

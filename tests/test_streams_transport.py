@@ -9,9 +9,9 @@ import struct
 import warnings
 
 import pytest
+from _helpers import run
 
 from uvcffi.transports.stream import SocketTransport, StreamTransportBase
-from _helpers import run
 
 
 class Recorder(asyncio.Protocol):
@@ -540,7 +540,9 @@ def test_buffered_protocol_with_a_non_byte_buffer(anyloop):
     assert run(anyloop, main()) == bytes(range(40))
 
 
-@pytest.mark.parametrize("kind", ["bytearray", "memoryview", "2d-memoryview", "int-array", "offset-view"])
+@pytest.mark.parametrize(
+    "kind", ["bytearray", "memoryview", "2d-memoryview", "int-array", "offset-view"]
+)
 def test_buffered_protocol_buffer_kinds(anyloop, kind):
     """Reads are copied from the loop's arena straight into get_buffer()'s buffer, whatever
     writable buffer it is: every byte arrives, in order, and nothing is written outside it."""

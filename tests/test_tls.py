@@ -17,7 +17,6 @@ import tempfile
 import threading
 
 import pytest
-
 from _helpers import run, stream_echo
 
 TIMEOUT = 10

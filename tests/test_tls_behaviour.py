@@ -28,7 +28,6 @@ import threading
 import weakref
 
 import pytest
-
 from _helpers import run
 
 TIMEOUT = 10

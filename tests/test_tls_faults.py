@@ -12,7 +12,6 @@ import subprocess
 import tempfile
 
 import pytest
-
 from _helpers import run
 
 TIMEOUT = 10

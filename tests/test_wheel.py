@@ -64,7 +64,9 @@ def copy_tree(dst):
     """The working tree as it is (uncommitted changes included), without builds and venvs."""
     def ignore(d, names):
         rel = os.path.relpath(d, ROOT)
-        skip = {n for n in names if n in ("__pycache__", ".git") or n.endswith((".so", ".o", ".pyc"))}
+        skip = {
+            n for n in names if n in ("__pycache__", ".git") or n.endswith((".so", ".o", ".pyc"))
+        }
         if rel == ".":
             skip |= {n for n in names if n.startswith((".venv", ".tree-", ".bench", ".pytest"))
                      or n in ("build", "dist", "bench-results") or n.endswith(".egg-info")}
@@ -82,7 +84,9 @@ def dists(tmp_path_factory):
     except ImportError:
         if os.environ.get("CI"):
             raise
-        pytest.skip("the 'build' package is not installed in this venv (tools/setup.sh installs it)")
+        pytest.skip(
+            "the 'build' package is not installed in this venv (tools/setup.sh installs it)"
+        )
     base = tmp_path_factory.mktemp("wheel")
     copy_tree(base / "src")
     # --no-isolation: build with this venv's setuptools and cffi (PyPy's cffi is built in).
@@ -191,7 +195,21 @@ def test_wheel_carries_libuv(dists):
     assert re.match(rf"uvcffi-[^-]+-{tag}{sys.version_info[0]}{sys.version_info[1]}-", wheel.name)
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
-    assert {"build_ffi.py", "setup.py", "MANIFEST.in", "csrc/uvc_core.h", "vendor/build.sh"} <= members
+    assert {
+        "build_ffi.py",
+        "setup.py",
+        "MANIFEST.in",
+        "csrc/uvc_core.h",
+        "vendor/build.sh",
+    } <= members
+
+
+def test_wheel_carries_type_information(dists):
+    """PEP 561: the py.typed marker, and the stubs of the two extension modules."""
+    _, wheel = dists
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+    assert {"uvcffi/py.typed", "uvcffi/_uv.pyi", "uvcffi/_accel.pyi"} <= names, sorted(names)
 
 
 def test_wheel_runs_without_system_libuv_or_compiler(dists, tmp_path):

@@ -17,12 +17,13 @@ theirs, not ours, and are only counted in the summary.  Indirect leaks are never
 an indirect leak of the core's memory is reported through its direct owner, or its owner is
 a Python object that CPython leaked.
 """
+from __future__ import annotations
+
 import ctypes
 import gc
 import os
 import re
 import sys
-
 
 # ---- the pytest plugin ----
 
@@ -32,7 +33,9 @@ def pytest_configure(config):
 
     here = os.path.dirname(os.path.abspath(__file__))
     if os.path.dirname(uvcffi._uv.__file__) != os.path.join(here, "uvcffi"):
-        raise RuntimeError(f"sanitize_check: imported {uvcffi._uv.__file__}, not the sanitized build")
+        raise RuntimeError(
+            f"sanitize_check: imported {uvcffi._uv.__file__}, not the sanitized build"
+        )
     if sys.implementation.name == "cpython":
         from uvcffi import _core
         accel = getattr(_core._accel, "__file__", None)
@@ -94,7 +97,9 @@ def check_file(path):
         text = f.read()
     problems, ignored = [], 0
     # Split into reports: each starts with a "=====" rule or a "==pid==" line of its own.
-    reports = re.split(r"\n(?==================================================================)", text)
+    reports = re.split(
+        r"\n(?==================================================================)", text
+    )
     for rep in reports:
         if not rep.strip():
             continue
@@ -105,17 +110,26 @@ def check_file(path):
             ours = []
             for kind, nbytes, frames in leak_blocks(lines):
                 if kind == "Direct" and owner_is_core(frames):
-                    ours.append(f"Direct leak of {nbytes} byte(s), C core's:\n    " + "\n    ".join(frames))
+                    ours.append(
+                        f"Direct leak of {nbytes} byte(s), C core's:\n    " + "\n    ".join(frames)
+                    )
                 else:
                     ignored += nbytes
             problems += ours
             # Anything in the report besides leak records, the header and the summary.
             for ln in lines:
                 s = ln.strip()
-                if (not s or set(s) == {"="} or FRAME.match(ln) or LEAK_HEAD.match(ln)
-                        or "ERROR: LeakSanitizer: detected memory leaks" in s
-                        or s.startswith("SUMMARY: AddressSanitizer:") and "leaked in" in s
-                        or s.startswith("Objects leaked above:") or re.match(r"^0x[0-9a-f]+ \(\d+ bytes\)$", s)):
+                if (
+                    not s
+                    or set(s) == {"="}
+                    or FRAME.match(ln)
+                    or LEAK_HEAD.match(ln)
+                    or "ERROR: LeakSanitizer: detected memory leaks" in s
+                    or s.startswith("SUMMARY: AddressSanitizer:")
+                    and "leaked in" in s
+                    or s.startswith("Objects leaked above:")
+                    or re.match(r"^0x[0-9a-f]+ \(\d+ bytes\)$", s)
+                ):
                     continue
                 problems.append(f"unexpected line in a leak report: {s}")
         else:

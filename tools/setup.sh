@@ -29,8 +29,12 @@ RECIPES=("uvicorn>=0.36" hypercorn aiohttp "anyio>=4.2")
 # What loop.stats()'s OpenTelemetry export is tested with (tests/test_stats.py).
 OTEL=(opentelemetry-api opentelemetry-sdk)
 
+# The static checks (tools/lint.sh), on CPython only: pinned, so that a new release's new
+# rules or inference cannot fail the test command on code that did not change.
+LINT=("mypy==2.4.1" "ruff==0.17.6")
+
 make_venv .venv-cpython python3 setuptools wheel cffi build pytest pytest-asyncio pytest-timeout \
-    "${OTEL[@]}" "${RECIPES[@]}"
+    "${OTEL[@]}" "${RECIPES[@]}" "${LINT[@]}"
 make_venv .venv-pypy pypy3 setuptools wheel build pytest pytest-asyncio pytest-timeout "${OTEL[@]}"
 # On PyPy a recipe package that does not install is left out (its recipe tests skip, naming
 # it): all in one pip call, and only if that fails, one call each.

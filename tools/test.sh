@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: set up (tools/setup.sh), then run the whole suite on CPython and on PyPy.
-# Extra arguments go to pytest.  Exits non-zero if either runtime fails.
+# The test command: set up (tools/setup.sh), run the static checks (tools/lint.sh: ruff and
+# mypy --strict), then the whole suite on CPython and on PyPy.  Extra arguments go to pytest.
+# Exits non-zero if the checks or either runtime fail.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || exit 1
@@ -12,6 +13,11 @@ for fd in $(ls /proc/$BASHPID/fd); do
 done
 
 status=0
+bash tools/lint.sh
+rc=$?
+echo "=== lint: exit $rc"
+[ $rc -eq 0 ] || status=1
+
 # CPython runs the suite twice: on the accelerator (uvcffi._accel, the default there) and on
 # the pure-Python code PyPy runs (UVCFFI_PURE_PYTHON=1), as CPython tests its C and Python
 # Futures.

@@ -7,10 +7,17 @@ only what differs: how it stops reading when it closes (``_stop_reading_for_clos
 its buffered data is and how it drops it (``_pending``, ``_drop_pending``), and its
 ``_call_connection_lost``.
 """
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING, Any
 
 from ._context import run_in_context
 from ._flow import water_marks
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+    from contextvars import Context
 
 logger = logging.getLogger("asyncio")
 
@@ -25,26 +32,42 @@ class TransportBase:
     ``_high_water``, ``_low_water``, ``_protocol_paused``, ``_closing`` and ``_conn_lost``
     (> 0 once connection_lost is scheduled; counts the writes refused since)."""
 
-    __slots__ = ()
+    if not TYPE_CHECKING:  # (hidden from mypy, which would refuse the attributes below)
+        __slots__ = ()
+
+    if TYPE_CHECKING:  # each transport kind's (see the docstring)
+        _loop: AbstractEventLoop
+        _protocol: Any
+        _context: Context
+        _pending: int
+        _high_water: int
+        _low_water: int
+        _protocol_paused: bool
+        _closing: bool
+        _conn_lost: int
+
+        def _stop_reading_for_close(self) -> None: ...
+        def _drop_pending(self) -> None: ...
+        def _call_connection_lost(self, exc: BaseException | None) -> None: ...
 
     # ---------------------------------------------------------------- flow control
 
-    def get_write_buffer_size(self):
+    def get_write_buffer_size(self) -> int:
         """Bytes given to the transport to send and not handed to the kernel yet."""
         return self._pending
 
-    def get_write_buffer_limits(self):
+    def get_write_buffer_limits(self) -> tuple[int, int]:
         """The (low, high) water marks of the write buffer."""
         return (self._low_water, self._high_water)
 
-    def set_write_buffer_limits(self, high=None, low=None):
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         """Set the marks: pause_writing() above ``high``, resume_writing() at or below
         ``low``.  Defaults as asyncio: high 64 KiB (or 4 * low), low = high // 4;
         ValueError unless high >= low >= 0."""
         self._high_water, self._low_water = water_marks(high, low)
         self._maybe_pause_protocol()
 
-    def _maybe_pause_protocol(self):
+    def _maybe_pause_protocol(self) -> None:
         if self._pending <= self._high_water or self._protocol_paused:
             return
         self._protocol_paused = True
@@ -58,7 +81,7 @@ class TransportBase:
         except BaseException as exc:
             self._report(exc, "protocol.pause_writing() failed")
 
-    def _maybe_resume_protocol(self):
+    def _maybe_resume_protocol(self) -> None:
         if self._protocol_paused and self._pending <= self._low_water:
             self._protocol_paused = False
             try:
@@ -70,7 +93,7 @@ class TransportBase:
 
     # ---------------------------------------------------------------- errors and closing
 
-    def _report(self, exc, message):
+    def _report(self, exc: BaseException, message: str) -> None:
         """``exc`` to the loop's exception handler, with asyncio's keys."""
         self._loop.call_exception_handler({
             "message": message,
@@ -79,7 +102,7 @@ class TransportBase:
             "protocol": self._protocol,
         })
 
-    def _fatal_error(self, exc, message="Fatal error on transport"):
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
         # OSErrors (resets, broken pipes) are the peer's doing: logged in debug mode only.
         if isinstance(exc, OSError):
             if self._loop.get_debug():
@@ -88,7 +111,7 @@ class TransportBase:
             self._report(exc, message)
         self._force_close(exc)
 
-    def _force_close(self, exc):
+    def _force_close(self, exc: BaseException | None) -> None:
         """Close at once: stop reading, drop what is buffered, connection_lost(exc) soon."""
         if self._conn_lost:
             return
@@ -99,7 +122,7 @@ class TransportBase:
         self._conn_lost += 1
         self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
-    def _count_lost_write(self, warning="socket.send() raised exception."):
+    def _count_lost_write(self, warning: str = "socket.send() raised exception.") -> None:
         """A write after the connection was lost: dropped, and from the fifth on logged."""
         if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
             logger.warning(warning)

@@ -10,15 +10,21 @@ data_received, which the transport entered itself), and a contextvars.Context ca
 entered twice ("cannot enter context: ... is already entered"), so those go through
 ``run_in_context``.
 """
+from __future__ import annotations
+
+from contextvars import Context
+from typing import Any, Callable, TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = ["run_in_context"]
 
 
-def _noop():
+def _noop() -> None:
     pass
 
 
-def run_in_context(context, callback, *args):
+def run_in_context(context: Context, callback: Callable[..., _T], *args: Any) -> _T:
     """``callback(*args)`` in ``context``: directly when ``context`` is the context running
     now, else through ``context.run``.
 

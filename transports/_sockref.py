@@ -10,9 +10,12 @@ sock_connect connects, a sock_recv gets the data the peer sends).  The socket cl
 real when the loop lets go.  (``_io_refs`` is part of socket.socket on every Python 3 and on
 PyPy; an object without it, such as a bare _socket.socket, is used unheld.)
 """
+from __future__ import annotations
+
+from typing import Any
 
 
-def hold(sock):
+def hold(sock: Any) -> bool:
     """Take a reference that defers ``sock.close()``; True if one was taken."""
     try:
         sock._io_refs += 1
@@ -21,6 +24,6 @@ def hold(sock):
     return True
 
 
-def release(sock):
+def release(sock: Any) -> None:
     """Give back a reference taken by hold(); closes the socket if close() came meanwhile."""
     sock._decref_socketios()

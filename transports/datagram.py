@@ -4,6 +4,9 @@ Both are asyncio.DatagramTransport subclasses with asyncio's behaviour: connecti
 then datagram_received/error_received, then connection_lost once; sendto() sends at once
 and buffers only what would block; close() flushes the buffer first, abort() drops it.
 """
+from __future__ import annotations
+
+import asyncio
 import collections
 import contextvars
 import errno
@@ -13,7 +16,7 @@ import socket
 import sys
 import warnings
 from asyncio import trsock
-import asyncio
+from typing import TYPE_CHECKING, Any, Callable, SupportsIndex
 
 from .. import _owners as owners
 from .._errors import uv_error
@@ -22,6 +25,9 @@ from . import _sockref
 from ._base import TransportBase
 from ._context import run_in_context
 from ._flow import water_marks
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop, BaseProtocol
 
 logger = logging.getLogger("asyncio")
 
@@ -51,7 +57,7 @@ _PORT_INT_MIN, _PORT_INT_MAX, _PORT_INT_MSG = (
 )
 
 
-def _sendto_port(port):
+def _sendto_port(port: SupportsIndex) -> int:
     """The port of a sendto() address as an int, or the TypeError/OverflowError
     socket.sendto() raises for its type or size (its range is checked apart)."""
     try:
@@ -71,9 +77,22 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
     Also an asyncio.Transport, as asyncio's own datagram transports are (code and tests
     check isinstance(transport, asyncio.Transport)); its stream methods are not supported."""
 
-    _sock = None  # read by __del__ even when __init__ failed
+    _sock: socket.socket | None = None  # read by __del__ even when __init__ failed
 
-    def __init__(self, loop, sock, protocol, address, waiter):
+    if TYPE_CHECKING:
+        _extra: dict[str, Any]  # asyncio.BaseTransport's slot, which typeshed leaves out
+        _protocol: Any  # (its methods are called by name)
+
+        # each kind's (UDPTransport, SocketDatagramTransport)
+        def _start_reading(self) -> None: ...
+        def _stop_reading(self) -> None: ...
+        def _drop_buffer(self) -> None: ...
+        def _release(self) -> None: ...
+
+    def __init__(
+        self, loop: AbstractEventLoop, sock: socket.socket, protocol: BaseProtocol, address: Any,
+        waiter: asyncio.Future[Any] | None,
+    ) -> None:
         super().__init__(None)
         self._loop = loop
         self._sock = sock
@@ -102,7 +121,7 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
         owners.claim_fd(loop, self._sock_fd, self)
         loop.call_soon(self._connection_made, waiter, context=self._context)
 
-    def _connection_made(self, waiter):
+    def _connection_made(self, waiter: asyncio.Future[Any] | None) -> None:
         try:
             self._protocol.connection_made(self)
         finally:
@@ -112,7 +131,7 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
             if waiter is not None and not waiter.cancelled():
                 waiter.set_result(None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         info = [self.__class__.__name__]
         if self._sock is None:
             info.append("closed")
@@ -124,26 +143,26 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
             info.append("paused")
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn=warnings.warn):
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if self._sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._release()
 
     # ---------------------------------------------------------------- BaseTransport
 
-    def is_closing(self):
+    def is_closing(self) -> bool:
         """True once close() or abort() was called (or the transport failed)."""
         return self._closing
 
-    def set_protocol(self, protocol):
+    def set_protocol(self, protocol: BaseProtocol) -> None:
         """Make ``protocol`` receive the transport's callbacks from now on."""
         self._protocol = protocol
 
-    def get_protocol(self):
+    def get_protocol(self) -> BaseProtocol:
         """The current protocol."""
-        return self._protocol
+        return self._protocol  # type: ignore[no-any-return]  # (Any inside)
 
-    def close(self):
+    def close(self) -> None:
         """Stop receiving, send what is buffered, then call connection_lost(None) once.
 
         Does nothing if the transport is already closing.
@@ -156,13 +175,13 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
             self._conn_lost += 1
             self._loop.call_soon(self._call_connection_lost, None, context=self._context)
 
-    def abort(self):
+    def abort(self) -> None:
         """Close at once: buffered datagrams are dropped; connection_lost(None) follows."""
         self._force_close(None)
 
     # ---------------------------------------------------------------- sending
 
-    def _check_sendto(self, data, addr):
+    def _check_sendto(self, data: bytes | bytearray | memoryview, addr: Any) -> Any:
         """asyncio's checks: the data type, the address of a connected transport.
         Returns the address to send to."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -178,7 +197,7 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
 
     # ---------------------------------------------------------------- errors and closing
 
-    def _send_failed(self, exc):
+    def _send_failed(self, exc: BaseException) -> None:
         """A send (or its address) raised: an OSError goes to error_received() and the
         transport lives on; anything else (socket.sendto's TypeError or OverflowError for
         a bad address) is fatal for the transport, as in asyncio."""
@@ -187,7 +206,7 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
         else:
             self._fatal_error(exc, "Fatal write error on datagram transport")
 
-    def _protocol_error(self, exc):
+    def _protocol_error(self, exc: OSError) -> None:
         """An OSError of one datagram: the protocol hears of it, the transport lives on."""
         try:
             # sendto()'s own error comes inside the caller's call (maybe one of this
@@ -198,26 +217,26 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
         except BaseException as cb_exc:
             self._report(cb_exc, "Exception in callback error_received()")
 
-    def _protocol_exception(self, exc, method):
+    def _protocol_exception(self, exc: BaseException, method: str) -> None:
         self._report(exc, f"Exception in callback {method}()")
 
-    def _stop_reading_for_close(self):
+    def _stop_reading_for_close(self) -> None:
         self._stop_reading()
 
-    def _drop_pending(self):
+    def _drop_pending(self) -> None:
         self._drop_buffer()
 
-    def _call_connection_lost(self, exc):
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
             self._protocol.connection_lost(exc)
         finally:
             self._release()
             owners.release_fd(self._loop, self._sock_fd, self)
             self._protocol = None
-            self._loop = None
+            self._loop = None  # type: ignore[assignment]  # (no cycles)
 
 
-    def _close_sock(self, sock):
+    def _close_sock(self, sock: socket.socket) -> None:
         sock.close()
         if self._sock_held:
             self._sock_held = False
@@ -227,12 +246,15 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
 class UDPTransport(_DatagramTransportBase):
     """An AF_INET/AF_INET6 datagram socket on a libuv uv_udp_t (the loop's slot)."""
 
-    def __init__(self, loop, sock, protocol, address=None, waiter=None):
+    def __init__(
+        self, loop: AbstractEventLoop, sock: socket.socket, protocol: BaseProtocol,
+        address: Any = None, waiter: asyncio.Future[Any] | None = None,
+    ) -> None:
         fd = sock.fileno()
         slot = lib.uvc_udp_open(owners.uv(loop), fd)
         if slot < 0:
             raise uv_error(slot)
-        self._slot = slot
+        self._slot: int = slot
         self._uv = owners.uv(loop)
         self._arena = owners.arena(loop)
         self._family = sock.family
@@ -243,12 +265,12 @@ class UDPTransport(_DatagramTransportBase):
         self._connected = peer is not None
         # A connected socket only receives from its peer: no sockaddr to convert then.
         self._peer = peer
-        self._recv_addrs = {}  # sender sockaddr bytes -> address tuple
-        self._send_addrs = {}  # address tuple -> sockaddr bytes
-        self._last_addr = None
-        self._last_sockaddr = None
+        self._recv_addrs: dict[bytes, Any] = {}  # sender sockaddr bytes -> address tuple
+        self._send_addrs: dict[Any, bytes] = {}  # address tuple -> sockaddr bytes
+        self._last_addr: Any = None
+        self._last_sockaddr: bytes | None = None
 
-    def _start_reading(self):
+    def _start_reading(self) -> None:
         if not self._reading and self._slot is not None:
             err = lib.uvc_udp_recv(self._uv, self._slot, 1)
             if err < 0:
@@ -256,12 +278,12 @@ class UDPTransport(_DatagramTransportBase):
                 return
             self._reading = True
 
-    def _stop_reading(self):
+    def _stop_reading(self) -> None:
         if self._reading:
             self._reading = False
             lib.uvc_udp_recv(self._uv, self._slot, 0)
 
-    def sendto(self, data, addr=None):
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         """Send ``data`` (bytes-like) to ``addr``, or to the remote address given at
         creation when ``addr`` is None.  Sends at once; only what would block is buffered
         (see get_write_buffer_size).  An OSError of the send (unreachable, too big, ...)
@@ -299,7 +321,7 @@ class UDPTransport(_DatagramTransportBase):
         else:
             self._protocol_error(uv_error(r))
 
-    def _sockaddr_of(self, addr):
+    def _sockaddr_of(self, addr: Any) -> bytes:
         """The sockaddr (bytes for C) of an address as socket.sendto() would take it."""
         try:
             sockaddr = self._send_addrs[addr]
@@ -312,7 +334,7 @@ class UDPTransport(_DatagramTransportBase):
         self._last_sockaddr = sockaddr
         return sockaddr
 
-    def _convert_address(self, addr):
+    def _convert_address(self, addr: Any) -> bytes:
         family = self._family
         name = "AF_INET" if family == socket.AF_INET else "AF_INET6"
         if not isinstance(addr, tuple):
@@ -356,7 +378,7 @@ class UDPTransport(_DatagramTransportBase):
             info = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM)[0][4]
             host = info[0]
             if family == socket.AF_INET6 and not scope_id:
-                scope_id = info[3]
+                scope_id = info[3]  # type: ignore[misc]  # an AF_INET6 address
             cacheable = False
         if not port_ok:
             raise OverflowError(_PORT_RANGE)
@@ -371,13 +393,13 @@ class UDPTransport(_DatagramTransportBase):
             self._send_addrs[addr] = sockaddr
         return sockaddr
 
-    def _address_of(self, sockaddr):
+    def _address_of(self, sockaddr: bytes) -> Any:
         """The address tuple socket.recvfrom() gives for a sender's sockaddr bytes."""
         host = ffi.new("char[]", 64)
         info = ffi.new("unsigned int[]", 3)
         family = lib.uvc_sockaddr_read(sockaddr, host, 64, info)
         if family == socket.AF_INET:
-            addr = (ffi.string(host).decode(), info[0])
+            addr: tuple[Any, ...] = (ffi.string(host).decode(), info[0])
         elif family == socket.AF_INET6:
             addr = (ffi.string(host).decode(), info[0], info[1], info[2])
         else:
@@ -393,7 +415,7 @@ class UDPTransport(_DatagramTransportBase):
 
     # ---------------------------------------------------------------- libuv events
 
-    def _uv_event(self, kind, a, b, c):
+    def _uv_event(self, kind: int, a: int, b: int, c: int) -> None:
         if kind == EV_UDP_RECV:
             if not self._reading:
                 return  # closed earlier in this batch of events
@@ -427,16 +449,16 @@ class UDPTransport(_DatagramTransportBase):
                 # recv errors: asyncio reports them and keeps the transport.
                 self._protocol_error(uv_error(a))
 
-    def _uv_closed(self):
-        self._slot = None
+    def _uv_closed(self) -> None:
+        self._slot = None  # type: ignore[assignment]  # (no slot any more)
 
-    def _drop_buffer(self):
+    def _drop_buffer(self) -> None:
         # libuv still holds the queued requests: closing the handle cancels them, so
         # close it now rather than at connection_lost.
         self._pending = 0
         self._release()
 
-    def _release(self):
+    def _release(self) -> None:
         sock = self._sock
         if sock is None:
             return
@@ -454,8 +476,11 @@ class SocketDatagramTransport(_DatagramTransportBase):
 
     max_size = 256 * 1024  # the recvfrom() size asyncio uses
 
-    def __init__(self, loop, sock, protocol, address=None, waiter=None):
-        self._buffer = collections.deque()
+    def __init__(
+        self, loop: AbstractEventLoop, sock: socket.socket, protocol: BaseProtocol,
+        address: Any = None, waiter: asyncio.Future[Any] | None = None,
+    ) -> None:
+        self._buffer: collections.deque[tuple[bytes, Any]] = collections.deque()
         self._reading = False
         self._writing = False
         super().__init__(loop, sock, protocol, address, waiter)
@@ -463,21 +488,21 @@ class SocketDatagramTransport(_DatagramTransportBase):
         # unnamed, its name '' (false), yet the socket is connected.
         self._connected = self._extra["peername"] is not None
 
-    def _start_reading(self):
+    def _start_reading(self) -> None:
         if not self._reading and self._sock is not None:
             owners.watch_fd(self._loop, self._sock_fd, "reader", self._read_ready, ())
             self._reading = True
 
-    def _stop_reading(self):
+    def _stop_reading(self) -> None:
         if self._reading:
             self._reading = False
             owners.unwatch_fd(self._loop, self._sock_fd, "reader")
 
-    def _read_ready(self):
+    def _read_ready(self) -> None:
         if self._conn_lost:
             return
         try:
-            data, addr = self._sock.recvfrom(self.max_size)
+            data, addr = self._sock.recvfrom(self.max_size)  # type: ignore[union-attr]  # open
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:
@@ -491,7 +516,7 @@ class SocketDatagramTransport(_DatagramTransportBase):
             # in, not in this transport's: the protocol's callbacks run in the latter.
             self._context.run(self._protocol.datagram_received, data, addr)
 
-    def sendto(self, data, addr=None):
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         """Send ``data`` (bytes-like) to ``addr``, or to the remote address given at
         creation when ``addr`` is None.  Sends at once; only what would block is buffered
         (see get_write_buffer_size).  An OSError of the send goes to
@@ -522,7 +547,7 @@ class SocketDatagramTransport(_DatagramTransportBase):
         self._pending += len(data)
         self._maybe_pause_protocol()
 
-    def _write_ready(self):
+    def _write_ready(self) -> None:
         buffer = self._buffer
         while buffer:
             data, addr = buffer.popleft()
@@ -545,27 +570,27 @@ class SocketDatagramTransport(_DatagramTransportBase):
                 self._conn_lost += 1
                 self._call_connection_lost(None)
 
-    def _send_now(self, data, addr):
+    def _send_now(self, data: bytes | bytearray | memoryview, addr: Any) -> None:
         # A connected socket sends to its peer, also when that peer has no name (one end
         # of socketpair(AF_UNIX, SOCK_DGRAM)): asyncio 3.11 tests the name's truth there
         # and calls sendto(data, None), a fatal TypeError; uvloop sends, and so does
         # uvcffi, deliberately.  Both the immediate and the buffered sends come here.
         if self._connected:
-            self._sock.send(data)
+            self._sock.send(data)  # type: ignore[union-attr]  # open while sending
         else:
-            self._sock.sendto(data, addr)
+            self._sock.sendto(data, addr)  # type: ignore[union-attr]
 
-    def _stop_writing(self):
+    def _stop_writing(self) -> None:
         if self._writing:
             self._writing = False
             owners.unwatch_fd(self._loop, self._sock_fd, "writer")
 
-    def _drop_buffer(self):
+    def _drop_buffer(self) -> None:
         self._buffer.clear()
         self._pending = 0
         self._stop_writing()
 
-    def _release(self):
+    def _release(self) -> None:
         sock = self._sock
         if sock is None:
             return

@@ -16,13 +16,15 @@ libuv gets a duplicate of the fd (uv_pipe_open takes ownership and closes it wit
 handle), so the pipe object the caller passed stays a normal file object: the transport
 closes it after connection_lost(), as asyncio does.
 """
+from __future__ import annotations
+
+import asyncio
 import errno
 import logging
 import os
 import stat
 import warnings
-
-import asyncio
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import _owners as owners
 from .._errors import uv_error
@@ -30,10 +32,13 @@ from .._uv import lib
 from ._base import LOG_THRESHOLD_FOR_CONNLOST_WRITES
 from .stream import StreamTransportBase
 
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop, BaseProtocol
+
 logger = logging.getLogger("asyncio")
 
 
-def _open_uv_pipe(loop, fd):
+def _open_uv_pipe(loop: AbstractEventLoop, fd: int) -> int:
     """A libuv pipe slot over a duplicate of ``fd``."""
     dup = os.dup(fd)
     slot = lib.uvc_pipe_new(owners.uv(loop), 0)
@@ -48,7 +53,9 @@ def _open_uv_pipe(loop, fd):
     return slot
 
 
-def _pipe_fd(pipe, allowed, message):
+def _pipe_fd(
+    pipe: Any, allowed: tuple[Callable[[int], bool], ...], message: str,
+) -> tuple[int, int]:
     """The fd of ``pipe`` and its mode; ValueError(message) unless ``allowed`` accepts it."""
     fileno = pipe.fileno()
     mode = os.fstat(fileno).st_mode
@@ -65,7 +72,10 @@ class _PipeTransport(StreamTransportBase):
     _detached = False
     _dropped_writes = 0
 
-    def __init__(self, loop, pipe, fileno, protocol, waiter, extra, reading):
+    def __init__(
+        self, loop: AbstractEventLoop, pipe: Any, fileno: int, protocol: BaseProtocol,
+        waiter: asyncio.Future[Any] | None, extra: dict[str, Any] | None, reading: bool,
+    ) -> None:
         self._fileno = fileno
         os.set_blocking(fileno, False)
         slot = _open_uv_pipe(loop, fileno)
@@ -77,7 +87,7 @@ class _PipeTransport(StreamTransportBase):
         self._pipe = pipe  # only now: __del__ warns about an open pipe
         owners.claim_fd(loop, fileno, self)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         info = [self.__class__.__name__]
         if self._pipe is None:
             info.append("closed")
@@ -89,10 +99,10 @@ class _PipeTransport(StreamTransportBase):
             info.extend(self._state_words())
         return "<{}>".format(" ".join(info))
 
-    def _state_words(self):
+    def _state_words(self) -> list[str]:
         return []
 
-    def _release_resource(self):
+    def _release_resource(self) -> None:
         # After connection_lost() (or from __del__): the pipe object is closed, as asyncio
         # does.  Not when the loop closes under an open transport: the pipe stays the
         # caller's until the transport is collected (asyncio's behaviour too).
@@ -103,12 +113,12 @@ class _PipeTransport(StreamTransportBase):
         if pipe is not None:
             pipe.close()
 
-    def _detach_from_loop(self):
+    def _detach_from_loop(self) -> None:
         self._detached = True
         StreamTransportBase._detach_from_loop(self)
         self._detached = False
 
-    def _closed_with_loop(self):
+    def _closed_with_loop(self) -> bool:
         """close()/abort() after the loop was closed under the transport: no callback can
         run any more, so just let go of the pipe."""
         if self._uv is not None:
@@ -117,7 +127,7 @@ class _PipeTransport(StreamTransportBase):
         self._release_resource()
         return True
 
-    def _write_refused(self):
+    def _write_refused(self) -> bool:
         # A pipe drops writes after close()/write_eof() or once lost, as asyncio's does.
         if self._closing or self._conn_lost:
             if self._dropped_writes >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
@@ -126,7 +136,7 @@ class _PipeTransport(StreamTransportBase):
             return True
         return StreamTransportBase._write_refused(self)
 
-    def __del__(self, _warn=warnings.warn):
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if self._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._pipe.close()
@@ -136,17 +146,20 @@ class _PipeTransport(StreamTransportBase):
 class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
     """The read end of a pipe, FIFO, socket or pty as an asyncio.ReadTransport."""
 
-    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+    def __init__(
+        self, loop: AbstractEventLoop, pipe: Any, protocol: BaseProtocol,
+        waiter: asyncio.Future[Any] | None = None, extra: dict[str, Any] | None = None,
+    ) -> None:
         fileno, _ = _pipe_fd(
             pipe, (stat.S_ISFIFO, stat.S_ISSOCK, stat.S_ISCHR),
             "Pipe transport is for pipes/sockets only.",
         )
         _PipeTransport.__init__(self, loop, pipe, fileno, protocol, waiter, extra, True)
 
-    def _state_words(self):
+    def _state_words(self) -> list[str]:
         return ["paused"] if self._paused else []
 
-    def _on_eof(self):
+    def _on_eof(self) -> None:
         # asyncio: eof_received() and connection_lost(None) follow, whatever the former
         # returns (a read pipe has nothing to keep open).
         if self._loop.get_debug():
@@ -154,7 +167,9 @@ class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
         self._loop.call_soon(self._protocol.eof_received, context=self._context)
         self._force_close(None)
 
-    def _fatal_error(self, exc, message="Fatal error on pipe transport"):
+    def _fatal_error(
+        self, exc: BaseException, message: str = "Fatal error on pipe transport",
+    ) -> None:
         # EIO is what a pty's master reads once the other side is gone: not an error.  Other
         # read errors are reported, as asyncio's read pipe does.
         if isinstance(exc, OSError) and exc.errno == errno.EIO:
@@ -164,7 +179,7 @@ class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
             self._report(exc, message)
         self._force_close(exc)
 
-    def close(self):
+    def close(self) -> None:
         """Stop reading and close: connection_lost(None) is called soon, then the pipe
         object is closed."""
         if not self._closed_with_loop():
@@ -178,35 +193,39 @@ class WritePipeTransport(_PipeTransport, asyncio.Transport):
     transport is (through its flow-control mixin): code may check isinstance() against
     either.  Its reading methods raise NotImplementedError, as asyncio's do."""
 
-    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+    def __init__(
+        self, loop: AbstractEventLoop, pipe: Any, protocol: BaseProtocol,
+        waiter: asyncio.Future[Any] | None = None, extra: dict[str, Any] | None = None,
+    ) -> None:
         fileno, mode = _pipe_fd(
             pipe, (stat.S_ISFIFO, stat.S_ISSOCK, stat.S_ISCHR),
             "Pipe transport is only for pipes, sockets and character devices",
         )
-        self._hangup_fd = None  # libuv's duplicate, while watched for the reader going away
+        # libuv's duplicate, while watched for the reader going away
+        self._hangup_fd: int | None = None
         _PipeTransport.__init__(self, loop, pipe, fileno, protocol, waiter, extra, False)
         # A pty gives no sign of its reader going away (asyncio does not watch it either).
         if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
             loop.call_soon(self._watch_hangup, context=self._context)
 
-    def _state_words(self):
+    def _state_words(self) -> list[str]:
         return [f"bufsize={self._pending}"]
 
     # asyncio.ReadTransport's abstract methods, as asyncio's write pipe transport leaves
     # them: a write pipe has no reading to pause or resume.
-    def pause_reading(self):
+    def pause_reading(self) -> None:
         """Not supported: NotImplementedError."""
         raise NotImplementedError
 
-    def resume_reading(self):
+    def resume_reading(self) -> None:
         """Not supported: NotImplementedError."""
         raise NotImplementedError
 
-    def is_reading(self):
+    def is_reading(self) -> bool:
         """Not supported: NotImplementedError."""
         raise NotImplementedError
 
-    def set_protocol(self, protocol):
+    def set_protocol(self, protocol: BaseProtocol) -> None:
         """Use ``protocol`` from now on (a BaseProtocol: a write pipe never reads)."""
         self._protocol = protocol
         self._protocol_connected = True
@@ -214,7 +233,7 @@ class WritePipeTransport(_PipeTransport, asyncio.Transport):
         self._deliver = self._drop_read
         self._route_reads()
 
-    def _watch_hangup(self):
+    def _watch_hangup(self) -> None:
         if self._closing or self._handle_closed:
             return
         # Readable when a socket's peer closed, EPOLLERR/EPOLLHUP when a pipe's last reader
@@ -229,16 +248,16 @@ class WritePipeTransport(_PipeTransport, asyncio.Transport):
             return  # not pollable: the next write reports the lost reader instead
         self._hangup_fd = fd
 
-    def _unwatch_hangup(self):
+    def _unwatch_hangup(self) -> None:
         fd, self._hangup_fd = self._hangup_fd, None
         if fd is not None:
             owners.unwatch_fd(self._loop, fd, "reader")
 
-    def _hangup_ready(self):
+    def _hangup_ready(self) -> None:
         if self._hangup_fd is not None:
             self._ctx_run(self._hangup)
 
-    def _hangup(self):
+    def _hangup(self) -> None:
         """The read end is gone: connection_lost(BrokenPipeError) if data was still
         buffered, else connection_lost(None), as asyncio does."""
         self._unwatch_hangup()
@@ -248,31 +267,31 @@ class WritePipeTransport(_PipeTransport, asyncio.Transport):
             logger.info("%r was closed by peer", self)
         self._force_close(BrokenPipeError() if self._pending else None)
 
-    def _force_close(self, exc):
+    def _force_close(self, exc: BaseException | None) -> None:
         self._unwatch_hangup()
         StreamTransportBase._force_close(self, exc)
 
-    def _release_resource(self):
+    def _release_resource(self) -> None:
         self._unwatch_hangup()
         _PipeTransport._release_resource(self)
 
-    def can_write_eof(self):
+    def can_write_eof(self) -> bool:
         """True: write_eof() closes the pipe once the buffer is flushed."""
         return True
 
-    def write_eof(self):
+    def write_eof(self) -> None:
         """Close the pipe once the buffered data is written (a pipe cannot be half-closed):
         connection_lost(None) follows.  Later writes are dropped."""
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         """Close after flushing the buffered data; connection_lost(None) follows."""
         if self._closing or self._closed_with_loop():
             return
         self._block_writes()
         StreamTransportBase.close(self)
 
-    def abort(self):
+    def abort(self) -> None:
         """Close at once, dropping buffered data; connection_lost(None) follows."""
         if self._closed_with_loop():
             return

@@ -23,6 +23,8 @@ Internal interface kept stable for subclasses (the pipe transports use it):
   _fatal_error(exc, message), _force_close(exc), _call_connection_lost(exc)
   _make_empty_waiter() / _reset_empty_waiter()   (sendfile: wait for the writes to drain)
 """
+from __future__ import annotations
+
 import asyncio
 import contextvars
 import functools
@@ -32,6 +34,8 @@ import socket
 import sys
 import warnings
 from asyncio import trsock
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import _accelerated
 from .. import _owners as owners
@@ -40,6 +44,11 @@ from .._uv import ffi, lib
 from . import _sockref
 from ._base import TransportBase
 from ._flow import water_marks
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop, BaseProtocol
+
+    from .._server import Server
 
 logger = logging.getLogger("asyncio")
 
@@ -66,7 +75,7 @@ EV_SHUTDOWN = lib.UVC_EV_SHUTDOWN
 _BufferedProtocol = asyncio.BufferedProtocol
 
 
-def _write_data(data):
+def _write_data(data: object) -> Any:
     """bytes-like ``data`` as something uvc_write takes (bytes or a cffi buffer)."""
     if isinstance(data, bytes):
         return bytes(data)  # a subclass of bytes
@@ -79,7 +88,7 @@ def _write_data(data):
     raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
 
 
-def _set_result_unless_cancelled(fut, result):
+def _set_result_unless_cancelled(fut: asyncio.Future[Any], result: object) -> None:
     if not fut.cancelled():
         fut.set_result(result)
 
@@ -100,20 +109,25 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         "_handle_closed", "_released", "_deliver", "_data_received",
         "_uv_read", "_write_blocked", "_feed_at",
     )
+    if TYPE_CHECKING:
+        _extra: dict[str, Any]  # asyncio.BaseTransport's slot, which typeshed leaves out
 
-    def __init__(self, loop, slot, protocol, *, context=None, extra=None, server=None,
-                 waiter=None, reading=True):
+    def __init__(self, loop: AbstractEventLoop, slot: int, protocol: BaseProtocol, *,
+                 context: contextvars.Context | None = None, extra: dict[str, Any] | None = None,
+                 server: Server | None = None, waiter: asyncio.Future[Any] | None = None,
+                 reading: bool = True) -> None:
         asyncio.BaseTransport.__init__(self, extra)
         self._loop = loop
-        self._uv = owners.uv(loop)
+        self._uv: Any = owners.uv(loop)  # None once the loop closed
         self._slot = slot
         # While this flag is set, write() goes through _write_refused(): after write_eof(),
         # during sendfile, once the connection is lost, after the loop is closed.  The flag
         # keeps the normal write path to a single test.
         self._write_blocked = False
         self._context = contextvars.copy_context() if context is None else context
-        self._ctx_run = self._context.run
-        self._protocol = None
+        self._ctx_run: Callable[..., Any] = self._context.run
+        # (Any: a Protocol or a BufferedProtocol, whose methods are called by kind)
+        self._protocol: Any = None
         self._protocol_connected = False
         self._closing = False
         self._conn_lost = 0
@@ -123,13 +137,13 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         self._reading_started = False   # uv_read_start is in effect
         self._read_allowed = False      # connection_made has run: reading may start
         self._wants_reading = reading   # a write-only pipe never reads
-        self._held = None               # reads held while paused (list) / None
+        self._held: list[Any] | None = None  # reads held while paused (list) / None
         self._held_scheduled = False
-        self._empty_waiter = None
+        self._empty_waiter: asyncio.Future[None] | None = None
         self._pending = 0               # bytes given to write() and not yet written
         self._high_water, self._low_water = water_marks()
         self._protocol_paused = False   # pause_writing() was called
-        self._server = server
+        self._server: Server | None = server
         self._handle_closed = False
         self._released = False          # the transport let go of its handle (closed)
         self.set_protocol(protocol)
@@ -146,12 +160,12 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
 
     # ------------------------------------------------------------------ start
 
-    def _start_reading(self):
+    def _start_reading(self) -> None:
         self._read_allowed = True
         if self._wants_reading and not self._paused and not self._closing:
             self._read_start()
 
-    def _read_start(self):
+    def _read_start(self) -> None:
         if (self._reading_started or self._eof_seen or self._handle_closed
                 or not self._read_allowed or not self._wants_reading):
             return
@@ -161,7 +175,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             return
         self._reading_started = True
 
-    def _read_stop(self):
+    def _read_stop(self) -> None:
         if self._reading_started:
             self._reading_started = False
             if not self._handle_closed:
@@ -169,34 +183,36 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
 
     # ------------------------------------------------------------------ protocol
 
-    def set_protocol(self, protocol):
+    def set_protocol(self, protocol: BaseProtocol) -> None:
         """Set a new protocol; the next reads go to it."""
         self._protocol = protocol
         self._protocol_connected = True
         if isinstance(protocol, _BufferedProtocol):
-            self._deliver = self._deliver_buffered
-            self._data_received = None
+            self._deliver: Callable[[bytes], object] = self._deliver_buffered
+            self._data_received: Callable[[bytes], object] | None = None
         else:
             # A C-level partial: a read costs no Python frame before data_received.  If it
             # raises, the loop calls _uv_callback_failed (below).
-            self._data_received = protocol.data_received
+            self._data_received = protocol.data_received  # type: ignore[attr-defined]
             self._deliver = functools.partial(self._ctx_run, self._data_received)
         # TLS hook: a protocol that takes reads straight from the loop's arena (the TLS
         # layer's link, transports/tls.py, copies them into its BIO: no bytes object in
         # between) gets them through _uv_read_at as (offset, length).  Reads kept as bytes
         # (held while paused) still go to its data_received.
-        self._feed_at = getattr(protocol, "_feed_from_arena", None)
+        self._feed_at: Callable[[int, int], None] | None = getattr(
+            protocol, "_feed_from_arena", None
+        )
         self._route_reads()
 
-    def get_protocol(self):
+    def get_protocol(self) -> BaseProtocol:
         """Return the current protocol."""
-        return self._protocol
+        return self._protocol  # type: ignore[no-any-return]  # (Any inside, see __init__)
 
-    def _route_reads(self):
+    def _route_reads(self) -> None:
         # The loop calls self._uv_read; it is bound per state so the hot path has no tests:
         # delivering, holding (paused), or dropping (closing: asyncio reads nothing more).
         if self._closing:
-            self._uv_read = self._drop_read
+            self._uv_read: Callable[[bytes], object] | None = self._drop_read
         elif self._paused:
             self._uv_read = self._hold_read
         elif self._data_received is None or self._feed_at is not None:
@@ -206,7 +222,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
 
     # ------------------------------------------------------------------ reading
 
-    def _deliver_data(self, data):
+    def _deliver_data(self, data: bytes) -> None:
         try:
             self._deliver(data)
         except (SystemExit, KeyboardInterrupt):
@@ -214,19 +230,19 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
 
-    def _uv_callback_failed(self, kind, exc):
+    def _uv_callback_failed(self, kind: int, exc: BaseException) -> None:
         # A read gets here when data_received raised through the partial.
         if kind == EV_READ:
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
         else:
             self._fatal_error(exc, f"Fatal error on {self._kind} transport")
 
-    def _deliver_buffered(self, data):
+    def _deliver_buffered(self, data: bytes) -> None:
         """A BufferedProtocol's read kept as bytes (held while paused, or across an
         interrupted iteration); the reads themselves come through _uv_read_at."""
         self._deliver_buffered_in_parts(data, None)
 
-    def _uv_read_at(self, off, total):
+    def _uv_read_at(self, off: int, total: int) -> None:
         """A read for a BufferedProtocol, still in the loop's arena: one copy, from there
         into the protocol's buffer (no bytes object in between)."""
         feed = self._feed_at
@@ -267,7 +283,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
 
-    def _deliver_buffered_in_parts(self, data, buf):
+    def _deliver_buffered_in_parts(self, data: bytes, buf: Any) -> None:
         """A buffer smaller than the read (or not a plain byte buffer): fill buffers
         piecewise, as long as the protocol keeps reading."""
         protocol = self._protocol
@@ -316,13 +332,13 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                 self._hold(data[pos:], first=True)
                 return
 
-    def _hold_read(self, data):
+    def _hold_read(self, data: bytes) -> None:
         self._hold(data)
 
-    def _drop_read(self, data):
+    def _drop_read(self, data: bytes) -> None:
         pass
 
-    def _hold(self, item, first=False):
+    def _hold(self, item: bytes | tuple[int, int], first: bool = False) -> None:
         if self._held is None:
             self._held = []
         if first:
@@ -330,7 +346,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         else:
             self._held.append(item)
 
-    def _deliver_held(self):
+    def _deliver_held(self) -> None:
         self._held_scheduled = False
         held = self._held
         while held and not self._paused and not self._closing:
@@ -346,7 +362,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         if not self._paused and not self._closing and self._held is None:
             self._read_start()
 
-    def _uv_event(self, kind, a, b, c):
+    def _uv_event(self, kind: int, a: int, b: int, c: int) -> None:
         if kind == EV_WRITE_DONE:
             self._write_done(a, b)
         elif kind == EV_EOF or kind == EV_READ_ERROR:
@@ -358,7 +374,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                 self._read_event(kind, a)
         # EV_SHUTDOWN: nothing to do; an error there shows up on the next read or write.
 
-    def _read_event(self, kind, err):
+    def _read_event(self, kind: int, err: int) -> None:
         # libuv stops reading at EOF and on a read error by itself.
         self._reading_started = False
         if kind == EV_EOF:
@@ -367,7 +383,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         else:
             self._fatal_error(uv_error(err), f"Fatal read error on {self._kind} transport")
 
-    def _on_eof(self):
+    def _on_eof(self) -> None:
         if self._loop.get_debug():
             logger.debug("%r received EOF", self)
         try:
@@ -380,7 +396,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         if not keep_open:
             self.close()
 
-    def pause_reading(self):
+    def pause_reading(self) -> None:
         """Pause the receiving end: no data_received() until resume_reading().
         Reads that already arrived are held and delivered after resume_reading()."""
         if not self.is_reading():
@@ -391,7 +407,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         if self._loop.get_debug():
             logger.debug("%r pauses reading", self)
 
-    def resume_reading(self):
+    def resume_reading(self) -> None:
         """Resume the receiving end: data held while paused is delivered first."""
         if self._closing or not self._paused:
             return
@@ -408,13 +424,13 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         if self._loop.get_debug():
             logger.debug("%r resumes reading", self)
 
-    def is_reading(self):
+    def is_reading(self) -> bool:
         """True if the transport is receiving (not paused, not closing)."""
         return not self._paused and not self._closing
 
     # ------------------------------------------------------------------ writing
 
-    def write(self, data):
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write bytes-like ``data`` without blocking: what the fd does not take at once is
         buffered (in C) and sent in the background.  TypeError for other types;
         RuntimeError after write_eof() or during sendfile."""
@@ -429,7 +445,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         if sent != n:
             self._write_partial(n, sent)
 
-    def _write_refused(self):
+    def _write_refused(self) -> bool:
         """The uncommon write states; True when the write is dropped (raises for errors)."""
         if self._eof_written:
             raise RuntimeError("Cannot call write() after write_eof()")
@@ -442,7 +458,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             return True
         return False
 
-    def _write_partial(self, n, sent):
+    def _write_partial(self, n: int, sent: int) -> None:
         if sent < 0:
             self._fatal_error(uv_error(sent), f"Fatal write error on {self._kind} transport")
             return
@@ -450,11 +466,11 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         if self._pending > self._high_water:
             self._maybe_pause_protocol()
 
-    def writelines(self, list_of_data):
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write an iterable of bytes-like objects as one write of their concatenation."""
         self.write(b"".join(list_of_data))
 
-    def _write_done(self, status, nbytes):
+    def _write_done(self, status: int, nbytes: int) -> None:
         if self._conn_lost:
             return  # cancelled by the close, or a late completion: nothing to account
         self._pending -= nbytes
@@ -474,11 +490,11 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                 self._block_writes()
                 self._loop.call_soon(self._call_connection_lost, None, context=self._context)
 
-    def can_write_eof(self):
+    def can_write_eof(self) -> bool:
         """True: a stream can be half-closed."""
         return True
 
-    def write_eof(self):
+    def write_eof(self) -> None:
         """Close the write end after the buffered data is sent; reading goes on."""
         if self._closing or self._eof_written:
             return
@@ -489,10 +505,10 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         # uv_shutdown waits for the queued writes itself.
         lib.uvc_shutdown(self._uv, self._slot)
 
-    def _block_writes(self):
+    def _block_writes(self) -> None:
         self._write_blocked = True
 
-    def _make_empty_waiter(self):
+    def _make_empty_waiter(self) -> asyncio.Future[None]:
         if self._empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
         self._empty_waiter = self._loop.create_future()
@@ -501,17 +517,17 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             self._empty_waiter.set_result(None)
         return self._empty_waiter
 
-    def _reset_empty_waiter(self):
+    def _reset_empty_waiter(self) -> None:
         self._empty_waiter = None
         self._write_blocked = bool(self._eof_written or self._conn_lost or self._uv is None)
 
     # ------------------------------------------------------------------ closing
 
-    def is_closing(self):
+    def is_closing(self) -> bool:
         """True once close() or abort() was called, or the connection was lost."""
         return self._closing
 
-    def close(self):
+    def close(self) -> None:
         """Close the transport: stop reading, send what is buffered, then call the
         protocol's connection_lost(None)."""
         if self._closing:
@@ -524,19 +540,19 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             self._block_writes()
             self._loop.call_soon(self._call_connection_lost, None, context=self._context)
 
-    def abort(self):
+    def abort(self) -> None:
         """Close the transport at once: buffered data is lost; connection_lost(None)."""
         self._force_close(None)
 
-    def _stop_reading_for_close(self):
+    def _stop_reading_for_close(self) -> None:
         self._route_reads()
         self._read_stop()
 
-    def _drop_pending(self):
+    def _drop_pending(self) -> None:
         self._pending = 0
         self._block_writes()
 
-    def _call_connection_lost(self, exc):
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
         if self._empty_waiter is not None and not self._empty_waiter.done():
             self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
         try:
@@ -549,7 +565,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             # transport (TLS's link does) is freed at once, by reference counting.
             self._protocol = None
             self._data_received = None
-            self._deliver = None
+            self._deliver = None  # type: ignore[assignment]  # (never called after this)
             self._feed_at = None
             self._held = None
             server = self._server
@@ -557,7 +573,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                 self._server = None
                 server._detach(self)
 
-    def _close_handle(self):
+    def _close_handle(self) -> None:
         if self._handle_closed:
             return
         self._handle_closed = True
@@ -566,14 +582,14 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         self._release_resource()
         owners.close_slot(self._loop, self._slot)
 
-    def _release_resource(self):
+    def _release_resource(self) -> None:
         """Drop Python's hold on the fd before libuv closes it (subclasses)."""
 
-    def _uv_closed(self):
+    def _uv_closed(self) -> None:
         # libuv freed the handle (its CLOSED event): nothing of the slot is left.
         self._handle_closed = True
 
-    def _detach_from_loop(self):
+    def _detach_from_loop(self) -> None:
         """The loop is closing with this transport open: libuv will close the fd."""
         if self._handle_closed:
             return
@@ -582,24 +598,24 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         self._uv = None
         self._block_writes()
 
-    def __del__(self, _warn=warnings.warn):
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if not getattr(self, "_released", True):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._release_resource()
 
     # ------------------------------------------------------------------ extra info
 
-    def get_extra_info(self, name, default=None):
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Optional transport information: asyncio's names (see the subclasses)."""
         if name in self._extra:
             return self._extra[name]
         value = self._get_extra_lazy(name)
         return default if value is None else value
 
-    def _get_extra_lazy(self, name):
+    def _get_extra_lazy(self, name: str) -> Any:
         return None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         info = [self.__class__.__name__]
         if self._handle_closed:
             info.append("closed")
@@ -608,7 +624,9 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         info.append(f"slot={self._slot}")
         if not self._handle_closed:
             info.append("read=polling" if self._reading_started else "read=idle")
-            info.append(f"write=<{'polling' if self._pending else 'idle'}, bufsize={self._pending}>")
+            info.append(
+                f"write=<{'polling' if self._pending else 'idle'}, bufsize={self._pending}>"
+            )
         return "<{}>".format(" ".join(info))
 
 
@@ -622,8 +640,10 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
     _kind = "socket"
     _sock_held = False  # a close() of the socket object waits for this transport's release
 
-    def __init__(self, loop, slot, fd, protocol, *, sock=None, context=None, extra=None,
-                 server=None, waiter=None):
+    def __init__(self, loop: AbstractEventLoop, slot: int, fd: int, protocol: BaseProtocol, *,
+                 sock: socket.socket | None = None, context: contextvars.Context | None = None,
+                 extra: dict[str, Any] | None = None, server: Server | None = None,
+                 waiter: asyncio.Future[Any] | None = None) -> None:
         self._sock = sock
         self._fd = fd
         if sock is not None:
@@ -646,7 +666,7 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
                                      server=server, waiter=waiter)
         owners.claim_fd(loop, fd, self)
 
-    def _socket(self):
+    def _socket(self) -> socket.socket | None:
         sock = self._sock
         if sock is None and not self._handle_closed:
             # The fd stays libuv's: _release_resource() detaches this object before close.
@@ -654,7 +674,7 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
             self._sock_held = _sockref.hold(sock)
         return sock
 
-    def _get_extra_lazy(self, name):
+    def _get_extra_lazy(self, name: str) -> Any:
         if name == "socket":
             sock = self._socket()
             if sock is None:
@@ -673,7 +693,7 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
         self._extra[name] = value
         return value
 
-    def _on_eof(self):
+    def _on_eof(self) -> None:
         # Data followed by a reset: libuv reads the data and, seeing POLLHUP after that
         # partial read, reports EOF; the reset is left pending in SO_ERROR.  asyncio's next
         # recv() would raise it, so it is a read error here too, not an EOF.
@@ -690,7 +710,7 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
             return
         StreamTransportBase._on_eof(self)
 
-    def _release_resource(self):
+    def _release_resource(self) -> None:
         owners.release_fd(self._loop, self._fd, self)
         sock = self._sock
         if sock is not None and sock.fileno() >= 0:
@@ -700,6 +720,6 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
             self._sock_held = False
             _sockref.release(sock)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         r = StreamTransportBase.__repr__(self)
         return r[:-1] + f" fd={self._fd}>"

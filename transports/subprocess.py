@@ -11,22 +11,27 @@ pipe_data_received / pipe_connection_lost / process_exited as they happen (held 
 connection_made has run), and connection_lost(None) once the process has exited and every
 pipe is closed; _wait() (what Process.wait() awaits) completes after that.
 """
+from __future__ import annotations
+
+import asyncio
 import collections
 import contextvars
-import io
 import logging
 import os
 import subprocess
 import threading
 import time
 import warnings
-
-import asyncio
+from collections.abc import Container
+from typing import TYPE_CHECKING, Any, Callable
 
 from uvcffi import _owners as owners
 from uvcffi._errors import uv_error
 from uvcffi._uv import ffi, lib
 from uvcffi.transports._context import run_in_context
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
 
 logger = logging.getLogger("asyncio")
 
@@ -52,14 +57,14 @@ _POPEN_DEFAULTS = {
 _NATIVE = frozenset(("executable", "cwd", "env", "close_fds", "pass_fds", "start_new_session"))
 
 
-def _fsencode_arg(value):
+def _fsencode_arg(value: Any) -> bytes:
     data = os.fsencode(value)
     if b"\0" in data:
         raise ValueError("embedded null byte")
     return data
 
 
-def _inheritable_fds_above_stdio(keep):
+def _inheritable_fds_above_stdio(keep: Container[int]) -> bool:
     """Fds >= 3 a child would inherit (not close-on-exec), except those in ``keep``."""
     try:
         names = os.listdir("/proc/self/fd")
@@ -77,12 +82,12 @@ def _inheritable_fds_above_stdio(keep):
     return False
 
 
-def _uv_spawn(*args):
+def _uv_spawn(*args: Any) -> int:
     """lib.uvc_spawn (a module function so that tests can make the spawn itself fail)."""
     return lib.uvc_spawn(*args)
 
 
-def _pidfd_watch(loop, pid):
+def _pidfd_watch(loop: AbstractEventLoop, pid: int) -> int:
     """Watch ``pid`` (a child started by Popen) in C: its slot, or UV_ENOSYS without
     pidfds (a module function so that tests can take the fallback path)."""
     return lib.uvc_process_watch(owners.uv(loop), pid)
@@ -93,21 +98,21 @@ class SpawnedProcess:
     interface that make sense for it (pid, returncode, poll, wait, send_signal, terminate,
     kill, args, stdin/stdout/stderr)."""
 
-    def __init__(self, args, pid, stdin, stdout, stderr):
+    def __init__(self, args: Any, pid: int, stdin: Any, stdout: Any, stderr: Any) -> None:
         self.args = args
         self.pid = pid
-        self.returncode = None
+        self.returncode: int | None = None
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{self.__class__.__name__}: returncode: {self.returncode} args: {self.args!r}>"
 
-    def _status(self, status):
+    def _status(self, status: int) -> None:
         self.returncode = os.waitstatus_to_exitcode(status)
 
-    def poll(self):
+    def poll(self) -> int | None:
         """Return the returncode, or None while the child runs (reaps it if it exited)."""
         if self.returncode is None:
             try:
@@ -121,7 +126,7 @@ class SpawnedProcess:
                     self._status(status)
         return self.returncode
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> int | None:
         """Block until the child exits (at most ``timeout`` seconds: TimeoutExpired) and
         return its returncode."""
         if timeout is None:
@@ -145,16 +150,16 @@ class SpawnedProcess:
             delay *= 2
         return self.returncode
 
-    def send_signal(self, sig):
+    def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the child unless it has exited (then nothing, as Popen)."""
         if self.poll() is None:
             os.kill(self.pid, sig)
 
-    def terminate(self):
+    def terminate(self) -> None:
         """send_signal(SIGTERM)."""
         self.send_signal(15)
 
-    def kill(self):
+    def kill(self) -> None:
         """send_signal(SIGKILL)."""
         self.send_signal(9)
 
@@ -162,52 +167,59 @@ class SpawnedProcess:
 class _PipeProtocol(asyncio.Protocol):
     """Protocol of one of the child's pipes: forwards to the subprocess transport."""
 
-    def __init__(self, proc, fd):
-        self.proc = proc
+    def __init__(self, proc: SubprocessTransport, fd: int) -> None:
+        self.proc: Any = proc  # the SubprocessTransport, None once lost
         self.fd = fd
-        self.pipe = None
+        self.pipe: asyncio.BaseTransport | None = None
         self.disconnected = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{self.__class__.__name__} fd={self.fd} pipe={self.pipe!r}>"
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.pipe = transport
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         self.proc._pipe_data_received(self.fd, data)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: BaseException | None) -> None:
         self.disconnected = True
         self.proc._pipe_connection_lost(self.fd, exc)
         self.proc = None
 
     # Flow control of the child's stdin: the subprocess protocol hears it in the
     # subprocess transport's context (the pipe transport calls these in its own).
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         run_in_context(self.proc._context, self.proc._protocol.pause_writing)
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         run_in_context(self.proc._context, self.proc._protocol.resume_writing)
 
 
 class SubprocessTransport(asyncio.SubprocessTransport):
     """A child process and its pipes as an asyncio.SubprocessTransport."""
 
-    def __init__(self, loop, protocol, args, shell, stdin, stdout, stderr, bufsize,
-                 waiter, kwargs, extra=None):
+    if TYPE_CHECKING:
+        _extra: dict[str, Any]  # asyncio.BaseTransport's slot, which typeshed leaves out
+
+    def __init__(
+        self, loop: AbstractEventLoop, protocol: asyncio.BaseProtocol, args: Any, shell: bool,
+        stdin: Any, stdout: Any, stderr: Any, bufsize: int, waiter: asyncio.Future[Any] | None,
+        kwargs: dict[str, Any], extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(extra)
         self._loop = loop
-        self._protocol = protocol
+        self._protocol: Any = protocol  # a SubprocessProtocol's methods are called
         self._closed = False
-        self._proc = None
-        self._pid = None
-        self._slot = None  # the exit watch (process slot), None once the exit is seen
-        self._returncode = None
-        self._exit_waiters = []
+        self._proc: Any = None  # a SpawnedProcess or a subprocess.Popen
+        self._pid: int | None = None
+        self._slot: int | None = None  # the exit watch (process slot), None once the exit is seen
+        self._returncode: int | None = None
+        self._exit_waiters: list[asyncio.Future[int]] = []
         # Calls for the protocol made before connection_made has run, in order.
-        self._pending_calls = collections.deque()
-        self._pipes = {}
+        self._pending_calls: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = (
+            collections.deque())
+        self._pipes: dict[int, _PipeProtocol | None] = {}
         self._finished = False
         self._context = contextvars.copy_context()
         try:
@@ -215,7 +227,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         except BaseException:
             self._closed = True
             raise
-        self._pid = self._proc.pid
+        self._pid = self._proc.pid  # type: ignore[attr-defined]  # set by _start()
         self._extra["subprocess"] = self._proc
         if loop.get_debug():
             program = args if isinstance(args, (bytes, str)) else args[0]
@@ -226,7 +238,10 @@ class SubprocessTransport(asyncio.SubprocessTransport):
 
     # ---------------------------------------------------------------- starting
 
-    def _start(self, args, shell, stdin, stdout, stderr, bufsize, kwargs):
+    def _start(
+        self, args: Any, shell: bool, stdin: Any, stdout: Any, stderr: Any, bufsize: int,
+        kwargs: dict[str, Any],
+    ) -> dict[int, Any]:
         """Start the child; return {fd: parent's pipe object} for the PIPE streams."""
         if shell:
             args = ["/bin/sh", "-c", args]
@@ -238,11 +253,15 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             return self._spawn(args, stdin, stdout, stderr, kwargs)
         return self._popen(args, stdin, stdout, stderr, bufsize, kwargs)
 
-    def _can_spawn(self, stdin, stdout, stderr, kwargs):
+    def _can_spawn(self, stdin: Any, stdout: Any, stderr: Any, kwargs: dict[str, Any]) -> bool:
         for key, value in kwargs.items():
             if key in _NATIVE:
                 continue
-            if key not in _POPEN_DEFAULTS or value is not _POPEN_DEFAULTS[key] and value != _POPEN_DEFAULTS[key]:
+            if (
+                key not in _POPEN_DEFAULTS
+                or value is not _POPEN_DEFAULTS[key]
+                and value != _POPEN_DEFAULTS[key]
+            ):
                 return False
         sources = []
         for i, spec in enumerate((stdin, stdout, stderr)):
@@ -271,7 +290,9 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             return False  # only Popen closes the fds the child would otherwise inherit
         return True
 
-    def _spawn(self, args, stdin, stdout, stderr, kwargs):
+    def _spawn(
+        self, args: Any, stdin: Any, stdout: Any, stderr: Any, kwargs: dict[str, Any],
+    ) -> dict[int, Any]:
         loop = self._loop
         executable = kwargs.get("executable")
         program = executable if executable is not None else args[0]
@@ -290,7 +311,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
                 env_bytes.append(k + b"=" + _fsencode_arg(value))
         pass_fds = sorted({int(fd) for fd in (kwargs.get("pass_fds") or ())})
 
-        created = []  # every fd this call opened, closed on failure
+        created: list[int] = []  # every fd this call opened, closed on failure
         child_ends = []  # closed in the parent after the spawn
         parent_ends = {}
         fds = [0, 1, 2]
@@ -346,14 +367,14 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         self._slot = slot
         owners.register_slot(loop, slot, self)
         files = {
-            fd: io.open(end, "wb" if fd == 0 else "rb", buffering=0)
+            fd: open(end, "wb" if fd == 0 else "rb", buffering=0)
             for fd, end in parent_ends.items()
         }
         self._proc = SpawnedProcess(args, pid[0], files.get(0), files.get(1), files.get(2))
         return files
 
     @staticmethod
-    def _spawn_error(code, program, cwd):
+    def _spawn_error(code: int, program: Any, cwd: Any) -> OSError:
         err = -code
         # Popen names the directory when chdir failed, else the program.
         filename = program
@@ -366,7 +387,10 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         exc = uv_error(code)
         return type(exc)(err, os.strerror(err), filename) if err > 0 else exc
 
-    def _popen(self, args, stdin, stdout, stderr, bufsize, kwargs):
+    def _popen(
+        self, args: Any, stdin: Any, stdout: Any, stderr: Any, bufsize: int,
+        kwargs: dict[str, Any],
+    ) -> dict[int, Any]:
         loop = self._loop
         proc = subprocess.Popen(
             args, shell=False, stdin=stdin, stdout=stdout, stderr=stderr,
@@ -388,7 +412,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
                 files[fd] = f
         return files
 
-    def _wait_in_thread(self):
+    def _wait_in_thread(self) -> None:
         proc, loop = self._proc, self._loop
         try:
             _, status = os.waitpid(proc.pid, 0)
@@ -400,19 +424,23 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         except RuntimeError:
             pass  # the loop is closed
 
-    async def _connect_pipes(self, files, waiter):
+    async def _connect_pipes(
+        self, files: dict[int, Any], waiter: asyncio.Future[Any] | None,
+    ) -> None:
         # Through the loop's public connect_*_pipe methods, as asyncio does: code that
         # wraps those methods sees the child's pipes too.
         try:
             loop = self._loop
             for fd, pipe in sorted(files.items()):
-                connect = loop.connect_write_pipe if fd == 0 else loop.connect_read_pipe
+                connect: Callable[..., Any] = (
+                    loop.connect_write_pipe if fd == 0 else loop.connect_read_pipe
+                )
                 _, proto = await connect(lambda fd=fd: _PipeProtocol(self, fd), pipe)
                 self._pipes[fd] = proto
             loop.call_soon(self._protocol.connection_made, self, context=self._context)
             for callback, args in self._pending_calls:
                 loop.call_soon(callback, *args, context=self._context)
-            self._pending_calls = None
+            self._pending_calls = None  # type: ignore[assignment]  # calls go straight on
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -424,10 +452,10 @@ class SubprocessTransport(asyncio.SubprocessTransport):
 
     # ---------------------------------------------------------------- events
 
-    def _uv_read(self, data):
+    def _uv_read(self, data: bytes) -> None:
         pass
 
-    def _uv_event(self, kind, status, term_signal, unknown):
+    def _uv_event(self, kind: int, status: int, term_signal: int, unknown: int) -> None:
         if kind != lib.UVC_EV_EXIT:
             return
         if unknown:
@@ -436,10 +464,10 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             returncode = -term_signal if term_signal else status
         self._exit_seen(returncode)
 
-    def _uv_closed(self):
+    def _uv_closed(self) -> None:
         self._slot = None
 
-    def _exit_seen(self, returncode):
+    def _exit_seen(self, returncode: int | None) -> None:
         self._slot = None
         if self._returncode is not None:
             return
@@ -455,27 +483,27 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         self._call(self._protocol.process_exited)
         self._try_finish()
 
-    def _call(self, callback, *args):
+    def _call(self, callback: Callable[..., object], *args: Any) -> None:
         if self._pending_calls is not None:
             self._pending_calls.append((callback, args))
         else:
             self._loop.call_soon(callback, *args, context=self._context)
 
-    def _pipe_data_received(self, fd, data):
+    def _pipe_data_received(self, fd: int, data: bytes) -> None:
         self._call(self._protocol.pipe_data_received, fd, data)
 
-    def _pipe_connection_lost(self, fd, exc):
+    def _pipe_connection_lost(self, fd: int, exc: BaseException | None) -> None:
         self._call(self._protocol.pipe_connection_lost, fd, exc)
         self._try_finish()
 
-    def _try_finish(self):
+    def _try_finish(self) -> None:
         if self._returncode is None or self._finished:
             return
         if all(p is not None and p.disconnected for p in self._pipes.values()):
             self._finished = True
             self._call(self._call_connection_lost, None)
 
-    def _call_connection_lost(self, exc):
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
             self._protocol.connection_lost(exc)
         finally:
@@ -483,24 +511,25 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             # connection_lost, as asyncio does it.
             for waiter in self._exit_waiters:
                 if not waiter.cancelled():
-                    waiter.set_result(self._returncode)
-            self._exit_waiters = None
-            self._loop = None
+                    waiter.set_result(self._returncode)  # type: ignore[arg-type]  # the exit was seen
+            # (nothing of the loop or the protocol stays referenced)
+            self._exit_waiters = None  # type: ignore[assignment]
+            self._loop = None  # type: ignore[assignment]
             self._proc = None
             self._protocol = None
 
-    async def _wait(self):
+    async def _wait(self) -> int:
         """Wait for the child's exit and return its returncode (what Process.wait()
         awaits through the protocol)."""
         if self._returncode is not None:
             return self._returncode
-        waiter = self._loop.create_future()
+        waiter: asyncio.Future[int] = self._loop.create_future()
         self._exit_waiters.append(waiter)
         return await waiter
 
     # ---------------------------------------------------------------- public API
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         info = [self.__class__.__name__]
         if self._closed:
             info.append("closed")
@@ -518,39 +547,39 @@ class SubprocessTransport(asyncio.SubprocessTransport):
                 info.append(f"{name}={proto.pipe}")
         return "<{}>".format(" ".join(info))
 
-    def set_protocol(self, protocol):
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         """Use ``protocol`` for the callbacks from now on."""
         self._protocol = protocol
 
-    def get_protocol(self):
+    def get_protocol(self) -> asyncio.BaseProtocol:
         """Return the current protocol."""
-        return self._protocol
+        return self._protocol  # type: ignore[no-any-return]  # (Any inside)
 
-    def is_closing(self):
+    def is_closing(self) -> bool:
         """True once close() has been called."""
         return self._closed
 
-    def get_pid(self):
+    def get_pid(self) -> int:
         """The child's process id."""
-        return self._pid
+        return self._pid  # type: ignore[return-value]  # set once started
 
-    def get_returncode(self):
+    def get_returncode(self) -> int | None:
         """The child's returncode (negative: killed by that signal), None while it runs."""
         return self._returncode
 
-    def get_pipe_transport(self, fd):
+    def get_pipe_transport(self, fd: int) -> asyncio.BaseTransport | None:
         """The transport of the child's pipe ``fd`` (0 stdin, 1 stdout, 2 stderr), or None
         when that stream is not a pipe."""
         proto = self._pipes.get(fd)
         return None if proto is None else proto.pipe
 
-    def _check_running(self):
+    def _check_running(self) -> None:
         # Once the exit has been seen the pid may name another process: refuse, as
         # asyncio does once the transport has finished.
         if self._proc is None or self._returncode is not None or self._proc.returncode is not None:
             raise ProcessLookupError()
 
-    def send_signal(self, signal):
+    def send_signal(self, signal: int) -> None:
         """Send ``signal`` to the child.  ProcessLookupError once it has exited."""
         self._check_running()
         if self._slot is not None:
@@ -558,17 +587,17 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             if err < 0:
                 raise uv_error(err)
         else:
-            os.kill(self._pid, signal)
+            os.kill(self._pid, signal)  # type: ignore[arg-type]  # started
 
-    def terminate(self):
+    def terminate(self) -> None:
         """Send SIGTERM to the child.  ProcessLookupError once it has exited."""
         self.send_signal(15)
 
-    def kill(self):
+    def kill(self) -> None:
         """Send SIGKILL to the child.  ProcessLookupError once it has exited."""
         self.send_signal(9)
 
-    def close(self):
+    def close(self) -> None:
         """Close the pipes, and kill the child if it is still running."""
         if self._closed:
             return
@@ -584,7 +613,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             except ProcessLookupError:
                 pass
 
-    def __del__(self, _warn=warnings.warn):
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if not self._closed:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self.close()

@@ -35,15 +35,24 @@ out; a BufferedProtocol's buffer is filled through views, never through a copy.
 Every application callback runs in the transport's context: a copy of the context the
 connection was made in (ssl=) or start_tls() was called in.
 """
+from __future__ import annotations
+
 import asyncio
 import contextvars
 import logging
 import ssl
 import warnings
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .. import _owners as owners
 from ._context import run_in_context
 from ._flow import water_marks
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop, BaseProtocol
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger("asyncio")
 
@@ -84,17 +93,18 @@ class _Link(asyncio.Protocol):
     __slots__ = ("connection_made", "connection_lost", "data_received", "eof_received",
                  "pause_writing", "resume_writing", "_feed_from_arena", "_app_transport")
 
-    def __init__(self, tls):
+    def __init__(self, tls: SSLTransport) -> None:
         self._app_transport = tls
-        self.connection_made = tls._lower_made
-        self.connection_lost = tls._lower_lost
-        self.data_received = tls._feed
-        self.eof_received = tls._lower_eof
-        self.pause_writing = tls._lower_pause_writing
-        self.resume_writing = tls._lower_resume_writing
+        # (slots named as asyncio.Protocol's methods, holding the TLS transport's methods)
+        self.connection_made = tls._lower_made  # type: ignore[method-assign, assignment]
+        self.connection_lost = tls._lower_lost  # type: ignore[method-assign]
+        self.data_received = tls._feed  # type: ignore[method-assign]
+        self.eof_received = tls._lower_eof  # type: ignore[method-assign]
+        self.pause_writing = tls._lower_pause_writing  # type: ignore[method-assign]
+        self.resume_writing = tls._lower_resume_writing  # type: ignore[method-assign]
         self._feed_from_arena = tls._feed_from_arena
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<TLS link of {self._app_transport!r}>"
 
 
@@ -107,6 +117,9 @@ class SSLTransport(asyncio.Transport):
     _start_tls_compatible = True  # TLS in TLS: start_tls() takes this transport
     if _SendfileMode is not None:
         _sendfile_compatible = _SendfileMode.FALLBACK  # sendfile() reads and writes
+
+    if TYPE_CHECKING:
+        _extra: dict[str, Any]  # asyncio.BaseTransport's slot, which typeshed leaves out
 
     __slots__ = (
         "_loop", "_lower", "_link", "_protocol", "_context", "_ctx_run", "_sslcontext",
@@ -122,13 +135,17 @@ class SSLTransport(asyncio.Transport):
         "__weakref__",
     )
 
-    def __init__(self, loop, protocol, sslcontext, waiter, *, server_side=False,
-                 server_hostname=None, ssl_handshake_timeout=None, ssl_shutdown_timeout=None,
-                 call_connection_made=True, context=None):
+    def __init__(
+        self, loop: AbstractEventLoop, protocol: BaseProtocol, sslcontext: ssl.SSLContext,
+        waiter: asyncio.Future[Any] | None, *, server_side: bool = False,
+        server_hostname: str | None = None, ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None, call_connection_made: bool = True,
+        context: contextvars.Context | None = None,
+    ) -> None:
         asyncio.Transport.__init__(self, {"sslcontext": sslcontext})
         self._loop = loop
         self._debug = loop.get_debug()
-        self._lower = None
+        self._lower: Any = None  # the socket transport, once connected
         self._sslcontext = sslcontext
         self._server_side = server_side
         self._incoming = ssl.MemoryBIO()
@@ -155,9 +172,9 @@ class SSLTransport(asyncio.Transport):
                                    else ssl_handshake_timeout)
         self._shutdown_timeout = (SHUTDOWN_TIMEOUT if ssl_shutdown_timeout is None
                                   else ssl_shutdown_timeout)
-        self._handshake_handle = None
-        self._shutdown_handle = None
-        self._handshake_start = None
+        self._handshake_handle: asyncio.TimerHandle | None = None
+        self._shutdown_handle: asyncio.TimerHandle | None = None
+        self._handshake_start: float | None = None
         self._call_connection_made = call_connection_made
         # start_tls: the application protocol is connected already (to the plain transport)
         self._app_connected = not call_connection_made
@@ -165,7 +182,7 @@ class SSLTransport(asyncio.Transport):
         self._app_lost = False     # connection_lost() was called (or scheduled)
         self._closing = False
         self._conn_lost = 0        # writes refused after the close (asyncio's warning count)
-        self._backlog = None       # plaintext not encrypted yet (renegotiation): list
+        self._backlog: list[Any] | None = None  # plaintext not encrypted yet (renegotiation): list
         self._backlog_size = 0
         self._reading_paused = False   # the application's pause_reading()
         self._eof_pending = False      # TCP EOF arrived while records wait for a reader
@@ -174,37 +191,37 @@ class SSLTransport(asyncio.Transport):
         self._in_app = False           # running application code: writes wait for its end
         self._high_water, self._low_water = water_marks(WRITE_HIGH_WATER)
         self._app_writing_paused = False
-        self._arena_view = getattr(loop, "_arena_view", None)
+        self._arena_view: Any = getattr(loop, "_arena_view", None)
         # The context of the connection; a fresh copy is taken when the lower transport
         # connects (see _lower_made) unless start_tls() gave one.
-        self._context = context
-        self._ctx_run = context.run if context is not None else None
-        self._link = _Link(self)
+        self._context: contextvars.Context = context  # type: ignore[assignment]  # see _lower_made
+        self._ctx_run: Any = context.run if context is not None else None
+        self._link: _Link = _Link(self)
         self._set_app_protocol(protocol)
 
     # ------------------------------------------------------------------ protocol
 
-    def _set_app_protocol(self, protocol):
-        self._protocol = protocol
+    def _set_app_protocol(self, protocol: Any) -> None:
+        self._protocol: Any = protocol  # a Protocol or BufferedProtocol: called by kind
         self._buffered = isinstance(protocol, _BufferedProtocol)
         if self._buffered:
-            self._data_received = None
-            self._reader = self._do_read_buffered
+            self._data_received: Any = None
+            self._reader: Callable[[], None] = self._do_read_buffered
         else:
             self._data_received = protocol.data_received
             self._reader = self._do_read_copied
 
-    def set_protocol(self, protocol):
+    def set_protocol(self, protocol: BaseProtocol) -> None:
         """Set a new protocol; the next data goes to it."""
         self._set_app_protocol(protocol)
 
-    def get_protocol(self):
+    def get_protocol(self) -> BaseProtocol:
         """Return the current protocol."""
-        return self._protocol
+        return self._protocol  # type: ignore[no-any-return]  # (Any inside)
 
     # ------------------------------------------------------------------ lower side
 
-    def _lower_made(self, lower):
+    def _lower_made(self, lower: asyncio.Transport) -> None:
         """The lower transport is connected (its connection_made): start the handshake."""
         self._lower = lower
         if self._context is None:
@@ -232,7 +249,7 @@ class SSLTransport(asyncio.Transport):
                                                        self._handshake_timed_out)
         self._do_handshake()
 
-    def _feed_from_arena(self, off, length):
+    def _feed_from_arena(self, off: int, length: int) -> None:
         """A read of the lower uvcffi transport, still in the loop's arena (valid during
         this call only): copied once, into the incoming BIO."""
         self._in_write(self._arena_view[off:off + length])
@@ -242,7 +259,7 @@ class SSLTransport(asyncio.Transport):
         else:
             self._incoming_other()
 
-    def _feed(self, data):
+    def _feed(self, data: bytes | bytearray | memoryview) -> None:
         """Records from a lower transport that delivers bytes (data_received)."""
         self._in_write(data)
         if self._state == _WRAPPED:
@@ -251,7 +268,7 @@ class SSLTransport(asyncio.Transport):
         else:
             self._incoming_other()
 
-    def _incoming_other(self):
+    def _incoming_other(self) -> None:
         state = self._state
         if state == _HANDSHAKE:
             self._do_handshake()
@@ -259,7 +276,7 @@ class SSLTransport(asyncio.Transport):
             self._ctx_run(self._shutdown_step)
         # _CLOSED: whatever still arrives is dropped
 
-    def _lower_eof(self):
+    def _lower_eof(self) -> bool:
         """The peer closed its end of the TCP stream (its return value: keep the lower
         transport open, the TLS layer closes it)."""
         if self._debug:
@@ -282,7 +299,7 @@ class SSLTransport(asyncio.Transport):
             return False
         return True
 
-    def _on_peer_eof(self):
+    def _on_peer_eof(self) -> None:
         """TCP EOF without close_notify, every whole record delivered (in the context)."""
         self._eof_pending = False
         incoming = self._incoming
@@ -305,7 +322,7 @@ class SSLTransport(asyncio.Transport):
         self._call_eof_received()
         self._shutdown_done()
 
-    def _lower_lost(self, exc):
+    def _lower_lost(self, exc: BaseException | None) -> None:
         """The lower transport is gone (its connection_lost): the end of everything."""
         self._cancel_timers()
         state = self._state
@@ -327,26 +344,26 @@ class SSLTransport(asyncio.Transport):
         # as asyncio's sslproto is (CPython's test_create_connection_memory_leak).
         self._protocol = None
         self._data_received = None
-        self._reader = None
+        self._reader = None  # type: ignore[assignment]
         self._lower = None
-        self._link = None
+        self._link = None  # type: ignore[assignment]
         if self._app_connected and not self._app_lost:
             self._app_lost = True
             self._ctx_run(protocol.connection_lost, exc)
         elif state == _HANDSHAKE and self._debug:
             logger.debug("%r lost during the handshake: %r", self, exc)
 
-    def _lower_pause_writing(self):
+    def _lower_pause_writing(self) -> None:
         """The lower transport's buffer went over the high-water mark."""
         self._maybe_pause_app()
 
-    def _lower_resume_writing(self):
+    def _lower_resume_writing(self) -> None:
         """The lower transport's buffer drained to the low-water mark."""
         self._maybe_resume_app()
 
     # ------------------------------------------------------------------ handshake
 
-    def _do_handshake(self):
+    def _do_handshake(self) -> None:
         try:
             self._sslobj.do_handshake()
         except _WantRead:
@@ -357,14 +374,14 @@ class SSLTransport(asyncio.Transport):
         else:
             self._handshake_done()
 
-    def _handshake_timed_out(self):
+    def _handshake_timed_out(self) -> None:
         self._handshake_handle = None
         if self._state == _HANDSHAKE:
             self._handshake_failed(ConnectionAbortedError(
                 f"SSL handshake is taking longer than {self._handshake_timeout} seconds: "
                 f"aborting the connection"))
 
-    def _handshake_failed(self, exc):
+    def _handshake_failed(self, exc: BaseException) -> None:
         self._cancel_timers()
         self._state = _CLOSED
         if isinstance(exc, ssl.CertificateError):
@@ -377,7 +394,7 @@ class SSLTransport(asyncio.Transport):
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
 
-    def _handshake_done(self):
+    def _handshake_done(self) -> None:
         sslobj = self._sslobj
         try:
             peercert = sslobj.getpeercert()
@@ -387,7 +404,7 @@ class SSLTransport(asyncio.Transport):
         self._cancel_timers()
         self._state = _WRAPPED
         if self._debug:
-            dt = self._loop.time() - self._handshake_start
+            dt = self._loop.time() - self._handshake_start  # type: ignore[operator]  # started
             logger.debug("%r: SSL handshake took %.1f ms", self, dt * 1e3)
         self._extra.update(peercert=peercert, cipher=sslobj.cipher(),
                            compression=sslobj.compression(), ssl_object=sslobj)
@@ -409,15 +426,15 @@ class SSLTransport(asyncio.Transport):
 
     # ------------------------------------------------------------------ reading
 
-    def _has_pending(self):
+    def _has_pending(self) -> bool:
         return self._incoming.pending > 0 or self._ssl_pending() > 0
 
-    def _schedule_read(self):
+    def _schedule_read(self) -> None:
         if not self._read_scheduled:
             self._read_scheduled = True
             self._loop.call_soon(self._scheduled_read)
 
-    def _scheduled_read(self):
+    def _scheduled_read(self) -> None:
         self._read_scheduled = False
         if self._state != _WRAPPED or self._reading_paused:
             return
@@ -431,7 +448,7 @@ class SSLTransport(asyncio.Transport):
         if lower is not None:
             lower.resume_reading()
 
-    def _do_read_copied(self):
+    def _do_read_copied(self) -> None:
         """Decrypt what the BIO holds, deliver it to data_received(), send what that
         wrote (runs in the transport's context).  The read path of a Protocol, in one
         frame: every frame costs on CPython, and this runs once per read."""
@@ -492,7 +509,7 @@ class SSLTransport(asyncio.Transport):
         if close_notify:
             self._peer_closed()
 
-    def _do_read_buffered(self):
+    def _do_read_buffered(self) -> None:
         """The read path of a BufferedProtocol (in the transport's context)."""
         self._in_app = True
         try:
@@ -501,14 +518,14 @@ class SSLTransport(asyncio.Transport):
             self._in_app = False
         self._read_done(close_notify)
 
-    def _read_done(self, close_notify):
+    def _read_done(self, close_notify: bool) -> None:
         if self._backlog is not None:
             self._write_backlog()
         self._flush_out()
         if close_notify:
             self._peer_closed()
 
-    def _read_buffered(self):
+    def _read_buffered(self) -> bool:
         protocol = self._protocol
         incoming = self._incoming
         pending = self._ssl_pending
@@ -551,7 +568,7 @@ class SSLTransport(asyncio.Transport):
                 return False
         return False
 
-    def _read_into_void(self):
+    def _read_into_void(self) -> bool:
         """Closing: decrypt and discard application data, watching for close_notify.
         RFC 8446 6.1: data after a closure alert MUST be ignored; and OpenSSL's unwrap()
         fails with APPLICATION_DATA_AFTER_CLOSE_NOTIFY on data it did not read first."""
@@ -567,13 +584,13 @@ class SSLTransport(asyncio.Transport):
             return True
         return False
 
-    def _peer_closed(self):
+    def _peer_closed(self) -> None:
         """The peer's close_notify arrived (in the transport's context)."""
         self._call_eof_received()
         if self._state == _WRAPPED:
             self._begin_shutdown()
 
-    def _call_eof_received(self):
+    def _call_eof_received(self) -> None:
         if not self._app_connected or self._app_eof or self._app_lost:
             return
         self._app_eof = True
@@ -590,7 +607,7 @@ class SSLTransport(asyncio.Transport):
         if keep_open:
             logger.warning("returning true from eof_received() has no effect when using ssl")
 
-    def pause_reading(self):
+    def pause_reading(self) -> None:
         """Pause the receiving end: no data_received() until resume_reading().  The
         socket stops being read; data already received is delivered after the resume."""
         if self._reading_paused:
@@ -602,7 +619,7 @@ class SSLTransport(asyncio.Transport):
         if self._debug:
             logger.debug("%r pauses reading", self)
 
-    def resume_reading(self):
+    def resume_reading(self) -> None:
         """Resume the receiving end: data that arrived while paused is delivered first,
         from the loop, in the transport's context."""
         if not self._reading_paused:
@@ -618,13 +635,13 @@ class SSLTransport(asyncio.Transport):
         if self._debug:
             logger.debug("%r resumes reading", self)
 
-    def is_reading(self):
+    def is_reading(self) -> bool:
         """True unless pause_reading() is in effect."""
         return not self._reading_paused
 
     # ------------------------------------------------------------------ writing
 
-    def write(self, data):
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write bytes-like ``data``: encrypted at once and sent without blocking (what
         the socket does not take is buffered).  TypeError for other types; data written
         after close() is dropped (with a warning after a few)."""
@@ -648,13 +665,13 @@ class SSLTransport(asyncio.Transport):
         if not self._in_app:
             self._flush_out()
 
-    def writelines(self, list_of_data):
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write an iterable of bytes-like objects: one TLS record stream for all."""
         data = b"".join(list_of_data)
         if data:
             self.write(data)
 
-    def _write_slow(self, data):
+    def _write_slow(self, data: bytes | bytearray | memoryview) -> None:
         state = self._state
         if self._closing or state == _CLOSED or state == _SHUTDOWN or state == _FLUSHING:
             if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
@@ -667,14 +684,14 @@ class SSLTransport(asyncio.Transport):
             if not self._in_app:
                 self._flush_out()
 
-    def _add_backlog(self, data):
+    def _add_backlog(self, data: bytes | bytearray | memoryview) -> None:
         if self._backlog is None:
             self._backlog = []
         self._backlog.append(bytes(data))  # the caller may reuse its buffer
         self._backlog_size += len(data)
         self._maybe_pause_app()
 
-    def _write_backlog(self):
+    def _write_backlog(self) -> None:
         """Encrypt the plaintext that waited; stop again at SSLWantReadError."""
         backlog = self._backlog
         write = self._ssl_write
@@ -693,22 +710,22 @@ class SSLTransport(asyncio.Transport):
         self._backlog_size = 0
         self._maybe_resume_app()
 
-    def _flush_out(self):
+    def _flush_out(self) -> None:
         """Hand the records waiting in the outgoing BIO to the lower transport (one write
         for all of them)."""
         data = self._out_read()
         if data and self._state != _CLOSED:  # (closed: the lower transport is going)
             self._lower.write(data)
 
-    def can_write_eof(self):
+    def can_write_eof(self) -> bool:
         """False: TLS has no half-close (close_notify ends both directions here)."""
         return False
 
-    def write_eof(self):
+    def write_eof(self) -> None:
         """Not supported by TLS transports (asyncio's raise NotImplementedError too)."""
         raise NotImplementedError
 
-    def get_write_buffer_size(self):
+    def get_write_buffer_size(self) -> int:
         """Bytes written and not sent yet: plaintext waiting for a renegotiation, records
         not encrypted out of the BIO yet, and records the socket has not taken."""
         lower = self._lower
@@ -717,11 +734,11 @@ class SSLTransport(asyncio.Transport):
             size += lower.get_write_buffer_size()
         return size
 
-    def get_write_buffer_limits(self):
+    def get_write_buffer_limits(self) -> tuple[int, int]:
         """The (low, high) water marks of the write buffer."""
         return (self._low_water, self._high_water)
 
-    def set_write_buffer_limits(self, high=None, low=None):
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         """Set the marks: pause_writing() above ``high``, resume_writing() at or below
         ``low``.  Defaults as asyncio's TLS transports: high 512 KiB (or 4 * low), low
         high // 4."""
@@ -734,11 +751,11 @@ class SSLTransport(asyncio.Transport):
         self._maybe_pause_app()
 
     @property
-    def _protocol_paused(self):
+    def _protocol_paused(self) -> bool:
         # sendfile's fallback asks whether the protocol is paused (loop/_streams.py)
         return self._app_writing_paused
 
-    def _maybe_pause_app(self):
+    def _maybe_pause_app(self) -> None:
         # (Not before connection_made: the lower transport may call this while the
         # handshake runs, when it is given this transport's water marks.)
         if self._app_writing_paused or self._app_lost or not self._app_connected:
@@ -758,7 +775,7 @@ class SSLTransport(asyncio.Transport):
                 "protocol": self._protocol,
             })
 
-    def _maybe_resume_app(self):
+    def _maybe_resume_app(self) -> None:
         if not self._app_writing_paused or self._app_lost:
             return
         if self.get_write_buffer_size() > self._low_water:
@@ -778,11 +795,11 @@ class SSLTransport(asyncio.Transport):
 
     # ------------------------------------------------------------------ closing
 
-    def is_closing(self):
+    def is_closing(self) -> bool:
         """True once close() or abort() was called, or the connection is closing."""
         return self._closing
 
-    def close(self):
+    def close(self) -> None:
         """Close the transport: what was written is sent, then close_notify; once the
         peer's close_notify arrives (or ssl_shutdown_timeout passes: connection_lost
         gets TimeoutError) the connection closes and connection_lost(None) is called.
@@ -803,7 +820,7 @@ class SSLTransport(asyncio.Transport):
             if lower is not None:
                 lower.abort()
 
-    def _begin_shutdown(self):
+    def _begin_shutdown(self) -> None:
         self._closing = True
         self._state = _FLUSHING
         self._shutdown_handle = self._loop.call_later(self._shutdown_timeout,
@@ -815,7 +832,7 @@ class SSLTransport(asyncio.Transport):
         # From close() (any context, this one included) or from the read path (in it).
         run_in_context(self._context, self._shutdown_step)
 
-    def _shutdown_step(self):
+    def _shutdown_step(self) -> None:
         """Advance the close: encrypt what waits, send close_notify, wait for the peer's."""
         if self._state == _FLUSHING:
             if self._backlog is not None:
@@ -843,7 +860,7 @@ class SSLTransport(asyncio.Transport):
         self._flush_out()
         self._shutdown_done()
 
-    def _shutdown_timed_out(self):
+    def _shutdown_timed_out(self) -> None:
         self._shutdown_handle = None
         if self._state in (_FLUSHING, _SHUTDOWN):
             self._state = _CLOSED
@@ -851,7 +868,7 @@ class SSLTransport(asyncio.Transport):
             if lower is not None:
                 lower._force_close(asyncio.TimeoutError("SSL shutdown timed out"))
 
-    def _shutdown_done(self):
+    def _shutdown_done(self) -> None:
         self._cancel_timers()
         self._state = _CLOSED
         self._closing = True
@@ -859,12 +876,12 @@ class SSLTransport(asyncio.Transport):
         if lower is not None:
             lower.close()  # sends what is buffered (our close_notify), then connection_lost
 
-    def abort(self):
+    def abort(self) -> None:
         """Close the transport at once: buffered data is lost, no close_notify;
         connection_lost(None) follows."""
         self._force_close(None)
 
-    def _force_close(self, exc):
+    def _force_close(self, exc: BaseException | None) -> None:
         self._closing = True
         self._state = _CLOSED
         self._cancel_timers()
@@ -872,7 +889,7 @@ class SSLTransport(asyncio.Transport):
         if lower is not None:
             lower._force_close(exc) if hasattr(lower, "_force_close") else lower.abort()
 
-    def _cancel_timers(self):
+    def _cancel_timers(self) -> None:
         handle = self._handshake_handle
         if handle is not None:
             self._handshake_handle = None
@@ -882,7 +899,7 @@ class SSLTransport(asyncio.Transport):
             self._shutdown_handle = None
             handle.cancel()
 
-    def _fatal_error(self, exc, message="Fatal error on transport"):
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
         """Report ``exc`` (OSErrors, the peer's doing, only in debug mode, as asyncio) and
         drop the connection; connection_lost(exc) follows."""
         if isinstance(exc, OSError):
@@ -897,7 +914,7 @@ class SSLTransport(asyncio.Transport):
             })
         self._force_close(exc)
 
-    def _app_call(self, callback, *args, what):
+    def _app_call(self, callback: Callable[..., _T], *args: Any, what: str) -> bool:
         """An application callback during the handshake's end (in the context)."""
         self._in_app = True
         try:
@@ -914,7 +931,7 @@ class SSLTransport(asyncio.Transport):
 
     # ------------------------------------------------------------------ information
 
-    def get_extra_info(self, name, default=None):
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
         """asyncio's names: sslcontext, ssl_object, peercert, cipher, compression (after
         the handshake), and the lower transport's (socket, peername, sockname, ...)."""
         extra = self._extra
@@ -925,7 +942,7 @@ class SSLTransport(asyncio.Transport):
             return lower.get_extra_info(name, default)
         return default
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         info = [self.__class__.__name__, _STATE_NAMES.get(self._state, "?")]
         if self._closing:
             info.append("closing")
@@ -934,7 +951,7 @@ class SSLTransport(asyncio.Transport):
         info.append(f"lower={self._lower!r}")
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn=warnings.warn):
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_app_connected", False) and not getattr(self, "_closing", True):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
 
@@ -965,11 +982,12 @@ class _DirectSSLTransport(SSLTransport):
 
     __slots__ = ("_ssl_ptr", "_in_bio", "_out_bio", "_arena_ptr", "_rbuf", "_wbuf", "_sbuf")
 
-    def __init__(self, loop, *args, **kwargs):
+    def __init__(self, loop: AbstractEventLoop, *args: Any, **kwargs: Any) -> None:
         SSLTransport.__init__(self, loop, *args, **kwargs)
-        self._ssl_ptr = self._sslobj._sslobj.ssl
-        self._in_bio = self._incoming.bio
-        self._out_bio = self._outgoing.bio
+        # (PyPy's cffi ssl module: its objects' attributes are not in typeshed)
+        self._ssl_ptr = self._sslobj._sslobj.ssl  # type: ignore[attr-defined]
+        self._in_bio = self._incoming.bio  # type: ignore[attr-defined]
+        self._out_bio = self._outgoing.bio  # type: ignore[attr-defined]
         self._arena_ptr = _ffi.cast("char *", _lib.uvc_arena(owners.uv(loop)))
         # Scratch buffers of the loop (one thread runs it): filled and emptied within
         # one call, so every TLS transport of the loop shares them.
@@ -978,7 +996,7 @@ class _DirectSSLTransport(SSLTransport):
                                           _ffi.new("char[]", _OUT_CHUNK),
                                           _ffi.new("char[]", _OUT_CHUNK)))
 
-    def _feed_from_arena(self, off, length):
+    def _feed_from_arena(self, off: int, length: int) -> None:
         _BIO_write(self._in_bio, self._arena_ptr + off, length)
         if self._state == _WRAPPED:
             if not self._read_scheduled and not self._reading_paused:
@@ -986,7 +1004,7 @@ class _DirectSSLTransport(SSLTransport):
         else:
             self._incoming_other()
 
-    def _do_read_copied(self):
+    def _do_read_copied(self) -> None:
         """SSLTransport._do_read_copied, with OpenSSL called directly."""
         ssl_ptr = self._ssl_ptr
         in_bio = self._in_bio
@@ -1047,7 +1065,7 @@ class _DirectSSLTransport(SSLTransport):
             return
         self._read_done(close_notify)
 
-    def write(self, data):
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write bytes-like ``data``: encrypted at once and sent without blocking (what
         the socket does not take is buffered).  TypeError for other types; data written
         after close() is dropped (with a warning after a few)."""
@@ -1092,7 +1110,7 @@ class _DirectSSLTransport(SSLTransport):
         if not self._in_app:
             self._flush_out()
 
-    def _flush_out(self):
+    def _flush_out(self) -> None:
         out_bio = self._out_bio
         wbuf = self._wbuf
         while True:
@@ -1109,7 +1127,8 @@ class _DirectSSLTransport(SSLTransport):
 
 _OUT_CHUNK = 256 * 1024  # records handed to the socket per write (a burst is rarely more)
 if _pypy_openssl is not None:
-    from .._uv import ffi as _ffi, lib as _lib
+    from .._uv import ffi as _ffi
+    from .._uv import lib as _lib
 
     _memmove = _ffi.memmove
     _unpack = _ffi.unpack
@@ -1124,7 +1143,7 @@ if _pypy_openssl is not None:
     _SSL_ERROR_ZERO_RETURN = _pypy_openssl.lib.SSL_ERROR_ZERO_RETURN
 
 
-def _direct_usable(sslobj, incoming):
+def _direct_usable(sslobj: Any, incoming: ssl.MemoryBIO) -> bool:
     return (_pypy_openssl is not None and hasattr(getattr(sslobj, "_sslobj", None), "ssl")
             and hasattr(incoming, "bio"))
 
@@ -1132,7 +1151,7 @@ def _direct_usable(sslobj, incoming):
 _direct_checked = None
 
 
-def tls_transport_class():
+def tls_transport_class() -> type[SSLTransport]:
     """The SSLTransport class for this runtime: _DirectSSLTransport on a PyPy whose ssl
     module is the cffi one this was written for (checked once), else SSLTransport."""
     global _direct_checked

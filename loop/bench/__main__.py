@@ -7,6 +7,7 @@ Runs on the interpreter it is started with (CPython or PyPy); every server and
 worker process uses that same interpreter.  See runner.py for the order of
 runs and report.py for how figures are summarized.
 """
+from __future__ import annotations
 
 import argparse
 import os
@@ -14,6 +15,7 @@ import platform
 import signal
 import sys
 import time
+from typing import Any
 
 from . import loops as loops_mod
 from . import report
@@ -21,17 +23,23 @@ from .loadgen import CLIENT_CPU, SERVER_CPU
 from .runner import WORKLOADS, Runner, Settings, select
 
 
-def parse_args(argv):
+def parse_args(argv: list[str] | None) -> Any:
     ap = argparse.ArgumentParser(
         prog="python -m uvcffi.bench",
-        description="Benchmark uvcffi against asyncio, uvloop and rloop, interleaved, on this interpreter.")
+        description="Benchmark uvcffi against asyncio, uvloop and rloop, interleaved, "
+        "on this interpreter.",
+    )
     ap.add_argument("--quick", action="store_true",
                     help="2 repetitions of short runs instead of 5")
     ap.add_argument("--json", metavar="FILE", help="write all figures as JSON")
     ap.add_argument("--plot", metavar="FILE",
                     help="write a bar chart normalized to asyncio (.svg; .png needs matplotlib)")
-    ap.add_argument("--loops", default=None,
-                    help="comma-separated loops (default: uvcffi, asyncio, and uvloop and rloop where they import)")
+    ap.add_argument(
+        "--loops",
+        default=None,
+        help="comma-separated loops (default: uvcffi, asyncio, and uvloop and rloop where "
+        "they import)",
+    )
     ap.add_argument("--only", nargs="+", metavar="WORKLOAD",
                     help="workloads to run: names, globs (tcp-*-1k) or prefixes (tcp, sched, http)")
     ap.add_argument("--repeat", type=int, default=None, help="repetitions (default 5, --quick 2)")
@@ -41,11 +49,11 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
-def _on_sigterm(signum, frame):
+def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> Any:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.list:
         for w in WORKLOADS:
@@ -59,7 +67,7 @@ def main(argv=None):
                   file=sys.stderr)
             return 2
     else:
-        skipped = {}
+        skipped: dict[str, str] = {}
         names = loops_mod.default_loops(skipped)
         for loop, why in skipped.items():
             print("%s is left out on %s %s: %s" % (loop, platform.python_implementation(),

@@ -4,6 +4,7 @@ Every server, worker and load generator the suite starts goes through `Child`, s
 that one registry knows every pid the suite owns: `close_all()` (run from a
 `finally` and at exit) ends exactly those pids and nothing else.
 """
+from __future__ import annotations
 
 import atexit
 import os
@@ -13,15 +14,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
-_LIVE = set()
+_LIVE: set[Child] = set()
 
 
 class ChildError(Exception):
     """A child said "ERROR ...", died, or did not answer in time."""
 
 
-def pin(pid, cpu):
+def pin(pid: int, cpu: int | None) -> None:
     """Pin `pid` to one CPU when the machine has it; silently a no-op otherwise.
 
     Pinning keeps the server and the load generator off each other's core, which
@@ -42,10 +44,14 @@ class Child:
     full pipe while we wait for its stdout; its tail explains failures.
     """
 
-    def __init__(self, argv, cpu=None, env=None, name=None):
+    def __init__(
+        self, argv: list[str], cpu: int | None = None, env: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
         self.name = name or os.path.basename(argv[0])
         self._err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
+        # (stdin and stdout are pipes: never None below)
+        self.proc: subprocess.Popen[bytes] = subprocess.Popen(
             [str(a) for a in argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -57,20 +63,20 @@ class Child:
         self.pid = self.proc.pid
         pin(self.pid, cpu)
         self._buf = b""
-        self.notes = []  # "ERR ..." lines the child printed between answers
+        self.notes: list[str] = []  # "ERR ..." lines the child printed between answers
 
     # -- talking ------------------------------------------------------------
-    def send(self, line):
+    def send(self, line: str) -> None:
         try:
-            self.proc.stdin.write((line + "\n").encode())
-            self.proc.stdin.flush()
+            self.proc.stdin.write((line + "\n").encode())  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
         except (BrokenPipeError, OSError, ValueError):
             pass  # the child is gone; the next readline says so
 
-    def readline(self, timeout):
+    def readline(self, timeout: float) -> Any:
         """One line without its newline; ChildError on EOF or timeout."""
         deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
         while b"\n" not in self._buf:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -86,7 +92,7 @@ class Child:
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode(errors="replace").rstrip("\r")
 
-    def expect(self, prefixes, timeout):
+    def expect(self, prefixes: Any, timeout: float) -> Any:
         """Read lines until one starts with one of `prefixes`; return (prefix, rest).
 
         "ERROR ..." from the child always ends the wait with ChildError;
@@ -109,20 +115,20 @@ class Child:
                     return p, line[len(p):].strip()
 
     # -- state --------------------------------------------------------------
-    def alive(self):
+    def alive(self) -> Any:
         return self.proc.poll() is None
 
-    def stderr_tail(self, limit=400):
+    def stderr_tail(self, limit: int = 400) -> Any:
         try:
             self._err.seek(0)
             data = self._err.read().decode(errors="replace").strip()
         except (OSError, ValueError):
             return ""
-        lines = [l for l in data.splitlines() if l.strip()]
+        lines = [line for line in data.splitlines() if line.strip()]
         # The last line of a traceback names the exception: the useful part.
         return (lines[-1] if lines else "")[-limit:]
 
-    def death(self):
+    def death(self) -> Any:
         """How the child ended, with its last stderr line."""
         rc = self.proc.returncode
         tail = self.stderr_tail()
@@ -135,7 +141,7 @@ class Child:
         return "%s %s%s" % (self.name, what, (": " + tail) if tail else "")
 
     # -- ending -------------------------------------------------------------
-    def close(self, grace=2.0):
+    def close(self, grace: float = 2.0) -> None:
         """Ask the child to quit, then SIGKILL this pid if it has not gone."""
         if self not in _LIVE:
             return
@@ -144,7 +150,7 @@ class Child:
         if p.poll() is None:
             self.send("quit")
             try:
-                p.stdin.close()
+                p.stdin.close()  # type: ignore[union-attr]
             except OSError:
                 pass
             try:
@@ -160,18 +166,18 @@ class Child:
                     pass
         for f in (p.stdin, p.stdout, self._err):
             try:
-                f.close()
+                f.close()  # type: ignore[union-attr]
             except (OSError, ValueError):
                 pass
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-def close_all():
+def close_all() -> None:
     """End every child this process started and has not yet closed."""
     for c in list(_LIVE):
         c.close(grace=0.5)
@@ -198,7 +204,7 @@ importlib.import_module("_uvcffi_bench." + mod).main()
 """
 
 
-def python_module_argv(module, *args):
+def python_module_argv(module: str, *args: Any) -> Any:
     """argv that runs bench module `module` ("server", "micro") with this very
     interpreter (CPython or PyPy), independently of uvcffi's importability."""
     here = os.path.dirname(os.path.abspath(__file__))

@@ -20,6 +20,7 @@ This module only adds to the runner: the workload rows, a preflight that
 skips rows (with the reason) when wrk or a framework is missing, and the
 measuring of one group; runner.py calls those three.
 """
+from __future__ import annotations
 
 import json
 import os
@@ -27,6 +28,7 @@ import platform
 import shutil
 import subprocess
 import time
+from typing import Any
 
 from . import loadgen
 from ._proc import Child, ChildError, python_module_argv
@@ -67,42 +69,43 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
     e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
 end
-"""
+"""  # noqa: E501  (the Lua format string is one line: the line wrk prints)
 
 
-def workloads(Workload):
+def workloads(Workload: Any) -> Any:
     return [Workload(name, "http", name, "rps", "req/s", kind=app, transport="http", doc=doc)
             for name, app, _, doc in APPS]
 
 
-def _needs(w):
+def _needs(w: Any) -> Any:
     for name, _, needs, _ in APPS:
         if name == w.name:
             return needs
     return ()
 
 
-def warm_plan():
+def warm_plan() -> Any:
     return WARM.get(platform.python_implementation(), WARM["PyPy"])
 
 
-def window_secs(settings):
+def window_secs(settings: Any) -> Any:
     return WINDOW[bool(settings.quick)]
 
 
-def cost(settings):
+def cost(settings: Any) -> Any:
     """Rough seconds of one measurement, for the runner's pacing."""
     plan = warm_plan()
     return 1.5 + (plan["min"] + plan["max"]) / 3.0 + window_secs(settings)
 
 
 class _State:
-    wrk = None
-    lua = None
+    wrk: str | None = None
+    lua: str | None = None
     http = "httptools"    # uvicorn's parser
+    h11_why: str          # why h11 replaced httptools (set with http = "h11")
 
 
-def preflight(runner):
+def preflight(runner: Any) -> None:
     """Skip, with the reason, the rows that cannot run here; note what runs."""
     wls = [w for w in runner.workloads if w.family == "http"]
     if not wls:
@@ -149,7 +152,7 @@ def preflight(runner):
                warm_plan()["min"], warm_plan()["max"], window_secs(runner.s)))
 
 
-def run_group(runner, rep, order, wls):
+def run_group(runner: Any, rep: int, order: Any, wls: Any) -> None:
     """Every loop of `order` on the one app of `wls` (a server per loop)."""
     st = runner.http_state
     for loop in order:
@@ -175,7 +178,7 @@ def run_group(runner, rep, order, wls):
                 runner._done_est += cost(runner.s)
 
 
-def _start(runner, loop, w, st):
+def _start(runner: Any, loop: str, w: Any, st: Any) -> Any:
     argv = python_module_argv("httpserver", "--loop", loop, "--app", w.kind,
                               "--http", st.http, "--cpu", loadgen.SERVER_CPU)
     server = Child(argv, cpu=loadgen.SERVER_CPU, name="%s %s server" % (loop, w.kind))
@@ -185,7 +188,7 @@ def _start(runner, loop, w, st):
     except ChildError as e:
         server.close()
         raise ChildError("server did not start: %s" % e)
-    server.url = "http://127.0.0.1:%s/" % port
+    server.url = "http://127.0.0.1:%s/" % port  # type: ignore[attr-defined]  # where the clients go
     if not getattr(w, "note", ""):
         info = json.loads(info)
         note = "%s, %s" % (info.get("app"), info.get("parser"))
@@ -195,7 +198,7 @@ def _start(runner, loop, w, st):
     return server
 
 
-def _measure(runner, server, w, st):
+def _measure(runner: Any, server: Any, w: Any, st: Any) -> Any:
     from .runner import RETRY_NOISE, noise  # not at import: runner imports this module
     warm_s, warm_n = _warm(st, server.url)
     best = None
@@ -212,7 +215,7 @@ def _measure(runner, server, w, st):
     return best
 
 
-def _warm(st, url):
+def _warm(st: Any, url: str) -> Any:
     """Load the server until the JIT (and the allocator, the caches) are warm;
     (seconds, requests) it took."""
     plan = warm_plan()
@@ -224,7 +227,7 @@ def _warm(st, url):
     return secs, n
 
 
-def _window(st, server, secs):
+def _window(st: Any, server: Any, secs: float) -> Any:
     server.send("start")
     ticks0 = loadgen.cpu_times()
     res, ru = _wrk(st, server.url, secs)
@@ -260,7 +263,8 @@ def _window(st, server, secs):
         "requests": n,
     }
     if loadgen.SERVER_CPU == loadgen.CLIENT_CPU:
-        sides = ((loadgen.SERVER_CPU, fig["server_busy"] + fig["client_busy"], "others_cpu0"),)
+        sides: tuple[tuple[Any, Any, str], ...] = (
+            (loadgen.SERVER_CPU, fig["server_busy"] + fig["client_busy"], "others_cpu0"),)
     else:
         sides = ((loadgen.SERVER_CPU, fig["server_busy"], "others_cpu0"),
                  (loadgen.CLIENT_CPU, fig["client_busy"], "others_cpu1"))
@@ -271,7 +275,7 @@ def _window(st, server, secs):
     return fig
 
 
-def _wrk(st, url, secs):
+def _wrk(st: Any, url: str, secs: float) -> Any:
     """Run wrk for `secs` whole seconds; ({figures}, its rusage)."""
     argv = [st.wrk, "-t%d" % THREADS, "-c%d" % CONNS, "-d%ds" % secs, "--timeout", "10s",
             "-s", st.lua, url]
@@ -293,7 +297,7 @@ def _wrk(st, url, secs):
     return res, ru
 
 
-def _reap(child, timeout):
+def _reap(child: Any, timeout: float) -> Any:
     """Wait for `child` to exit; its resource usage (wrk's own CPU time)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -309,7 +313,7 @@ def _reap(child, timeout):
         time.sleep(0.01)
 
 
-def _si(x):
+def _si(x: float) -> Any:
     for div, suf in ((1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
             return "%.3g%s" % (x / div, suf)

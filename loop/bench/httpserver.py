@@ -22,6 +22,7 @@ factory, and Server.serve() makes none), and the first request handled checks
 it once more.  A mismatch is an ERROR at start-up (an n/a cell) or an ERR line
 and a 500 on the first request (wrk counts it, the cell fails).
 """
+from __future__ import annotations
 
 import argparse
 import asyncio
@@ -30,6 +31,7 @@ import json
 import os
 import sys
 import threading
+from typing import Any
 
 from .loops import describe, new_loop
 from .server import BACKLOG, _control, _raise_nofile, emit
@@ -46,7 +48,7 @@ class WrongLoop(RuntimeError):
     pass
 
 
-def _check_loop(where):
+def _check_loop(where: str) -> None:
     running = asyncio.get_running_loop()
     if running is not _LOOP:
         raise WrongLoop("%s runs on %s.%s, not on the loop under test (%s.%s)"
@@ -54,7 +56,7 @@ def _check_loop(where):
                            type(_LOOP).__module__, type(_LOOP).__qualname__))
 
 
-def _first_request():
+def _first_request() -> None:
     _to_check[0] = False
     try:
         _check_loop("the first request")
@@ -65,11 +67,11 @@ def _first_request():
 
 # -- aiohttp -------------------------------------------------------------------
 
-async def start_aiohttp(loop):
+async def start_aiohttp(loop: asyncio.AbstractEventLoop) -> Any:
     import aiohttp
     from aiohttp import http_parser, web
 
-    async def hello(request):
+    async def hello(request: Any) -> Any:
         if _to_check[0]:
             _first_request()
         return web.json_response({"message": "Hello, World!"})
@@ -83,8 +85,10 @@ async def start_aiohttp(loop):
     server = site._server  # the asyncio.Server TCPSite made with loop.create_server
     if server is not None and getattr(server, "_loop", loop) is not loop:
         raise WrongLoop("aiohttp's listening server belongs to another loop")
-    start_aiohttp.keep = (runner, site)
-    c_parser = http_parser.HttpRequestParser is not getattr(http_parser, "HttpRequestParserPy", None)
+    start_aiohttp.keep = (runner, site)  # type: ignore[attr-defined]  # kept alive
+    c_parser = http_parser.HttpRequestParser is not getattr(
+        http_parser, "HttpRequestParserPy", None
+    )
     info = {"app": "aiohttp %s" % aiohttp.__version__,
             "parser": "aiohttp's C parser" if c_parser else "aiohttp's Python parser"}
     return runner.addresses[0][1], info
@@ -92,7 +96,7 @@ async def start_aiohttp(loop):
 
 # -- uvicorn -------------------------------------------------------------------
 
-async def plaintext(scope, receive, send):
+async def plaintext(scope: Any, receive: Any, send: Any) -> None:
     """The ASGI 3 app: "Hello, World!" as text/plain to any request."""
     if _to_check[0]:
         _first_request()
@@ -102,7 +106,7 @@ async def plaintext(scope, receive, send):
     await send({"type": "http.response.body", "body": HELLO})
 
 
-async def start_uvicorn(loop, http):
+async def start_uvicorn(loop: asyncio.AbstractEventLoop, http: str) -> Any:
     import uvicorn
 
     config = uvicorn.Config(plaintext, host=HOST, port=0, loop="none", http=http, ws="none",
@@ -119,14 +123,14 @@ async def start_uvicorn(loop, http):
     for srv in server.servers:
         if getattr(srv, "_loop", loop) is not loop:
             raise WrongLoop("uvicorn's listening server belongs to another loop")
-    start_uvicorn.keep = (server, task)
+    start_uvicorn.keep = (server, task)  # type: ignore[attr-defined]  # kept alive
     parser = importlib.import_module(http)  # uvicorn imported it already
     info = {"app": "uvicorn %s" % uvicorn.__version__,
             "parser": "%s %s" % (http, getattr(parser, "__version__", "?"))}
     return server.servers[0].sockets[0].getsockname()[1], info
 
 
-async def start(loop, app, http):
+async def start(loop: asyncio.AbstractEventLoop, app: Any, http: str) -> Any:
     _check_loop("start-up")
     if app == "aiohttp":
         port, info = await start_aiohttp(loop)
@@ -139,7 +143,7 @@ async def start(loop, app, http):
     return str(port), info
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     global _LOOP
     ap = argparse.ArgumentParser(prog="python -m uvcffi.bench.httpserver")
     ap.add_argument("--loop", required=True)
@@ -156,7 +160,7 @@ def main(argv=None):
     _raise_nofile()
     errors = [0]
 
-    def on_error(loop, context):
+    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
             return

@@ -4,19 +4,21 @@ They are compiled on demand with the system C compiler (`cc -O2`) into a cache
 keyed by the source's hash, so an edited .c file is rebuilt and an unchanged one
 is compiled once per machine.
 """
+from __future__ import annotations
 
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+from typing import Any
 
 from ._proc import Child, ChildError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _cpus():
+def _cpus() -> Any:
     """(server CPU, client CPU): the first two CPUs this process may use, so a
     container restricted to, say, CPUs 2-3 still gets two distinct ones.
     Only the orchestrator's values count (before it pins itself); children
@@ -38,7 +40,7 @@ class BuildError(Exception):
     pass
 
 
-def _cache_dirs():
+def _cache_dirs() -> Any:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     yield os.path.join(base, "uvcffi-bench")
     yield os.path.join(tempfile.gettempdir(), "uvcffi-bench-%d" % os.getuid())
@@ -48,7 +50,7 @@ def _cache_dirs():
 LIBS = {"tls_loadgen": ["-lssl", "-lcrypto", "-pthread"]}
 
 
-def build(name):
+def build(name: str) -> Any:
     """Path of the compiled `name`.c, compiling it first if needed."""
     src = os.path.join(HERE, name + ".c")
     with open(src, "rb") as f:
@@ -70,13 +72,15 @@ def build(name):
         r = subprocess.run([cc, "-O2", "-Wall", "-o", tmp, src] + LIBS.get(name, []),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
         if r.returncode != 0:
-            raise BuildError("cc failed on %s.c: %s" % (name, r.stdout.decode(errors="replace")[-500:]))
+            raise BuildError(
+                "cc failed on %s.c: %s" % (name, r.stdout.decode(errors="replace")[-500:])
+            )
         os.replace(tmp, exe)  # atomic: two concurrent runs never see half a binary
         return exe
     raise BuildError("no writable cache directory for the C programs: %s" % last)
 
 
-def cpu_times():
+def cpu_times() -> Any:
     """{cpu index: (busy ticks, total ticks)} from /proc/stat, or {} elsewhere.
 
     Sampled around every measurement window: the share of CPU 0 and CPU 1 that
@@ -98,7 +102,7 @@ def cpu_times():
     return out
 
 
-def _busy_share(t0, t1, cpu):
+def _busy_share(t0: Any, t1: Any, cpu: int | None) -> Any:
     if cpu not in t0 or cpu not in t1:
         return None
     busy = t1[cpu][0] - t0[cpu][0]
@@ -106,7 +110,7 @@ def _busy_share(t0, t1, cpu):
     return busy / float(total) if total > 0 else None
 
 
-def start_floor(transport, addr=None):
+def start_floor(transport: Any, addr: Any = None) -> Any:
     """Start the C echo floor server; returns (child, "port-or-path")."""
     argv = [build("echo_floor"), "-t", transport]
     if addr:
@@ -120,7 +124,9 @@ def start_floor(transport, addr=None):
     return child, where
 
 
-def pingpong(transport, addr, size, conns, warm, secs, server):
+def pingpong(
+    transport: Any, addr: Any, size: int, conns: int, warm: float, secs: float, server: Any,
+) -> Any:
     """Drive `server` (a Child speaking the control protocol) with ping-pong load.
 
     The server's CPU accounting is bracketed by the load generator's own
@@ -134,7 +140,7 @@ def pingpong(transport, addr, size, conns, warm, secs, server):
     argv += ["-c", conns, "-s", size,
              "-w", "%.3f" % warm, "-d", "%.3f" % secs, "-T", "%.3f" % (warm + secs + 20)]
     with Child(argv, cpu=CLIENT_CPU, name="loadgen") as lg:
-        def step(prefix, timeout):
+        def step(prefix: str, timeout: float) -> Any:
             try:
                 return lg.expect((prefix, "error"), timeout)
             except ChildError as e:
@@ -187,7 +193,8 @@ def pingpong(transport, addr, size, conns, warm, secs, server):
     # enough to tell "CPU 0 was shared with a test suite" from "it was not".
     # ("others_cpu0" is the server's CPU, "others_cpu1" the client's.)
     if SERVER_CPU == CLIENT_CPU:
-        sides = ((SERVER_CPU, server_busy + res["cpu"], "others_cpu0"),)
+        sides: tuple[tuple[Any, Any, str], ...] = (
+            (SERVER_CPU, server_busy + res["cpu"], "others_cpu0"),)
     else:
         sides = ((SERVER_CPU, server_busy, "others_cpu0"), (CLIENT_CPU, res["cpu"], "others_cpu1"))
     for cpu, own, key in sides:
@@ -197,7 +204,7 @@ def pingpong(transport, addr, size, conns, warm, secs, server):
     return fig
 
 
-def idle_connections(addr, conns, timeout):
+def idle_connections(addr: Any, conns: int, timeout: float) -> Any:
     """Start a load generator holding `conns` idle TCP connections.
 
     Returns (child, seconds it took); the caller reads the server's RSS and then
@@ -216,7 +223,7 @@ def idle_connections(addr, conns, timeout):
     return lg, float(_kv("n=" + rest).get("secs", 0.0))
 
 
-def _kv(text):
+def _kv(text: str) -> Any:
     out = {}
     for item in text.split():
         if "=" in item:

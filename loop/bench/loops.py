@@ -4,11 +4,13 @@ Loop construction happens only inside the server and worker processes, never in
 the orchestrating process: a loop still being built (uvcffi) may fail to import,
 raise, or crash, and that must cost one table cell, not the run.
 """
+from __future__ import annotations
 
 import asyncio
 import importlib.util
 import subprocess
 import sys
+from typing import Any
 
 ALL = ("uvcffi", "asyncio", "uvloop", "rloop")
 # Loops compared when they are installed and import on this interpreter.
@@ -17,7 +19,7 @@ BASELINE = "asyncio"
 FLOOR = "C floor"  # the pseudo-loop of echo_floor.c in the network workloads
 
 
-def new_loop(name):
+def new_loop(name: str) -> Any:
     """A new, not yet running event loop of kind `name`."""
     if name == "asyncio":
         return asyncio.new_event_loop()
@@ -33,7 +35,7 @@ def new_loop(name):
     raise ValueError("unknown loop %r (known: %s)" % (name, ", ".join(ALL)))
 
 
-def importable(name):
+def importable(name: str) -> Any:
     """Whether the module for loop `name` can be found, without importing it."""
     if name == "asyncio":
         return True
@@ -43,7 +45,7 @@ def importable(name):
         return False
 
 
-def import_error(name):
+def import_error(name: str) -> Any:
     """None when loop `name` imports on this interpreter, else the reason.
 
     Tried in a child process: finding the module is not enough (rloop's PyPy
@@ -61,12 +63,12 @@ def import_error(name):
         return describe(e)
     if r.returncode == 0:
         return None
-    lines = [l for l in r.stderr.decode(errors="replace").splitlines() if l.strip()]
+    lines = [line for line in r.stderr.decode(errors="replace").splitlines() if line.strip()]
     why = lines[-1].strip() if lines else "exit status %d" % r.returncode
     return why if len(why) <= 160 else why[:157] + "..."
 
 
-def default_loops(skipped=None):
+def default_loops(skipped: Any = None) -> Any:
     """uvcffi and asyncio always (uvcffi's cells say why when it cannot run);
     uvloop and rloop only where they are installed and import (uvloop never
     is on PyPy; rloop's PyPy wheel does not load).  `skipped`, a dict, gets
@@ -81,10 +83,10 @@ def default_loops(skipped=None):
     return out
 
 
-def describe(exc):
+def describe(exc: Any) -> Any:
     """One-line reason for an n/a cell."""
-    text = str(exc).strip().splitlines()
-    text = text[0] if text else ""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
     name = type(exc).__name__
     out = "%s: %s" % (name, text) if text else name
     if not text:

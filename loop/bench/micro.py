@@ -11,6 +11,7 @@ so many operations rather than with loop.call_later(): a timer bug in the loop
 under test must not turn into an endless run.  The check costs the same on
 every loop, so ratios are unaffected.
 """
+from __future__ import annotations
 
 import argparse
 import asyncio
@@ -20,19 +21,20 @@ import resource
 import sys
 import threading
 import time
+from typing import Any
 
-from .loops import describe, new_loop
-from .loadgen import _busy_share, cpu_times
 from . import subproc
+from .loadgen import _busy_share, cpu_times
+from .loops import describe, new_loop
 
 perf = time.perf_counter
 
 
-def _noop():
+def _noop() -> None:
     pass
 
 
-async def call_soon(loop, secs):
+async def call_soon(loop: asyncio.AbstractEventLoop, secs: float) -> Any:
     """call_soon throughput: 100 independent self-rescheduling callbacks, so the
     per-iteration cost of the loop is spread over many callbacks."""
     count = [0]
@@ -41,7 +43,7 @@ async def call_soon(loop, secs):
     deadline = perf() + secs
     call_soon = loop.call_soon
 
-    def cb():
+    def cb() -> None:
         n = count[0] = count[0] + 1
         if stop[0]:
             return
@@ -58,7 +60,7 @@ async def call_soon(loop, secs):
     return count[0], perf() - t0
 
 
-async def call_later_cancel(loop, secs):
+async def call_later_cancel(loop: asyncio.AbstractEventLoop, secs: float) -> Any:
     """Schedule a far timer and cancel it at once: the timeout idiom of every
     network library.  Yielding every 1000 lets the loop purge cancelled timers
     as it would in real use."""
@@ -75,7 +77,7 @@ async def call_later_cancel(loop, secs):
             return n, perf() - t0
 
 
-async def call_soon_threadsafe(loop, secs):
+async def call_soon_threadsafe(loop: asyncio.AbstractEventLoop, secs: float) -> Any:
     """Callbacks posted from another thread.  The producer never gets more than
     20,000 ahead of the loop, so memory stays bounded whatever the loop's speed."""
     count = [0]
@@ -83,10 +85,10 @@ async def call_soon_threadsafe(loop, secs):
     deadline = perf() + secs
     errors = []
 
-    def cb():
+    def cb() -> None:
         count[0] += 1
 
-    def producer():
+    def producer() -> None:
         try:
             sent = 0
             post = loop.call_soon_threadsafe
@@ -115,14 +117,14 @@ async def call_soon_threadsafe(loop, secs):
     return count[0], elapsed
 
 
-async def sleep0(loop, secs):
+async def sleep0(loop: asyncio.AbstractEventLoop, secs: float) -> Any:
     """100 tasks each awaiting asyncio.sleep(0) in a loop: the cost of one task
     step (yield to the loop, be rescheduled, resume)."""
     count = [0]
     stop = [False]
     deadline = perf() + secs
 
-    async def chain():
+    async def chain() -> None:
         while not stop[0]:
             await asyncio.sleep(0)
             n = count[0] = count[0] + 1
@@ -134,11 +136,11 @@ async def sleep0(loop, secs):
     return count[0], perf() - t0
 
 
-async def _nothing():
+async def _nothing() -> None:
     pass
 
 
-async def task_create(loop, secs):
+async def task_create(loop: asyncio.AbstractEventLoop, secs: float) -> Any:
     """Create and run trivial tasks, 1000 at a time (tasks run FIFO, so when the
     last of a batch is done all of them are)."""
     n = 0
@@ -166,12 +168,14 @@ BENCHES = {
 }
 
 
-def _cpu():
+def _cpu() -> Any:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime, ru.ru_stime
 
 
-def run_one(loop, name, secs, warm, cpu=None):
+def run_one(
+    loop: asyncio.AbstractEventLoop, name: str, secs: float, warm: float, cpu: int | None = None,
+) -> Any:
     fn, unit, scale = BENCHES[name]
     if warm > 0:
         # Warm-up matters most on PyPy, whose JIT needs the loop hot.
@@ -200,7 +204,7 @@ def run_one(loop, name, secs, warm, cpu=None):
     return res
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m uvcffi.bench.micro")
     ap.add_argument("--loop", required=True)
     ap.add_argument("--secs", type=float, default=1.0)
@@ -214,7 +218,7 @@ def main(argv=None):
         except OSError:
             pass
 
-    def out(obj):
+    def out(obj: Any) -> None:
         os.write(1, ("RESULT " + json.dumps(obj) + "\n").encode())
 
     try:

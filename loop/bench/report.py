@@ -3,6 +3,7 @@
 Medians with min-max rather than means: on a shared, noisy machine one slow
 repetition must not move the figure, and the range shows how noisy it was.
 """
+from __future__ import annotations
 
 import datetime
 import json
@@ -10,6 +11,8 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from .loops import BASELINE, FLOOR
 
@@ -19,7 +22,7 @@ BUSY = 0.85
 NOISY = 0.10
 
 
-def _median(xs):
+def _median(xs: Sequence[float]) -> Any:
     xs = sorted(xs)
     n = len(xs)
     if not n:
@@ -27,12 +30,12 @@ def _median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
 
 
-def baseline(loops):
+def baseline(loops: Any) -> Any:
     """asyncio when it is compared, else the first loop: ratios need one."""
     return BASELINE if BASELINE in loops else (list(loops) or [BASELINE])[0]
 
 
-def summarize(runner):
+def summarize(runner: Any) -> Any:
     """{workload: {"meta": Workload, "loops": {loop: cell}}} in table order.
 
     A cell is {"ok": True, "n", "metrics": {name: {median,min,max,values}},
@@ -74,7 +77,7 @@ def summarize(runner):
     return out
 
 
-def _bound(m):
+def _bound(m: Any) -> Any:
     """Which side limited the run: the server normally; "client" when the load
     generator, not the server, ran out of CPU (then only CPU per round trip
     still compares loops)."""
@@ -87,7 +90,7 @@ def _bound(m):
     return "latency"
 
 
-def _add_ratios(w, cells, base_name):
+def _add_ratios(w: Any, cells: Any, base_name: Any) -> None:
     """"vs" = the loop's figure relative to asyncio's, >1 meaning better, for
     the primary figure and for CPU per operation alike."""
     base = cells.get(base_name)
@@ -108,7 +111,7 @@ def _add_ratios(w, cells, base_name):
 
 # -- table ---------------------------------------------------------------------
 
-def si(x):
+def si(x: float) -> Any:
     if x is None:
         return "-"
     ax = abs(x)
@@ -122,11 +125,11 @@ def si(x):
     return "%.2f" % x
 
 
-def _mm(metric):
+def _mm(metric: Any) -> Any:
     return "%s (%s-%s)" % (si(metric["median"]), si(metric["min"]), si(metric["max"]))
 
 
-def table(summary, notes=(), base=BASELINE):
+def table(summary: Any, notes: Any = (), base: Any = BASELINE) -> Any:
     """The human-readable table, one row per (workload, loop)."""
     head = ("workload", "loop", "result  median (min-max)", "p50/p99 us",
             "CPU us/op usr+sys", "x " + base, "CPU x " + base, "note")
@@ -176,8 +179,10 @@ def table(summary, notes=(), base=BASELINE):
             if not c.startswith("n/a"):
                 widths[i] = max(widths[i], len(c))
     lines = []
-    fmt = lambda r: "  ".join(c.ljust(widths[i]) if i < len(r) - 1 else c
-                              for i, c in enumerate(r)).rstrip()
+    def fmt(r: Any) -> Any:
+        return "  ".join(c.ljust(widths[i]) if i < len(r) - 1 else c
+                         for i, c in enumerate(r)).rstrip()
+
     lines.append(fmt(head))
     lines.append(fmt(tuple("-" * x for x in widths)))
     prev_family = None
@@ -199,12 +204,12 @@ def table(summary, notes=(), base=BASELINE):
     return "\n".join(lines)
 
 
-def _calibration(summary):
+def _calibration(summary: Any) -> Any:
     """Tell whether the load generator could saturate the C floor: if it could
     not, the floor's rt/s is the client's ceiling and loops near it are capped."""
     out = []
     seen = set()
-    for name, entry in summary.items():
+    for entry in summary.values():
         w = entry["meta"]
         floor = entry["loops"].get(FLOOR)
         if w.family != "net" or not floor or not floor.get("ok"):
@@ -230,8 +235,8 @@ def _calibration(summary):
         else:
             verdict = "neither side saturated (server %.0f%%, client %.0f%%): latency-bound" % (
                 sb * 100, cb * 100)
-        near = [l for l, c in entry["loops"].items()
-                if l != FLOOR and c.get("ok") and c["metrics"]["rps"]["median"] >= 0.9 * ceiling]
+        near = [lp for lp, c in entry["loops"].items()
+                if lp != FLOOR and c.get("ok") and c["metrics"]["rps"]["median"] >= 0.9 * ceiling]
         # Under noise the floor's rt/s is no ceiling at all: say nothing then.
         extra = ("; near the ceiling (compare CPU/rt instead): " + ", ".join(near)
                  if near and others < NOISY else "")
@@ -244,12 +249,12 @@ def _calibration(summary):
 
 # -- JSON ----------------------------------------------------------------------
 
-def versions(loops):
+def versions(loops: Any) -> Any:
     """Installed versions of the loops compared, and uvcffi's git commit when
     it runs from a work tree: a figure is only as good as knowing what ran."""
-    out = {}
+    out: dict[str, Any] = {}
     try:
-        from importlib.metadata import version, PackageNotFoundError
+        from importlib.metadata import PackageNotFoundError, version
     except ImportError:  # pragma: no cover - Python < 3.8
         return out
     for name in loops:
@@ -273,7 +278,7 @@ def versions(loops):
     return out
 
 
-def to_json(summary, runner, started, finished):
+def to_json(summary: Any, runner: Any, started: float, finished: float) -> Any:
     data = {
         "meta": {
             "started": started, "finished": finished,
@@ -299,13 +304,13 @@ def to_json(summary, runner, started, finished):
     return data
 
 
-def write_json(path, data):
+def write_json(path: str, data: bytes) -> None:
     with open(path, "w") as f:
         json.dump(data, f, indent=1, sort_keys=False)
         f.write("\n")
 
 
-def now():
+def now() -> Any:
     return datetime.datetime.now().isoformat(timespec="seconds")
 
 
@@ -315,31 +320,33 @@ COLORS = {"asyncio": "#8c8c8c", "uvloop": "#4c72b0", "uvcffi": "#dd8452"}
 EXTRA_COLORS = ["#55a868", "#c44e52", "#8172b3"]
 
 
-def _esc(s):
+def _esc(s: str) -> Any:
     return (str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
             .replace('"', "&quot;"))
 
 
-FOOTNOTE = ("medians over the repetitions; network: server and C load generator on CPUs of their own; "
-            "CPU = the server's own user+sys time per operation; n/a = the loop raised or stalled")
+FOOTNOTE = (
+    "medians over the repetitions; network: server and C load generator on CPUs of their own; "
+    "CPU = the server's own user+sys time per operation; n/a = the loop raised or stalled"
+)
 
 
-def svg(summary, loops, title):
+def svg(summary: Any, loops: Any, title: str) -> Any:
     """A dependency-free SVG: two panels of horizontal bars per workload,
     throughput and CPU per operation, both relative to the baseline loop
     (asyncio when compared) with >1 better."""
     base = baseline(loops)
-    loops = [l for l in loops]
+    loops = [lp for lp in loops]
     colors = dict(COLORS)
-    for i, l in enumerate(l for l in loops if l not in colors):
-        colors[l] = EXTRA_COLORS[i % len(EXTRA_COLORS)]
+    for i, lp in enumerate(lp for lp in loops if lp not in colors):
+        colors[lp] = EXTRA_COLORS[i % len(EXTRA_COLORS)]
     names = [n for n, e in summary.items() if any(c.get("vs") for c in e["loops"].values())]
     bar, gap, label_w, panel_w, top = 11, 10, 210, 330, 70
     group_h = bar * len(loops) + gap
     height = top + group_h * max(1, len(names)) + 60
     width = label_w + 2 * panel_w + 60
 
-    def vmax(key):
+    def vmax(key: str) -> Any:
         vals = [c.get(key, 0) for n in names for c in summary[n]["loops"].values()]
         m = max([v for v in vals if v] + [1.0])
         return min(m * 1.1, 50.0)
@@ -350,19 +357,23 @@ def svg(summary, loops, title):
            '<text x="10" y="20" font-size="15" font-weight="bold">%s</text>' % _esc(title)]
     # legend
     x = 10
-    for l in loops:
-        out.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/>' % (x, colors[l]))
-        out.append('<text x="%d" y="40">%s</text>' % (x + 16, _esc(l)))
-        x += 30 + 7 * len(l)
+    for lp in loops:
+        out.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/>' % (x, colors[lp]))
+        out.append('<text x="%d" y="40">%s</text>' % (x + 16, _esc(lp)))
+        x += 30 + 7 * len(lp)
     panels = [("vs", "throughput vs %s (higher is better)" % base),
               ("cpu_vs", "CPU per operation, %s / loop (higher is better)" % base)]
     for pi, (key, ptitle) in enumerate(panels):
         x0 = label_w + pi * (panel_w + 30)
         scale = (panel_w - 50) / vmax(key)
-        out.append('<text x="%d" y="%d" font-weight="bold">%s</text>' % (x0, top - 12, _esc(ptitle)))
+        out.append(
+            '<text x="%d" y="%d" font-weight="bold">%s</text>' % (x0, top - 12, _esc(ptitle))
+        )
         one = x0 + scale
-        out.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#333" stroke-dasharray="3,3"/>'
-                   % (one, top - 5, one, top + group_h * len(names)))
+        out.append(
+            '<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#333" stroke-dasharray="3,3"/>'
+            % (one, top - 5, one, top + group_h * len(names))
+        )
         out.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#333">1x</text>'
                    % (one, top + group_h * len(names) + 14))
         for gi, name in enumerate(names):
@@ -371,9 +382,9 @@ def svg(summary, loops, title):
                 out.append('<text x="%d" y="%d" text-anchor="end">%s</text>'
                            % (label_w - 10, y + group_h / 2.0, _esc(name)))
             cells = summary[name]["loops"]
-            for li, l in enumerate(loops):
+            for li, lp in enumerate(loops):
                 yy = y + li * bar
-                cell = cells.get(l)
+                cell = cells.get(lp)
                 v = cell.get(key) if cell else None
                 if not v:
                     why = "n/a" if cell and not cell.get("ok") else ""
@@ -384,14 +395,19 @@ def svg(summary, loops, title):
                 w = max(1.0, min(v, vmax(key)) * scale)
                 out.append('<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s">'
                            '<title>%s %s: %.2fx</title></rect>'
-                           % (x0, yy, w, bar - 1, colors[l], _esc(name), _esc(l), v))
-                out.append('<text x="%.1f" y="%d" font-size="9">%.2fx</text>' % (x0 + w + 3, yy + bar - 2, v))
-    out.append('<text x="10" y="%d" fill="#555" font-size="10">%s</text>' % (height - 10, _esc(FOOTNOTE)))
+                           % (x0, yy, w, bar - 1, colors[lp], _esc(name), _esc(lp), v))
+                out.append(
+                    '<text x="%.1f" y="%d" font-size="9">%.2fx</text>'
+                    % (x0 + w + 3, yy + bar - 2, v)
+                )
+    out.append(
+        '<text x="10" y="%d" fill="#555" font-size="10">%s</text>' % (height - 10, _esc(FOOTNOTE))
+    )
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
-def write_plot(path, summary, loops, title):
+def write_plot(path: str, summary: Any, loops: Any, title: str) -> Any:
     """SVG by hand (no dependency).  A .png path is drawn with matplotlib when
     it is importable; otherwise the SVG is written next to it instead."""
     if path.lower().endswith(".png"):
@@ -404,7 +420,7 @@ def write_plot(path, summary, loops, title):
     return path
 
 
-def _png(path, summary, loops, title):
+def _png(path: str, summary: Any, loops: Any, title: str) -> Any:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -415,10 +431,10 @@ def _png(path, summary, loops, title):
     base = baseline(loops)
     for ax, key, t in ((axes[0], "vs", "throughput vs " + base),
                        (axes[1], "cpu_vs", "CPU/op, %s / loop" % base)):
-        for li, l in enumerate(loops):
-            vals = [summary[n]["loops"].get(l, {}).get(key) or 0 for n in names]
-            ax.barh([i + li * h for i in range(len(names))], vals, height=h, label=l,
-                    color=COLORS.get(l))
+        for li, lp in enumerate(loops):
+            vals = [summary[n]["loops"].get(lp, {}).get(key) or 0 for n in names]
+            ax.barh([i + li * h for i in range(len(names))], vals, height=h, label=lp,
+                    color=COLORS.get(lp))
         ax.axvline(1.0, color="k", ls="--", lw=0.8)
         ax.set_title(t + " (higher is better)")
     axes[0].set_yticks([i + h * (len(loops) - 1) / 2 for i in range(len(names))])

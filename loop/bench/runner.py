@@ -11,6 +11,7 @@ of a noisy machine):
 One process per (loop, group) keeps a crash or a hang in one loop's code from
 touching any other cell, and keeps every loop's process equally fresh.
 """
+from __future__ import annotations
 
 import fnmatch
 import json
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 from . import httpbench, loadgen
 from ._proc import Child, ChildError, python_module_argv
@@ -35,24 +37,32 @@ class Workload:
     benchmark inside one process per loop) or "mem" (idle connections).
     """
 
-    def __init__(self, name, family, group, metric, unit, higher=True,
-                 kind=None, transport=None, size=None, doc=""):
+    def __init__(
+        self, name: str, family: str, group: Any, metric: Any, unit: Any, higher: Any = True,
+        kind: str | None = None, transport: Any = None, size: int | None = None, doc: Any = "",
+    ) -> None:
         self.name, self.family, self.group = name, family, group
         self.metric, self.unit, self.higher = metric, unit, higher
         self.kind, self.transport, self.size, self.doc = kind, transport, size, doc
         self.note = ""  # what the row runs, when it depends on the machine (HTTP rows)
 
-    def to_json(self):
+    def to_json(self) -> Any:
         return {"family": self.family, "metric": self.metric, "unit": self.unit,
                 "higher_is_better": self.higher, "size": self.size,
                 "transport": self.transport, "doc": self.doc, "note": self.note}
 
 
-def _workloads():
+def _workloads() -> Any:
     out = []
     styles = [
         ("tcp-protocol", "tcp-protocol", "tcp", (1, 10, 100), "loop.create_server + Protocol"),
-        ("tcp-buffered", "tcp-buffered", "tcp", (1, 10, 100), "loop.create_server + BufferedProtocol"),
+        (
+            "tcp-buffered",
+            "tcp-buffered",
+            "tcp",
+            (1, 10, 100),
+            "loop.create_server + BufferedProtocol",
+        ),
         ("tcp-streams", "tcp-streams", "tcp", (1, 10, 100), "asyncio.start_server streams"),
         ("tcp-sock", "tcp-sock", "tcp", (1, 10, 100), "loop.sock_accept/sock_recv/sock_sendall"),
         ("unix-protocol", "unix-protocol", "unix", (1,), "loop.create_unix_server + Protocol"),
@@ -84,7 +94,7 @@ def _workloads():
 WORKLOADS = _workloads()
 
 
-def select(patterns):
+def select(patterns: Any) -> Any:
     """Workloads matching any of `patterns` (fnmatch globs; a bare word also
     matches as a prefix, so "tcp" means every tcp-* workload)."""
     if not patterns:
@@ -104,7 +114,10 @@ def select(patterns):
 
 
 class Settings:
-    def __init__(self, quick=False, reps=None, conns=10, mem_conns=10000):
+    def __init__(
+        self, quick: bool = False, reps: int | None = None, conns: int = 10,
+        mem_conns: int = 10000,
+    ) -> None:
         self.quick = quick
         self.reps = reps or (2 if quick else 5)
         # PyPy's JIT needs a longer warm-up before it runs the loop's hot
@@ -123,7 +136,7 @@ class Settings:
         self.noisy_retries = 1 if quick else 2
         self.budget = 140.0 if quick else 1050.0
 
-    def to_json(self):
+    def to_json(self) -> Any:
         return dict(self.__dict__)
 
 
@@ -131,19 +144,19 @@ class Results:
     """samples[workload][loop] = [dict of figures per successful repetition];
     errors[workload][loop] = [reason per failed repetition]."""
 
-    def __init__(self):
-        self.samples = {}
-        self.errors = {}
+    def __init__(self) -> None:
+        self.samples: dict[Any, dict[str, list[Any]]] = {}
+        self.errors: dict[Any, dict[str, list[str]]] = {}
 
-    def add(self, wl, loop, figures):
+    def add(self, wl: Any, loop: str, figures: Any) -> None:
         self.samples.setdefault(wl, {}).setdefault(loop, []).append(figures)
 
-    def fail(self, wl, loop, reason):
+    def fail(self, wl: Any, loop: str, reason: str) -> None:
         self.errors.setdefault(wl, {}).setdefault(loop, []).append(reason)
 
 
 class Runner:
-    def __init__(self, loops, workloads, settings, log=None):
+    def __init__(self, loops: Any, workloads: Any, settings: Any, log: Any = None) -> None:
         self.loops = list(loops)
         self.workloads = list(workloads)
         self.workloads_all = list(workloads)  # for the report, even if some get skipped
@@ -151,15 +164,15 @@ class Runner:
         self.results = Results()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.tmp = tempfile.mkdtemp(prefix="uvcffi-bench-")
-        self.notes = []
-        self._floor_done = set()
+        self.notes: list[str] = []
+        self._floor_done: set[Any] = set()
         self._t0 = time.monotonic()
         self._done_est = 0.0   # estimated seconds of the plan done so far
         self._plan_est = 1.0   # estimated seconds of the whole plan
         self.retries = 0
 
     # -- the plan -------------------------------------------------------------
-    def groups(self):
+    def groups(self) -> Any:
         seen = []
         for w in self.workloads:
             if w.group not in seen:
@@ -167,7 +180,7 @@ class Runner:
         return [(g, [w for w in self.workloads if w.group == g]) for g in seen]
 
     # -- pacing -----------------------------------------------------------------
-    def _cost(self, family):
+    def _cost(self, family: str) -> Any:
         """Rough seconds one measurement of `family` takes, for pacing only."""
         if family == "net":
             return self.s.warm + self.s.secs + 0.3
@@ -177,7 +190,7 @@ class Runner:
             return httpbench.cost(self.s)
         return 4.0
 
-    def _plan(self):
+    def _plan(self) -> Any:
         est = 0.0
         floors = set()
         for _, wls in self.groups():
@@ -188,19 +201,19 @@ class Runner:
                     est += self._cost("net")
         return max(1.0, est * self.s.reps)
 
-    def _may_retry(self):
+    def _may_retry(self) -> Any:
         """True while the run is ahead of the pace that ends within budget."""
         elapsed = time.monotonic() - self._t0
         return elapsed < self.s.budget * min(1.0, self._done_est / self._plan_est)
 
-    def run(self):
+    def run(self) -> Any:
         try:
             self._preflight()
             self._plan_est = self._plan()
             for rep in range(self.s.reps):
                 r = rep % len(self.loops)
                 order = self.loops[r:] + self.loops[:r]
-                for group, wls in self.groups():
+                for _group, wls in self.groups():
                     family = wls[0].family
                     if family == "net":
                         self._net_group(rep, order, wls)
@@ -219,7 +232,7 @@ class Runner:
             shutil.rmtree(self.tmp, ignore_errors=True)
         return self.results
 
-    def _preflight(self):
+    def _preflight(self) -> None:
         """Build the C programs once, up front; without them the network and
         memory workloads are n/a (with the compiler's reason), the rest runs."""
         httpbench.preflight(self)  # wrk and the web frameworks, or the HTTP rows' reason
@@ -244,7 +257,7 @@ class Runner:
             self.notes.append("only one CPU: server and load generator share it; "
                               "CPU per round trip is still valid, rt/s is not")
 
-    def _drop(self, dropped, reason):
+    def _drop(self, dropped: Any, reason: str) -> None:
         """Workloads that cannot run here: n/a (reason) in every cell."""
         for w in dropped:
             for loop in self.loops:
@@ -252,7 +265,7 @@ class Runner:
                     self.results.fail(w.name, loop, reason)
         self.workloads = [w for w in self.workloads if w not in dropped]
 
-    def _make_cert(self):
+    def _make_cert(self) -> None:
         """A throwaway self-signed certificate for the TLS servers (openssl's command)."""
         self.cert = os.path.join(self.tmp, "bench-cert.pem")
         self.key = os.path.join(self.tmp, "bench-key.pem")
@@ -265,7 +278,7 @@ class Runner:
             raise RuntimeError("the openssl command (to make a certificate) is not installed")
 
     # -- network --------------------------------------------------------------
-    def _start_server(self, loop, kind, transport):
+    def _start_server(self, loop: str, kind: str, transport: Any) -> Any:
         """Start the server for `loop`; returns (child, address for loadgen)."""
         path = os.path.join(self.tmp, "%s-%s.sock" % (loop.replace(" ", "_"), kind))
         if transport == "unix" and os.path.exists(path):
@@ -286,7 +299,7 @@ class Runner:
         addr = where if transport == "unix" else "127.0.0.1:" + where
         return child, addr
 
-    def _net_group(self, rep, order, wls):
+    def _net_group(self, rep: int, order: Any, wls: Any) -> None:
         kind, transport = wls[0].kind, wls[0].transport
         # The C floor depends only on transport and size, not on the Python
         # style: measure it once per repetition and show it under every style.
@@ -322,7 +335,10 @@ class Runner:
                 except Exception as e:  # a garbled line too: one cell, not the run
                     reason = self._why(e, server)
                     self.results.fail(key, loop, reason)
-                    self.log("  [%d/%d] %-22s %-8s n/a (%s)" % (rep + 1, self.s.reps, w.name, loop, reason))
+                    self.log(
+                        "  [%d/%d] %-22s %-8s n/a (%s)"
+                        % (rep + 1, self.s.reps, w.name, loop, reason)
+                    )
                     # A failed run may leave the server wedged: fresh one next time.
                     if server is not None:
                         server.close()
@@ -334,7 +350,7 @@ class Runner:
             if server is not None:
                 server.close()
 
-    def _pingpong(self, transport, addr, w, server):
+    def _pingpong(self, transport: Any, addr: Any, w: Any, server: Any) -> Any:
         best = None
         for attempt in range(1 + self.s.noisy_retries):
             if attempt:
@@ -349,7 +365,7 @@ class Runner:
         return best
 
     @staticmethod
-    def _why(exc, server):
+    def _why(exc: Any, server: Any) -> Any:
         """The reason for an n/a cell: what the client saw, plus what the
         server said (an error its loop reported) or how it died."""
         reason = str(exc) if isinstance(exc, ChildError) else describe(exc)
@@ -362,11 +378,11 @@ class Runner:
         return reason
 
     @staticmethod
-    def _floor_key(w):
+    def _floor_key(w: Any) -> Any:
         return "floor:%s-%d" % (w.transport, w.size)
 
     # -- in-process benchmarks -------------------------------------------------
-    def _worker(self, rep, loop, wls):
+    def _worker(self, rep: int, loop: str, wls: Any) -> None:
         got = self._run_worker(loop, [w.name for w in wls])
         self._done_est += self._cost("worker") * len(wls)
         for _ in range(self.s.noisy_retries):
@@ -382,13 +398,16 @@ class Runner:
             r = got[w.name]
             if "error" in r:
                 self.results.fail(w.name, loop, r["error"])
-                self.log("  [%d/%d] %-26s %-8s n/a (%s)" % (rep + 1, self.s.reps, w.name, loop, r["error"]))
+                self.log(
+                    "  [%d/%d] %-26s %-8s n/a (%s)"
+                    % (rep + 1, self.s.reps, w.name, loop, r["error"])
+                )
             else:
                 self.results.add(w.name, loop, r)
                 self.log("  [%d/%d] %-26s %-8s %9s %s" % (rep + 1, self.s.reps, w.name, loop,
                                                           _si(r["value"]), r["unit"]))
 
-    def _run_worker(self, loop, names):
+    def _run_worker(self, loop: str, names: Any) -> Any:
         """{name: figures or {"error": reason}} for each of `names`, run in
         worker processes of `loop`; a hung or crashed benchmark costs only
         itself (the worker is restarted on the ones after it)."""
@@ -406,7 +425,9 @@ class Runner:
             first = True
             try:
                 while remaining:
-                    _, rest = child.expect("RESULT", per_bench + (self.s.start_timeout if first else 0))
+                    _, rest = child.expect(
+                        "RESULT", per_bench + (self.s.start_timeout if first else 0)
+                    )
                     first = False
                     obj = json.loads(rest)
                     if obj.get("started"):
@@ -429,7 +450,7 @@ class Runner:
         return out
 
     # -- memory per idle connection ----------------------------------------------
-    def _mem(self, rep, loop, w):
+    def _mem(self, rep: int, loop: str, w: Any) -> None:
         conns = self.s.mem_conns
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         need = conns + 256
@@ -471,11 +492,11 @@ class Runner:
 RETRY_NOISE = 0.15
 
 
-def noise(fig):
+def noise(fig: Any) -> Any:
     return max(fig.get("others_cpu0", 0.0), fig.get("others_cpu1", 0.0))
 
 
-def _si(x):
+def _si(x: float) -> Any:
     for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= div:
             return "%.3g%s" % (x / div, suf)

@@ -15,6 +15,7 @@ The control channel is a plain thread blocked in os.read(): it needs nothing
 from the loop under test (no add_reader, no call_soon_threadsafe), so it works
 even for a loop that implements little, and it costs nothing while idle.
 """
+from __future__ import annotations
 
 import argparse
 import asyncio
@@ -24,6 +25,7 @@ import socket
 import sys
 import threading
 import time
+from typing import Any
 
 from .loops import describe, new_loop
 
@@ -33,44 +35,44 @@ READ_SIZE = 256 * 1024
 BACKLOG = 4096  # the idle-connection workload opens 10,000 connections quickly
 
 
-def emit(line):
+def emit(line: str) -> None:
     # os.write of one short line is atomic, so the control thread and the
     # main thread never interleave halves of lines.
     os.write(1, (line + "\n").encode())
 
 
 class EchoProtocol(asyncio.Protocol):
-    def connection_made(self, transport):
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         self.transport.write(data)
 
 
 class EchoBufferedProtocol(asyncio.BufferedProtocol):
-    def connection_made(self, transport):
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.buf = bytearray(READ_SIZE)
         self.view = memoryview(self.buf)
 
-    def get_buffer(self, sizehint):
+    def get_buffer(self, sizehint: int) -> Any:
         return self.view
 
-    def buffer_updated(self, nbytes):
+    def buffer_updated(self, nbytes: int) -> None:
         # A bytearray slice is a copy: the transport may keep what it cannot
         # send right away while the next read overwrites self.buf.
         self.transport.write(self.buf[:nbytes])
 
 
 class EchoDatagram(asyncio.DatagramProtocol):
-    def connection_made(self, transport):
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
-    def datagram_received(self, data, addr):
+    def datagram_received(self, data: bytes, addr: Any) -> None:
         self.transport.sendto(data, addr)
 
 
-def _report(exc):
+def _report(exc: Any) -> None:
     # Handler coroutines are tasks nobody awaits: without this their
     # exception (say NotImplementedError from a loop method that does not
     # exist yet) would surface only at garbage collection, and the cell would
@@ -78,7 +80,7 @@ def _report(exc):
     emit("ERR " + describe(exc))
 
 
-async def _stream_echo(reader, writer):
+async def _stream_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
             data = await reader.read(READ_SIZE)
@@ -94,7 +96,7 @@ async def _stream_echo(reader, writer):
         writer.close()
 
 
-async def _sock_echo(loop, sock):
+async def _sock_echo(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
     try:
         while True:
             data = await loop.sock_recv(sock, READ_SIZE)
@@ -109,7 +111,7 @@ async def _sock_echo(loop, sock):
         sock.close()
 
 
-async def _sock_accept_loop(loop, lsock):
+async def _sock_accept_loop(loop: asyncio.AbstractEventLoop, lsock: socket.socket) -> None:
     try:
         while True:
             conn, _ = await loop.sock_accept(lsock)
@@ -121,7 +123,9 @@ async def _sock_accept_loop(loop, lsock):
         raise
 
 
-async def start(loop, kind, path, ssl_context=None):
+async def start(
+    loop: asyncio.AbstractEventLoop, kind: str, path: str, ssl_context: Any = None,
+) -> Any:
     """Start serving; returns the port (TCP/UDP) or the path (Unix)."""
     host = "127.0.0.1"
     if kind == "tcp-protocol":
@@ -146,8 +150,8 @@ async def start(loop, kind, path, ssl_context=None):
         # sock_accept fails here, at start-up, with the real reason.
         await asyncio.sleep(0)
         if task.done() and task.exception() is not None:
-            raise task.exception()
-        start.keep = (task, lsock)
+            raise task.exception()  # type: ignore[misc]  # not None: checked
+        start.keep = (task, lsock)  # type: ignore[attr-defined]  # kept alive
         return str(lsock.getsockname()[1])
     elif kind == "udp":
         transport, _ = await loop.create_datagram_endpoint(EchoDatagram, local_addr=(host, 0))
@@ -157,13 +161,14 @@ async def start(loop, kind, path, ssl_context=None):
     return str(srv.sockets[0].getsockname()[1])
 
 
-def _rss_bytes():
+def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _control():
-    ru0, t0 = None, None
+def _control() -> None:
+    ru0: Any = None
+    t0: Any = None
     buf = b""
     while True:
         try:
@@ -193,7 +198,7 @@ def _control():
                 os._exit(0)
 
 
-def _raise_nofile():
+def _raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         try:
@@ -202,7 +207,7 @@ def _raise_nofile():
             pass
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m uvcffi.bench.server")
     ap.add_argument("--loop", required=True)
     ap.add_argument("--kind", required=True, choices=KINDS)
@@ -219,7 +224,7 @@ def main(argv=None):
     _raise_nofile()
     errors = [0]
 
-    def on_error(loop, context):
+    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # Peers reset on purpose at the end of every run: not worth a line.
         exc = context.get("exception")
         if isinstance(exc, (ConnectionResetError, BrokenPipeError)):

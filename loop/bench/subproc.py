@@ -4,16 +4,18 @@ Both go through the public asyncio API (asyncio.create_subprocess_exec), which
 runs on the loop under test, so they measure that loop's subprocess transport,
 pipes and child-exit handling.
 """
+from __future__ import annotations
 
 import asyncio
 import shutil
 import time
+from typing import Any
 
 perf = time.perf_counter
 CHUNK = b"x" * (64 * 1024)
 
 
-def _cat_argv():
+def _cat_argv() -> Any:
     # The worker is pinned to CPU 0; `cat` would inherit that and share the
     # core with the loop it is measuring.  Put it on CPU 1 when we can.
     cat = shutil.which("cat") or "/bin/cat"
@@ -21,7 +23,7 @@ def _cat_argv():
     return [taskset, "-c", "1", cat] if taskset else [cat]
 
 
-async def pipe_throughput(loop, secs):
+async def pipe_throughput(loop: asyncio.AbstractEventLoop, secs: float) -> Any:
     """Bytes/s echoed back by `cat`: write 64 KiB chunks honouring drain(),
     read concurrently, stop writing after `secs`, read to EOF."""
     proc = await asyncio.create_subprocess_exec(
@@ -29,17 +31,17 @@ async def pipe_throughput(loop, secs):
     got = [0]
     deadline = perf() + secs
 
-    async def writer():
+    async def writer() -> None:
         try:
             while perf() < deadline:
-                proc.stdin.write(CHUNK)
-                await proc.stdin.drain()
+                proc.stdin.write(CHUNK)  # type: ignore[union-attr]  # a PIPE
+                await proc.stdin.drain()  # type: ignore[union-attr]
         finally:
-            proc.stdin.close()
+            proc.stdin.close()  # type: ignore[union-attr]
 
-    async def reader():
+    async def reader() -> None:
         while True:
-            data = await proc.stdout.read(256 * 1024)
+            data = await proc.stdout.read(256 * 1024)  # type: ignore[union-attr]  # a PIPE
             if not data:
                 break
             got[0] += len(data)
@@ -55,7 +57,7 @@ async def pipe_throughput(loop, secs):
     return got[0], perf() - t0
 
 
-async def spawn_rate(loop, secs):
+async def spawn_rate(loop: asyncio.AbstractEventLoop, secs: float) -> Any:
     """Sequential /bin/true spawns: spawn, wait for exit, repeat."""
     true = shutil.which("true") or "/bin/true"
     n = 0

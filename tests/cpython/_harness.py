@@ -5,8 +5,16 @@ Each test module here subclasses a stdlib mixin with a factory returning a uvcff
 keeps the tests of one area (by name), and skips what it must with a reason that names it.
 """
 from _stdlib_asyncio import (  # noqa: F401  (re-exported to the test modules)
-    StartFailsOnBothPaths, UvcffiPolicy, UvcffiPolicyMixin, bind_suite, bound_test_utils, mark_tests,
-    requires_runtime, uvcffi_case, uvcffi_policy, uvcffi_policy_installed,
+    StartFailsOnBothPaths,
+    UvcffiPolicy,
+    UvcffiPolicyMixin,
+    bind_suite,
+    bound_test_utils,
+    mark_tests,
+    requires_runtime,
+    uvcffi_case,
+    uvcffi_policy,
+    uvcffi_policy_installed,
 )
 from _stdlib_asyncio import requires_stdlib_tests as _requires_stdlib_tests
 

@@ -12,8 +12,13 @@ import asyncio
 
 import uvcffi
 
-from ._harness import (bind_suite, requires_cpython_311, requires_stdlib_tests, test_utils,
-                       uvcffi_policy_installed)
+from ._harness import (
+    bind_suite,
+    requires_cpython_311,
+    requires_stdlib_tests,
+    test_utils,
+    uvcffi_policy_installed,
+)
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
 

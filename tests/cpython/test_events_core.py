@@ -19,11 +19,13 @@ if test_utils is not None:
         (test_events.UnixEventLoopTestsMixin, test_utils.TestCase),
         keep=lambda name: name.startswith(CORE),
         skips={
-            "test_internal_fds": "reads BaseSelectorEventLoop privates (_internal_fds, _csock, _ssock)",
+            "test_internal_fds": "reads BaseSelectorEventLoop privates (_internal_fds, _csock, "
+            "_ssock)",
             "test_timeout_rounding": "its assertion message reads loop._clock_resolution and "
             "loop._selector (tests/test_loop_core.py::test_timeout_rounding checks the behaviour)",
-            "test_prompt_cancellation": "ends with loop._stop_serving(sock), a BaseSelectorEventLoop "
-            "private (its assertions pass; tests/test_sockets.py::test_prompt_cancellation is the same test)",
+            "test_prompt_cancellation": "ends with loop._stop_serving(sock), a "
+            "BaseSelectorEventLoop private (its assertions pass; "
+            "tests/test_sockets.py::test_prompt_cancellation is the same test)",
         },
         module=__name__,
     )

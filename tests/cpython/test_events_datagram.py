@@ -1,9 +1,9 @@
 """test_events' and test_base_events' datagram tests (create_datagram_endpoint) on uvcffi."""
 import asyncio
 
-from ._harness import requires_cpython_311, requires_stdlib_tests, test_utils, uvcffi_case
-
 import uvcffi
+
+from ._harness import requires_cpython_311, requires_stdlib_tests, test_utils, uvcffi_case
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
 

@@ -4,8 +4,13 @@ The tests make their loop with asyncio.new_event_loop(): a policy returning uvcf
 is installed around each of them."""
 
 
-from ._harness import (requires_cpython_311, requires_stdlib_tests, test_utils, uvcffi_case,
-                       uvcffi_policy_installed)
+from ._harness import (
+    requires_cpython_311,
+    requires_stdlib_tests,
+    test_utils,
+    uvcffi_case,
+    uvcffi_policy_installed,
+)
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
 

@@ -4,9 +4,13 @@ SslProtoHandshakeTests, which build asyncio.sslproto.SSLProtocol by hand on a lo
 asyncio.new_event_loop() (a policy returning uvcffi loops is installed around them)."""
 import unittest
 
-
-from ._harness import (requires_cpython_311, requires_stdlib_tests, test_utils, uvcffi_case,
-                       uvcffi_policy_installed)
+from ._harness import (
+    requires_cpython_311,
+    requires_stdlib_tests,
+    test_utils,
+    uvcffi_case,
+    uvcffi_policy_installed,
+)
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
 

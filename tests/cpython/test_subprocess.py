@@ -10,13 +10,19 @@ depends on the test process. The two tests that make the start fail by patching
 subprocess.Popen therefore run once on each path, the failure injected into that path's call.
 """
 
-from ._harness import (StartFailsOnBothPaths, UvcffiPolicyMixin, requires_cpython_311,
-                       requires_stdlib_tests, test_utils)
+from ._harness import (
+    StartFailsOnBothPaths,
+    UvcffiPolicyMixin,
+    requires_cpython_311,
+    requires_stdlib_tests,
+    test_utils,
+)
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
 
 if test_utils is not None:
     from asyncio import unix_events
+
     from test.test_asyncio import test_subprocess
 
     def _case(name, watcher):

@@ -6,8 +6,13 @@ asyncio.new_event_loop(), which a uvcffi policy answers while they run.
 """
 import uvcffi
 
-from ._harness import (UvcffiPolicyMixin, mark_tests, requires_cpython_311, requires_stdlib_tests,
-                       test_utils)
+from ._harness import (
+    UvcffiPolicyMixin,
+    mark_tests,
+    requires_cpython_311,
+    requires_stdlib_tests,
+    test_utils,
+)
 
 pytestmark = [requires_stdlib_tests, requires_cpython_311]
 
@@ -26,7 +31,9 @@ if test_utils is not None:
         "reference of asyncio's own loop); tests/test_server.py checks the socket is closed",
     })
 
-    class UvcffiUnixSockSendfileTests(UvcffiPolicyMixin, tue.SelectorEventLoopUnixSockSendfileTests):
+    class UvcffiUnixSockSendfileTests(
+        UvcffiPolicyMixin, tue.SelectorEventLoopUnixSockSendfileTests
+    ):
         pass
 
     _private_sendfile = ("drives loop._sock_sendfile_native_impl / patches asyncio.unix_events.os, "

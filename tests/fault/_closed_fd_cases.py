@@ -945,7 +945,7 @@ def run_case(kind, case, phase):
             "outcome": res[0], "detail": res[1], "loop_ok": ok, "spare_ok": alive,
             "spare_clean": clean, "again_ok": again, "stalls": wd.stalls,
         }
-    except BaseException as exc:  # the case itself broke: say where
+    except BaseException:  # the case itself broke: say where
         import traceback
 
         report = {"outcome": "error", "detail": traceback.format_exc()[-2000:]}

@@ -30,10 +30,10 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-import uvcffi  # noqa: E402
-
 from _fault import Watchdog, open_fds, rss_kib, run_fresh  # noqa: E402
 from _helpers import run  # noqa: E402
+
+import uvcffi  # noqa: E402
 
 CYCLES = 50_000
 # The warm-up, and how many cycles run between two full collections (see settle()).
@@ -103,7 +103,7 @@ def measure():
                 next_i += 1
                 msg = message_for(i)
                 done = loop.create_future()
-                await loop.create_connection(lambda: Client(msg, done), *address)
+                await loop.create_connection(lambda msg=msg, done=done: Client(msg, done), *address)
                 exc, ok = await done
                 if exc is not None or not ok:
                     bad.append((i, repr(exc), ok))

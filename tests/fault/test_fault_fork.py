@@ -38,11 +38,10 @@ import socket
 import traceback
 
 import pytest
-
-import uvcffi
-
 from _fault import Watchdog
 from _helpers import LOOP_FACTORIES, run
+
+import uvcffi
 
 CHILD_ALARM = 30  # seconds before a hung child is killed by SIGALRM
 PARENT_ROUNDS = 20

@@ -14,7 +14,6 @@ import signal
 import sys
 
 import pytest
-
 from _fault import Watchdog, open_fds
 from _helpers import LOOP_FACTORIES, run
 

@@ -29,9 +29,9 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import uvcffi  # noqa: E402
-
 from _fault import Watchdog, run_fresh  # noqa: E402
+
+import uvcffi  # noqa: E402
 
 LOOPS = 32
 ROUNDS = 20

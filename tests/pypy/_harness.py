@@ -8,8 +8,16 @@ returning a uvcffi loop, keeps the tests of one area (by name), and skips what i
 reason that names it.
 """
 from _stdlib_asyncio import (  # noqa: F401  (re-exported to the test modules)
-    StartFailsOnBothPaths, UvcffiPolicy, UvcffiPolicyMixin, bind_suite, bound_test_utils,
-    mark_tests, skip_module_unless_bound, uvcffi_case, uvcffi_policy, uvcffi_policy_installed,
+    StartFailsOnBothPaths,
+    UvcffiPolicy,
+    UvcffiPolicyMixin,
+    bind_suite,
+    bound_test_utils,
+    mark_tests,
+    skip_module_unless_bound,
+    uvcffi_case,
+    uvcffi_policy,
+    uvcffi_policy_installed,
 )
 
 # The stdlib's test_asyncio.utils on PyPy 3.9 with its test package, else None.

@@ -3,8 +3,9 @@ from ._harness import skip_unless_pypy_39, test_utils, uvcffi_case
 
 skip_unless_pypy_39()
 
-import uvcffi  # noqa: E402
 from test.test_asyncio import test_base_events, test_events  # noqa: E402
+
+import uvcffi  # noqa: E402
 
 _PATCHES_SOCKET = "patches asyncio.base_events.socket (asyncio's private module reference)"
 

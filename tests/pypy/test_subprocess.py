@@ -13,6 +13,7 @@ from ._harness import StartFailsOnBothPaths, UvcffiPolicyMixin, skip_unless_pypy
 skip_unless_pypy_39()
 
 from asyncio import unix_events  # noqa: E402
+
 from test.test_asyncio import test_subprocess  # noqa: E402
 
 

@@ -10,8 +10,9 @@ from ._harness import UvcffiPolicyMixin, mark_tests, skip_unless_pypy_39, test_u
 
 skip_unless_pypy_39()
 
-import uvcffi  # noqa: E402
 from test.test_asyncio import test_unix_events as tue  # noqa: E402
+
+import uvcffi  # noqa: E402
 
 
 class UvcffiUnixSocketTests(tue.SelectorEventLoopUnixSocketTests):

@@ -6,7 +6,6 @@
 import signal
 
 import pytest
-
 from recipekit import APPS, Server, check_said_on_uvcffi, exercise, free_port, python, require
 
 

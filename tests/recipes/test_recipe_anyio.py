@@ -10,10 +10,17 @@ version does not know is ignored without a word, so the test checks the loop the
 ran on, not just that it answered.
 """
 import pytest
-
 from recipekit import (
-    APPS, Server, check_said_on_uvcffi, dist_version, exercise, free_port, major_minor, python,
-    require)
+    APPS,
+    Server,
+    check_said_on_uvcffi,
+    dist_version,
+    exercise,
+    free_port,
+    major_minor,
+    python,
+    require,
+)
 
 
 @pytest.mark.parametrize("mode", ["loop_factory", "policy"])

@@ -9,9 +9,7 @@
 import sys
 
 import pytest
-
-from recipekit import (
-    APPS, RUNTIME, Server, check_said_on_uvcffi, exercise, free_port, python)
+from recipekit import APPS, RUNTIME, Server, check_said_on_uvcffi, exercise, free_port, python
 
 SERVE = APPS / "serve_asyncio.py"
 

@@ -13,10 +13,18 @@ asyncio's own loop unless the app module installs uvcffi when the worker imports
 import signal
 
 import pytest
-
 from recipekit import (
-    APPS, Server, assert_uvcffi, check_said_on_uvcffi, check_two_workers, exercise, free_port,
-    python, require, said)
+    APPS,
+    Server,
+    assert_uvcffi,
+    check_said_on_uvcffi,
+    check_two_workers,
+    exercise,
+    free_port,
+    python,
+    require,
+    said,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from recipekit import APPS, RUNTIME, child_env, dist_version, major_minor, python, require
 
 PROJECTS = APPS.parent / "projects"

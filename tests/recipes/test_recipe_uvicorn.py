@@ -9,10 +9,16 @@ same."""
 import signal
 
 import pytest
-
 from recipekit import (
-    APPS, Server, check_said_on_uvcffi, check_two_workers, exercise, free_port, python,
-    require)
+    APPS,
+    Server,
+    check_said_on_uvcffi,
+    check_two_workers,
+    exercise,
+    free_port,
+    python,
+    require,
+)
 
 LOOP = "uvcffi:new_event_loop"
 

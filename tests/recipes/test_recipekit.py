@@ -3,7 +3,6 @@ process behind: a hang must fail a recipe test, never pass it."""
 import signal
 
 import pytest
-
 from recipekit import Server, _group_members, free_port, python
 
 HANG = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

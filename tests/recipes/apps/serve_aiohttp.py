@@ -8,9 +8,9 @@ import hashlib
 import sys
 
 from aiohttp import web
+from loopinfo import loop_info, say
 
 import uvcffi
-from loopinfo import loop_info, say
 
 
 async def index(request):

@@ -12,10 +12,10 @@ from functools import partial
 
 import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
-
-import uvcffi
 from loopinfo import say
 from tinyhttp import parse_head, respond
+
+import uvcffi
 
 
 async def handle(stream):

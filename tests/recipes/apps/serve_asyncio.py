@@ -12,9 +12,10 @@ import asyncio
 import signal
 import sys
 
-import uvcffi
 from loopinfo import say
 from tinyhttp import handle
+
+import uvcffi
 
 
 async def main(port):

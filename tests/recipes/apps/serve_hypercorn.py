@@ -4,11 +4,11 @@ hypercorn.asyncio.serve() runs on whatever loop runs it; without a shutdown_trig
 stops on SIGINT/SIGTERM (through loop.add_signal_handler)."""
 import sys
 
+from asgi_app import app
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 import uvcffi
-from asgi_app import app
 
 config = Config()
 config.bind = [f"127.0.0.1:{sys.argv[1]}"]

@@ -4,9 +4,9 @@ import json
 
 import anyio
 import pytest
+from tinyhttp import parse_head, respond
 
 import uvcffi
-from tinyhttp import parse_head, respond
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import urllib.request
 
 import pytest
 import pytest_asyncio
+from tinyhttp import handle
 
 import uvcffi
-from tinyhttp import handle
 
 
 @pytest_asyncio.fixture

@@ -12,6 +12,7 @@ import sys
 from asyncio import constants, trsock
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import _owners as owners
 from ._errors import check, uv_error
 from ._uv import lib
 from .transports import _sockref
@@ -32,7 +33,7 @@ def adopt_stream_socket(loop: Loop, sock: socket.socket) -> tuple[int, bool]:
 
     The Python socket object keeps the fd number; whoever closes the slot must detach the
     object first, since libuv closes the fd."""
-    uv = loop._uv
+    uv = owners.uv(loop)
     is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
     slot = check(lib.uvc_tcp_new(uv) if is_tcp else lib.uvc_pipe_new(uv, 0))
     err = lib.uvc_stream_open(uv, slot, sock.fileno())
@@ -53,12 +54,12 @@ class _Listener:
         is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         # The slot owns the fd from now on; the socket object keeps its number (for
         # getsockname and friends) and is detached when the slot closes.
-        self.slot = check(lib.uvc_listener_new(loop._uv, sock.fileno(), is_tcp))
+        self.slot = check(lib.uvc_listener_new(owners.uv(loop), sock.fileno(), is_tcp))
         self.server = server
         self.sock = sock
         self.closed = False
         self.retry: asyncio.TimerHandle | None = None
-        loop._slot_register(self.slot, self)
+        owners.register_slot(loop, self.slot, self)
         # A sock= given to create_server stays the caller's object: its close() must not
         # close the fd the C core listens on (transports/_sockref.py).
         self.held = _sockref.hold(sock)
@@ -77,7 +78,7 @@ class _Listener:
             _sockref.release(self.sock)
 
     def listen(self, backlog: int) -> None:
-        check(lib.uvc_listen(self.server._loop._uv, self.slot, backlog))
+        check(lib.uvc_listen(owners.uv(self.server._loop), self.slot, backlog))
 
     def _uv_event(self, kind: int, status: int, slot: int, c: int) -> None:
         self.server._accepted(self, status, slot, c)
@@ -99,7 +100,7 @@ class _Listener:
         self.retry = None
         if self.closed:
             return
-        err = lib.uvc_listener_resume(self.server._loop._uv, self.slot)
+        err = lib.uvc_listener_resume(owners.uv(self.server._loop), self.slot)
         if err < 0:
             self.server._loop.call_exception_handler({
                 "message": "Error on resuming accepting connections",
@@ -119,7 +120,7 @@ class _Listener:
         self.sock.close()
         self._release_sock()
         if not loop.is_closed():
-            lib.uvc_listener_close(loop._uv, self.slot)
+            lib.uvc_listener_close(owners.uv(loop), self.slot)
 
     def _detach_from_loop(self) -> None:
         # The loop closes with the server open: the C core closes the fd, not the socket.
@@ -204,7 +205,7 @@ class Server(asyncio.AbstractServer):
                     listener.retry_later()
             return
         if self._sockets is None:
-            loop._uv_close(slot)  # accepted in the same iteration the server closed
+            owners.close_slot(loop, slot)  # accepted in the same iteration the server closed
             return
         # As asyncio, each connection's callbacks run in a copy of the server's context.
         context = self._context.copy()  # type: ignore[union-attr]  # set when serving began
@@ -226,7 +227,7 @@ class Server(asyncio.AbstractServer):
             raise
         except BaseException as exc:
             if transport is None:
-                loop._uv_close(slot)
+                owners.close_slot(loop, slot)
             loop.call_exception_handler({
                 "message": "Error on transport creation for incoming connection",
                 "exception": exc,

@@ -1,7 +1,10 @@
 """The benchmark gives PyPy children a sane GC nursery where PyPy would size it from a
 cache no core has (loop/bench/__main__.py): a 240 MiB nursery stops a PyPy server for up
 to 0.7 s per minor collection, which the benchmark reported as "server stalled"."""
+import os
 import platform
+
+import pytest
 
 from uvcffi.bench import __main__ as bench_main
 
@@ -13,7 +16,6 @@ def _as_pypy(monkeypatch, cache):
 
 
 def test_a_huge_reported_cache_gets_a_nursery_and_a_note(monkeypatch):
-    import os
     _as_pypy(monkeypatch, 480 << 20)
     note = bench_main._pypy_nursery_note()
     assert os.environ["PYPY_GC_NURSERY"] == bench_main._PYPY_NURSERY
@@ -21,7 +23,6 @@ def test_a_huge_reported_cache_gets_a_nursery_and_a_note(monkeypatch):
 
 
 def test_a_real_cache_or_a_users_setting_is_left_alone(monkeypatch):
-    import os
     _as_pypy(monkeypatch, 32 << 20)
     assert bench_main._pypy_nursery_note() is None
     assert "PYPY_GC_NURSERY" not in os.environ
@@ -38,8 +39,6 @@ def test_cpython_is_left_alone(monkeypatch):
 
 
 def test_the_cache_size_is_read_from_sys():
-    import os
-    import pytest
     if not os.path.isdir("/sys/devices/system/cpu/cpu0/cache/index0"):
         pytest.skip("this machine's /sys lists no CPU caches")
     with open("/sys/devices/system/cpu/cpu0/cache/index0/size") as f:

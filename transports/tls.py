@@ -450,8 +450,7 @@ class SSLTransport(asyncio.Transport):
 
     def _do_read_copied(self) -> None:
         """Decrypt what the BIO holds, deliver it to data_received(), send what that
-        wrote (runs in the transport's context).  The read path of a Protocol, in one
-        frame: every frame costs on CPython, and this runs once per read."""
+        wrote (runs in the transport's context).  The read path of a Protocol."""
         incoming = self._incoming
         read = self._ssl_read
         first = None
@@ -485,6 +484,22 @@ class SSLTransport(asyncio.Transport):
             close_notify = True
         except _SSLError as exc:
             error = exc  # reported after the data that decrypted before it
+        if not self._deliver(first, more, error):
+            return
+        if self._backlog is not None:
+            self._write_backlog()  # a renegotiation may have been waiting for this read
+        # What data_received() wrote, in one write (and handshake replies, if any).
+        data = self._out_read()
+        if data and self._state != _CLOSED:
+            self._lower.write(data)
+        if close_notify:
+            self._peer_closed()
+
+    def _deliver(self, first: bytes | None, more: list[bytes] | None,
+                 error: BaseException | None) -> bool:
+        """Give a read's plaintext to data_received() (``first``, or all of ``more`` when
+        it has several records), then report the TLS error that ended the read, if any.
+        False when the transport failed: the read stops there."""
         if first is not None:
             self._in_app = True  # the application's writes wait for its return
             try:
@@ -495,19 +510,12 @@ class SSLTransport(asyncio.Transport):
             except BaseException as exc:
                 self._in_app = False
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                return
+                return False
             self._in_app = False
         if error is not None:
             self._fatal_error(error, "Fatal error on SSL transport")
-            return
-        if self._backlog is not None:
-            self._write_backlog()  # a renegotiation may have been waiting for this read
-        # What data_received() wrote, in one write (and handshake replies, if any).
-        data = self._out_read()
-        if data and self._state != _CLOSED:
-            self._lower.write(data)
-        if close_notify:
-            self._peer_closed()
+            return False
+        return True
 
     def _do_read_buffered(self) -> None:
         """The read path of a BufferedProtocol (in the transport's context)."""
@@ -1048,20 +1056,7 @@ class _DirectSSLTransport(SSLTransport):
                 more.append(chunk)
         else:
             self._partial = False
-        if first is not None:
-            self._in_app = True  # the application's writes wait for its return
-            try:
-                self._data_received(first if more is None else b"".join(more))
-            except (SystemExit, KeyboardInterrupt):
-                self._in_app = False
-                raise
-            except BaseException as exc:
-                self._in_app = False
-                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-                return
-            self._in_app = False
-        if error is not None:
-            self._fatal_error(error, "Fatal error on SSL transport")
+        if not self._deliver(first, more, error):
             return
         self._read_done(close_notify)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._context import run_in_context
+from ._context import notify_protocol
 from ._flow import water_marks
 
 if TYPE_CHECKING:
@@ -74,22 +74,13 @@ class TransportBase:
         # Called from write()/sendto() or set_write_buffer_limits(): in the caller's
         # context, which must not leak into the protocol; the caller may be this
         # transport's own callback, already in its context (transports/_context.py).
-        try:
-            run_in_context(self._context, self._protocol.pause_writing)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._report(exc, "protocol.pause_writing() failed")
+        notify_protocol(self, self._context, self._protocol.pause_writing, "pause_writing")
 
     def _maybe_resume_protocol(self) -> None:
         if self._protocol_paused and self._pending <= self._low_water:
             self._protocol_paused = False
-            try:
-                run_in_context(self._context, self._protocol.resume_writing)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._report(exc, "protocol.resume_writing() failed")
+            notify_protocol(self, self._context, self._protocol.resume_writing,
+                            "resume_writing")
 
     # ---------------------------------------------------------------- errors and closing
 

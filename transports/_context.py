@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 
 _T = TypeVar("_T")
 
-__all__ = ["run_in_context"]
+__all__ = ["run_in_context", "notify_protocol"]
 
 
 def _noop() -> None:
@@ -36,3 +36,21 @@ def run_in_context(context: Context, callback: Callable[..., _T], *args: Any) ->
     except RuntimeError:
         return callback(*args)  # already inside it: the caller is this transport's code
     return context.run(callback, *args)
+
+
+def notify_protocol(transport: Any, context: Context, callback: Callable[[], object],
+                    what: str) -> None:
+    """Flow control's callback (``protocol.pause_writing`` or ``resume_writing``) in the
+    transport's ``context``; an exception from it goes to the loop's exception handler
+    (``"protocol.<what>() failed"``, asyncio's keys), never to whoever wrote."""
+    try:
+        run_in_context(context, callback)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        transport._loop.call_exception_handler({
+            "message": "protocol.%s() failed" % what,
+            "exception": exc,
+            "transport": transport,
+            "protocol": transport._protocol,
+        })

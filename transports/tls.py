@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .. import _owners as owners
-from ._context import run_in_context
+from ._context import notify_protocol, run_in_context
 from ._flow import water_marks
 
 if TYPE_CHECKING:
@@ -771,17 +771,7 @@ class SSLTransport(asyncio.Transport):
         if self.get_write_buffer_size() <= self._high_water:
             return
         self._app_writing_paused = True
-        try:
-            run_in_context(self._context, self._protocol.pause_writing)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed",
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
+        notify_protocol(self, self._context, self._protocol.pause_writing, "pause_writing")
 
     def _maybe_resume_app(self) -> None:
         if not self._app_writing_paused or self._app_lost:
@@ -789,17 +779,7 @@ class SSLTransport(asyncio.Transport):
         if self.get_write_buffer_size() > self._low_water:
             return
         self._app_writing_paused = False
-        try:
-            run_in_context(self._context, self._protocol.resume_writing)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler({
-                "message": "protocol.resume_writing() failed",
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
+        notify_protocol(self, self._context, self._protocol.resume_writing, "resume_writing")
 
     # ------------------------------------------------------------------ closing
 

@@ -34,7 +34,7 @@ import threading
 from typing import Any
 
 from .loops import describe, new_loop
-from .server import BACKLOG, _control, _raise_nofile, emit
+from .server import BACKLOG, _control, emit, error_reporter, prepare_process
 
 APPS = ("aiohttp", "uvicorn")
 HOST = "127.0.0.1"
@@ -152,26 +152,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="uvicorn's HTTP parser")
     ap.add_argument("--cpu", type=int, default=None)
     args = ap.parse_args(argv)
-    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
-        try:
-            os.sched_setaffinity(0, {args.cpu})
-        except OSError:
-            pass
-    _raise_nofile()
-    errors = [0]
-
-    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-            return
-        errors[0] += 1
-        if errors[0] <= 5:
-            emit("ERR " + (describe(exc) if exc else str(context.get("message"))[:160]))
-
+    prepare_process(args.cpu)
     try:
         loop = _LOOP = new_loop(args.loop)
         asyncio.set_event_loop(loop)
-        loop.set_exception_handler(on_error)
+        loop.set_exception_handler(error_reporter())
         where, info = loop.run_until_complete(start(loop, args.app, args.http))
     except BaseException as e:  # anything: the cell says n/a (reason)
         emit("ERROR " + describe(e))

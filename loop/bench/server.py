@@ -25,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .loops import describe, new_loop
 
@@ -207,6 +207,33 @@ def _raise_nofile() -> None:
             pass
 
 
+def prepare_process(cpu: int | None) -> None:
+    """A benchmark server's process: pinned to ``cpu`` (when given) and allowed as many
+    fds as the hard limit."""
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            pass
+    _raise_nofile()
+
+
+def error_reporter() -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """An exception handler that reports the first 5 errors as "ERR" lines.  Peers reset
+    on purpose at the end of every run: resets and broken pipes are not worth a line."""
+    errors = [0]
+
+    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            return
+        errors[0] += 1
+        if errors[0] <= 5:
+            emit("ERR " + (describe(exc) if exc else str(context.get("message"))[:160]))
+
+    return on_error
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m uvcffi.bench.server")
     ap.add_argument("--loop", required=True)
@@ -216,27 +243,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--key", help="its private key (PEM)")
     ap.add_argument("--cpu", type=int, default=None)
     args = ap.parse_args(argv)
-    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
-        try:
-            os.sched_setaffinity(0, {args.cpu})
-        except OSError:
-            pass
-    _raise_nofile()
-    errors = [0]
-
-    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # Peers reset on purpose at the end of every run: not worth a line.
-        exc = context.get("exception")
-        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-            return
-        errors[0] += 1
-        if errors[0] <= 5:
-            emit("ERR " + (describe(exc) if exc else str(context.get("message"))[:160]))
-
+    prepare_process(args.cpu)
     try:
         loop = new_loop(args.loop)
         asyncio.set_event_loop(loop)
-        loop.set_exception_handler(on_error)
+        loop.set_exception_handler(error_reporter())
         ssl_context = None
         if args.kind.startswith("tls"):
             import ssl

@@ -1,5 +1,6 @@
 /* uvcffi C core: see uvc_core.h for the contract with Python. */
 #include "uvc_core.h"
+#include "uvc_fdguard.h"
 #include "uvc_fdset.h"
 
 #include <errno.h>
@@ -71,6 +72,7 @@ uvc_loop_t *uvc_loop_new(void) {
         uv_poll_start(&L->signal_poll, UV_READABLE, signal_poll_cb);
         uv_unref((uv_handle_t *)&L->signal_poll);
     }
+    uvc_fdguard_init(L);
     return L;
 fail:
     free(L->events);
@@ -125,6 +127,7 @@ void uvc_loop_free(uvc_loop_t *L) {
     free(L->events);
     free(L->arena);
     free(L->sock_buffer);
+    uvc_fdguard_free(L);
     free(L);
 }
 
@@ -308,6 +311,7 @@ void *uvc_handle_alloc(uvc_loop_t *L, size_t size, size_t handle_offset) {
     b->loop = L;
     b->handle = (uv_handle_t *)((char *)b + handle_offset);
     b->handle->data = b;
+    b->guard_fd = -1;
     b->slot = slot_new(L, b);
     if (b->slot < 0) {
         free(b);
@@ -346,6 +350,7 @@ int uvc_close(uvc_loop_t *L, int slot) {
         return UV_EBADF;
     if (uv_is_closing(b->handle))
         return 0;
+    uvc_fdguard_remove(L, b); /* uv_close closes a stream's fd now: its number is free */
     uv_close(b->handle, uvc_close_cb);
     return 0;
 }

@@ -35,7 +35,8 @@ enum {
     UVC_EV_UDP_RECV = 13,   /* slot, a = arena offset, b = length, c = sockaddr offset   */
     UVC_EV_UDP_SEND = 14,   /* slot, a = status, b = bytes                               */
     UVC_EV_FS = 15,         /* slot = request, a = result                                */
-    UVC_EV_USER = 16        /* first kind free for new modules                           */
+    UVC_EV_FD_LOST = 16,    /* slot, a = uv error: its fd was closed under the loop      */
+    UVC_EV_USER = 17        /* first kind free for new modules                           */
 };
 
 enum {
@@ -127,6 +128,8 @@ typedef struct uvc_base_s {
     uv_handle_t *handle;          /* points into the same allocation */
     int slot;
     void (*on_free)(struct uvc_base_s *);   /* extra cleanup before free(), may be NULL */
+    int guard_fd;                 /* uvc_fdguard.h: the fd guarded for this slot, or -1 */
+    int faulted;                  /* uvc_fdguard.h: cut off from libuv (its fd was closed) */
 } uvc_base_t;
 
 struct uvc_loop_s {
@@ -156,6 +159,11 @@ struct uvc_loop_s {
     uint64_t last_return_ms;      /* loop clock when uvc_run_once last returned (0: never) */
     uint64_t slow_ms;
     int64_t test_arm_delay_us;    /* uvc_test_set_arm_delay */
+    uv_prepare_t guard_prepare;   /* uvc_fdguard.c: runs just before libuv's poll */
+    struct uvc_guard_entry *guard;  /* by fd */
+    int guard_cap;
+    int *guard_faults;            /* slots cut off outside uv_run, told at the next run */
+    int nguard_faults, guard_faults_cap;
 };
 
 /* Allocate a zeroed handle struct of `size` bytes whose uv handle lives at `handle`

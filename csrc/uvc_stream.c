@@ -1,6 +1,7 @@
 /* uvcffi stream handles: see uvc_stream.h. */
 #define _GNU_SOURCE /* accept4 */
 #include "uvc_stream.h"
+#include "uvc_fdguard.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@ static uv_stream_t *stream_of(uvc_loop_t *L, int slot) {
     if (b == NULL)
         return NULL;
     uv_handle_type t = b->handle->type;
-    if (t != UV_TCP && t != UV_NAMED_PIPE && t != UV_TTY)
+    if ((t != UV_TCP && t != UV_NAMED_PIPE && t != UV_TTY) || b->faulted)
         return NULL;
     return (uv_stream_t *)b->handle;
 }
@@ -54,9 +55,12 @@ int uvc_stream_open(uvc_loop_t *L, int slot, int fd) {
     uv_stream_t *s = stream_of(L, slot);
     if (s == NULL)
         return UV_EBADF;
-    if (s->type == UV_TCP)
-        return uv_tcp_open((uv_tcp_t *)s, fd);
-    return uv_pipe_open((uv_pipe_t *)s, fd);
+    uvc_fdguard_claim(L, fd);
+    int r = s->type == UV_TCP ? uv_tcp_open((uv_tcp_t *)s, fd)
+                              : uv_pipe_open((uv_pipe_t *)s, fd);
+    if (r == 0)
+        uvc_fdguard_add(L, s->data, s);
+    return r;
 }
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -207,6 +211,7 @@ static int adopt_accepted(uvc_listener_t *h, int fd) {
     uv_stream_t *client = stream_of(L, slot);
     /* Unlike uv_accept these make one more syscall (FIONBIO, and F_GETFL for a pipe): the
      * public API has no way to hand libuv an fd that is non-blocking already. */
+    uvc_fdguard_claim(L, fd);
     int r = h->is_tcp ? uv_tcp_open((uv_tcp_t *)client, fd)
                       : uv_pipe_open((uv_pipe_t *)client, fd);
     if (r < 0) {
@@ -214,6 +219,7 @@ static int adopt_accepted(uvc_listener_t *h, int fd) {
         uv_close((uv_handle_t *)client, uvc_close_cb);
         return r;
     }
+    uvc_fdguard_add(L, client->data, client);
     /* asyncio sets TCP_NODELAY on every TCP transport: do it here, saving a call. */
     if (h->is_tcp)
         uv_tcp_nodelay((uv_tcp_t *)client, 1);
@@ -332,6 +338,8 @@ int uvc_tcp_connect(uvc_loop_t *L, int slot, const char *ip, int port, unsigned 
     r = uv_tcp_connect(req, (uv_tcp_t *)s, (const struct sockaddr *)&addr, connect_cb);
     if (r < 0)
         free(req);
+    else
+        uvc_fdguard_add(L, s->data, s); /* the socket libuv just made */
     return r;
 }
 

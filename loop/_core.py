@@ -1107,7 +1107,8 @@ _live_loops: weakref.WeakSet[CoreLoop] = weakref.WeakSet()
 _EVENT_NAMES = {
     getattr(lib, "UVC_EV_" + name.upper()): name
     for name in ("read", "eof", "read_error", "write_done", "shutdown", "connect", "accept",
-                 "closed", "poll", "signal", "exit", "dns", "udp_recv", "udp_send", "fs")
+                 "closed", "poll", "signal", "exit", "dns", "udp_recv", "udp_send", "fs",
+                 "fd_lost")
 }
 
 

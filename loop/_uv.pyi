@@ -49,6 +49,7 @@ class _Lib:
     UVC_EV_UDP_RECV: int
     UVC_EV_UDP_SEND: int
     UVC_EV_FS: int
+    UVC_EV_FD_LOST: int
     UVC_EV_USER: int
     UVC_READABLE: int
     UVC_WRITABLE: int
@@ -111,6 +112,7 @@ class _Lib:
     def uvc_gai_errno(self, status: int, /) -> int: ...
     # const char *uvc_gai_strerror(int eai)
     def uvc_gai_strerror(self, eai: int, /) -> Any: ...
+    # ---- csrc/uvc_fdguard.h
     # ---- csrc/uvc_fdset.h
     # int uvc_fdset_open(uvc_loop_t *L)
     def uvc_fdset_open(self, L: Any, /) -> int: ...

@@ -327,3 +327,118 @@ def test_pipes_closed_by_their_creator_keep_working():
         exc = await asyncio.wait_for(lost, 10)
         return (data, exc)
     """) == "result (b'piped', None)"
+
+
+# A transport's own fd closed with os.close() (not its socket object's close(), which the
+# loop defers): libuv would abort at its next epoll_ctl on that fd; the C core's fd guard
+# (csrc/uvc_fdguard.h) turns that into connection_lost(OSError(EBADF)) for the transport.
+TRANSPORT_PRELUDE = """
+class Recorder(asyncio.Protocol):
+    def __init__(self):
+        self.data = []
+        self.lost = asyncio.get_running_loop().create_future()
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.data.append(data)
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+async def transport_pair(loop):
+    sock, peer = await connected_pair(loop)
+    transport, protocol = await loop.create_connection(Recorder, sock=sock)
+    return transport, protocol, peer
+
+def describe(exc):
+    return (type(exc).__name__, getattr(exc, "errno", None))
+"""
+
+
+def run_transport_case(body):
+    return run_isolated(TRANSPORT_PRELUDE + textwrap.dedent(body))
+
+
+def test_resume_reading_on_a_transport_whose_fd_was_closed_loses_the_connection():
+    assert run_transport_case("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, protocol, peer = await transport_pair(loop)
+        await asyncio.sleep(0.01)
+        os.close(transport.get_extra_info("socket").fileno())
+        transport.pause_reading()
+        await asyncio.sleep(0.01)
+        transport.resume_reading()  # libuv: EPOLL_CTL_ADD on a closed fd, then abort()
+        exc = await protocol.lost  # no timer pending: a poll that blocks hangs here
+        peer.close()
+        return describe(exc)
+    """) == "result ('OSError', 9)"
+
+
+def test_a_write_waiting_on_a_closed_fd_loses_the_connection():
+    assert run_transport_case("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, protocol, peer = await transport_pair(loop)
+        transport.write(b"x" * (16 << 20))  # the peer reads nothing: the write waits
+        await asyncio.sleep(0.05)
+        assert transport.get_write_buffer_size() > 0
+        os.close(transport.get_extra_info("socket").fileno())
+        transport.pause_reading()  # libuv: EPOLL_CTL_MOD (still watching for POLLOUT)
+        exc = await protocol.lost  # no timer pending: a poll that blocks hangs here
+        peer.close()
+        return describe(exc)
+    """) == "result ('OSError', 9)"
+
+
+def test_a_closed_fd_number_taken_by_another_socket_gets_none_of_its_bytes():
+    assert run_transport_case("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, protocol, peer = await transport_pair(loop)
+        number = transport.get_extra_info("socket").fileno()
+        transport.pause_reading()
+        await asyncio.sleep(0.01)
+        other, other_peer = socket.socketpair()
+        os.dup2(other.fileno(), number)  # closes the transport's fd, reuses its number
+        transport.resume_reading()  # EPOLL_CTL_ADD would watch the other socket
+        other_peer.send(b"not for the transport")
+        exc = await protocol.lost  # no timer pending: a poll that blocks hangs here
+        transport.close()
+        await asyncio.sleep(0.05)
+        # The number still holds the other socket, with its bytes unread.
+        got = os.read(number, 100)
+        os.close(number)
+        for s in (other, other_peer, peer):
+            s.close()
+        return describe(exc), protocol.data, got
+    """) == "result (('OSError', 9), [], b'not for the transport')"
+
+
+def test_a_new_transport_on_a_reused_number_is_not_closed_by_the_old_one():
+    assert run_transport_case("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        old, old_protocol, old_peer = await transport_pair(loop)
+        number = old.get_extra_info("socket").fileno()
+        sock, peer = await connected_pair(loop)
+        os.dup2(sock.fileno(), number)  # the old fd closed under the loop, number reused
+        sock.close()
+        reused = socket.socket(fileno=number)
+        new, new_protocol = await loop.create_connection(Recorder, sock=reused)
+        exc = await old_protocol.lost
+        old.close()  # must not close the number: it is the new transport's fd now
+        await asyncio.sleep(0.05)
+        peer.send(b"ping")
+        for _ in range(200):
+            if new_protocol.data:
+                break
+            await asyncio.sleep(0.01)
+        new.write(b"pong")
+        await asyncio.sleep(0.05)
+        answer = peer.recv(10)
+        new.close()
+        await new_protocol.lost
+        for s in (peer, old_peer):
+            s.close()
+        return describe(exc), new_protocol.data, answer
+    """) == "result (('OSError', 9), [b'ping'], b'pong')"

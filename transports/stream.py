@@ -71,6 +71,7 @@ EV_READ = lib.UVC_EV_READ
 EV_WRITE_DONE = lib.UVC_EV_WRITE_DONE
 EV_EOF = lib.UVC_EV_EOF
 EV_READ_ERROR = lib.UVC_EV_READ_ERROR
+EV_FD_LOST = lib.UVC_EV_FD_LOST
 EV_SHUTDOWN = lib.UVC_EV_SHUTDOWN
 _BufferedProtocol = asyncio.BufferedProtocol
 
@@ -372,6 +373,13 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                 self._hold((kind, a))
             else:
                 self._read_event(kind, a)
+        elif kind == EV_FD_LOST:
+            # os.close() on this transport's fd (csrc/uvc_fdguard.h): libuv lets go of the
+            # handle, and whatever was pending (reads held while paused, queued writes, a
+            # close waiting for them) can never finish.
+            self._reading_started = False
+            self._fatal_error(uv_error(a), f"Fatal error on {self._kind} transport: its fd "
+                              "was closed under the loop")
         # EV_SHUTDOWN: nothing to do; an error there shows up on the next read or write.
 
     def _read_event(self, kind: int, err: int) -> None:

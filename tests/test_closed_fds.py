@@ -370,8 +370,8 @@ def test_resume_reading_on_a_transport_whose_fd_was_closed_loses_the_connection(
         transport.resume_reading()  # libuv: EPOLL_CTL_ADD on a closed fd, then abort()
         exc = await protocol.lost  # no timer pending: a poll that blocks hangs here
         peer.close()
-        return describe(exc)
-    """) == "result ('OSError', 9)"
+        return describe(exc), loop.stats()["events"].get("fd_lost")
+    """) == "result (('OSError', 9), 1)"
 
 
 def test_a_write_waiting_on_a_closed_fd_loses_the_connection():

@@ -336,11 +336,14 @@ TRANSPORT_PRELUDE = """
 class Recorder(asyncio.Protocol):
     def __init__(self):
         self.data = []
+        self.got = asyncio.get_running_loop().create_future()
         self.lost = asyncio.get_running_loop().create_future()
     def connection_made(self, transport):
         self.transport = transport
     def data_received(self, data):
         self.data.append(data)
+        if not self.got.done():
+            self.got.set_result(None)
     def connection_lost(self, exc):
         self.lost.set_result(exc)
 
@@ -429,10 +432,7 @@ def test_a_new_transport_on_a_reused_number_is_not_closed_by_the_old_one():
         old.close()  # must not close the number: it is the new transport's fd now
         await asyncio.sleep(0.05)
         peer.send(b"ping")
-        for _ in range(200):
-            if new_protocol.data:
-                break
-            await asyncio.sleep(0.01)
+        await new_protocol.got
         new.write(b"pong")
         await asyncio.sleep(0.05)
         answer = peer.recv(10)

@@ -36,7 +36,8 @@ enum {
     UVC_EV_UDP_SEND = 14,   /* slot, a = status, b = bytes                               */
     UVC_EV_FS = 15,         /* slot = request, a = result                                */
     UVC_EV_FD_LOST = 16,    /* slot, a = uv error: its fd was closed under the loop      */
-    UVC_EV_USER = 17        /* first kind free for new modules                           */
+    UVC_EV_READABLE = 17,   /* slot: data (or EOF, or an error) waits; see uvc_read_into */
+    UVC_EV_USER = 18        /* first kind free for new modules                           */
 };
 
 enum {

@@ -86,6 +86,49 @@ int uvc_read_start(uvc_loop_t *L, int slot) {
     return uv_read_start(s, uvc_arena_alloc_cb, read_cb);
 }
 
+/* Read-into mode: an empty buffer makes libuv skip its read and call readable_cb with
+ * UV_ENOBUFS, every time the poll finds the fd readable (it watches level-triggered). */
+static void readable_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+    (void)handle;
+    (void)suggested;
+    buf->base = NULL;
+    buf->len = 0;
+}
+
+static void readable_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+    uvc_base_t *b = s->data;
+    (void)buf;
+    if (nread == UV_ENOBUFS)
+        uvc_emit(b->loop, UVC_EV_READABLE, b->slot, 0, 0, 0);
+}
+
+int uvc_readable_start(uvc_loop_t *L, int slot) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    if (s->type == UV_NAMED_PIPE && ((uv_pipe_t *)s)->ipc)
+        return UV_EINVAL;
+    return uv_read_start(s, readable_alloc_cb, readable_cb);
+}
+
+int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    uv_os_fd_t fd;
+    if (len == 0 || uv_fileno((uv_handle_t *)s, &fd) < 0)
+        return UV_EINVAL;
+    ssize_t n;
+    do
+        n = read(fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    if (n >= 0) {
+        L->stats.bytes_read += (uint64_t)n;
+        return n;
+    }
+    return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : uv_translate_sys_error(errno);
+}
+
 int uvc_read_stop(uvc_loop_t *L, int slot) {
     uv_stream_t *s = stream_of(L, slot);
     if (s == NULL)

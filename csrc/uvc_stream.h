@@ -5,7 +5,7 @@
  *
  * Events (see uvc_core.h): UVC_EV_READ (data in the arena), UVC_EV_EOF, UVC_EV_READ_ERROR,
  * UVC_EV_WRITE_DONE (a = status, b = bytes that request had queued), UVC_EV_SHUTDOWN,
- * UVC_EV_CONNECT, UVC_EV_ACCEPT (on a listener slot).
+ * UVC_EV_CONNECT, UVC_EV_ACCEPT (on a listener slot), UVC_EV_READABLE (read-into mode).
  */
 #ifndef UVC_STREAM_H
 #define UVC_STREAM_H
@@ -20,6 +20,17 @@ int uvc_stream_open(uvc_loop_t *L, int slot, int fd);
 
 int uvc_read_start(uvc_loop_t *L, int slot);
 int uvc_read_stop(uvc_loop_t *L, int slot);
+
+/* Read-into mode, for a reader with buffers of its own (a BufferedProtocol): libuv reads
+ * nothing and only reports, with UVC_EV_READABLE once per iteration while it lasts, that
+ * the stream has data, EOF or an error waiting; the reader then reads with uvc_read_into
+ * straight into its buffer, as asyncio's recv_into does, with no copy through the arena.
+ * uvc_read_stop ends this mode as it ends the other.  Not for IPC pipes (fd passing). */
+int uvc_readable_start(uvc_loop_t *L, int slot);
+/* One read of up to ``len`` bytes (len > 0) into ``buf``: the bytes read, 0 at EOF,
+ * UV_EAGAIN when nothing is there (yet), or another negative uv error.  Reading stays on
+ * after EOF or an error: the reader stops it. */
+int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len);
 
 /* Write now what the fd takes (uv_try_write) and queue only the unsent tail, copied into
  * C-owned memory.  Returns the bytes written at once (>= 0; the other len - n bytes

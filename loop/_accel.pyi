@@ -13,6 +13,11 @@ def arena_copy(uv: Any, off: int, total: int, buf: Any, /) -> bool:
     """A read of ``total`` bytes at ``off`` in the arena copied into ``buf``; False if
     ``buf`` is not a writable byte buffer that holds it."""
 
+def setup_read_into(uvc_read_into_address: int, /) -> None: ...
+def read_into(uv: Any, slot: int, buf: Any, /) -> int:
+    """One read of the stream in ``slot`` into the writable buffer ``buf``: the bytes
+    read or a negative uv error (csrc/uvc_stream.h, uvc_read_into)."""
+
 def setup_fdset(uvc_fdset_ctl_address: int, /) -> None: ...
 def fdset_ctl(uv: Any, fd: int, old: int, events: int, /) -> int:
     """lib.uvc_fdset_ctl, called directly."""

@@ -39,6 +39,7 @@ def _load() -> ModuleType | None:
         module.setup_sock(_address("uvc_sock_recv"), _address("uvc_sock_buffer"))
         module.setup_fdset(_address("uvc_fdset_ctl"))
         module.setup_copy(_address("uvc_arena_copy"))
+        module.setup_read_into(_address("uvc_read_into"))
     except TypeError:
         return None  # a cffi whose objects the accelerator does not know
     finally:
@@ -66,6 +67,21 @@ write_buffer: Callable[[Any], Any] = _byte_view if accel is not None else ffi.fr
 arena_copy: Callable[[Any, int, int, Any], bool] | None = (
     accel.arena_copy if accel is not None else None
 )
+
+
+def _read_into(uv: Any, slot: int, buf: Any, _from_buffer: Callable[..., Any] = ffi.from_buffer,
+               _read: Callable[[Any, int, Any, int], int] = lib.uvc_read_into) -> int:
+    """A read-into-mode read (csrc/uvc_stream.h) straight into the writable buffer
+    ``buf``: the bytes read or a negative uv error."""
+    dst = _from_buffer(buf, require_writable=True)  # its len() counts bytes
+    n = len(dst)
+    if not n:
+        raise RuntimeError("get_buffer() returned an empty buffer")
+    return _read(uv, slot, dst, n)
+
+
+# A BufferedProtocol's read, straight into its buffer.
+read_into: Callable[[Any, int, Any], int] = accel.read_into if accel is not None else _read_into
 
 
 def _sock_recv(uv: Any, fd: int, n: int, _recv: Callable[[Any, int, int], int] = lib.uvc_sock_recv,

@@ -60,6 +60,7 @@ _T = TypeVar("_T")
 logger = logging.getLogger("asyncio")
 
 EV_READ = lib.UVC_EV_READ
+EV_READABLE = lib.UVC_EV_READABLE
 EV_CLOSED = lib.UVC_EV_CLOSED
 EV_POLL = lib.UVC_EV_POLL
 EV_SIGNAL = lib.UVC_EV_SIGNAL
@@ -205,7 +206,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         then gets ``_uv_read_at(offset, length)``, the read in place in the arena (valid
         during the call only: ``_arena_view``, ``lib.uvc_arena_copy``), and
         ``_deliver(data)`` for a read kept as bytes across iterations (after a Ctrl-C in
-        the dispatch).
+        the dispatch).  An owner that reads a stream in read-into mode
+        (``lib.uvc_readable_start``) gets ``_uv_readable()`` for UVC_EV_READABLE.
         """
         slots = self._slots
         if slot >= len(slots):
@@ -363,6 +365,10 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                                     read(_buffer(arena_ptr + off, size)[:])
                             else:
                                 owner._uv_read_at(off, ev[i - B])
+                    elif kind == EV_READABLE:  # read-into mode: the owner reads itself
+                        owner = slots[ev[i - SLOT]]
+                        if owner is not None:
+                            owner._uv_readable()
                     elif kind == EV_CLOSED:
                         slot = ev[i - SLOT]
                         owner = slots[slot]
@@ -1108,7 +1114,7 @@ _EVENT_NAMES = {
     getattr(lib, "UVC_EV_" + name.upper()): name
     for name in ("read", "eof", "read_error", "write_done", "shutdown", "connect", "accept",
                  "closed", "poll", "signal", "exit", "dns", "udp_recv", "udp_send", "fs",
-                 "fd_lost")
+                 "fd_lost", "readable")
 }
 
 

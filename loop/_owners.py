@@ -37,6 +37,10 @@ class ReadingOwner(SlotOwner, Protocol):
 
     def _deliver(self, data: bytes) -> None: ...
 
+    def _uv_readable(self) -> None:
+        """Read-into mode (``lib.uvc_readable_start``): the stream has data, EOF or an
+        error waiting; the owner reads it with ``lib.uvc_read_into`` into its own buffer."""
+
 
 # ---- the loop's C core -------------------------------------------------------------------
 

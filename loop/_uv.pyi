@@ -50,6 +50,7 @@ class _Lib:
     UVC_EV_UDP_SEND: int
     UVC_EV_FS: int
     UVC_EV_FD_LOST: int
+    UVC_EV_READABLE: int
     UVC_EV_USER: int
     UVC_READABLE: int
     UVC_WRITABLE: int
@@ -144,6 +145,10 @@ class _Lib:
     def uvc_read_start(self, L: Any, slot: int, /) -> int: ...
     # int uvc_read_stop(uvc_loop_t *L, int slot)
     def uvc_read_stop(self, L: Any, slot: int, /) -> int: ...
+    # int uvc_readable_start(uvc_loop_t *L, int slot)
+    def uvc_readable_start(self, L: Any, slot: int, /) -> int: ...
+    # int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len)
+    def uvc_read_into(self, L: Any, slot: int, buf: Any, len: int, /) -> int: ...
     # int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len)
     def uvc_write(self, L: Any, slot: int, data: Any, len: int, /) -> int: ...
     # int uvc_shutdown(uvc_loop_t *L, int slot)

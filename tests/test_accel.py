@@ -189,3 +189,50 @@ def test_dispatch_of_reads(loop):
     transport.close()
     loop.run_until_complete(asyncio.sleep(0))
     b.close()
+
+
+def test_buffered_reads_and_bytearray_writes(loop):
+    # A BufferedProtocol's stream: each message is an EV_READABLE record dispatched in C, a
+    # read_into() of the protocol's buffer, and an echo written from a bytearray (the
+    # buffer path of stream_write).
+    a, b = socket.socketpair()
+    b.setblocking(False)
+
+    class Echo(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(256)
+            self.reads = 0
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.reads += 1
+            self.transport.write(self.buf[:nbytes])
+
+    async def setup():
+        return await loop.connect_accepted_socket(Echo, a)
+
+    transport, protocol = loop.run_until_complete(setup())
+    payload = b"m" * 64
+
+    def work(total):
+        async def pump():
+            for _ in range(total):
+                b.send(payload)
+                await asyncio.sleep(0)
+                try:
+                    b.recv(65536)
+                except BlockingIOError:
+                    pass
+
+        loop.run_until_complete(pump())
+
+    _check_flat(loop, [protocol, protocol.buf, transport, loop, payload], work)
+    assert protocol.reads >= N // 2  # most messages were reads of their own
+    transport.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    b.close()

@@ -400,6 +400,110 @@ def test_buffered_protocol_empty_buffer_is_fatal(anyloop):
     run(anyloop, main())
 
 
+class Collector(BufProto):
+    """BufProto with ``until(n)``: a future done once n bytes came."""
+
+    def __init__(self, size=16):
+        super().__init__(size)
+        self.waits = []
+
+    def buffer_updated(self, nbytes):
+        super().buffer_updated(nbytes)
+        self.took(b"")
+
+    def took(self, data):
+        self.data += data
+        for n, fut in self.waits:
+            if len(self.data) >= n and not fut.done():
+                fut.set_result(None)
+
+    def until(self, n):
+        fut = asyncio.get_event_loop().create_future()
+        self.waits.append((n, fut))
+        self.took(b"")
+        return fut
+
+
+def test_buffered_protocol_buffer_is_not_held_between_reads(anyloop):
+    """As asyncio: get_buffer(-1) right before each read, and nothing keeps the buffer
+    exported between reads, so the protocol may resize its bytearray there."""
+    async def main():
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Collector(16))
+        for i in range(1, 6):
+            conn.sendall(b"x" * 10)
+            await pr.until(10 * i)
+            pr.buf.extend(bytes(16))  # BufferError while the buffer is exported
+        conn.close()
+        assert await pr.done is None
+        assert bytes(pr.data) == b"x" * 50
+        assert set(pr.hints) == {-1}
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_buffered_protocol_pausing_in_buffer_updated_stops_reading(anyloop):
+    """pause_reading() in buffer_updated() stops the reads at once, also when more data
+    waits than the buffer holds; resume_reading() brings the rest, in order."""
+    class OneByte(Collector):
+        def buffer_updated(self, nbytes):
+            super().buffer_updated(nbytes)
+            if len(self.data) == 1:
+                self.transport.pause_reading()
+
+    async def main():
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: OneByte(1))
+        conn.sendall(bytes(range(100)))
+        await pr.until(1)
+        for _ in range(20):  # loop iterations in which the 99 bytes wait in the socket
+            await asyncio.sleep(0)
+        assert len(pr.data) == 1 and not tr.is_reading()
+        tr.resume_reading()
+        await pr.until(100)
+        assert bytes(pr.data) == bytes(range(100))
+        conn.close()
+        assert await pr.done is None
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_set_protocol_between_buffered_and_plain_keeps_the_order(anyloop):
+    """Reads follow set_protocol() from a BufferedProtocol to a Protocol and back: every
+    byte goes to the protocol set when it is read, in order."""
+    class Plain(asyncio.Protocol):
+        def __init__(self, into):
+            self.into = into
+
+        def data_received(self, data):
+            self.into.took(data)
+
+    async def main():
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Collector(7))
+        conn.sendall(b"a" * 30)
+        await pr.until(30)
+        tr.set_protocol(Plain(pr))
+        conn.sendall(b"b" * 30)
+        await pr.until(60)
+        tr.set_protocol(pr)
+        conn.sendall(b"c" * 30)
+        await pr.until(90)
+        assert bytes(pr.data) == b"a" * 30 + b"b" * 30 + b"c" * 30
+        assert len(pr.hints) >= 30 // 7 * 2  # the third part came through get_buffer
+        tr.close()
+        conn.close()
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_buffered_protocol_peer_reset_gives_connection_reset(anyloop):
+    async def main():
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Collector(16))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # RST
+        assert isinstance(await pr.done, ConnectionResetError)
+        lsock.close()
+    run(anyloop, main())
+
+
 def test_set_protocol_switches_reads(anyloop):
     async def main():
         server, tr, pr, sp = await tcp_pair(anyloop)

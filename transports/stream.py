@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import functools
 import logging
 import os
@@ -56,8 +57,14 @@ logger = logging.getLogger("asyncio")
 _uvc_write = _accelerated.stream_write  # lib.uvc_write, or the accelerator's on CPython
 _uvc_read_start = lib.uvc_read_start
 _uvc_read_stop = lib.uvc_read_stop
+_uvc_readable_start = lib.uvc_readable_start
+_read_into = _accelerated.read_into  # lib.uvc_read_into, or the accelerator's on CPython
+_UV_EAGAIN = -errno.EAGAIN  # libuv's errors are negated errnos on Unix
 _from_buffer = ffi.from_buffer
 _write_buffer = _accelerated.write_buffer
+# The accelerator's write takes a bytearray as it is (always contiguous); cffi's needs
+# ffi.from_buffer of it.  (bytes, in the test before this one, either way.)
+_WRITTEN_AS_IS: type = bytearray if _accelerated.accel is not None else bytes
 _arena_copy = _accelerated.arena_copy
 # Copying into a protocol's buffer: PyPy's memoryview slice assignment copies slowly (about
 # 3 GB/s), ffi.memmove at memcpy speed; on CPython slice assignment is the faster one.
@@ -72,6 +79,7 @@ EV_WRITE_DONE = lib.UVC_EV_WRITE_DONE
 EV_EOF = lib.UVC_EV_EOF
 EV_READ_ERROR = lib.UVC_EV_READ_ERROR
 EV_FD_LOST = lib.UVC_EV_FD_LOST
+EV_READABLE = lib.UVC_EV_READABLE
 EV_SHUTDOWN = lib.UVC_EV_SHUTDOWN
 _BufferedProtocol = asyncio.BufferedProtocol
 
@@ -108,7 +116,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         "_read_allowed", "_wants_reading", "_held", "_held_scheduled", "_empty_waiter",
         "_pending", "_high_water", "_low_water", "_protocol_paused", "_server",
         "_handle_closed", "_released", "_deliver", "_data_received",
-        "_uv_read", "_write_blocked", "_feed_at",
+        "_uv_read", "_write_blocked", "_feed_at", "_read_into",
     )
     if TYPE_CHECKING:
         _extra: dict[str, Any]  # asyncio.BaseTransport's slot, which typeshed leaves out
@@ -147,6 +155,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         self._server: Server | None = server
         self._handle_closed = False
         self._released = False          # the transport let go of its handle (closed)
+        self._read_into = False         # reading in read-into mode (see set_protocol)
         self.set_protocol(protocol)
         owners.register_slot(loop, slot, self)
         if server is not None:
@@ -170,7 +179,8 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         if (self._reading_started or self._eof_seen or self._handle_closed
                 or not self._read_allowed or not self._wants_reading):
             return
-        err = _uvc_read_start(self._uv, self._slot)
+        start = _uvc_readable_start if self._read_into else _uvc_read_start
+        err = start(self._uv, self._slot)
         if err < 0:
             self._fatal_error(uv_error(err), f"Fatal read error on {self._kind} transport")
             return
@@ -203,6 +213,15 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         self._feed_at: Callable[[int, int], None] | None = getattr(
             protocol, "_feed_from_arena", None
         )
+        # A BufferedProtocol is read in read-into mode: libuv only reports that the stream
+        # is readable, and _uv_readable reads straight into get_buffer()'s buffer, when
+        # asyncio would (just before its recv_into) and with no copy through the arena.
+        read_into = self._data_received is None and self._feed_at is None
+        if read_into != self._read_into:
+            self._read_into = read_into
+            if self._reading_started:  # switch libuv's reading to the other mode
+                self._read_stop()
+                self._read_start()
         self._route_reads()
 
     def get_protocol(self) -> BaseProtocol:
@@ -243,9 +262,48 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         interrupted iteration); the reads themselves come through _uv_read_at."""
         self._deliver_buffered_in_parts(data, None)
 
+    def _uv_readable(self) -> None:
+        """Read-into mode: the stream has data (or EOF, or an error).  As asyncio's
+        recv_into path: get_buffer(-1), one read into that buffer, buffer_updated(n); again
+        while reads fill the buffer (up to 32 times, as libuv reads), so that small
+        buffers do not take one loop iteration each."""
+        protocol = self._protocol
+        run = self._ctx_run
+        budget = 32  # (a counter: range() costs more than the loop's own tests)
+        while budget:
+            budget -= 1
+            if not self._read_into or not self._reading_started or self._paused or self._closing:
+                return  # reading stopped (maybe earlier in this iteration: a stale event)
+            try:
+                buf = run(protocol.get_buffer, -1)
+                n = _read_into(self._uv, self._slot, buf)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # its exception, or no writable contiguous buffer
+                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                return
+            if n <= 0:
+                if n != _UV_EAGAIN:  # libuv does not stop reading in this mode by itself
+                    self._read_stop()
+                    self._read_event(EV_EOF if n == 0 else EV_READ_ERROR, n)
+                return
+            try:
+                run(protocol.buffer_updated, n)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+                return
+            try:
+                if n != len(buf):  # (len() counts items: an int array just reads once)
+                    return
+            except TypeError:  # a buffer without a len(): read again next iteration
+                return
+
     def _uv_read_at(self, off: int, total: int) -> None:
-        """A read for a BufferedProtocol, still in the loop's arena: one copy, from there
-        into the protocol's buffer (no bytes object in between)."""
+        """A read still in the loop's arena for an owner without _uv_read: the TLS link's,
+        or a BufferedProtocol's read made before set_protocol() switched to it (it reads in
+        read-into mode after that).  One copy, into the protocol's buffer."""
         feed = self._feed_at
         if feed is not None:  # the TLS link (see set_protocol)
             feed(off, total)
@@ -277,12 +335,19 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         if not fits:
             self._deliver_buffered_in_parts(owners.arena(loop)[off:off + total], buf)
             return
+        self._buffer_updated(total)
+
+    def _buffer_updated(self, n: int) -> bool:
+        """protocol.buffer_updated(n) in the transport's context; False when it failed
+        (the transport then fails too).  _uv_readable makes the same call inline."""
         try:
-            run(protocol.buffer_updated, total)
+            self._ctx_run(self._protocol.buffer_updated, n)
+            return True
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+            return False
 
     def _deliver_buffered_in_parts(self, data: bytes, buf: Any) -> None:
         """A buffer smaller than the read (or not a plain byte buffer): fill buffers
@@ -319,12 +384,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                 self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
                 return
             pos += n
-            try:
-                run(protocol.buffer_updated, n)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+            if not self._buffer_updated(n):
                 return
             if self._closing:
                 return
@@ -373,6 +433,8 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                 self._hold((kind, a))
             else:
                 self._read_event(kind, a)
+        elif kind == EV_READABLE:  # from a backlog (the dispatch calls _uv_readable)
+            self._uv_readable()
         elif kind == EV_FD_LOST:
             # os.close() on this transport's fd (csrc/uvc_fdguard.h): libuv lets go of the
             # handle, and whatever was pending (reads held while paused, queued writes, a
@@ -442,7 +504,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         """Write bytes-like ``data`` without blocking: what the fd does not take at once is
         buffered (in C) and sent in the background.  TypeError for other types;
         RuntimeError after write_eof() or during sendfile."""
-        if type(data) is not bytes:
+        if type(data) is not bytes and type(data) is not _WRITTEN_AS_IS:
             data = _write_data(data)
         if self._write_blocked and self._write_refused():
             return

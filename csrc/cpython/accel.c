@@ -43,7 +43,7 @@ typedef struct {
     Py_ssize_t t_when, t_scheduled;
 } Accel;
 
-static PyObject *s_uv_read, *s_uv_read_at, *s_uv_event, *s_uv_closed;
+static PyObject *s_uv_read, *s_uv_read_at, *s_uv_readable, *s_uv_event, *s_uv_closed;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -567,6 +567,10 @@ static PyObject *Accel_dispatch(Accel *self, PyObject *arg) {
                 Py_XDECREF(off);
                 Py_XDECREF(len);
             }
+        } else if (kind == UVC_EV_READABLE) {
+            if (owner == NULL)
+                continue;
+            r = PyObject_CallMethodNoArgs(owner, s_uv_readable);
         } else if (kind == UVC_EV_CLOSED) {
             if (owner == NULL)
                 continue;
@@ -827,7 +831,47 @@ static PyObject *accel_setup_copy(PyObject *mod, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* read_into(uv, slot, buf): uvc_read_into straight into the writable contiguous buffer
+ * ``buf`` (read-into mode, a BufferedProtocol's read): the bytes read or a negative uv
+ * error.  An empty buffer is the protocol's error, as in asyncio. */
+static int64_t (*c_read_into)(uvc_loop_t *, int, char *, size_t);
+
+static PyObject *accel_read_into(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || c_read_into == NULL ||
+        !(Py_TYPE(args[0]) == cdata_types[0] || Py_TYPE(args[0]) == cdata_types[1])) {
+        PyErr_SetString(PyExc_TypeError, "read_into(uv, slot, buf) of a loop's cdata");
+        return NULL;
+    }
+    int slot = PyLong_AsInt(args[1]);
+    if (slot == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[2], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    PyObject *r;
+    if (view.len == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+        r = NULL;
+    } else {
+        uvc_loop_t *L = (uvc_loop_t *)((cffi_cdata *)args[0])->c_data;
+        r = PyLong_FromLongLong(c_read_into(L, slot, view.buf, (size_t)view.len));
+    }
+    PyBuffer_Release(&view);
+    return r;
+}
+
+static PyObject *accel_setup_read_into(PyObject *mod, PyObject *arg) {
+    unsigned long long address = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    c_read_into = (int64_t (*)(uvc_loop_t *, int, char *, size_t))(uintptr_t)address;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"setup_read_into", accel_setup_read_into, METH_O, "setup_read_into(uvc_read_into_address)"},
+    {"read_into", (PyCFunction)(void (*)(void))accel_read_into, METH_FASTCALL,
+     "read_into(uv, slot, buf): one read of a stream into buf (see uvc_read_into)."},
     {"setup_copy", accel_setup_copy, METH_O, "setup_copy(uvc_arena_copy_address)"},
     {"arena_copy", (PyCFunction)(void (*)(void))accel_arena_copy, METH_FASTCALL,
      "arena_copy(uv, off, total, buf): a read from the arena into buf; False if it cannot."},
@@ -888,6 +932,7 @@ PyMODINIT_FUNC PyInit__accel(void) {
         return NULL;
     if (!(s_uv_read = PyUnicode_InternFromString("_uv_read")) ||
         !(s_uv_read_at = PyUnicode_InternFromString("_uv_read_at")) ||
+        !(s_uv_readable = PyUnicode_InternFromString("_uv_readable")) ||
         !(s_uv_event = PyUnicode_InternFromString("_uv_event")) ||
         !(s_uv_closed = PyUnicode_InternFromString("_uv_closed")))
         return NULL;

@@ -347,9 +347,19 @@ class Recorder(asyncio.Protocol):
     def connection_lost(self, exc):
         self.lost.set_result(exc)
 
+class BufferedRecorder(Recorder, asyncio.BufferedProtocol):
+    # read straight into its buffer (the transport's read-into mode), not via the arena
+    def __init__(self):
+        super().__init__()
+        self.buf = bytearray(64)
+    def get_buffer(self, sizehint):
+        return self.buf
+    def buffer_updated(self, nbytes):
+        self.data_received(bytes(self.buf[:nbytes]))
+
 async def transport_pair(loop):
     sock, peer = await connected_pair(loop)
-    transport, protocol = await loop.create_connection(Recorder, sock=sock)
+    transport, protocol = await loop.create_connection(PROTOCOL, sock=sock)
     return transport, protocol, peer
 
 def describe(exc):
@@ -357,11 +367,17 @@ def describe(exc):
 """
 
 
-def run_transport_case(body):
-    return run_isolated(TRANSPORT_PRELUDE + textwrap.dedent(body))
+def run_transport_case(body, protocol="Recorder"):
+    return run_isolated(TRANSPORT_PRELUDE + f"PROTOCOL = {protocol}\n" + textwrap.dedent(body))
 
 
-def test_resume_reading_on_a_transport_whose_fd_was_closed_loses_the_connection():
+# Both ways a stream transport reads: through the loop's arena (a Protocol) and straight
+# into the protocol's buffer (a BufferedProtocol).
+PROTOCOLS = pytest.mark.parametrize("protocol", ["Recorder", "BufferedRecorder"])
+
+
+@PROTOCOLS
+def test_resume_reading_on_a_transport_whose_fd_was_closed_loses_the_connection(protocol):
     assert run_transport_case("""
     async def main():
         loop = asyncio.get_running_loop()
@@ -374,10 +390,11 @@ def test_resume_reading_on_a_transport_whose_fd_was_closed_loses_the_connection(
         exc = await protocol.lost  # no timer pending: a poll that blocks hangs here
         peer.close()
         return describe(exc), loop.stats()["events"].get("fd_lost")
-    """) == "result (('OSError', 9), 1)"
+    """, protocol) == "result (('OSError', 9), 1)"
 
 
-def test_a_write_waiting_on_a_closed_fd_loses_the_connection():
+@PROTOCOLS
+def test_a_write_waiting_on_a_closed_fd_loses_the_connection(protocol):
     assert run_transport_case("""
     async def main():
         loop = asyncio.get_running_loop()
@@ -390,10 +407,11 @@ def test_a_write_waiting_on_a_closed_fd_loses_the_connection():
         exc = await protocol.lost  # no timer pending: a poll that blocks hangs here
         peer.close()
         return describe(exc)
-    """) == "result ('OSError', 9)"
+    """, protocol) == "result ('OSError', 9)"
 
 
-def test_a_closed_fd_number_taken_by_another_socket_gets_none_of_its_bytes():
+@PROTOCOLS
+def test_a_closed_fd_number_taken_by_another_socket_gets_none_of_its_bytes(protocol):
     assert run_transport_case("""
     async def main():
         loop = asyncio.get_running_loop()
@@ -414,7 +432,7 @@ def test_a_closed_fd_number_taken_by_another_socket_gets_none_of_its_bytes():
         for s in (other, other_peer, peer):
             s.close()
         return describe(exc), protocol.data, got
-    """) == "result (('OSError', 9), [], b'not for the transport')"
+    """, protocol) == "result (('OSError', 9), [], b'not for the transport')"
 
 
 def test_a_new_transport_on_a_reused_number_is_not_closed_by_the_old_one():

@@ -494,6 +494,26 @@ def test_set_protocol_between_buffered_and_plain_keeps_the_order(anyloop):
     run(anyloop, main())
 
 
+def test_set_protocol_in_buffer_updated_takes_the_next_read(anyloop):
+    """A BufferedProtocol that sets another in buffer_updated(): the next read, in the
+    same iteration or not, goes to the new one."""
+    class Handing(Collector):
+        def buffer_updated(self, nbytes):
+            super().buffer_updated(nbytes)
+            self.transport.set_protocol(self.next)
+
+    async def main():
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Handing(1))
+        pr.next = Collector(64)
+        conn.sendall(b"0123456789")  # more than the first protocol's 1-byte buffer
+        await pr.next.until(9)
+        assert bytes(pr.data) == b"0" and bytes(pr.next.data) == b"123456789"
+        tr.close()
+        conn.close()
+        lsock.close()
+    run(anyloop, main())
+
+
 def test_buffered_protocol_peer_reset_gives_connection_reset(anyloop):
     async def main():
         lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Collector(16))

@@ -267,13 +267,13 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         recv_into path: get_buffer(-1), one read into that buffer, buffer_updated(n); again
         while reads fill the buffer (up to 32 times, as libuv reads), so that small
         buffers do not take one loop iteration each."""
-        protocol = self._protocol
         run = self._ctx_run
         budget = 32  # (a counter: range() costs more than the loop's own tests)
         while budget:
             budget -= 1
             if not self._read_into or not self._reading_started or self._paused or self._closing:
                 return  # reading stopped (maybe earlier in this iteration: a stale event)
+            protocol = self._protocol  # buffer_updated() may have set another one
             try:
                 buf = run(protocol.get_buffer, -1)
                 n = _read_into(self._uv, self._slot, buf)

@@ -141,6 +141,7 @@ int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
     L->ndead = 0;
     L->nevents = 0;
     L->arena_used = 0;
+    L->polls++;
     /* The statistics read libuv's millisecond clock, which uv_run updates anyway: the busy
      * path (timeout 0) reads no clock of its own; a wait reads it once before it starts. */
     uint64_t start = 0;

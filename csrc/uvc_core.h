@@ -155,6 +155,7 @@ struct uvc_loop_s {
     int active;
     int closed;
     uvc_base_t *fdset;            /* uvc_fdset.c: the set of fds the loop does not own */
+    int64_t polls;                /* uvc_run_once calls so far: the fd set stamps its events */
     char *sock_buffer;            /* uvc_sock.c: sock_recv's receive buffer (lazy) */
     uvc_stats_t stats;
     uint64_t last_return_ms;      /* loop clock when uvc_run_once last returned (0: never) */

@@ -39,7 +39,8 @@ static void fdset_cb(uv_poll_t *p, int status, int events) {
          * error or hang-up wakes both callbacks, whose own I/O call then meets it. */
         int mask = ((e & ~(uint32_t)EPOLLOUT) ? UVC_READABLE : 0) |
                    ((e & ~(uint32_t)EPOLLIN) ? UVC_WRITABLE : 0);
-        uvc_emit(s->base.loop, UVC_EV_POLL, s->base.slot, ready[i].data.fd, mask, 0);
+        uvc_emit(s->base.loop, UVC_EV_POLL, s->base.slot, ready[i].data.fd, mask,
+                 s->base.loop->polls);
     }
 }
 
@@ -84,7 +85,7 @@ static int epoll_events(int events) {
     return ((events & UVC_READABLE) ? EPOLLIN : 0) | ((events & UVC_WRITABLE) ? EPOLLOUT : 0);
 }
 
-int uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events) {
+int64_t uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events) {
     if (L->closed || L->fdset == NULL)
         return UV_EBADF;
     int epfd = ((uvc_fdset_t *)L->fdset)->epfd;
@@ -94,11 +95,11 @@ int uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events) {
     if (events == 0) {
         /* EBADF or ENOENT: closing the fd took it out of the set already. */
         epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &e);
-        return 0;
+        return L->polls;
     }
     int op = old == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
     if (epoll_ctl(epfd, op, fd, &e) == 0)
-        return 0;
+        return L->polls;
     /* What the set holds may differ from what Python believes: an fd closed and its number
      * reused dropped out of the set (MOD gives ENOENT), or a registration survived through
      * a duplicate of a closed fd (ADD gives EEXIST).  Make the registration what is asked. */
@@ -109,7 +110,7 @@ int uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events) {
     else
         return uv_translate_sys_error(errno);
     if (epoll_ctl(epfd, op, fd, &e) == 0)
-        return 0;
+        return L->polls;
     return uv_translate_sys_error(errno);
 }
 

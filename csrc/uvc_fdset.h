@@ -10,7 +10,11 @@
  * selector does), and a registration the kernel dropped is simply made again.
  *
  * Events: UVC_EV_POLL with slot = the set's slot, a = fd, b = UVC_READABLE|UVC_WRITABLE
- * (an error or hang-up reports both, as the selectors module does).
+ * (an error or hang-up reports both, as the selectors module does), c = the number of the
+ * poll that saw it.  Python runs callbacks between a poll and the dispatch of its events:
+ * one of them may consume the fd's data and watch it anew.  Such a watch, made after the
+ * poll (uvc_fdset_ctl returns the poll number it was made after), must not get the event,
+ * as asyncio's selector loop only runs the handles it found registered when it polled.
  */
 #ifndef UVC_FDSET_H
 #define UVC_FDSET_H
@@ -21,9 +25,11 @@
 /* Open the loop's fd set (once; later calls return the same slot).  Returns its slot. */
 int uvc_fdset_open(uvc_loop_t *L);
 /* Watch ``fd`` for ``events`` (UVC_READABLE|UVC_WRITABLE; 0 stops watching it), ``old``
- * being what it was watched for.  Returns 0 or a negative uv error (the fd's: UV_EBADF,
- * UV_EPERM for a regular file ...).  Stopping never fails: a closed fd is already gone. */
-int uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events);
+ * being what it was watched for.  Returns the number of polls so far (>= 0: events stamped
+ * with a greater number are the first this watch may get) or a negative uv error (the
+ * fd's: UV_EBADF, UV_EPERM for a regular file ...).  Stopping never fails: a closed fd is
+ * already gone. */
+int64_t uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events);
 /* The set's epoll fd (tests read its registrations from /proc), or a negative uv error. */
 int uvc_fdset_fd(uvc_loop_t *L);
 /* cffi-end */

@@ -42,15 +42,18 @@ def _fileobj_to_fd(fileobj: FileDescriptorLike) -> int:
 
 
 class _FdWatcher:
-    """What one fd is watched for (add_reader/add_writer): its reader and writer handles."""
+    """What one fd is watched for (add_reader/add_writer): its reader and writer handles,
+    and the number of the last poll before each was set (see _FdSet._uv_event)."""
 
-    __slots__ = ("fd", "reader", "writer", "mask")
+    __slots__ = ("fd", "reader", "writer", "mask", "reader_since", "writer_since")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.reader: Handle | None = None
         self.writer: Handle | None = None
         self.mask = 0
+        self.reader_since = 0
+        self.writer_since = 0
 
 
     def __repr__(self) -> str:
@@ -65,20 +68,27 @@ class _FdSet:
     def __init__(self, watchers: dict[int, _FdWatcher]) -> None:
         self.watchers = watchers
 
-    def _uv_event(self, kind: int, fd: int, events: int, c: int) -> None:
+    def _uv_event(self, kind: int, fd: int, events: int, poll: int) -> None:
         # The callbacks run now, with the other I/O callbacks of this iteration.  An error
         # or hang-up reports both: their own read or write then meets it, as they would with
         # a selector reporting the fd ready.
+        #
+        # Only a handle set before the poll that saw the event runs.  The callbacks that
+        # were ready run between the poll and this dispatch, so one of them may already
+        # have read what made the fd readable and watched it again (a sock_recv() after
+        # another): the new handle would run for data that is gone.  asyncio runs only the
+        # handles it found when it polled; the next poll reports the fd if it is still
+        # ready.
         watcher = self.watchers.get(fd)
         if watcher is None:
             return  # unwatched by a callback earlier in this iteration
         if events & READABLE:
             r = watcher.reader
-            if r is not None and not r._cancelled:
+            if r is not None and not r._cancelled and watcher.reader_since < poll:
                 r._run()
         if events & WRITABLE:
             w = watcher.writer
-            if w is not None and not w._cancelled:
+            if w is not None and not w._cancelled and watcher.writer_since < poll:
                 w._run()
 
     def _uv_read(self, data: bytes) -> None:
@@ -164,13 +174,19 @@ class FdWatchMethods:
         mask = watcher.mask | (READABLE if which == "reader" else WRITABLE)
         # Told to the kernel even when the mask stays: a watched fd closed without
         # remove_reader left the set, and its number may be a new file's now.
-        err = _fdset_ctl(self._uv, fd, watcher.mask, mask)
-        if err < 0:
-            raise uv_error(err)
+        polls = _fdset_ctl(self._uv, fd, watcher.mask, mask)
+        if polls < 0:
+            raise uv_error(polls)
         watcher.mask = mask
         self._fd_watchers[fd] = watcher
-        old = getattr(watcher, which)
-        setattr(watcher, which, handle)
+        if which == "reader":
+            old = watcher.reader
+            watcher.reader = handle
+            watcher.reader_since = polls
+        else:
+            old = watcher.writer
+            watcher.writer = handle
+            watcher.writer_since = polls
         if old is not None:
             old.cancel()
         return handle

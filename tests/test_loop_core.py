@@ -461,6 +461,51 @@ def test_reader_replaced_and_shared_poll(loop):
     w.close()
 
 
+@pytest.mark.parametrize("which", ["reader", "writer"])
+def test_a_watch_made_after_the_poll_does_not_get_its_event(anyloop, which):
+    # The fd is ready when the loop polls; a callback that was ready before the poll then
+    # reads the data and watches the fd anew (what a sock_recv() after another does).  The
+    # new handle must not run for the event seen before it existed: the data is gone, and
+    # a reader that trusts readiness (recv() without catching BlockingIOError) would fail.
+    # asyncio only runs the handles it found when it polled.
+    loop = anyloop
+    r, w = socket.socketpair()
+    r.setblocking(False)
+    stale, fresh, old = [], [], []
+    add = loop.add_reader if which == "reader" else loop.add_writer
+    remove = loop.remove_reader if which == "reader" else loop.remove_writer
+
+    def new_handle():
+        if which == "reader":
+            try:
+                fresh.append(r.recv(100))
+            except BlockingIOError:
+                stale.append("called with nothing to read")
+        else:
+            fresh.append("writable")
+        remove(r)
+        loop.stop()
+
+    def watch_anew():
+        if which == "reader":
+            assert r.recv(100) == b"x"  # what made the fd readable: gone now
+        remove(r)
+        add(r, new_handle)
+        if which == "reader":
+            loop.call_soon(w.send, b"y")  # a later poll reports the fd again, for this
+        else:
+            loop.call_soon(lambda: None)
+
+    w.send(b"x")
+    add(r, old.append, "old handle")
+    loop.call_soon(watch_anew)  # runs after the poll that sees the fd ready
+    loop.run_forever()
+    assert stale == [] and old == []
+    assert fresh == ([b"y"] if which == "reader" else ["writable"])
+    r.close()
+    w.close()
+
+
 def test_add_reader_bad_fds(loop):
     with pytest.raises(ValueError):
         loop.add_reader(-1, print)

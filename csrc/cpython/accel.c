@@ -766,13 +766,13 @@ static PyObject *accel_sock_recv(PyObject *mod, PyObject *const *args, Py_ssize_
 
 /* fdset_ctl(uv, fd, old, events): lib.uvc_fdset_ctl without the cffi call (every sock_*
  * wait makes two: its watch and its unwatch). */
-static int (*c_fdset_ctl)(uvc_loop_t *, int, int, int);
+static int64_t (*c_fdset_ctl)(uvc_loop_t *, int, int, int);
 
 static PyObject *accel_setup_fdset(PyObject *mod, PyObject *arg) {
     unsigned long long address = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred())
         return NULL;
-    c_fdset_ctl = (int (*)(uvc_loop_t *, int, int, int))(uintptr_t)address;
+    c_fdset_ctl = (int64_t (*)(uvc_loop_t *, int, int, int))(uintptr_t)address;
     Py_RETURN_NONE;
 }
 
@@ -786,7 +786,7 @@ static PyObject *accel_fdset_ctl(PyObject *mod, PyObject *const *args, Py_ssize_
     if (PyErr_Occurred())
         return NULL;
     uvc_loop_t *L = (uvc_loop_t *)((cffi_cdata *)args[0])->c_data;
-    return PyLong_FromLong(c_fdset_ctl(L, fd, old, events));
+    return PyLong_FromLongLong(c_fdset_ctl(L, fd, old, events));
 }
 
 /* arena_copy(uv, off, total, buf): copy a read of ``total`` bytes from the arena (at

@@ -339,6 +339,34 @@ def test_prompt_cancellation(anyloop):
         assert not anyloop.remove_reader(r)
 
 
+@pytest.mark.parametrize("method", ["sock_recv", "sock_recvfrom"])
+def test_recv_cancelled_after_readiness_leaves_the_data(loop, method):
+    # The fd turns readable, then the waiting task is cancelled before it runs.  uvcffi
+    # receives in the task, so the data stays in the socket for the next receive.
+    # (asyncio 3.11 receives in the fd's callback: the data goes down with the future.)
+    needs(loop, method)
+    kind = socket.SOCK_STREAM if method == "sock_recv" else socket.SOCK_DGRAM
+    a, b = socket.socketpair(socket.AF_UNIX, kind)
+    with a, b:
+        a.setblocking(False)
+        recv = getattr(loop, method)
+
+        async def main():
+            task = loop.create_task(recv(a, 100))
+            await asyncio.sleep(0)  # waiting for the fd
+            b.send(b"x")
+            # The next poll sees the fd ready and wakes the task; this cancel runs
+            # first in the iteration after, before the task resumes.
+            loop.call_soon(loop.call_soon, task.cancel)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return await recv(a, 100)
+
+        got = run(loop, main())
+        assert (got if method == "sock_recv" else got[0]) == b"x"
+        assert not loop.remove_reader(a)
+
+
 def test_second_concurrent_recv_replaces_the_first(anyloop):
     # asyncio 3.11: the second wait takes the fd's reader; the first then stays pending
     # until cancelled.

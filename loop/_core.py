@@ -403,7 +403,14 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 else:
                     due.append(handle)
             if due:
-                self._run_handles(iter(due).__next__, len(due))
+                rest = iter(due)
+                try:
+                    self._run_handles(rest.__next__, len(due))
+                except BaseException:  # SystemExit / KeyboardInterrupt from a callback
+                    # The timers after it are due still: asyncio keeps them in its ready
+                    # queue, and so they run first when the loop runs again.
+                    self._ready.extendleft(reversed(list(rest)))
+                    raise
 
     def _compact_timers(self, cancelling: TimerHandle | None = None) -> None:
         """Drop cancelled timers from the heap (in place: callers may hold the list), and

@@ -461,6 +461,34 @@ def test_reader_replaced_and_shared_poll(loop):
     w.close()
 
 
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_timers_due_with_one_that_interrupts_the_loop_still_run(anyloop, exc):
+    # Three timers come due in one iteration and the first raises KeyboardInterrupt (or
+    # SystemExit) out of run_forever().  The other two were due: they run, in their order,
+    # when the loop runs again; a task sleeping on one of them wakes up.
+    loop = anyloop
+    ran = []
+
+    def interrupt():
+        raise exc
+
+    async def sleeper():
+        await asyncio.sleep(0.02)
+        ran.append("sleeper woke")
+
+    task = loop.create_task(sleeper())
+    loop.run_until_complete(asyncio.sleep(0))  # the task's timer is in the heap now
+    when = loop.time() + 0.01
+    loop.call_at(when, interrupt)
+    second = loop.call_at(when, ran.append, "second")
+    loop.call_soon(time.sleep, 0.05)  # all three are due when the loop polls next
+    with pytest.raises(exc):
+        loop.run_forever()
+    assert ran == [] and not second.cancelled()
+    loop.run_until_complete(task)
+    assert ran == ["second", "sleeper woke"]
+
+
 @pytest.mark.parametrize("which", ["reader", "writer"])
 def test_a_watch_made_after_the_poll_does_not_get_its_event(anyloop, which):
     # The fd is ready when the loop polls; a callback that was ready before the poll then

@@ -89,6 +89,10 @@ int64_t uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events) {
     if (L->closed || L->fdset == NULL)
         return UV_EBADF;
     int epfd = ((uvc_fdset_t *)L->fdset)->epfd;
+    /* The set's own number: what the caller holds is an fd closed before the set was
+     * opened (the set took the lowest free number).  EBADF, as for any closed fd. */
+    if (fd == epfd)
+        return UV_EBADF;
     struct epoll_event e = {0};
     e.events = (uint32_t)epoll_events(events);
     e.data.fd = fd;

@@ -1,6 +1,7 @@
 """The scheduling side of uvcffi.Loop, compared against what asyncio's loop does."""
 import asyncio
 import contextvars
+import errno
 import gc
 import math
 import os
@@ -534,16 +535,21 @@ def test_a_watch_made_after_the_poll_does_not_get_its_event(anyloop, which):
     w.close()
 
 
-def test_add_reader_bad_fds(loop):
+def test_add_reader_bad_fds(anyloop):
+    loop = anyloop
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    # The loop's first watch, on a closed fd: EBADF, also when the loop's own fd set (or
+    # selector) opens just then and takes the freed number.
+    for add in (loop.add_reader, loop.add_writer, loop.add_reader):
+        with pytest.raises(OSError) as info:
+            add(r, print)
+        assert info.value.errno == errno.EBADF
     with pytest.raises(ValueError):
         loop.add_reader(-1, print)
     with pytest.raises(ValueError):
         loop.add_reader(object(), print)
-    r, w = os.pipe()
-    os.close(r)
-    os.close(w)
-    with pytest.raises(OSError):
-        loop.add_reader(r, print)
     with open(__file__) as f:  # epoll refuses regular files, as with asyncio
         with pytest.raises(PermissionError):
             loop.add_reader(f, print)

@@ -39,6 +39,9 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
     """Run the coroutine ``main`` on a new uvcffi loop and return its result, as
     asyncio.run() does: cancel what is left, close async generators and the default
     executor, then close the loop."""
+    if asyncio._get_running_loop() is not None:
+        # (before the Runner: 3.11's would create a loop, fail to run it and warn)
+        raise RuntimeError("uvcffi.run() cannot be called from a running event loop")
     if sys.version_info >= (3, 11):
         with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
             return runner.run(main)
@@ -46,8 +49,6 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
 
 
 def _run_before_311(main: Coroutine[Any, Any, _T], debug: bool | None) -> _T:
-    if asyncio._get_running_loop() is not None:
-        raise RuntimeError("uvcffi.run() cannot be called from a running event loop")
     if not asyncio.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop()

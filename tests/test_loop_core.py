@@ -658,6 +658,25 @@ def test_uvcffi_run_and_loop_factory():
         assert asyncio.run(main(), loop_factory=uvcffi.new_event_loop) is uvcffi.Loop
 
 
+def test_uvcffi_run_inside_a_running_loop_is_refused_cleanly():
+    # As asyncio.run(): a RuntimeError before anything is created, and no warning (3.11's
+    # Runner alone made a loop, failed to run it and left a coroutine never awaited).
+    async def inner():
+        pass
+
+    async def main():
+        coro = inner()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(RuntimeError, match="cannot be called from a running"):
+                uvcffi.run(coro)
+            gc.collect()
+        coro.close()
+        return [str(w.message) for w in caught]
+
+    assert uvcffi.run(main()) == []
+
+
 def test_policy_and_install():
     old = asyncio.get_event_loop_policy()
     try:

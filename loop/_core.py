@@ -750,8 +750,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._check_callback(callback, method)
         # (asyncio's own Handle, read through _Handle's declarations of its slots)
         handle: _Handle = Handle(callback, args, self, context)  # type: ignore[assignment]
-        if handle._source_traceback:
-            del handle._source_traceback[-1]
+        if handle._source_traceback:  # (debug mode) end at the caller of call_soon*()
+            del handle._source_traceback[-2:]
         self._ready.append(handle)
         return handle
 
@@ -783,8 +783,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             # (asyncio's own TimerHandle, read through _TimerHandle's declarations of its slots)
             timer: _TimerHandle = TimerHandle(  # type: ignore[assignment]
                 when, callback, args, self, context)
-            if timer._source_traceback:
-                del timer._source_traceback[-1]
+            if timer._source_traceback:  # (debug mode) end at the caller of call_later/at
+                del timer._source_traceback[-2:]
         else:
             if not callable(callback):
                 self._check_callback(callback, method)

@@ -462,6 +462,20 @@ def test_reader_replaced_and_shared_poll(loop):
     w.close()
 
 
+def test_debug_mode_handles_say_where_the_user_created_them(anyloop):
+    # repr() of a handle in debug mode ends "created at FILE:LINE" of the user's call.
+    loop = anyloop
+    loop.set_debug(True)
+    here = sys._getframe()
+    made = [(loop.call_soon(print), here.f_lineno)]
+    made.append((loop.call_soon_threadsafe(print), here.f_lineno))
+    made.append((loop.call_later(60, print), here.f_lineno))
+    made.append((loop.call_at(loop.time() + 60, print), here.f_lineno))
+    for handle, line in made:
+        assert repr(handle).endswith(f"created at {__file__}:{line}>"), repr(handle)
+        handle.cancel()
+
+
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
 def test_timers_due_with_one_that_interrupts_the_loop_still_run(anyloop, exc):
     # Three timers come due in one iteration and the first raises KeyboardInterrupt (or

@@ -602,9 +602,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         if self._closed:
             return
         self._closed = True
-        for proto in self._pipes.values():
-            if proto is not None and proto.pipe is not None:
-                proto.pipe.close()
+        self._close_pipes()
         if self._proc is not None and self._returncode is None and self._proc.poll() is None:
             if self._loop is not None and self._loop.get_debug():
                 logger.warning("Close running child process: kill %r", self)
@@ -613,7 +611,19 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             except ProcessLookupError:
                 pass
 
+    def _close_pipes(self) -> None:
+        for proto in self._pipes.values():
+            if proto is not None and proto.pipe is not None:
+                proto.pipe.close()
+
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if not self._closed:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self.close()
+            if self._loop is not None and self._loop.is_closed():
+                # Collected after its loop closed, the child still running: asyncio's child
+                # watcher holds the transport until the child exits, so the child runs on
+                # there (a program may start a daemon and return).  Only the pipes close.
+                self._closed = True
+                self._close_pipes()
+            else:
+                self.close()

@@ -524,25 +524,27 @@ def test_thousand_spawns_no_zombies_no_fd_leak(loop):
     assert lib.uvc_active_slots(loop._uv) < 10
 
 
-@pytest.mark.parametrize("runner", ["uvcffi", "asyncio"])
-def test_a_child_left_running_survives_its_loop(runner):
+def test_a_child_left_running_survives_its_loop():
     # A program starts a child, keeps no reference to it and returns: once the loop has
     # closed and the transport is collected, the child runs on, as with asyncio (whose
-    # child watcher holds the transport until the child exits).  Never killed.
+    # child watcher holds the transport until the child exits; checked by hand: run on
+    # asyncio here, its transport's ResourceWarning surfaces in some later test).
     async def main():
         proc = await asyncio.create_subprocess_exec(PY, "-c", "import time; time.sleep(60)")
         return proc.pid
 
-    pid = uvcffi.run(main()) if runner == "uvcffi" else asyncio.run(main())
+    pid = uvcffi.run(main())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)  # "unclosed transport"
         gc.collect()
     # Whichever signal reaches the child first decides its status: a SIGKILL from the
     # transport's collection, or this SIGTERM.
     os.kill(pid, signal.SIGTERM)
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:  # asyncio's watcher thread reaped it
-        assert runner == "asyncio"
-    else:
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    with warnings.catch_warnings():
+        # PyPy finalizes the transport's Popen a collection later; reaped here, it would
+        # warn "subprocess ... is still running" in some later test.
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+        gc.collect()

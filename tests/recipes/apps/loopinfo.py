@@ -23,4 +23,8 @@ def say(event):
     """One line on stderr, which the tests read from the server's log:
     ``recipe-app: EVENT {json of loop_info()}``."""
     line = f"recipe-app: {event} {json.dumps(loop_info(), sort_keys=True)}"
-    print(line, file=sys.stderr, flush=True)
+    # One write() for the line and its newline: the workers of a server share the log,
+    # and print() writes the two apart, so another worker's line could land between them
+    # (seen once in CI: two shutdown lines run together).
+    sys.stderr.flush()
+    os.write(sys.stderr.fileno(), (line + "\n").encode())

@@ -39,9 +39,8 @@ static void defer_fault(uvc_loop_t *L, int slot) {
     L->guard_faults[L->nguard_faults++] = slot;
 }
 
-/* Take the stream off every libuv structure that names its fd, and tell Python (at once
- * when inside uv_run, else from the next run). */
-static void cut_off(uvc_loop_t *L, struct uvc_guard_entry *e, int err, int now) {
+/* Take the stream off every libuv structure that names its fd. */
+static void forget_fd(uvc_loop_t *L, struct uvc_guard_entry *e) {
     uv__io_t *w = e->w;
     uvc_base_t *b = e->b;
     uv_loop_t *loop = &L->uv;
@@ -60,6 +59,12 @@ static void cut_off(uvc_loop_t *L, struct uvc_guard_entry *e, int err, int now) 
     e->b = NULL;
     b->guard_fd = -1;
     b->faulted = 1;
+}
+
+/* forget_fd, and tell Python (at once when inside uv_run, else from the next run). */
+static void cut_off(uvc_loop_t *L, struct uvc_guard_entry *e, int err, int now) {
+    uvc_base_t *b = e->b;
+    forget_fd(L, e);
     if (now)
         uvc_emit(L, UVC_EV_FD_LOST, b->slot, err, 0, 0);
     else
@@ -173,8 +178,15 @@ void uvc_fdguard_claim(uvc_loop_t *L, int fd) {
 
 void uvc_fdguard_remove(uvc_loop_t *L, uvc_base_t *b) {
     int fd = b->guard_fd;
-    if (fd >= 0 && fd < L->guard_cap && L->guard[fd].b == b)
-        L->guard[fd].b = NULL;
+    if (fd >= 0 && fd < L->guard_cap && L->guard[fd].b == b) {
+        struct uvc_guard_entry *e = &L->guard[fd];
+        /* The close that follows closes the stream's fd: not if it was closed under the
+         * stream meanwhile, its number free or another file's now (an fstat per close). */
+        if (same_file(e, fd) != 0)
+            forget_fd(L, e);
+        else
+            e->b = NULL;
+    }
     b->guard_fd = -1;
 }
 

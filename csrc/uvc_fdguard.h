@@ -35,7 +35,9 @@ void uvc_fdguard_init(uvc_loop_t *L);
 void uvc_fdguard_claim(uvc_loop_t *L, int fd);
 /* Guard the fd a stream handle holds now (after uv_tcp_open, uv_pipe_open, uv_tcp_connect). */
 void uvc_fdguard_add(uvc_loop_t *L, uvc_base_t *b, uv_stream_t *s);
-/* Stop guarding a slot's fd: before uv_close, which closes the fd. */
+/* Stop guarding a slot's fd: before uv_close, which closes the fd (and, if the fd was
+ * closed under the stream, now names nobody's file or another's, forgets it first so that
+ * uv_close closes nothing). */
 void uvc_fdguard_remove(uvc_loop_t *L, uvc_base_t *b);
 /* Free the guard's table (the loop is going). */
 void uvc_fdguard_free(uvc_loop_t *L);

@@ -4,6 +4,7 @@
 #include "uvc_fdguard.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -209,7 +210,7 @@ int uvc_shutdown(uvc_loop_t *L, int slot) {
 typedef struct {
     uvc_base_t base;
     uv_poll_t poll;
-    int fd;     /* the listening socket: the slot owns it, -1 once closed */
+    int fd;     /* the slot's duplicate of the listening socket, -1 once closed */
     int is_tcp; /* what accepted connections become: uv_tcp_t, else uv_pipe_t */
     int bound;  /* connections accepted per readiness event at most */
 } uvc_listener_t;
@@ -229,16 +230,24 @@ static uvc_listener_t *listener_of(uvc_loop_t *L, int slot) {
 }
 
 int uvc_listener_new(uvc_loop_t *L, int fd, int is_tcp) {
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return uv_translate_sys_error(errno);
     uvc_listener_t *h = uvc_handle_alloc(L, sizeof *h, offsetof(uvc_listener_t, poll));
-    if (h == NULL)
+    if (h == NULL) {
+        close(own);
         return UV_ENOMEM;
-    int r = uv_poll_init(&L->uv, &h->poll, fd);
+    }
+    /* The duplicate may take the number of a stream whose fd was closed under it. */
+    uvc_fdguard_claim(L, own);
+    int r = uv_poll_init(&L->uv, &h->poll, own);
     if (r < 0) {
-        uvc_handle_discard(h); /* the fd stays the caller's */
+        uvc_handle_discard(h);
+        close(own);
         return r;
     }
     h->poll.data = h;
-    h->fd = fd;
+    h->fd = own;
     h->is_tcp = is_tcp;
     h->bound = 1;
     h->base.on_free = listener_free;

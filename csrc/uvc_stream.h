@@ -39,8 +39,10 @@ int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len);
 /* Half-close after the queued writes: UVC_EV_SHUTDOWN follows. */
 int uvc_shutdown(uvc_loop_t *L, int slot);
 
-/* A listener slot for a bound stream socket (TCP when is_tcp, else AF_UNIX).  It owns
- * ``fd`` from then on (closed with the slot); on error the fd stays the caller's. */
+/* A listener slot for a bound stream socket (TCP when is_tcp, else AF_UNIX).  It listens
+ * on a duplicate of ``fd``, closed with the slot: ``fd`` stays the caller's, and its
+ * os.close() (or the reuse of its number by another file) under a running server never
+ * reaches libuv, which aborts when epoll_ctl meets a closed fd. */
 int uvc_listener_new(uvc_loop_t *L, int fd, int is_tcp);
 /* listen(backlog) and accept: each connection is accepted in C into a new slot, TCP or pipe
  * (TCP with TCP_NODELAY set, as asyncio does): UVC_EV_ACCEPT with a = 0, b = the new slot,

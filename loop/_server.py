@@ -52,8 +52,8 @@ class _Listener:
     def __init__(self, server: Server, sock: socket.socket) -> None:
         loop = server._loop
         is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
-        # The slot owns the fd from now on; the socket object keeps its number (for
-        # getsockname and friends) and is detached when the slot closes.
+        # The slot listens on a duplicate of the fd (uvc_listener_new): an os.close() of
+        # the socket's number under the server cannot reach libuv.
         self.slot = check(lib.uvc_listener_new(owners.uv(loop), sock.fileno(), is_tcp))
         self.server = server
         self.sock = sock
@@ -116,23 +116,35 @@ class _Listener:
             self.retry.cancel()  # a server closed while paused never resumes
             self.retry = None
         loop = self.server._loop
-        self.sock.detach()  # the slot closes the fd
-        self.sock.close()
+        if loop.is_closed():
+            self._close_sock(None)
+            return
+        uv = owners.uv(loop)
+        self._close_sock(lib.uvc_fileno(uv, self.slot))
+        lib.uvc_listener_close(uv, self.slot)  # and its duplicate of the fd
+
+    def _close_sock(self, own_fd: int | None) -> None:
+        """Close the listening socket object, as asyncio's Server.close() does, unless its
+        fd was closed under the server (os.close()) and the number names another file
+        now: that number is not the server's to close.  ``own_fd`` is the slot's duplicate
+        (None or negative: gone, nothing to compare with)."""
+        sock = self.sock
+        if own_fd is not None and _sockref.replaced(sock, own_fd):
+            sock.detach()
+        sock.close()
         self._release_sock()
-        if not loop.is_closed():
-            lib.uvc_listener_close(owners.uv(loop), self.slot)
 
     def _detach_from_loop(self) -> None:
-        # The loop closes with the server open: the C core closes the fd, not the socket.
+        # The loop closes with the server open: the C core closes its duplicate of the fd
+        # when it frees the slot; the socket object is closed here.
         if self.closed:
             return
         self.closed = True
         if self.retry is not None:
             self.retry.cancel()
             self.retry = None
-        if self.sock.fileno() >= 0:
-            self.sock.detach()
-        self._release_sock()
+        loop = self.server._loop
+        self._close_sock(lib.uvc_fileno(owners.uv(loop), self.slot))
 
 
 class Server(asyncio.AbstractServer):

@@ -460,3 +460,163 @@ def test_a_new_transport_on_a_reused_number_is_not_closed_by_the_old_one():
             s.close()
         return describe(exc), new_protocol.data, answer
     """) == "result (('OSError', 9), [b'ping'], b'pong')"
+
+
+# A server's listening fd closed with os.close() under it.  The listener watches a
+# duplicate of the fd (uvc_listener_new), as the pipe and UDP transports do: libuv never
+# meets the closed fd, the server keeps serving, and its close() leaves the number alone.
+SERVER_PRELUDE = """
+class Accepted(asyncio.Protocol):
+    def connection_made(self, transport):
+        ACCEPTED.put_nowait(transport)
+"""
+
+
+def run_server_case(body):
+    return run_isolated(SERVER_PRELUDE + "ACCEPTED = None\n" + textwrap.dedent(body))
+
+
+def test_a_paused_listener_whose_fd_was_closed_resumes_accepting():
+    # Out of fds, the server stops accepting and retries after a second (asyncio's
+    # ACCEPT_RETRY_DELAY): libuv aborted the process at that retry (EPOLL_CTL_ADD of the
+    # closed fd) when the listener watched the socket's own fd.
+    assert run_server_case("""
+    import resource
+    async def main():
+        global ACCEPTED
+        ACCEPTED = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        errors = []
+        loop.set_exception_handler(lambda loop, ctx: errors.append(ctx.get("exception")))
+        server = await loop.create_server(Accepted, "127.0.0.1", 0)
+        number = server.sockets[0].fileno()
+        addr = server.sockets[0].getsockname()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        client = socket.socket()
+        client.setblocking(False)
+        fillers = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        try:
+            while True:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            client.connect(addr)  # the kernel completes it; accept() meets EMFILE
+        except BlockingIOError:
+            pass
+        while not errors:
+            await asyncio.sleep(0.01)
+        os.close(number)
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        transport = await ACCEPTED.get()  # the retry accepts the waiting connection
+        transport.close()
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return [getattr(e, "errno", None) for e in errors]
+    """) == "result [24]"
+
+
+def test_a_server_whose_fd_was_closed_keeps_serving_and_closes_no_other_file():
+    assert run_server_case("""
+    async def main():
+        global ACCEPTED
+        ACCEPTED = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Accepted, "127.0.0.1", 0)
+        number = server.sockets[0].fileno()
+        addr = server.sockets[0].getsockname()
+        os.close(number)
+        other, other_peer = socket.socketpair()  # takes the number
+        reused = other.fileno() == number
+        reader, writer = await asyncio.open_connection(*addr)
+        transport = await ACCEPTED.get()
+        transport.close()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        other_peer.send(b"still open")
+        got = other.recv(100)
+        other.close()
+        other_peer.close()
+        return reused, got
+    """) == "result (True, b'still open')"
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_a_server_on_the_number_of_a_stream_closed_under_the_loop(kind, tmp_path):
+    # The stream transport was idle when its fd was closed, so the fd guard had not seen
+    # it: libuv still counted the number as watched and refused the new listener (EEXIST).
+    path = str(tmp_path / "s.sock")
+    assert run_server_case(f"""
+    async def main():
+        global ACCEPTED
+        ACCEPTED = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        number = a.fileno()
+        old, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+        await asyncio.sleep(0.01)
+        os.close(number)
+        if "{kind}" == "tcp":
+            server = await loop.create_server(Accepted, "127.0.0.1", 0)
+            connect = asyncio.open_connection(*server.sockets[0].getsockname())
+        else:
+            server = await loop.create_unix_server(Accepted, {path!r})
+            connect = asyncio.open_unix_connection({path!r})
+        reused = server.sockets[0].fileno() == number
+        reader, writer = await connect
+        transport = await ACCEPTED.get()
+        transport.write(b"served")
+        got = await reader.readexactly(6)
+        transport.close()
+        writer.close()
+        old.close()
+        server.close()
+        await server.wait_closed()
+        b.close()
+        return reused, got
+    """) == "result (True, b'served')"
+
+
+@pytest.mark.parametrize("kind", ["stream", "datagram"])
+def test_a_transport_whose_fd_was_closed_closes_no_other_file(kind):
+    # The number is reused by a socket the loop knows nothing of; the transport's close()
+    # (libuv's close of its fd, and the socket object's) must not close it.
+    assert run_isolated(f"""
+    async def main():
+        loop = asyncio.get_running_loop()
+        lost = loop.create_future()
+
+        class Lost:
+            def connection_lost(self, exc):
+                lost.set_result(exc)
+
+        if "{kind}" == "stream":
+            a, b = socket.socketpair()
+            proto = type("Proto", (Lost, asyncio.Protocol), {{}})
+            transport, _ = await loop.create_connection(proto, sock=a)
+        else:
+            a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            a.bind(("127.0.0.1", 0))
+            b = None
+            proto = type("Proto", (Lost, asyncio.DatagramProtocol), {{}})
+            transport, _ = await loop.create_datagram_endpoint(proto, sock=a)
+        number = a.fileno()
+        await asyncio.sleep(0.01)
+        os.close(number)
+        other, other_peer = socket.socketpair()
+        reused = other.fileno() == number
+        transport.close()
+        exc = await lost
+        await asyncio.sleep(0.01)
+        other_peer.send(b"still open")
+        got = other.recv(100)
+        for s in (other, other_peer, b):
+            if s is not None:
+                s.close()
+        return reused, exc, got
+    """) == "result (True, None, b'still open')"

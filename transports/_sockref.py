@@ -12,6 +12,7 @@ PyPy; an object without it, such as a bare _socket.socket, is used unheld.)
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -22,6 +23,21 @@ def hold(sock: Any) -> bool:
     except (AttributeError, TypeError):  # not a socket.socket (a test's stand-in, say)
         return False
     return True
+
+
+def replaced(sock: Any, libuv_fd: int) -> bool:
+    """True if ``sock``'s fd was closed under the loop (os.close()) and its number now names
+    no file or another one than ``libuv_fd``, libuv's duplicate of it: closing ``sock``
+    would close that number, which is no longer the socket's.  The caller detaches it
+    instead.  False when there is nothing to compare (``libuv_fd`` < 0)."""
+    fd = sock.fileno()
+    if fd < 0 or libuv_fd < 0:
+        return False
+    try:
+        mine, now = os.fstat(libuv_fd), os.fstat(fd)
+    except OSError:
+        return True
+    return (mine.st_dev, mine.st_ino) != (now.st_dev, now.st_ino)
 
 
 def release(sock: Any) -> None:

@@ -466,6 +466,8 @@ class UDPTransport(_DatagramTransportBase):
         self._reading = False
         loop = self._loop
         if self._slot is not None and loop is not None and not loop.is_closed():
+            if _sockref.replaced(sock, lib.uvc_fileno(self._uv, self._slot)):
+                sock.detach()  # its number is another file's now: not ours to close
             owners.close_slot(loop, self._slot)  # libuv closes its own duplicate of the fd
         self._close_sock(sock)
 

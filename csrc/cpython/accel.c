@@ -31,11 +31,11 @@ typedef struct {
     int (*wakeup)(uvc_loop_t *);
     PyTypeObject *handle_type;   /* loop/_handles._Handle */
     PyTypeObject *timer_type;    /* loop/_handles._TimerHandle */
-    PyObject *ready_append;      /* loop._ready.append */
+    PyObject *ready, *ready_append;  /* loop._ready, its append */
     PyObject *fallback;          /* dict: the Python paths (see Accel_init) */
     PyObject *call_soon_py, *call_soon_threadsafe_py, *call_later_py, *call_at_py;
     PyObject *callback_failed, *event_failed, *keep_undispatched, *handle_signal;
-    PyObject *flush_new_timers;
+    PyObject *flush_new_timers, *poster_yield;
     /* offsets of the loop's slots */
     Py_ssize_t l_careful, l_closed, l_polling, l_slots, l_new_timers, l_callbacks_run;
     /* offsets of the handles' slots */
@@ -46,6 +46,8 @@ typedef struct {
 static PyObject *s_uv_read, *s_uv_read_at, *s_uv_readable, *s_uv_event, *s_uv_closed;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+/* loop/_core.py's _POSTER_YIELD_BACKLOG */
+#define POSTER_YIELD_BACKLOG 4096
 
 static Py_ssize_t member_offset(PyObject *type, const char *name) {
     PyObject *d = PyObject_GetAttrString(type, name);
@@ -95,6 +97,7 @@ static int Accel_traverse(Accel *self, visitproc visit, void *arg) {
     Py_VISIT(self->loop_ref);
     Py_VISIT(self->handle_type);
     Py_VISIT(self->timer_type);
+    Py_VISIT(self->ready);
     Py_VISIT(self->ready_append);
     Py_VISIT(self->fallback);
     return 0;
@@ -104,6 +107,7 @@ static int Accel_clear(Accel *self) {
     Py_CLEAR(self->loop_ref);
     Py_CLEAR(self->handle_type);
     Py_CLEAR(self->timer_type);
+    Py_CLEAR(self->ready);
     Py_CLEAR(self->ready_append);
     Py_CLEAR(self->fallback);
     /* borrowed from fallback */
@@ -156,6 +160,7 @@ static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
     FB(keep_undispatched, "keep_undispatched");
     FB(handle_signal, "handle_signal");
     FB(flush_new_timers, "flush_new_timers");
+    FB(poster_yield, "poster_yield");
 #undef FB
 #define OFF(field, type, name) if ((self->field = member_offset(type, name)) < 0) return -1
     OFF(l_careful, loop_type, "_careful");
@@ -193,8 +198,8 @@ static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
     PyObject *ready = PyObject_GetAttrString(loop, "_ready");
     if (ready == NULL)
         return -1;
+    self->ready = ready;
     self->ready_append = PyObject_GetAttrString(ready, "append");
-    Py_DECREF(ready);
     return self->ready_append == NULL ? -1 : 0;
 }
 
@@ -327,9 +332,16 @@ static PyObject *Accel_call_soon_threadsafe(Accel *self, PyObject *const *args,
         goto done;
     if ((h = append_ready(self, h)) == NULL)
         goto done;
-    /* As the Python path: a wake-up only while the loop may block in libuv. */
+    /* As the Python path: a wake-up only while the loop may block in libuv, and a
+     * poster far ahead of the loop sleeps briefly (_POSTER_YIELD_BACKLOG). */
     if (SLOT(loop, self->l_polling) == Py_True)
         self->wakeup(self->uv);
+    if (PyObject_Size(self->ready) > POSTER_YIELD_BACKLOG) {
+        PyObject *r = PyObject_CallOneArg(self->poster_yield, loop);
+        if (r == NULL)
+            Py_CLEAR(h);
+        Py_XDECREF(r);
+    }
 done:
     Py_XDECREF(loop);
     Py_DECREF(cbargs);

@@ -260,6 +260,7 @@ class DnsMethods(_LoopBase):
         raises for bad arguments).  IP addresses are answered at once; names are resolved
         on libuv's thread pool.
         """
+        self._check_closed()  # asyncio's goes through run_in_executor, closed or not
         info = numeric_addrinfo(host, port, family, type, proto, flags)
         if info is not None:
             return info

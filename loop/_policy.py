@@ -43,9 +43,25 @@ def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T:
         # (before the Runner: 3.11's would create a loop, fail to run it and warn)
         raise RuntimeError("uvcffi.run() cannot be called from a running event loop")
     if sys.version_info >= (3, 11):
-        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
-            return runner.run(main)
+        current = False
+        try:
+            with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+                # asyncio.run() makes its loop the current one (asyncio.get_event_loop()
+                # from another thread, the policy's get_event_loop()); a Runner given a
+                # loop factory does not.
+                _set_event_loop(runner.get_loop())
+                current = True
+                return runner.run(main)
+        finally:
+            if current:
+                _set_event_loop(None)
     return _run_before_311(main, debug)
+
+
+def _set_event_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # from Python 3.14
+        asyncio.set_event_loop(loop)
 
 
 def _run_before_311(main: Coroutine[Any, Any, _T], debug: bool | None) -> _T:

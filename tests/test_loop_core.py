@@ -712,6 +712,23 @@ def test_uvcffi_run_and_loop_factory():
         assert asyncio.run(main(), loop_factory=uvcffi.new_event_loop) is uvcffi.Loop
 
 
+def test_uvcffi_run_makes_its_loop_the_current_one_while_it_runs():
+    # As asyncio.run(): the policy's loop (what another thread reaches through
+    # asyncio.get_event_loop_policy().get_event_loop()) is the running one, and no loop is
+    # current afterwards.  On 3.11 a Runner given a loop factory left the policy to make a
+    # second, never-run selector loop.
+    async def main():
+        policy_loop = asyncio.get_event_loop_policy().get_event_loop()
+        return policy_loop is asyncio.get_running_loop()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert uvcffi.run(main()) is True
+        assert asyncio.run(main()) is True
+        with pytest.raises(RuntimeError):
+            asyncio.get_event_loop_policy().get_event_loop()
+
+
 def test_uvcffi_run_inside_a_running_loop_is_refused_cleanly():
     # As asyncio.run(): a RuntimeError before anything is created, and no warning (3.11's
     # Runner alone made a loop, failed to run it and left a coroutine never awaited).

@@ -126,7 +126,7 @@ void uvc_loop_free(uvc_loop_t *L) {
     free(L->dead_slots);
     free(L->events);
     free(L->arena);
-    free(L->sock_buffer);
+    free(L->recv_buffer);
     uvc_fdguard_free(L);
     free(L);
 }
@@ -192,6 +192,14 @@ int64_t *uvc_events(uvc_loop_t *L) { return L->events; }
 int uvc_events_capacity(uvc_loop_t *L) { return L->events_cap; }
 char *uvc_arena(uvc_loop_t *L) { return L->arena; }
 size_t uvc_arena_size(uvc_loop_t *L) { return L->arena_size; }
+
+char *uvc_recv_buffer(uvc_loop_t *L) {
+    /* On a cache line, for the reason uvc_arena_claim gives; a loop that never reads
+     * this way never touches it. */
+    if (L->recv_buffer == NULL)
+        L->recv_buffer = aligned_alloc(64, UVC_RECV_MAX);
+    return L->recv_buffer;
+}
 
 void uvc_arena_copy(uvc_loop_t *L, int64_t off, char *dst, size_t len) {
     const char *src = L->arena + off;

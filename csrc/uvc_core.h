@@ -95,6 +95,11 @@ int64_t *uvc_events(uvc_loop_t *L);
 int uvc_events_capacity(uvc_loop_t *L);
 char *uvc_arena(uvc_loop_t *L);
 size_t uvc_arena_size(uvc_loop_t *L);
+/* The loop's receive buffer, UVC_RECV_MAX bytes, for the reads Python makes itself
+ * (sock_recv, and a stream's reads in read-into mode, uvc_stream_recv): each read is copied
+ * out before the next one, so they share it.  NULL when out of memory. */
+#define UVC_RECV_MAX 262144
+char *uvc_recv_buffer(uvc_loop_t *L);
 /* Copy ``len`` bytes of a read from the arena (at ``off``) to ``dst``.  Not just memcpy:
  * for large copies glibc uses REP MOVSB, which on AMD Zen runs ~16x slower when
  * (dst - src) mod 4096 is 1..63 (measured: 100 KiB in 34 us against 2 us), a distance a
@@ -156,7 +161,7 @@ struct uvc_loop_s {
     int closed;
     uvc_base_t *fdset;            /* uvc_fdset.c: the set of fds the loop does not own */
     int64_t polls;                /* uvc_run_once calls so far: the fd set stamps its events */
-    char *sock_buffer;            /* uvc_sock.c: sock_recv's receive buffer (lazy) */
+    char *recv_buffer;            /* uvc_recv_buffer (allocated on first use) */
     uvc_stats_t stats;
     uint64_t last_return_ms;      /* loop clock when uvc_run_once last returned (0: never) */
     uint64_t slow_ms;

@@ -12,11 +12,10 @@
 #include "uvc_core.h"
 
 /* cffi-begin */
-/* recv(fd, at most n bytes, capped at 256 KiB) into the loop's receive buffer: the bytes
- * received (0 at end of stream), or a negative uv error (UV_EAGAIN: nothing yet). */
+/* recv(fd, at most n bytes, capped at UVC_RECV_MAX) into the loop's receive buffer
+ * (uvc_recv_buffer): the bytes received (0 at end of stream), or a negative uv error
+ * (UV_EAGAIN: nothing yet). */
 int64_t uvc_sock_recv(uvc_loop_t *L, int fd, size_t n);
-/* The receive buffer, valid until the next uvc_sock_recv (NULL before the first). */
-char *uvc_sock_buffer(uvc_loop_t *L);
 /* cffi-end */
 
 #endif

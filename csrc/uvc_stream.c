@@ -130,6 +130,11 @@ int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len) {
     return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : uv_translate_sys_error(errno);
 }
 
+int64_t uvc_stream_recv(uvc_loop_t *L, int slot) {
+    char *buf = uvc_recv_buffer(L);
+    return buf == NULL ? UV_ENOMEM : uvc_read_into(L, slot, buf, UVC_RECV_MAX);
+}
+
 int uvc_read_stop(uvc_loop_t *L, int slot) {
     uv_stream_t *s = stream_of(L, slot);
     if (s == NULL)

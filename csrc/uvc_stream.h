@@ -31,6 +31,9 @@ int uvc_readable_start(uvc_loop_t *L, int slot);
  * UV_EAGAIN when nothing is there (yet), or another negative uv error.  Reading stays on
  * after EOF or an error: the reader stops it. */
 int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len);
+/* uvc_read_into the loop's receive buffer (uvc_recv_buffer), UVC_RECV_MAX at most: how a
+ * Protocol's stream is read in read-into mode.  The data is valid until the next read. */
+int64_t uvc_stream_recv(uvc_loop_t *L, int slot);
 
 /* Write now what the fd takes (uv_try_write) and queue only the unsent tail, copied into
  * C-owned memory.  Returns the bytes written at once (>= 0; the other len - n bytes

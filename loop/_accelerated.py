@@ -36,7 +36,7 @@ def _load() -> ModuleType | None:
         plain = ffi.cast("uvc_loop_t *", probe)
         module.setup_writes(owned, plain, int(ffi.cast("uintptr_t", probe)), lib.uvc_write,
                             _address("uvc_write"))
-        module.setup_sock(_address("uvc_sock_recv"), _address("uvc_sock_buffer"))
+        module.setup_sock(_address("uvc_sock_recv"), _address("uvc_recv_buffer"))
         module.setup_fdset(_address("uvc_fdset_ctl"))
         module.setup_copy(_address("uvc_arena_copy"))
         module.setup_read_into(_address("uvc_read_into"))
@@ -89,7 +89,7 @@ def _sock_recv(uv: Any, fd: int, n: int, _recv: Callable[[Any, int, int], int] =
     """sock_recv's receive (csrc/uvc_sock.h): bytes of what arrived, None for nothing yet."""
     r = _recv(uv, fd, n)
     if r >= 0:
-        return ffi.buffer(lib.uvc_sock_buffer(uv), r)[:]
+        return ffi.buffer(lib.uvc_recv_buffer(uv), r)[:]
     if r == _again:
         return None
     raise uv_error(r)

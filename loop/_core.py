@@ -10,6 +10,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextvars
+import errno
 import heapq
 import itertools
 import logging
@@ -118,7 +119,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
     __slots__ = (
         "_careful", "_closed", "_debug", "_ready", "_timers", "_timer_seq",
         "_timer_cancelled_count", "_polling", "_stopping", "_uv", "_slots", "_arena",
-        "_arena_view", "_arena_ptr",
+        "_arena_view", "_arena_ptr", "_recv_ptr", "_recv_buffer",
         "_events", "_events_cap", "_backlog", "_new_timers", "_callbacks_run", "_accel",
     )
 
@@ -138,6 +139,12 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         # _slot_register): on CPython a slice assignment from a memoryview is the fastest
         # copy of a few KiB (bigger ones go through lib.uvc_arena_copy).
         self._arena_view = memoryview(self._arena)
+        # The reads made in the dispatch (a Protocol's stream in read-into mode, sock_recv)
+        # land here: see uvc_recv_buffer.  (Untouched memory until then.)
+        self._recv_ptr = lib.uvc_recv_buffer(self._uv)
+        if self._recv_ptr == ffi.NULL:
+            raise MemoryError("uvcffi: cannot allocate the loop's receive buffer")
+        self._recv_buffer = ffi.buffer(self._recv_ptr, _RECV_MAX)
         self._events = lib.uvc_events(self._uv)
         self._events_cap = lib.uvc_events_capacity(self._uv)
         # slot -> the Python object that owns the handle (it gets the slot's events)
@@ -353,6 +360,9 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         slots = self._slots
         arena = self._arena
         arena_ptr = self._arena_ptr
+        uv = self._uv
+        received = self._recv_buffer
+        recv_ptr = self._recv_ptr
         # A record is (kind, slot, a, b, c); once i has moved past it, its fields are at
         # these distances back (locals: the cheapest names in this loop).
         SLOT, A, B, C = 4, 3, 2, 1
@@ -375,10 +385,26 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                                     read(_buffer(arena_ptr + off, size)[:])
                             else:
                                 owner._uv_read_at(off, ev[i - B])
-                    elif kind == EV_READABLE:  # read-into mode: the owner reads itself
-                        owner = slots[ev[i - SLOT]]
+                    elif kind == EV_READABLE:  # read-into mode
+                        slot = ev[i - SLOT]
+                        owner = slots[slot]
                         if owner is not None:
-                            owner._uv_readable()
+                            recv = owner._uv_recv
+                            if recv is None:  # it reads itself (a BufferedProtocol)
+                                owner._uv_readable()
+                                continue
+                            # A Protocol: one read into the receive buffer, as the
+                            # accelerator's dispatch does; the owner's _uv_readable
+                            # reads on after a read that fills the buffer.
+                            size = _uvc_stream_recv(uv, slot)
+                            if 0 < size < _BIG_READ:
+                                recv(received[:size])
+                            elif size >= _BIG_READ:
+                                recv(_buffer(recv_ptr, size)[:])
+                                if size == _RECV_MAX:
+                                    owner._uv_readable()
+                            elif size != _UV_EAGAIN:
+                                owner._uv_recv_ended(size)
                     elif kind == EV_CLOSED:
                         slot = ev[i - SLOT]
                         owner = slots[slot]
@@ -1203,6 +1229,9 @@ _ACCEL_FALLBACKS: dict[str, Callable[..., Any]] = {
 # stays faster for small reads, 0.9 against 1.6 us at 1 KiB).
 _BIG_READ = 16384
 _buffer = ffi.buffer
+_RECV_MAX = lib.UVC_RECV_MAX
+_UV_EAGAIN = -errno.EAGAIN  # libuv's errors are negated errnos on Unix
+_uvc_stream_recv = lib.uvc_stream_recv
 _new_object = object.__new__
 _copy_context = contextvars.copy_context
 _uvc_run_once = lib.uvc_run_once

@@ -41,6 +41,15 @@ class ReadingOwner(SlotOwner, Protocol):
         """Read-into mode (``lib.uvc_readable_start``): the stream has data, EOF or an
         error waiting; the owner reads it with ``lib.uvc_read_into`` into its own buffer."""
 
+    # Read-into mode where the loop reads for the owner: while ``_uv_recv`` is not None,
+    # the accelerator's dispatch answers UVC_EV_READABLE itself, reading with
+    # ``uvc_stream_recv`` and passing each read to ``_uv_recv`` as bytes (again while reads
+    # fill the receive buffer and ``_uv_recv`` stays set), and EOF or an error to
+    # ``_uv_recv_ended(n)``.  When it is None, the dispatch calls ``_uv_readable``.
+    _uv_recv: Callable[[bytes], object] | None
+
+    def _uv_recv_ended(self, n: int) -> None: ...
+
 
 # ---- the loop's C core -------------------------------------------------------------------
 
@@ -52,6 +61,11 @@ def uv(loop: Any) -> Any:
 def arena(loop: Any) -> Any:
     """The read arena as a cffi buffer (slicing it makes bytes)."""
     return loop._arena
+
+
+def recv_buffer(loop: Any) -> tuple[Any, Any]:
+    """The loop's receive buffer (``lib.uvc_recv_buffer``) as (pointer, cffi buffer)."""
+    return loop._recv_ptr, loop._recv_buffer
 
 
 def arena_view(loop: Any) -> memoryview:

@@ -161,7 +161,8 @@ def test_dispatch_of_poll_events(loop):
 
 
 def test_dispatch_of_reads(loop):
-    # Stream reads: each message is an EV_READ record and a bytes object made in C.
+    # A Protocol's stream reads: each message is an EV_READABLE record, a read into the
+    # loop's receive buffer and a bytes object, all in the accelerator's dispatch.
     a, b = socket.socketpair()
     got = []
 

@@ -33,7 +33,10 @@ def test_stats_count_what_the_loop_did(loop):
     assert after["bytes_read"] - before["bytes_read"] == 10000
     assert after["bytes_written"] - before["bytes_written"] == 10000
     assert after["events"]["accept"] == 1
-    assert after["events"]["read"] >= 2
+    # Streams are read in read-into mode (one "readable" event per read here); the TLS
+    # layer's reads come through the arena ("read").
+    events = after["events"]
+    assert events.get("read", 0) + events.get("readable", 0) >= 2
     assert after["ready"] == 0
 
 

@@ -322,6 +322,41 @@ def test_write_to_closed_peer_is_connection_lost(anyloop):
         run(anyloop, main())
 
 
+def test_reads_that_fill_the_buffer_go_on_and_pausing_stops_them(anyloop):
+    # A Protocol's stream is read in read-into mode: up to 256 KiB per read, again at once
+    # while reads fill that, but never after pause_reading() in data_received.
+    payload = bytes(range(256)) * (12 << 10)  # 3 MiB
+
+    class PauseFirst(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            if len(self.calls) == 2:  # "made", then the first "data"
+                self.transport.pause_reading()
+
+    async def main():
+        lsock, tr, pr, conn = await raw_connection(anyloop, PauseFirst)
+        conn.setblocking(False)
+        # (A task: while the transport is paused the socket buffers may fill up.)
+        sender = asyncio.ensure_future(anyloop.sock_sendall(conn, payload))
+        while not pr.data:
+            await asyncio.sleep(0.001)
+        for _ in range(20):
+            await asyncio.sleep(0.001)
+        chunks_while_paused = pr.calls.count("data")
+        first = len(pr.data)
+        tr.resume_reading()
+        await sender
+        while len(pr.data) < len(payload):
+            await asyncio.sleep(0.001)
+        conn.close()
+        await pr.done
+        lsock.close()
+        return chunks_while_paused, first, bytes(pr.data) == payload
+
+    paused_chunks, first, intact = run(anyloop, main())
+    assert paused_chunks == 1 and 0 < first <= 256 * 1024 and intact
+
+
 def test_data_received_error_goes_to_exception_handler(anyloop):
     class Failing(Recorder):
         def data_received(self, data):

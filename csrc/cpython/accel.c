@@ -44,6 +44,11 @@ typedef struct {
 } Accel;
 
 static PyObject *s_uv_read, *s_uv_read_at, *s_uv_readable, *s_uv_event, *s_uv_closed;
+static PyObject *s_uv_recv, *s_uv_recv_ended;
+
+/* Set up by module functions below (the C core's functions, called by address). */
+static int64_t (*c_read_into)(uvc_loop_t *, int, char *, size_t);
+static char *(*c_recv_buffer)(uvc_loop_t *);
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 /* loop/_core.py's _POSTER_YIELD_BACKLOG */
@@ -530,6 +535,45 @@ out:
     return result;
 }
 
+/* A Protocol's stream in read-into mode has data: read it into the loop's receive buffer
+ * and hand each read to ``recv`` (the owner's _uv_recv, a reference this steals) as bytes,
+ * as transports/stream.py's _recv_stream does.  Reading goes on while reads fill the
+ * buffer (as libuv's own reads do, 32 at most) and the owner still has a _uv_recv (the
+ * protocol may pause or close).  EOF and errors go to the owner's _uv_recv_ended(n).
+ * NULL with *read_failed set when recv raised. */
+static PyObject *recv_stream(uvc_loop_t *L, PyObject *owner, PyObject *recv, int slot,
+                             int *read_failed) {
+    char *buf = c_recv_buffer(L);
+    for (int budget = 32;; budget--) {
+        int64_t n = buf == NULL ? UV_ENOMEM : c_read_into(L, slot, buf, UVC_RECV_MAX);
+        if (n <= 0) {
+            Py_DECREF(recv);
+            if (n == UV_EAGAIN)
+                Py_RETURN_NONE;
+            PyObject *code = PyLong_FromLongLong(n);
+            PyObject *r = code ? PyObject_CallMethodOneArg(owner, s_uv_recv_ended, code) : NULL;
+            Py_XDECREF(code);
+            return r;
+        }
+        PyObject *data = PyBytes_FromStringAndSize(buf, (Py_ssize_t)n);
+        PyObject *r = data ? PyObject_CallOneArg(recv, data) : NULL;
+        Py_XDECREF(data);
+        Py_DECREF(recv);
+        if (r == NULL) {
+            *read_failed = 1;
+            return NULL;
+        }
+        if (n < UVC_RECV_MAX || budget == 1)
+            return r;
+        Py_DECREF(r);
+        recv = PyObject_GetAttr(owner, s_uv_recv);
+        if (recv == NULL)
+            return NULL;
+        if (recv == Py_None)
+            return recv;
+    }
+}
+
 /* dispatch(n): the ``n`` event records of the last uvc_run_once to the owners of their
  * slots (loop/_core.py's dispatch loop, which PyPy runs, says the same in Python). */
 static PyObject *Accel_dispatch(Accel *self, PyObject *arg) {
@@ -582,7 +626,18 @@ static PyObject *Accel_dispatch(Accel *self, PyObject *arg) {
         } else if (kind == UVC_EV_READABLE) {
             if (owner == NULL)
                 continue;
-            r = PyObject_CallMethodNoArgs(owner, s_uv_readable);
+            PyObject *recv = PyObject_GetAttr(owner, s_uv_recv);
+            if (recv == NULL) {
+                /* fall through to the error handling below */
+            } else if (recv != Py_None) {
+                int read_failed = 0;
+                r = recv_stream(self->uv, owner, recv, (int)slot, &read_failed);
+                if (read_failed)
+                    kind = UVC_EV_READ; /* data_received raised: the owner's error */
+            } else {
+                Py_DECREF(recv);
+                r = PyObject_CallMethodNoArgs(owner, s_uv_readable);
+            }
         } else if (kind == UVC_EV_CLOSED) {
             if (owner == NULL)
                 continue;
@@ -743,14 +798,13 @@ static PyObject *accel_stream_write(PyObject *mod, PyObject *const *args, Py_ssi
 /* ------------------------------------------------------------------ sock_recv */
 
 static int64_t (*c_sock_recv)(uvc_loop_t *, int, size_t);
-static char *(*c_sock_buffer)(uvc_loop_t *);
 
 static PyObject *accel_setup_sock(PyObject *mod, PyObject *args) {
     unsigned long long recv_address, buffer_address;
     if (!PyArg_ParseTuple(args, "KK", &recv_address, &buffer_address))
         return NULL;
     c_sock_recv = (int64_t (*)(uvc_loop_t *, int, size_t))(uintptr_t)recv_address;
-    c_sock_buffer = (char *(*)(uvc_loop_t *))(uintptr_t)buffer_address;
+    c_recv_buffer = (char *(*)(uvc_loop_t *))(uintptr_t)buffer_address;
     Py_RETURN_NONE;
 }
 
@@ -769,7 +823,7 @@ static PyObject *accel_sock_recv(PyObject *mod, PyObject *const *args, Py_ssize_
     uvc_loop_t *L = (uvc_loop_t *)((cffi_cdata *)args[0])->c_data;
     int64_t r = c_sock_recv(L, fd, n);
     if (r >= 0)
-        return PyBytes_FromStringAndSize(c_sock_buffer(L), (Py_ssize_t)r);
+        return PyBytes_FromStringAndSize(c_recv_buffer(L), (Py_ssize_t)r);
     if (r == UV_EAGAIN)
         Py_RETURN_NONE;
     errno = (int)-r; /* libuv's errors are negated errnos on Unix */
@@ -846,7 +900,6 @@ static PyObject *accel_setup_copy(PyObject *mod, PyObject *arg) {
 /* read_into(uv, slot, buf): uvc_read_into straight into the writable contiguous buffer
  * ``buf`` (read-into mode, a BufferedProtocol's read): the bytes read or a negative uv
  * error.  An empty buffer is the protocol's error, as in asyncio. */
-static int64_t (*c_read_into)(uvc_loop_t *, int, char *, size_t);
 
 static PyObject *accel_read_into(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || c_read_into == NULL ||
@@ -891,7 +944,7 @@ static PyMethodDef module_methods[] = {
     {"fdset_ctl", (PyCFunction)(void (*)(void))accel_fdset_ctl, METH_FASTCALL,
      "fdset_ctl(uv, fd, old, events): lib.uvc_fdset_ctl, called directly."},
     {"setup_sock", accel_setup_sock, METH_VARARGS,
-     "setup_sock(uvc_sock_recv_address, uvc_sock_buffer_address)"},
+     "setup_sock(uvc_sock_recv_address, uvc_recv_buffer_address)"},
     {"sock_recv", (PyCFunction)(void (*)(void))accel_sock_recv, METH_FASTCALL,
      "sock_recv(uv, fd, n): bytes received, None for nothing yet (see uvc_sock.h)."},
     {"setup_writes", accel_setup_writes, METH_VARARGS,
@@ -945,6 +998,8 @@ PyMODINIT_FUNC PyInit__accel(void) {
     if (!(s_uv_read = PyUnicode_InternFromString("_uv_read")) ||
         !(s_uv_read_at = PyUnicode_InternFromString("_uv_read_at")) ||
         !(s_uv_readable = PyUnicode_InternFromString("_uv_readable")) ||
+        !(s_uv_recv = PyUnicode_InternFromString("_uv_recv")) ||
+        !(s_uv_recv_ended = PyUnicode_InternFromString("_uv_recv_ended")) ||
         !(s_uv_event = PyUnicode_InternFromString("_uv_event")) ||
         !(s_uv_closed = PyUnicode_InternFromString("_uv_closed")))
         return NULL;

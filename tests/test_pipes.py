@@ -128,6 +128,28 @@ def test_read_pipe_refuses_regular_file(loop):
     assert lib.uvc_active_slots(loop._uv) == 0
 
 
+def test_read_pipe_on_a_device_epoll_cannot_watch_loses_the_connection(loop):
+    # /dev/zero passes the character-device check, but epoll refuses it (EPERM): the
+    # protocol hears it (asyncio logs the error of its add_reader and says nothing to it).
+    async def main():
+        contexts = []
+        loop.set_exception_handler(lambda _, ctx: contexts.append(ctx))
+        lost = loop.create_future()
+
+        class Proto(asyncio.Protocol):
+            def connection_lost(self, exc):
+                lost.set_result(exc)
+
+        with open("/dev/zero", "rb") as f:
+            await loop.connect_read_pipe(Proto, f)
+            exc = await lost
+        return exc, contexts[0]["message"]
+
+    exc, message = run(loop, main())
+    assert isinstance(exc, PermissionError)
+    assert message == "Fatal error on pipe transport: its fd cannot be watched"
+
+
 def test_read_pipe_bad_object(loop):
     with pytest.raises(AttributeError):
         run(loop, loop.connect_read_pipe(asyncio.Protocol, object()))

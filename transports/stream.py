@@ -66,6 +66,7 @@ _buffer = ffi.buffer
 # bigger buffer (loop/_core.py reads the arena the same way).
 _BIG_READ = 16384
 _UV_EAGAIN = -errno.EAGAIN  # libuv's errors are negated errnos on Unix
+_UV_EBADF = -errno.EBADF
 _from_buffer = ffi.from_buffer
 _write_buffer = _accelerated.write_buffer
 # The accelerator's write takes a bytearray as it is (always contiguous); cffi's needs
@@ -504,8 +505,10 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             # close waiting for them) can never finish.
             self._reading_started = False
             self._uv_recv = None
-            self._fatal_error(uv_error(a), f"Fatal error on {self._kind} transport: its fd "
-                              "was closed under the loop")
+            # (EBADF: closed, or its number reused; another error, such as EPERM for a
+            # file epoll cannot watch, is the kernel's refusal to watch it at all)
+            why = "was closed under the loop" if a == _UV_EBADF else "cannot be watched"
+            self._fatal_error(uv_error(a), f"Fatal error on {self._kind} transport: its fd {why}")
         # EV_SHUTDOWN: nothing to do; an error there shows up on the next read or write.
 
     def _read_event(self, kind: int, err: int) -> None:

@@ -357,6 +357,55 @@ def test_reads_that_fill_the_buffer_go_on_and_pausing_stops_them(anyloop):
     assert paused_chunks == 1 and 0 < first <= 256 * 1024 and intact
 
 
+def test_buffered_protocol_switching_to_a_protocol_with_more_data_waiting(anyloop):
+    # buffer_updated() sets a plain Protocol while more than its buffer holds waits: the
+    # rest goes to data_received (uvcffi went on calling get_buffer on the new protocol).
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    class Plain(asyncio.Protocol):
+        def __init__(self, got, done):
+            self.got, self.done = got, done
+
+        def data_received(self, data):
+            self.got += data
+
+        def connection_lost(self, exc):
+            self.done.set_result(exc)
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self, done):
+            self.got, self.mem, self.done = bytearray(), bytearray(65536), done
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            return self.mem
+
+        def buffer_updated(self, nbytes):
+            self.got += self.mem[:nbytes]
+            self.transport.set_protocol(Plain(self.got, self.done))
+
+        def connection_lost(self, exc):
+            self.done.set_result(exc)
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        sender = asyncio.ensure_future(anyloop.sock_sendall(a, payload))
+        await asyncio.sleep(0.01)  # more than 64 KiB waits before the transport reads
+        done = anyloop.create_future()
+        proto = Buffered(done)
+        await anyloop.create_connection(lambda: proto, sock=b)
+        await sender
+        a.shutdown(socket.SHUT_WR)
+        exc = await done
+        a.close()
+        return exc, bytes(proto.got) == payload
+
+    assert run(anyloop, main()) == (None, True)
+
+
 def test_data_received_error_goes_to_exception_handler(anyloop):
     class Failing(Recorder):
         def data_received(self, data):

@@ -303,6 +303,11 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             budget -= 1
             if not self._read_into or not self._reading_started or self._paused or self._closing:
                 return  # reading stopped (maybe earlier in this iteration: a stale event)
+            if self._data_received is not None:  # buffer_updated() set a Protocol
+                recv = self._uv_recv
+                if recv is not None:
+                    self._recv_stream(recv)
+                return
             protocol = self._protocol  # buffer_updated() may have set another one
             try:
                 buf = run(protocol.get_buffer, -1)

@@ -266,6 +266,7 @@ class Server(asyncio.AbstractServer):
     def _start_serving(self) -> None:
         if self._serving:
             return
+        self._loop._check_closed()  # asyncio's RuntimeError, not the closed libuv's ENOMEM
         self._serving = True
         self._context = contextvars.copy_context()
         for sock in self._sockets:  # type: ignore[union-attr]  # not closed: serving

@@ -16,6 +16,7 @@ from asyncio import SendfileNotAvailableError
 from typing import IO, TYPE_CHECKING, Any, Callable, TypeVar
 
 from ._accelerated import sock_recv as _recv_now
+from ._uv import lib
 from ._dns import address_addrinfo
 from .transports import _sockref
 
@@ -41,6 +42,8 @@ _INET_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
 # asyncio's constants.SENDFILE_FALLBACK_READBUFFER_SIZE
 _SENDFILE_FALLBACK_BUFSIZE = 256 * 1024
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
+_RECV_MAX = lib.UVC_RECV_MAX  # the size of the loop's receive buffer (uvc_recv_buffer)
+_SOCK_STREAM = socket.SOCK_STREAM
 
 
 def _check_socket(sock: socket.socket) -> None:
@@ -204,10 +207,14 @@ class SocketMethods(_LoopBase):
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``; return them
         (b"" at end of stream)."""
         _check_socket(sock)
-        if sock.__class__ is socket.socket and n.__class__ is int and n >= 0:
+        if (sock.__class__ is socket.socket and n.__class__ is int and n >= 0
+                and (n <= _RECV_MAX or sock.type == _SOCK_STREAM) and not self._closed):
             # The loop's own receive for a plain socket: into a buffer it reuses (recv(n)
             # allocates n bytes per call: 256 KiB for a 1 KiB message), and "nothing yet"
-            # without an exception.  A subclass keeps its own recv().
+            # without an exception.  A subclass keeps its own recv().  That buffer holds
+            # _RECV_MAX bytes: a stream may return less than asked, but a datagram or a
+            # SEQPACKET message would be cut, so a bigger one goes through sock.recv.  A
+            # closed loop has no buffer: sock.recv still works there, as on asyncio.
             uv = self._uv
             fd = sock.fileno()
             data = _recv_now(uv, fd, n)
@@ -282,7 +289,12 @@ class SocketMethods(_LoopBase):
             view = memoryview(data)
         else:
             # Count bytes, not items, for memoryviews and arrays of wider items.
-            view = memoryview(data).cast("B")
+            try:
+                view = memoryview(data).cast("B")
+            except TypeError:
+                # Not C-contiguous: PyPy's send() took it (CPython's raises BufferError
+                # above), so the rest must go too, from a contiguous copy.
+                view = memoryview(memoryview(data).tobytes())
             if n == len(view):
                 return
         await self._sock_wait(sock, "writer", _sendall_attempt, (sock, view, [n]))
@@ -370,6 +382,7 @@ class SocketMethods(_LoopBase):
         """
         _check_socket(sock)
         self._check_sendfile_params(sock, file, offset, count)
+        self._check_closed()  # as asyncio: nothing is sent through a closed loop
         try:
             return await self._sock_sendfile_native(sock, file, offset, count)
         except SendfileNotAvailableError:

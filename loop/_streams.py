@@ -177,6 +177,7 @@ class StreamMethods(_LoopBase):
     ) -> tuple[asyncio.Transport, _ProtocolT]:
         """Adopt a connected ``sock`` into a transport running a new protocol; waits for
         connection_made (and the TLS handshake with ``ssl``)."""
+        self._check_closed()  # asyncio's RuntimeError, before a protocol is made for nothing
         sock.setblocking(False)
         protocol = protocol_factory()
         waiter = self.create_future()
@@ -537,6 +538,9 @@ class StreamMethods(_LoopBase):
         self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
         if sock is not None:
             _check_ssl_socket(sock)
+        # Before any socket is made: a closed loop could not serve it (asyncio's
+        # RuntimeError comes from its getaddrinfo, or from starting to serve).
+        self._check_closed()
 
         if host is not None or port is not None:
             if sock is not None:
@@ -671,6 +675,7 @@ class StreamMethods(_LoopBase):
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
+        self._check_closed()  # before a socket file is bound for a loop that cannot serve it
         unix_paths: dict[Any, int] = {}  # str or bytes paths
         if path is not None:
             if sock is not None:

@@ -3,6 +3,7 @@ contract (callback order, flow control, the reader going away, bad input)."""
 import asyncio
 import contextvars
 import gc
+import logging
 import os
 import pty
 import socket
@@ -513,3 +514,19 @@ def test_connect_on_closed_loop(loop):
         with pytest.raises(RuntimeError, match="closed"):
             coro.send(None)
     os.close(w)
+
+
+def test_empty_writes_to_a_closed_pipe_do_not_count(anyloop, caplog):
+    # asyncio's write pipe drops b"" before it looks at its state: only writes of data
+    # bring the "pipe closed by peer" warning nearer.
+    r, w = os.pipe()
+    proto = WriteProto(anyloop)
+    transport, _ = run(anyloop, anyloop.connect_write_pipe(lambda: proto, open(w, "wb", 0)))
+    transport.close()
+    assert run(anyloop, proto.done) is None
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        for _ in range(20):
+            transport.write(b"")
+        transport.write(b"x")
+    assert "pipe closed by peer" not in caplog.text
+    os.close(r)

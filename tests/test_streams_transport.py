@@ -305,6 +305,21 @@ def test_write_after_lost_warns_after_threshold(anyloop, caplog):
     run(anyloop, main())
 
 
+def test_empty_writes_after_lost_do_not_count(anyloop, caplog):
+    # Writing b"" loses nothing, so it must not bring the "lost writes" warning nearer.
+    async def main():
+        server, tr, pr, sp = await tcp_pair(anyloop)
+        tr.abort()
+        await pr.done
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            for _ in range(20):
+                tr.write(b"")
+            tr.write(b"x")
+        assert "socket.send() raised exception." not in caplog.text
+        server.close()
+    run(anyloop, main())
+
+
 def test_write_to_closed_peer_is_connection_lost(anyloop):
     async def main():
         lsock, tr, pr, conn = await raw_connection(anyloop, Recorder)

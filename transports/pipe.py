@@ -127,14 +127,17 @@ class _PipeTransport(StreamTransportBase):
         self._release_resource()
         return True
 
-    def _write_refused(self) -> bool:
-        # A pipe drops writes after close()/write_eof() or once lost, as asyncio's does.
+    def _write_refused(self, n: int) -> bool:
+        # A pipe drops writes after close()/write_eof() or once lost, as asyncio's does;
+        # an empty one is dropped before any check, as there.
+        if not n:
+            return True
         if self._closing or self._conn_lost:
             if self._dropped_writes >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("pipe closed by peer or os.write(pipe, data) raised exception.")
             self._dropped_writes += 1
             return True
-        return StreamTransportBase._write_refused(self)
+        return StreamTransportBase._write_refused(self, n)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if self._pipe is not None:

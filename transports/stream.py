@@ -579,24 +579,25 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         RuntimeError after write_eof() or during sendfile."""
         if type(data) is not bytes and type(data) is not _WRITTEN_AS_IS:
             data = _write_data(data)
-        if self._write_blocked and self._write_refused():
-            return
         n = len(data)
+        if self._write_blocked and self._write_refused(n):
+            return
         if not n:
             return
         sent = _uvc_write(self._uv, self._slot, data, n)
         if sent != n:
             self._write_partial(n, sent)
 
-    def _write_refused(self) -> bool:
-        """The uncommon write states; True when the write is dropped (raises for errors)."""
+    def _write_refused(self, n: int) -> bool:
+        """The uncommon write states, for a write of ``n`` bytes; True when the write is
+        dropped (raises for errors)."""
         if self._eof_written:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._empty_waiter is not None:
             raise RuntimeError("unable to write; sendfile is in progress")
         if self._loop is None or self._uv is None:
             raise RuntimeError("Event loop is closed")
-        if self._conn_lost:
+        if self._conn_lost and n:  # an empty write is no lost data (nor is it on asyncio)
             self._count_lost_write()
             return True
         return False

@@ -67,6 +67,12 @@ class _TimerHandle(TimerHandle):
         self._args = None  # type: ignore[assignment]  # (typeshed: never None)
 
 
+# A handle's repr names its class (asyncio's Handle._repr_info): these are asyncio's
+# Handle and TimerHandle to everyone who looks, so they carry those names.
+_Handle.__name__ = _Handle.__qualname__ = "Handle"
+_TimerHandle.__name__ = _TimerHandle.__qualname__ = "TimerHandle"
+
+
 def is_coroutine_callback(callback: object) -> bool:
     """True for what asyncio refuses as a callback: a coroutine or coroutine function."""
     return asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback)

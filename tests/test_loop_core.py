@@ -517,6 +517,18 @@ def test_debug_mode_handles_say_where_the_user_created_them(anyloop):
         handle.cancel()
 
 
+def test_handle_reprs_name_asyncio_classes(anyloop):
+    # Logs and debuggers show handles by repr: as asyncio's Handle and TimerHandle.
+    soon = anyloop.call_soon(print)
+    later = anyloop.call_later(60, print)
+    assert repr(soon) == "<Handle print()>"
+    assert repr(later).startswith("<TimerHandle when=") and repr(later).endswith(" print()>")
+    soon.cancel()
+    later.cancel()
+    assert repr(soon) == "<Handle cancelled>"
+    assert repr(later).startswith("<TimerHandle cancelled when=")
+
+
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
 def test_timers_due_with_one_that_interrupts_the_loop_still_run(anyloop, exc):
     # Three timers come due in one iteration and the first raises KeyboardInterrupt (or

@@ -1133,6 +1133,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
+            original = context.get("exception")
+            if exc.__context__ is None and isinstance(original, BaseException) \
+                    and original is not exc:
+                # Where the error was caught in C (the accelerator's dispatch), the handler
+                # did not run inside an except block: chain the error it was reporting, so
+                # the log shows both, as where the handler runs in Python's except.
+                exc.__context__ = original
             try:
                 self.default_exception_handler(
                     {

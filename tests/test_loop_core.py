@@ -3,6 +3,7 @@ import asyncio
 import contextvars
 import errno
 import gc
+import logging
 import math
 import os
 import signal
@@ -174,6 +175,26 @@ def test_default_exception_handler_logs(loop, caplog):
     loop.run_forever()
     assert "Exception in callback" in caplog.text
     assert "ZeroDivisionError" in caplog.text
+
+
+def test_failing_exception_handler_log_chains_the_callback_error(anyloop, caplog):
+    # The log of a handler that fails shows the error it was given as the context of its
+    # own, also where the callback's error was caught in C (the accelerator).
+    def bad_handler(lp, ctx):
+        raise ValueError("handler broke")
+
+    def failing():
+        raise KeyError("original")
+
+    anyloop.set_exception_handler(bad_handler)
+    anyloop.call_soon(failing)
+    anyloop.call_soon(anyloop.stop)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        anyloop.run_forever()
+    [record] = [r for r in caplog.records if "Unhandled error" in r.getMessage()]
+    exc = record.exc_info[1]
+    assert isinstance(exc, ValueError)
+    assert isinstance(exc.__context__, KeyError)
 
 
 def test_exception_handler_quartet(loop, caplog):

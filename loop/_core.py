@@ -274,11 +274,18 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             backlog.append(record)
 
     def _dispatch_backlog(self) -> None:
+        """Hand out the kept events (see _keep_undispatched), one by one: in debug mode
+        each is timed, and one that runs longer than slow_callback_duration is logged, as
+        asyncio logs a slow I/O callback (its I/O callbacks are handles)."""
         backlog, self._backlog = self._backlog, []
         slots = self._slots
+        debug = self._debug
+        t0 = 0.0
         for n, record in enumerate(backlog):
             kind, slot, a, b, c = record[:WORDS]
             owner = slots[slot] if slot >= 0 else None
+            if debug:
+                t0 = time.monotonic()
             try:
                 if kind == EV_SIGNAL:
                     self._handle_signal(a)
@@ -296,6 +303,11 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 raise
             except BaseException as exc:
                 self._event_failed(owner, kind, exc)
+            if debug:
+                dt = time.monotonic() - t0
+                if dt >= self.slow_callback_duration:
+                    logger.warning("Executing <%s event of %r> took %.3f seconds",
+                                   _EVENT_NAMES.get(kind, kind), owner, dt)
 
     def _run_once(self) -> None:
         """One iteration: poll libuv (waiting for the next timer at most), dispatch its
@@ -351,7 +363,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 if n:
                     self._keep_undispatched(ev, 0, n * WORDS)
                 raise
-        if n and accel is not None:
+        if n and self._debug:
+            # One event at a time, each timed (the backlog's dispatch): debug mode's
+            # slow-callback warning covers I/O callbacks too, as on asyncio.
+            self._keep_undispatched(ev, 0, n * WORDS)
+            self._dispatch_backlog()
+            n = 0
+        elif n and accel is not None:
             accel.dispatch(n)  # the loop below, in C
             n = 0
 
@@ -1240,6 +1258,9 @@ _ACCEL_FALLBACKS: dict[str, Callable[..., Any]] = {
 _BIG_READ = 16384
 _buffer = ffi.buffer
 _RECV_MAX = lib.UVC_RECV_MAX
+# "READ" for UVC_EV_READ ... (debug mode's slow-callback warning names the event)
+_EVENT_NAMES = {getattr(lib, name): name[len("UVC_EV_"):] for name in dir(lib)
+                if name.startswith("UVC_EV_") and name not in ("UVC_EV_USER", "UVC_EV_KINDS")}
 _UV_EAGAIN = -errno.EAGAIN  # libuv's errors are negated errnos on Unix
 _uvc_stream_recv = lib.uvc_stream_recv
 _new_object = object.__new__

@@ -484,6 +484,38 @@ def test_debug_mode(loop, caplog):
     loop.set_debug(False)
 
 
+def test_debug_mode_times_io_callbacks(anyloop, caplog):
+    # asyncio's I/O callbacks are handles, so debug mode logs a slow data_received as it
+    # logs any slow callback; uvcffi's run from its events, and are timed one by one.
+    # (A duration of 0 makes every callback slow: nothing here depends on the clock.)
+    anyloop.set_debug(True)
+    anyloop.slow_callback_duration = 0.0
+    got = []
+
+    class Reader(asyncio.Protocol):
+        def data_received(self, data):
+            got.append(data)
+
+    async def main():
+        a, b = socket.socketpair()
+        transport, _ = await anyloop.create_connection(Reader, sock=a)
+        b.send(b"slow")
+        while not got:
+            await asyncio.sleep(0)
+        transport.close()
+        b.close()
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        anyloop.run_until_complete(main())
+    assert got == [b"slow"]
+    # asyncio names the transport's reading method, uvcffi the event and its transport.
+    io_callback = "_read_ready()" if anyloop.kind == "asyncio" else "event of <SocketTransport"
+    io_logs = [r.getMessage() for r in caplog.records
+               if r.getMessage().startswith("Executing <") and io_callback in r.getMessage()]
+    assert io_logs, caplog.text
+    anyloop.set_debug(False)
+
+
 def test_reader_and_writer(loop):
     r, w = socket.socketpair()
     r.setblocking(False)
@@ -540,6 +572,7 @@ def test_debug_mode_handles_say_where_the_user_created_them(anyloop):
 
 def test_handle_reprs_name_asyncio_classes(anyloop):
     # Logs and debuggers show handles by repr: as asyncio's Handle and TimerHandle.
+    anyloop.set_debug(False)  # (debug mode adds where each was created)
     soon = anyloop.call_soon(print)
     later = anyloop.call_later(60, print)
     assert repr(soon) == "<Handle print()>"

@@ -12,6 +12,9 @@
 
 typedef struct {
     uvc_base_t base;
+    /* The error a write met, if it can have been the connection's own (see
+     * remember_write_error); 0 while none has. */
+    int write_error;
     union {
         uv_stream_t stream;
         uv_tcp_t tcp;
@@ -34,6 +37,21 @@ static uv_stream_t *stream_of(uvc_loop_t *L, int slot) {
     if ((t != UV_TCP && t != UV_NAMED_PIPE && t != UV_TTY) || b->faulted)
         return NULL;
     return (uv_stream_t *)b->handle;
+}
+
+/* A socket's pending error (a reset: ECONNRESET; ETIMEDOUT, ...) is reported once, to
+ * whichever call comes first, and a reset has shut the socket down: a read after a write
+ * took the error finds 0, which looks like the peer's EOF.  libuv writes after it reads in
+ * the same pass (uv__stream_io), but in read-into mode its read is only a readiness report,
+ * and our read comes later, from Python: the write takes the reset first.  asyncio (and
+ * libuv's own reads) would read ConnectionResetError there, with no EOF before it; so the
+ * stream keeps the write's error for the read.  Not EPIPE, which takes no error a read
+ * would have had: a reset after the peer's FIN makes it, and a read there finds that EOF
+ * first, as asyncio's does (a Unix socket's write gets it when the peer has closed, and
+ * the read then sees EOF or the reset itself).  Not ECANCELED: the stream's own close. */
+static void remember_write_error(uvc_stream_t *h, int err) {
+    if (h->write_error == 0 && err != UV_EPIPE && err != UV_ECANCELED)
+        h->write_error = err;
 }
 
 static int stream_new(uvc_loop_t *L, int is_tcp, int ipc) {
@@ -123,10 +141,12 @@ int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len) {
     do
         n = read(fd, buf, len);
     while (n < 0 && errno == EINTR);
-    if (n >= 0) {
+    if (n > 0) {
         L->stats.bytes_read += (uint64_t)n;
         return n;
     }
+    if (n == 0) /* EOF, unless a write took the connection's error (remember_write_error) */
+        return ((uvc_stream_t *)s->data)->write_error;
     return errno == EAGAIN || errno == EWOULDBLOCK ? UV_EAGAIN : uv_translate_sys_error(errno);
 }
 
@@ -147,6 +167,8 @@ static void write_cb(uv_write_t *req, int status) {
     uvc_base_t *b = req->handle->data;
     if (status == 0)
         b->loop->stats.bytes_written += w->len;
+    else
+        remember_write_error((uvc_stream_t *)b, status);
     uvc_emit(b->loop, UVC_EV_WRITE_DONE, b->slot, status, (int64_t)w->len, 0);
     free(w);
 }
@@ -165,6 +187,7 @@ int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len) {
             if (done == len)
                 return (int64_t)len;
         } else if (r != UV_EAGAIN) {
+            remember_write_error((uvc_stream_t *)s->data, r);
             return r;
         }
     }

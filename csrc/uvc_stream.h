@@ -28,8 +28,10 @@ int uvc_read_stop(uvc_loop_t *L, int slot);
  * uvc_read_stop ends this mode as it ends the other.  Not for IPC pipes (fd passing). */
 int uvc_readable_start(uvc_loop_t *L, int slot);
 /* One read of up to ``len`` bytes (len > 0) into ``buf``: the bytes read, 0 at EOF,
- * UV_EAGAIN when nothing is there (yet), or another negative uv error.  Reading stays on
- * after EOF or an error: the reader stops it. */
+ * UV_EAGAIN when nothing is there (yet), or another negative uv error.  Where a write met
+ * the connection's error (a reset) before this read could, the read returns that error,
+ * not the 0 it finds, as a read that came first would have.  Reading stays on after EOF
+ * or an error: the reader stops it. */
 int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len);
 /* uvc_read_into the loop's receive buffer (uvc_recv_buffer), UVC_RECV_MAX at most: how a
  * Protocol's stream is read in read-into mode.  The data is valid until the next read. */

@@ -882,3 +882,90 @@ def test_buffered_protocol_pausing_in_buffer_updated(anyloop):
         assert bytes(pr.data) == payload
         lsock.close()
     run(anyloop, main())
+
+
+class BufRecorder(asyncio.BufferedProtocol):
+    """Recorder's callbacks for a BufferedProtocol."""
+
+    def __init__(self):
+        self.calls = []
+        self.buf = bytearray(65536)
+        self.done = asyncio.get_event_loop().create_future()
+
+    def connection_made(self, transport):
+        self.calls.append("made")
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.calls.append("data")
+
+    def eof_received(self):
+        self.calls.append("eof")
+
+    def connection_lost(self, exc):
+        self.calls.append("lost")
+        self.done.set_result(exc)
+
+
+# More than both ends' socket buffers take on loopback: the rest of the write waits in the
+# transport while the peer, which reads nothing, resets the connection.
+QUEUED_WRITE = 32 << 20
+
+
+def reset(conn):
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()  # RST
+
+
+@pytest.mark.parametrize("factory", [Recorder, BufRecorder])
+def test_peer_reset_with_a_write_queued_is_only_connection_lost(anyloop, factory):
+    """asyncio reads the reset before it writes again: connection_lost(ConnectionResetError)
+    and no eof_received() first, also when the failed write is what meets the reset."""
+    async def main():
+        lsock, tr, pr, conn = await raw_connection(anyloop, factory)
+        tr.write(b"x" * QUEUED_WRITE)
+        assert tr.get_write_buffer_size() > 0
+        await asyncio.sleep(0)
+        reset(conn)
+        assert isinstance(await pr.done, ConnectionResetError)
+        assert [c for c in pr.calls if "writing" not in c] == ["made", "lost"]
+        lsock.close()
+    run(anyloop, main())
+
+
+@pytest.mark.parametrize("factory", [Recorder, BufRecorder])
+def test_peer_eof_then_reset_with_a_write_queued_is_eof_then_broken_pipe(anyloop, factory):
+    """A reset that comes after the peer's EOF (FIN): a read finds that EOF first, and the
+    write then fails with BrokenPipeError, the error of the reset in that state."""
+    async def main():
+        lsock, tr, pr, conn = await raw_connection(anyloop, factory)
+        tr.write(b"x" * QUEUED_WRITE)
+        assert tr.get_write_buffer_size() > 0
+        await asyncio.sleep(0)
+        conn.shutdown(socket.SHUT_WR)
+        reset(conn)
+        assert isinstance(await pr.done, BrokenPipeError)
+        assert [c for c in pr.calls if "writing" not in c] == ["made", "eof", "lost"]
+        lsock.close()
+    run(anyloop, main())
+
+
+def test_streams_read_raises_on_peer_reset_with_a_write_queued(anyloop):
+    """The same through asyncio's streams: a pending reader.read() raises
+    ConnectionResetError instead of returning b"" (EOF)."""
+    async def main():
+        lsock = await raw_server(anyloop)
+        reader, writer = await asyncio.open_connection("127.0.0.1", lsock.getsockname()[1])
+        conn, _ = lsock.accept()
+        writer.write(b"x" * QUEUED_WRITE)
+        assert writer.transport.get_write_buffer_size() > 0
+        read = asyncio.ensure_future(reader.read(100))
+        await asyncio.sleep(0)  # the read waits for data
+        reset(conn)
+        with pytest.raises(ConnectionResetError):
+            await read
+        writer.close()
+        lsock.close()
+    run(anyloop, main())

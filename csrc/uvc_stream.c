@@ -22,6 +22,13 @@ typedef struct {
     } u;
 } uvc_stream_t;
 
+/* uv_buf_t's length is an unsigned int, which one buffer of a write of 4 GiB or more would
+ * keep modulo 2**32 (losing the rest): libuv gets such a write as several buffers of at
+ * most this many bytes. */
+#define UVC_WRITE_CHUNK ((size_t)1 << 30)
+/* Buffers a queued write describes without a malloc: up to 8 GiB. */
+#define UVC_WRITE_BUFS 8
+
 /* A queued write owns a copy of the bytes that did not go out at once. */
 typedef struct {
     uv_write_t req;
@@ -179,7 +186,10 @@ int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len) {
         return UV_EBADF;
     size_t done = 0;
     if (s->write_queue_size == 0) {
-        uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)len);
+        /* One chunk at most: no socket takes more at once, and the count uv_try_write
+         * returns is an int. */
+        size_t first = len < UVC_WRITE_CHUNK ? len : UVC_WRITE_CHUNK;
+        uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)first);
         int r = uv_try_write(s, &buf, 1);
         if (r >= 0) {
             done = (size_t)r;
@@ -197,8 +207,24 @@ int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len) {
         return UV_ENOMEM;
     memcpy(w->data, data + done, rest);
     w->len = rest;
-    uv_buf_t buf = uv_buf_init(w->data, (unsigned int)rest);
-    int r = uv_write(&w->req, s, &buf, 1, write_cb);
+    uv_buf_t few[UVC_WRITE_BUFS], *bufs = few;
+    size_t nbufs = (rest - 1) / UVC_WRITE_CHUNK + 1;
+    if (nbufs > UVC_WRITE_BUFS) {
+        bufs = malloc(nbufs * sizeof *bufs);
+        if (bufs == NULL) {
+            free(w);
+            return UV_ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < nbufs; i++) {
+        size_t off = i * UVC_WRITE_CHUNK;
+        size_t n = rest - off < UVC_WRITE_CHUNK ? rest - off : UVC_WRITE_CHUNK;
+        bufs[i] = uv_buf_init(w->data + off, (unsigned int)n);
+    }
+    /* uv_write copies the array of buffers (not the bytes): ours can go at once. */
+    int r = uv_write(&w->req, s, bufs, (unsigned int)nbufs, write_cb);
+    if (bufs != few)
+        free(bufs);
     if (r < 0) {
         free(w);
         return r;

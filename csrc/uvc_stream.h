@@ -38,7 +38,7 @@ int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len);
 int64_t uvc_stream_recv(uvc_loop_t *L, int slot);
 
 /* Write now what the fd takes (uv_try_write) and queue only the unsent tail, copied into
- * C-owned memory.  Returns the bytes written at once (>= 0; the other len - n bytes
+ * C-owned memory; any length (libuv gets 4 GiB or more as several buffers).  Returns the bytes written at once (>= 0; the other len - n bytes
  * complete with one UVC_EV_WRITE_DONE whose b is len - n) or a negative uv error. */
 int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len);
 /* Half-close after the queued writes: UVC_EV_SHUTDOWN follows. */

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,12 @@ int uvc_udp_send(uvc_loop_t *L, int slot, const char *data, size_t len, const ch
         memcpy(&ss, addr, UVC_SOCKADDR_SIZE); /* Python's bytes need not be aligned */
         sa = (const struct sockaddr *)&ss;
     }
+    /* uv_buf_t's length is an unsigned int and a datagram is one buffer: a longer one
+     * would go out cut to its length modulo 2**32.  No UDP datagram is that big (IP caps
+     * one at 64 KiB), and the kernel refuses any longer than that with EMSGSIZE, which is
+     * the error here too, before any copy of it is made. */
+    if (len > UINT_MAX)
+        return UV_EMSGSIZE;
     uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)len);
     int r;
     if (!queued) {

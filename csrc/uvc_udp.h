@@ -24,8 +24,9 @@ int uvc_udp_open(uvc_loop_t *L, int fd);
 /* Start (on != 0) or stop receiving. */
 int uvc_udp_recv(uvc_loop_t *L, int slot, int on);
 /* Send one datagram to `addr` (a UVC_SOCKADDR_SIZE sockaddr, or NULL on a connected
- * socket): UVC_UDP_SENT, UVC_UDP_QUEUED or a uv error.  `queued` != 0 says datagrams are
- * queued already: this one goes behind them without a send attempt. */
+ * socket): UVC_UDP_SENT, UVC_UDP_QUEUED or a uv error (UV_EMSGSIZE for one of 4 GiB or
+ * more, which no datagram can be).  `queued` != 0 says datagrams are queued already: this
+ * one goes behind them without a send attempt. */
 int uvc_udp_send(uvc_loop_t *L, int slot, const char *data, size_t len, const char *addr,
                  int queued);
 /* Fill `out` (UVC_SOCKADDR_SIZE bytes) with the sockaddr of a numeric host; returns 0 or

@@ -914,8 +914,11 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
     def _poster_yield(self) -> None:
         """call_soon_threadsafe far ahead of the loop (_POSTER_YIELD_BACKLOG): a thread
-        other than the loop's gives up the GIL once."""
-        if threading.get_ident() != self._thread_id:
+        other than the loop's gives up the GIL once, so that the running loop catches up.
+        A loop that is not running cannot: then the poster (often the thread that will
+        run it) must not sleep for nothing (10k posts took 0.6 s)."""
+        running = self._thread_id
+        if running is not None and threading.get_ident() != running:
             time.sleep(_POSTER_YIELD_SECONDS)
 
     def _write_to_self(self) -> None:

@@ -378,6 +378,21 @@ def test_threads_posting_in_a_tight_loop_do_not_starve_the_timers(loop):
     assert max(behind) < 50_000, behind
 
 
+def test_posts_to_a_loop_that_is_not_running_never_sleep(loop, monkeypatch):
+    # The brake above lets a running loop catch up; a loop that is not running cannot, so
+    # a program that posts thousands of callbacks before it runs the loop (or the suite's
+    # million) must not be made to sleep for each (20,000 posts took 1.5 s, not 0.015).
+    sleeps = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    ran = []
+    for i in range(10_000):
+        loop.call_soon_threadsafe(ran.append, i)
+    assert sleeps == []
+    monkeypatch.undo()
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ran == list(range(10_000))
+
+
 def test_create_task_name_context_and_factory(loop):
     var = contextvars.ContextVar("v", default=0)
 

@@ -1,13 +1,15 @@
 """Loop methods: add_signal_handler / remove_signal_handler, and Python's signal wakeup fd
-pointed at the loop, so a signal (Ctrl-C included) interrupts a loop blocked in libuv."""
+pointed at a loop, so a signal (Ctrl-C included) interrupts a loop blocked in libuv."""
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import sys
 import threading
 import warnings
+import weakref
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -29,6 +31,151 @@ def _sighandler_noop(signum: int, frame: FrameType | None) -> None:
     the signal number to the wakeup fd, which is what the loop reacts to."""
 
 
+def _file_identity(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _Claim:
+    __slots__ = ("loop", "running")
+
+    def __init__(self, loop: weakref.ref[SignalMethods], running: bool) -> None:
+        self.loop = loop
+        self.running = running
+
+
+class _WakeupFd:
+    """Which of the process's loops Python's signal wakeup fd points to.
+
+    There is one wakeup fd for the process, and any number of loops: saving and restoring it
+    around each loop's use assumes they nest, which they need not (a loop with a handler
+    closes while another runs).  So the loops that want it are kept here, and whenever that
+    set changes the fd goes to the one that needs it most: the loop running in the main
+    thread (the newest run, for runs nested by hand), else a loop with signal handlers.
+    When none wants it, it goes back to the fd that was there before, if that fd is still
+    the same open file.  Loops in other threads never run set_wakeup_fd (Python refuses it
+    there); what they change is applied by the next change made from the main thread.
+    """
+
+    def __init__(self) -> None:
+        # Reentrant: a Python-level signal handler may close a loop in the middle of a change.
+        self._lock = threading.RLock()
+        self._claims: list[_Claim] = []  # oldest first
+        self._owner: weakref.ref[SignalMethods] | None = None
+        # The fd set_wakeup_fd was last given by us (None: not ours now), and the fd we found
+        # there, to be put back, with the (st_dev, st_ino) it had then.
+        self._installed: int | None = None
+        self._previous = -1
+        self._previous_identity: tuple[int, int] | None = None
+
+    def claim(self, loop: SignalMethods, want: bool) -> None:
+        """Record whether ``loop`` wants the wakeup fd now, and move the fd if need be."""
+        with self._lock:
+            claim = next((c for c in self._claims if c.loop() is loop), None)
+            running = loop._in_main_thread
+            if not want:
+                if claim is not None:
+                    self._claims.remove(claim)
+            elif claim is None:
+                self._claims.append(_Claim(weakref.ref(loop), running))
+            elif running and not claim.running:
+                # A run starting is the newest claim, so that a run nested in another's
+                # callback hands the fd back to the outer one when it stops.
+                self._claims.remove(claim)
+                claim.running = True
+                self._claims.append(claim)
+            else:
+                claim.running = running
+            self._move(self._elect())
+
+    def _elect(self) -> SignalMethods | None:
+        candidates = []
+        for claim in list(self._claims):
+            loop = claim.loop()
+            if loop is None:  # collected unclosed: its __del__ closes it (or has)
+                self._claims.remove(claim)
+            elif loop._signal_fd >= 0:
+                candidates.append((claim, loop))
+        for claim, loop in reversed(candidates):
+            if claim.running:
+                return loop
+        owner = self._owner() if self._owner is not None else None
+        # Among idle loops with handlers, the holder keeps it: no needless set_wakeup_fd.
+        if any(loop is owner for _, loop in candidates):
+            return owner
+        return candidates[-1][1] if candidates else None
+
+    def _move(self, loop: SignalMethods | None) -> None:
+        if loop is None:
+            if self._installed is not None:
+                self._give_back()
+            return
+        if loop._signal_fd == self._installed:
+            self._owner = weakref.ref(loop)
+            return
+        try:
+            found = signal.set_wakeup_fd(loop._signal_fd, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            return  # not the main thread (the loop's signals wait for a change made there)
+        if found != self._installed:
+            # We held nothing, or someone else set the fd since we did: theirs is what goes
+            # back when no loop wants the fd any more.
+            self._previous = found
+            self._previous_identity = _file_identity(found) if found >= 0 else None
+        self._installed = loop._signal_fd
+        self._owner = weakref.ref(loop)
+
+    def _give_back(self) -> None:
+        previous = self._previous
+        if previous >= 0 and _file_identity(previous) != self._previous_identity:
+            # Closed since we took its place, its number maybe reused by another file:
+            # signal bytes would go to whoever has it now.
+            previous = -1
+        try:
+            found = signal.set_wakeup_fd(previous)
+        except (ValueError, OSError):
+            try:
+                found = signal.set_wakeup_fd(-1)
+            except (ValueError, OSError) as exc:
+                logger.info("set_wakeup_fd(-1) failed: %s", exc)
+                return  # not the main thread: the next change made there gives it back
+        if found != self._installed:
+            # Someone else set the fd over ours: it is theirs, not ours to give back.
+            try:
+                signal.set_wakeup_fd(found)
+            except (ValueError, OSError):
+                pass
+        self._installed = None
+        self._owner = None
+        self._previous = -1
+        self._previous_identity = None
+
+    def forward(self, loop: SignalMethods, sig: int) -> None:
+        """Pass a signal that reached ``loop``, which has no handler for it, to the newest
+        other loop that has one.
+
+        The fd follows the running loop, so a signal an idle loop handles arrives in the
+        running one; written to the idle loop's own fd, it is handled when that loop runs,
+        as if that loop had held the wakeup fd.
+        """
+        with self._lock:  # held while writing: a loop leaves the claims before its fd closes
+            for claim in reversed(self._claims):
+                other = claim.loop()
+                if other is None or other is loop or sig not in other._signal_handlers:
+                    continue
+                try:
+                    os.write(other._signal_fd, bytes((sig,)))
+                except OSError:
+                    pass  # full: dropped, as Python drops the byte on a full wakeup fd
+                return
+
+
+_wakeup_fd = _WakeupFd()
+
+
 class SignalMethods:
     """Mixed into CoreLoop: signal handlers and the wakeup fd."""
 
@@ -41,8 +188,7 @@ class SignalMethods:
 
     def _init_signals(self) -> None:
         self._signal_handlers: dict[int, Handle] = {}
-        self._wakeup_installed = False
-        self._wakeup_previous = -1
+        self._signal_fd: int = lib.uvc_signal_fd(self._uv)  # -1 if its socketpair failed
         self._in_main_thread = False
 
     def _teardown_signals(self) -> None:
@@ -61,7 +207,7 @@ class SignalMethods:
         self._sync_wakeup_fd(force_off=True)
 
     def _sync_wakeup_fd(self, force_off: bool = False) -> None:
-        """Point Python's signal wakeup fd at the loop while it needs it.
+        """Tell the process's wakeup fd whether this loop needs it now.
 
         The loop needs it while signal handlers are installed, and while it runs in the main
         thread: libuv retries an epoll_wait interrupted by a signal, so without the wakeup
@@ -70,25 +216,7 @@ class SignalMethods:
         want = not force_off and not self._closed and (
             bool(self._signal_handlers) or self._in_main_thread
         )
-        if want == self._wakeup_installed:
-            return
-        if want:
-            try:
-                prev = signal.set_wakeup_fd(lib.uvc_signal_fd(self._uv), warn_on_full_buffer=False)
-            except (ValueError, OSError):
-                return  # not the main thread: only Python's own delivery remains
-            self._wakeup_previous = prev
-            self._wakeup_installed = True
-        else:
-            try:
-                signal.set_wakeup_fd(self._wakeup_previous)
-            except (ValueError, OSError):
-                try:
-                    signal.set_wakeup_fd(-1)
-                except (ValueError, OSError) as exc:
-                    logger.info("set_wakeup_fd(-1) failed: %s", exc)
-            self._wakeup_installed = False
-            self._wakeup_previous = -1
+        _wakeup_fd.claim(self, want)
 
     def _check_signal(self, sig: int) -> None:
         if not isinstance(sig, int):
@@ -142,6 +270,7 @@ class SignalMethods:
     def _handle_signal(self, sig: int) -> None:
         handle = self._signal_handlers.get(sig)
         if handle is None:
+            _wakeup_fd.forward(self, sig)
             return
         if handle._cancelled:
             self.remove_signal_handler(sig)

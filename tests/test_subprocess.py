@@ -537,14 +537,89 @@ def test_a_child_left_running_survives_its_loop():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)  # "unclosed transport"
         gc.collect()
-    # Whichever signal reaches the child first decides its status: a SIGKILL from the
-    # transport's collection, or this SIGTERM.
+    # Still running (not a zombie): the loop's closing left it alone.  Once it exits the
+    # thread the closing loop left behind reaps it (see the test after _gone below).
+    with open(f"/proc/{pid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] != "Z"
     os.kill(pid, signal.SIGTERM)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    assert _gone(pid), f"child {pid} left a zombie"
     with warnings.catch_warnings():
         # PyPy finalizes the transport's Popen a collection later; reaped here, it would
         # warn "subprocess ... is still running" in some later test.
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
         gc.collect()
+
+
+def _gone(pid, bound=30.0):
+    """Wait (at most ``bound`` seconds) until ``pid`` has been reaped by someone else:
+    True once /proc has no such process (a zombie still has its entry)."""
+    import time
+    deadline = time.monotonic() + bound
+    while os.path.exists(f"/proc/{pid}"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("path", ["uv_spawn", "Popen"])
+def test_a_child_running_when_its_loop_closes_is_reaped_when_it_exits(path):
+    # libuv stops watching the child when the loop closes; asyncio's child watcher reaps
+    # such a child whenever it exits.  Left alone it was a zombie for the process's life.
+    extra = {} if path == "uv_spawn" else {"preexec_fn": os.getpid}  # Popen's own option
+    kept = []
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-c", "import time; time.sleep(60)", **extra)
+        kept.append(proc)  # the program keeps it: the transport is not collected
+        return proc.pid
+
+    pid = uvcffi.run(main())
+    os.kill(pid, signal.SIGTERM)
+    assert _gone(pid), f"child {pid} left a zombie"
+    assert pid not in zombie_children()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # "unclosed transport"
+        kept.clear()
+        gc.collect()
+
+
+def test_kill_after_the_loop_closed_still_kills():
+    # As on asyncio: the transport still reaches its child by pid (it was "no such
+    # process", with the child left running).
+    loop = uvcffi.new_event_loop()
+
+    async def main():
+        return await loop.subprocess_exec(
+            asyncio.SubprocessProtocol, PY, "-c", "import time; time.sleep(60)")
+
+    transport, _ = loop.run_until_complete(main())
+    pid = transport.get_pid()
+    loop.close()
+    transport.kill()
+    assert _gone(pid), f"child {pid} still there"
+    with pytest.raises(ProcessLookupError):
+        transport.kill()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        transport.close()
+        del transport
+        gc.collect()
+
+
+def test_subprocess_extra_args_as_asyncio(anyloop):
+    # asyncio's 'subprocess' extra is its Popen: args is the shell command string, or the
+    # tuple of program and arguments.
+    async def main():
+        args = []
+        for start in (lambda: anyloop.subprocess_shell(lambda: Recorder(anyloop), "exit 0"),
+                      lambda: anyloop.subprocess_exec(lambda: Recorder(anyloop), "true", "x")):
+            transport, protocol = await start()
+            args.append(transport.get_extra_info("subprocess").args)
+            await protocol.done
+            transport.close()
+        return tuple(args)
+
+    assert run(anyloop, main()) == ("exit 0", ("true", "x"))

@@ -164,6 +164,14 @@ class SpawnedProcess:
         self.send_signal(9)
 
 
+def _reap(proc: Any) -> None:
+    """Wait for a child the closed loop no longer watches (a SpawnedProcess or a Popen)."""
+    try:
+        proc.wait()
+    except ChildProcessError:
+        pass  # reaped elsewhere meanwhile
+
+
 class _PipeProtocol(asyncio.Protocol):
     """Protocol of one of the child's pipes: forwards to the subprocess transport."""
 
@@ -243,6 +251,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         kwargs: dict[str, Any],
     ) -> dict[int, Any]:
         """Start the child; return {fd: parent's pipe object} for the PIPE streams."""
+        given = args
         if shell:
             args = ["/bin/sh", "-c", args]
             if kwargs.get("executable") is not None:
@@ -250,8 +259,13 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         else:
             args = list(args)
         if self._can_spawn(stdin, stdout, stderr, kwargs):
-            return self._spawn(args, stdin, stdout, stderr, kwargs)
-        return self._popen(args, stdin, stdout, stderr, bufsize, kwargs)
+            parent_ends = self._spawn(args, stdin, stdout, stderr, kwargs)
+        else:
+            parent_ends = self._popen(args, stdin, stdout, stderr, bufsize, kwargs)
+        # The 'subprocess' extra shows the command as asyncio's Popen(shell=...) has it:
+        # the shell command string, or the tuple of program and arguments.
+        self._proc.args = given
+        return parent_ends
 
     def _can_spawn(self, stdin: Any, stdout: Any, stderr: Any, kwargs: dict[str, Any]) -> bool:
         for key, value in kwargs.items():
@@ -466,6 +480,19 @@ class SubprocessTransport(asyncio.SubprocessTransport):
 
     def _uv_closed(self) -> None:
         self._slot = None
+
+    def _detach_from_loop(self) -> None:
+        """The loop closes while the child may still run: libuv stops watching it, so
+        nothing would reap it and it would stay a zombie as long as this process lives.
+        asyncio's child watcher reaps such a child whenever it exits: so does a thread."""
+        proc = self._proc
+        if proc is None or self._returncode is not None or self._slot is None:
+            return  # reaped already, or by the thread of a child watched without pidfd
+        # The slot goes with the loop: kill() and send_signal() go by pid from now on
+        # (the reaper sets the returncode that makes them refuse once the pid is free).
+        self._slot = None
+        threading.Thread(target=_reap, args=(proc,), name=f"uvcffi-reap-{proc.pid}",
+                         daemon=True).start()
 
     def _exit_seen(self, returncode: int | None) -> None:
         self._slot = None

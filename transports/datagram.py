@@ -181,13 +181,19 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
 
     # ---------------------------------------------------------------- sending
 
-    def _check_sendto(self, data: bytes | bytearray | memoryview, addr: Any) -> Any:
-        """asyncio's checks: the data type, the address of a connected transport.
-        Returns the address to send to."""
+    @staticmethod
+    def _has_data(data: bytes | bytearray | memoryview) -> bool:
+        """asyncio's first check: the data type; then whether there is anything to send
+        (empty data is dropped before the address is looked at, as asyncio does)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
+        return bool(data)
+
+    def _check_address(self, addr: Any) -> Any:
+        """asyncio's check of the address given to a connected transport.  Returns the
+        address to send to."""
         if self._address:
             if addr not in (None, self._address):
                 raise ValueError(f"Invalid address: must be None or {self._address}")
@@ -292,9 +298,9 @@ class UDPTransport(_DatagramTransportBase):
         Raises TypeError for data that is not bytes-like and ValueError for an address
         other than the remote address of a connected transport.
         """
-        addr = self._check_sendto(data, addr)
-        if not data:
+        if not self._has_data(data):
             return
+        addr = self._check_address(addr)
         if self._conn_lost:
             self._count_lost_write()
             return
@@ -527,9 +533,9 @@ class SocketDatagramTransport(_DatagramTransportBase):
         Raises TypeError for data that is not bytes-like and ValueError for an address
         other than the remote address of a connected transport.
         """
-        addr = self._check_sendto(data, addr)
-        if not data:
+        if not self._has_data(data):
             return
+        addr = self._check_address(addr)
         if self._conn_lost:
             self._count_lost_write()
             return

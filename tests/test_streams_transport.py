@@ -499,6 +499,26 @@ def test_buffered_protocol_empty_buffer_is_fatal(anyloop):
     run(anyloop, main())
 
 
+def test_buffered_protocol_read_only_buffer_is_a_read_error(anyloop):
+    # get_buffer() returned, but nothing can be read into bytes: asyncio's recv_into()
+    # raises TypeError, reported as a read error, not as get_buffer()'s failure.
+    class ReadOnly(BufProto):
+        def get_buffer(self, sizehint):
+            return b"12345678"
+
+    async def main():
+        contexts = []
+        anyloop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: ReadOnly(1))
+        conn.sendall(b"data")
+        exc = await pr.done
+        assert isinstance(exc, TypeError)
+        assert contexts[0]["message"] == "Fatal read error on socket transport"
+        conn.close()
+        lsock.close()
+    run(anyloop, main())
+
+
 class Collector(BufProto):
     """BufProto with ``until(n)``: a future done once n bytes came."""
 

@@ -58,6 +58,7 @@ _uvc_write = _accelerated.stream_write  # lib.uvc_write, or the accelerator's on
 _uvc_read_start = lib.uvc_read_start
 _uvc_read_stop = lib.uvc_read_stop
 _uvc_readable_start = lib.uvc_readable_start
+_NO_BUFFER = object()  # what _uv_readable holds until get_buffer() returns
 _read_into = _accelerated.read_into  # lib.uvc_read_into, or the accelerator's on CPython
 _uvc_stream_recv = lib.uvc_stream_recv
 _RECV_MAX = lib.UVC_RECV_MAX
@@ -309,13 +310,14 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                     self._recv_stream(recv)
                 return
             protocol = self._protocol  # buffer_updated() may have set another one
+            buf = _NO_BUFFER
             try:
                 buf = run(protocol.get_buffer, -1)
                 n = _read_into(self._uv, self._slot, buf)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:  # its exception, or no writable contiguous buffer
-                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                self._read_into_failed(exc, buf)
                 return
             if n <= 0:
                 if n != _UV_EAGAIN:
@@ -333,6 +335,20 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                     return
             except TypeError:  # a buffer without a len(): read again next iteration
                 return
+
+    def _read_into_failed(self, exc: BaseException, buf: Any) -> None:
+        """get_buffer() raised, or the read into what it returned failed: the fatal error
+        asyncio reports for each.  Its empty buffer counts as get_buffer()'s fault; a
+        buffer the read cannot write is recv_into()'s TypeError there."""
+        if buf is _NO_BUFFER or isinstance(exc, RuntimeError):
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return
+        if isinstance(exc, BufferError):
+            error = TypeError(
+                f"a read-write bytes-like object is required, not {type(buf).__name__!r}")
+            error.__cause__ = exc
+            exc = error
+        self._fatal_error(exc, f"Fatal read error on {self._kind} transport")
 
     def _recv_stream(self, recv: Callable[[bytes], object]) -> None:
         """Read-into mode for a Protocol: each read into the loop's receive buffer goes to

@@ -1261,9 +1261,6 @@ _ACCEL_FALLBACKS: dict[str, Callable[..., Any]] = {
 _BIG_READ = 16384
 _buffer = ffi.buffer
 _RECV_MAX = lib.UVC_RECV_MAX
-# "READ" for UVC_EV_READ ... (debug mode's slow-callback warning names the event)
-_EVENT_NAMES = {getattr(lib, name): name[len("UVC_EV_"):] for name in dir(lib)
-                if name.startswith("UVC_EV_") and name not in ("UVC_EV_USER", "UVC_EV_KINDS")}
 _UV_EAGAIN = -errno.EAGAIN  # libuv's errors are negated errnos on Unix
 _uvc_stream_recv = lib.uvc_stream_recv
 _new_object = object.__new__

@@ -16,8 +16,8 @@ from asyncio import SendfileNotAvailableError
 from typing import IO, TYPE_CHECKING, Any, Callable, TypeVar
 
 from ._accelerated import sock_recv as _recv_now
-from ._uv import lib
 from ._dns import address_addrinfo
+from ._uv import lib
 from .transports import _sockref
 
 if TYPE_CHECKING:

@@ -127,6 +127,8 @@ void uvc_loop_free(uvc_loop_t *L) {
     free(L->events);
     free(L->arena);
     free(L->recv_buffer);
+    free(L->hold_buf);
+    free(L->hold_slots);
     uvc_fdguard_free(L);
     free(L);
 }
@@ -142,6 +144,9 @@ int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
     L->nevents = 0;
     L->arena_used = 0;
     L->polls++;
+    /* The writes Python made in the iteration that just ended, before the poll waits. */
+    if (L->nhold)
+        uvc_hold_flush_all(L, 1);
     /* The statistics read libuv's millisecond clock, which uv_run updates anyway: the busy
      * path (timeout 0) reads no clock of its own; a wait reads it once before it starts. */
     uint64_t start = 0;

@@ -37,7 +37,8 @@ enum {
     UVC_EV_FS = 15,         /* slot = request, a = result                                */
     UVC_EV_FD_LOST = 16,    /* slot, a = uv error: its fd was closed under the loop      */
     UVC_EV_READABLE = 17,   /* slot: data (or EOF, or an error) waits; see uvc_read_into */
-    UVC_EV_USER = 18        /* first kind free for new modules                           */
+    UVC_EV_WRITE_QUEUED = 18, /* slot: held writes went to libuv's queue (uvc_stream_flush) */
+    UVC_EV_USER = 19        /* first kind free for new modules                           */
 };
 
 enum {
@@ -171,7 +172,17 @@ struct uvc_loop_s {
     int guard_cap;
     int *guard_faults;            /* slots cut off outside uv_run, told at the next run */
     int nguard_faults, guard_faults_cap;
+    /* uvc_stream.c: the writes streams hold until the end of an iteration (uvc_hold_writes) */
+    int holding;                  /* Python runs the loop: small writes are held */
+    char *hold_buf;               /* their bytes, every stream's, reset by each flush */
+    size_t hold_used, hold_cap;
+    int *hold_slots;              /* the streams to look at when the iteration ends */
+    int nhold, hold_cap_slots;
 };
+
+/* uvc_stream.c: send what the streams hold (uvc_hold_writes), and tell Python of the bytes
+ * that had to be queued (UVC_EV_WRITE_QUEUED); uvc_run_once calls it before polling. */
+void uvc_hold_flush_all(uvc_loop_t *L, int emit);
 
 /* Allocate a zeroed handle struct of `size` bytes whose uv handle lives at `handle`
  * offset; registers it in a slot.  Returns NULL when out of memory. */

@@ -10,11 +10,27 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Held writes (see uvc_write in uvc_stream.h).  asyncio's default high-water mark; the
+ * pieces a stream holds at most (one more write sends them); the loop's hold buffer at most. */
+#define UVC_HOLD_LIMIT 65536
+#define UVC_HOLD_SEGS 8
+#define UVC_HOLD_BUF_MAX (4u << 20)
+
 typedef struct {
     uvc_base_t base;
     /* The error a write met, if it can have been the connection's own (see
      * remember_write_error); 0 while none has. */
     int write_error;
+    uint32_t hold_limit;
+    uint32_t held;                /* bytes held, in nsegs pieces of L->hold_buf */
+    int nsegs;
+    int listed;                   /* in L->hold_slots */
+    int64_t unreported;           /* held bytes a flush queued, not handed over yet */
+    int error;                    /* a flush outside uvc_run_once failed: told at the next */
+    int64_t write_poll;           /* the iteration (L->polls) of its last held-mode write */
+    int writes;                   /* its writes in that iteration (counted up to 2) */
+    int multi;                    /* it wrote more than once in its last writing iteration */
+    uint32_t seg_off[UVC_HOLD_SEGS], seg_len[UVC_HOLD_SEGS];
     union {
         uv_stream_t stream;
         uv_tcp_t tcp;
@@ -71,6 +87,7 @@ static int stream_new(uvc_loop_t *L, int is_tcp, int ipc) {
         return r;
     }
     h->u.stream.data = h;
+    h->hold_limit = UVC_HOLD_LIMIT;
     return h->base.slot;
 }
 
@@ -180,10 +197,134 @@ static void write_cb(uv_write_t *req, int status) {
     free(w);
 }
 
+/* Queue the unsent tail of bufs (``done`` of their ``total`` bytes went out) as one write
+ * request that owns a copy of it. */
+static int queue_rest(uv_stream_t *s, const uv_buf_t *bufs, int nbufs, size_t done,
+                      size_t total) {
+    size_t rest = total - done;
+    uvc_write_req_t *w = malloc(sizeof *w + rest);
+    if (w == NULL)
+        return UV_ENOMEM;
+    char *p = w->data;
+    for (int i = 0; i < nbufs; i++) {
+        size_t len = bufs[i].len;
+        if (done >= len) {
+            done -= len;
+            continue;
+        }
+        memcpy(p, bufs[i].base + done, len - done);
+        p += len - done;
+        done = 0;
+    }
+    w->len = rest;
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned int)rest);
+    int r = uv_write(&w->req, s, &buf, 1, write_cb);
+    if (r < 0)
+        free(w);
+    return r;
+}
+
+/* Send what h holds followed by data (len may be 0, and is UVC_WRITE_CHUNK at most: one
+ * buffer, and what uv_try_write returns stays an int), in one writev, and queue the rest.
+ * Returns the bytes of data written at once or a negative uv error; held bytes that had to
+ * be queued are added to h->unreported.  Either way h holds nothing afterwards. */
+static int64_t send_held(uvc_loop_t *L, uvc_stream_t *h, uv_stream_t *s, const char *data,
+                         size_t len) {
+    uv_buf_t bufs[UVC_HOLD_SEGS + 1];
+    int nbufs = 0;
+    for (int i = 0; i < h->nsegs; i++)
+        bufs[nbufs++] = uv_buf_init(L->hold_buf + h->seg_off[i], h->seg_len[i]);
+    if (len)
+        bufs[nbufs++] = uv_buf_init((char *)data, (unsigned int)len);
+    size_t held = h->held;
+    size_t total = held + len;
+    h->held = 0;
+    h->nsegs = 0;
+    size_t done = 0;
+    if (s->write_queue_size == 0) {
+        int r = uv_try_write(s, bufs, nbufs);
+        if (r >= 0) {
+            done = (size_t)r;
+        } else if (r != UV_EAGAIN) {
+            remember_write_error(h, r);
+            return r;
+        }
+        L->stats.bytes_written += done;
+    }
+    if (done < total) {
+        int r = queue_rest(s, bufs, nbufs, done, total);
+        if (r < 0)
+            return r;
+    }
+    if (done < held) {
+        h->unreported += (int64_t)(held - done);
+        return 0;
+    }
+    return (int64_t)(done - held);
+}
+
+static int hold(uvc_loop_t *L, uvc_stream_t *h, const char *data, size_t len) {
+    size_t need = L->hold_used + len;
+    if (need > L->hold_cap) {
+        if (need > UVC_HOLD_BUF_MAX)
+            return -1;
+        size_t cap = L->hold_cap ? L->hold_cap : 16384;
+        while (cap < need)
+            cap *= 2;
+        char *buf = realloc(L->hold_buf, cap);
+        if (buf == NULL)
+            return -1;
+        L->hold_buf = buf;
+        L->hold_cap = cap;
+    }
+    if (!h->listed) {
+        if (L->nhold == L->hold_cap_slots) {
+            int cap = L->hold_cap_slots ? 2 * L->hold_cap_slots : 64;
+            int *slots = realloc(L->hold_slots, sizeof *slots * (size_t)cap);
+            if (slots == NULL)
+                return -1;
+            L->hold_slots = slots;
+            L->hold_cap_slots = cap;
+        }
+        L->hold_slots[L->nhold++] = h->base.slot;
+        h->listed = 1;
+    }
+    memcpy(L->hold_buf + L->hold_used, data, len);
+    h->seg_off[h->nsegs] = (uint32_t)L->hold_used;
+    h->seg_len[h->nsegs++] = (uint32_t)len;
+    h->held += (uint32_t)len;
+    L->hold_used = need;
+    return 0;
+}
+
 int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len) {
     uv_stream_t *s = stream_of(L, slot);
     if (s == NULL)
         return UV_EBADF;
+    uvc_stream_t *h = s->data;
+    if (L->holding) {
+        /* Only a stream that writes more than once per iteration gains from holding: one
+         * that writes once (an echo, a proxy) would pay a copy for the same one system
+         * call.  Which kind it is, its last iteration with writes tells. */
+        if (h->write_poll != L->polls) {
+            h->multi = h->writes > 1;
+            h->write_poll = L->polls;
+            h->writes = 1;
+        } else if (h->writes == 1) {
+            h->writes = h->multi = 2;
+        }
+        if (h->multi && (size_t)h->held + len <= h->hold_limit && h->nsegs < UVC_HOLD_SEGS &&
+            s->write_queue_size == 0 && hold(L, h, data, len) == 0)
+            return (int64_t)len;
+    }
+    if (h->nsegs) {
+        if (len <= UVC_WRITE_CHUNK)
+            return send_held(L, h, s, data, len);
+        /* A write too big for send_held's one buffer goes after the held bytes, alone. */
+        int64_t r = send_held(L, h, s, NULL, 0);
+        if (r < 0)
+            return r;
+    }
     size_t done = 0;
     if (s->write_queue_size == 0) {
         /* One chunk at most: no socket takes more at once, and the count uv_try_write
@@ -232,6 +373,94 @@ int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len) {
     return (int64_t)done;
 }
 
+/* The stream of a slot that may hold writes: open, not closing (a closed stream's held
+ * bytes are dropped, as asyncio's abort drops its buffer). */
+static uvc_stream_t *holder_of(uvc_loop_t *L, int slot) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL || uv_is_closing((uv_handle_t *)s))
+        return NULL;
+    return s->data;
+}
+
+void uvc_hold_flush_all(uvc_loop_t *L, int emit) {
+    int keep = 0;
+    for (int i = 0; i < L->nhold; i++) {
+        int slot = L->hold_slots[i];
+        uvc_stream_t *h = holder_of(L, slot);
+        if (h == NULL)
+            continue;  /* closed: what it held is dropped, and the slot is not looked at */
+        if (h->nsegs) {
+            int64_t r = send_held(L, h, &h->u.stream, NULL, 0);
+            if (r < 0)
+                h->error = (int)r;
+        }
+        if (!emit && (h->unreported || h->error)) {
+            L->hold_slots[keep++] = slot;  /* told when the loop runs again */
+            continue;
+        }
+        h->listed = 0;
+        if (h->error) {
+            /* The error write() would have raised: it goes where a failed queued write's
+             * goes, and the transport closes. */
+            uvc_emit(L, UVC_EV_WRITE_DONE, slot, h->error, 0, 0);
+            h->error = 0;
+        }
+        if (h->unreported)
+            uvc_emit(L, UVC_EV_WRITE_QUEUED, slot, 0, 0, 0);
+    }
+    L->nhold = keep;
+    L->hold_used = 0;
+}
+
+void uvc_hold_writes(uvc_loop_t *L, int on) {
+    if (!on && L->nhold)
+        uvc_hold_flush_all(L, 0);
+    L->holding = on;
+}
+
+int uvc_stream_hold_limit(uvc_loop_t *L, int slot, int64_t limit) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    uvc_stream_t *h = s->data;
+    h->hold_limit = limit < 0 ? 0 : limit > UVC_HOLD_BUF_MAX ? UVC_HOLD_BUF_MAX : (uint32_t)limit;
+    return 0;
+}
+
+int64_t uvc_stream_held(uvc_loop_t *L, int slot) {
+    uvc_stream_t *h = holder_of(L, slot);
+    return h == NULL ? 0 : (int64_t)h->held + h->unreported;
+}
+
+int64_t uvc_stream_flush(uvc_loop_t *L, int slot) {
+    uvc_stream_t *h = holder_of(L, slot);
+    if (h == NULL)
+        return 0;
+    if (h->nsegs) {
+        int64_t r = send_held(L, h, &h->u.stream, NULL, 0);
+        if (r < 0)
+            return r;
+    }
+    if (h->error) {
+        int r = h->error;
+        h->error = 0;
+        return r;
+    }
+    int64_t n = h->unreported;
+    h->unreported = 0;
+    return n;
+}
+
+void uvc_stream_drop_held(uvc_loop_t *L, int slot) {
+    uvc_stream_t *h = holder_of(L, slot);
+    if (h != NULL) {
+        h->held = 0;
+        h->nsegs = 0;
+        h->unreported = 0;  /* queued already: their WRITE_DONE comes to a closed transport */
+        h->error = 0;
+    }
+}
+
 static void shutdown_cb(uv_shutdown_t *req, int status) {
     uvc_base_t *b = req->handle->data;
     uvc_emit(b->loop, UVC_EV_SHUTDOWN, b->slot, status, 0, 0);
@@ -242,6 +471,12 @@ int uvc_shutdown(uvc_loop_t *L, int slot) {
     uv_stream_t *s = stream_of(L, slot);
     if (s == NULL)
         return UV_EBADF;
+    uvc_stream_t *h = s->data;
+    if (h->nsegs) {  /* the half-close comes after the held writes */
+        int64_t sent = send_held(L, h, s, NULL, 0);
+        if (sent < 0)
+            return (int)sent;
+    }
     uv_shutdown_t *req = malloc(sizeof *req);
     if (req == NULL)
         return UV_ENOMEM;

@@ -651,11 +651,17 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             self.slow_callback_duration = self._slow_callback_duration
             self._in_main_thread = threading.current_thread() is threading.main_thread()
             self._sync_wakeup_fd()
+            # The stream writes of an iteration leave together when it ends (uvc_write in
+            # csrc/uvc_stream.h); off again below, sending what is held, so that nothing
+            # written is stranded in a loop that stops (Ctrl-C included) and writes made
+            # outside a run go out at once, as asyncio's do.
+            _uvc_hold_writes(self._uv, 1)
             while True:
                 self._run_once()
                 if self._stopping:
                     break
         finally:
+            _uvc_hold_writes(self._uv, 0)
             self._stopping = False
             self._thread_id = None
             self._in_main_thread = False
@@ -1266,6 +1272,7 @@ _uvc_stream_recv = lib.uvc_stream_recv
 _new_object = object.__new__
 _copy_context = contextvars.copy_context
 _uvc_run_once = lib.uvc_run_once
+_uvc_hold_writes = lib.uvc_hold_writes
 _unpack = ffi.unpack
 
 

@@ -212,7 +212,7 @@ class WritePipeTransport(_PipeTransport, asyncio.Transport):
             loop.call_soon(self._watch_hangup, context=self._context)
 
     def _state_words(self) -> list[str]:
-        return [f"bufsize={self._pending}"]
+        return [f"bufsize={self.get_write_buffer_size()}"]
 
     # asyncio.ReadTransport's abstract methods, as asyncio's write pipe transport leaves
     # them: a write pipe has no reading to pause or resume.
@@ -268,7 +268,7 @@ class WritePipeTransport(_PipeTransport, asyncio.Transport):
             return
         if self._loop.get_debug():
             logger.info("%r was closed by peer", self)
-        self._force_close(BrokenPipeError() if self._pending else None)
+        self._force_close(BrokenPipeError() if self.get_write_buffer_size() else None)
 
     def _force_close(self, exc: BaseException | None) -> None:
         self._unwatch_hangup()

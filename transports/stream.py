@@ -89,6 +89,9 @@ EV_READ_ERROR = lib.UVC_EV_READ_ERROR
 EV_FD_LOST = lib.UVC_EV_FD_LOST
 EV_READABLE = lib.UVC_EV_READABLE
 EV_SHUTDOWN = lib.UVC_EV_SHUTDOWN
+EV_WRITE_QUEUED = lib.UVC_EV_WRITE_QUEUED
+_uvc_stream_held = lib.uvc_stream_held
+_uvc_stream_flush = lib.uvc_stream_flush
 _BufferedProtocol = asyncio.BufferedProtocol
 
 
@@ -511,6 +514,8 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
     def _uv_event(self, kind: int, a: int, b: int, c: int) -> None:
         if kind == EV_WRITE_DONE:
             self._write_done(a, b)
+        elif kind == EV_WRITE_QUEUED:
+            self._count_held()
         elif kind == EV_EOF or kind == EV_READ_ERROR:
             if self._closing:
                 return
@@ -600,6 +605,9 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             return
         if not n:
             return
+        # While the loop runs, this may only hold the bytes until the iteration ends (see
+        # uvc_write in csrc/uvc_stream.h): they count as written here and the C core keeps
+        # their number, which get_write_buffer_size() adds.
         sent = _uvc_write(self._uv, self._slot, data, n)
         if sent != n:
             self._write_partial(n, sent)
@@ -623,8 +631,41 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             self._fatal_error(uv_error(sent), f"Fatal write error on {self._kind} transport")
             return
         self._pending += n - sent
+        # A write that could not be held sends the held bytes before its own, and what of
+        # them the fd did not take is queued too: counted from here on.
+        self._count_held()
+
+    def _count_held(self) -> None:
+        """Send what the C core holds for this stream, and count what it had to queue
+        (of this or of earlier flushes) in ``_pending``, which its UVC_EV_WRITE_DONE lowers.
+        Called before anything that needs every byte written so far to be in ``_pending``
+        (close, write_eof, sendfile, new water marks)."""
+        if self._handle_closed or self._uv is None:
+            return
+        queued = _uvc_stream_flush(self._uv, self._slot)
+        if queued < 0:
+            self._fatal_error(uv_error(queued), f"Fatal write error on {self._kind} transport")
+            return
+        self._pending += queued
         if self._pending > self._high_water:
             self._maybe_pause_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes given to write() and not handed to the kernel yet (held ones included)."""
+        if self._handle_closed or self._uv is None:
+            return self._pending
+        return self._pending + _uvc_stream_held(self._uv, self._slot)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the marks: pause_writing() above ``high``, resume_writing() at or below
+        ``low``.  Defaults as asyncio: high 64 KiB (or 4 * low), low = high // 4;
+        ValueError unless high >= low >= 0."""
+        high_water, low_water = water_marks(high, low)  # (raises before anything changes)
+        self._count_held()
+        TransportBase.set_write_buffer_limits(self, high_water, low_water)
+        if not self._handle_closed and self._uv is not None:
+            # Held bytes never exceed the high-water mark, so they never call for a pause.
+            lib.uvc_stream_hold_limit(self._uv, self._slot, self._high_water)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write an iterable of bytes-like objects as one write of their concatenation."""
@@ -658,6 +699,9 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         """Close the write end after the buffered data is sent; reading goes on."""
         if self._closing or self._eof_written:
             return
+        self._count_held()
+        if self._closing:
+            return  # sending the held bytes failed: the connection is lost
         self._eof_written = True
         self._block_writes()
         if self._handle_closed:
@@ -671,6 +715,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
     def _make_empty_waiter(self) -> asyncio.Future[None]:
         if self._empty_waiter is not None:
             raise RuntimeError("Empty waiter is already set")
+        self._count_held()
         self._empty_waiter = self._loop.create_future()
         self._write_blocked = True
         if self._pending == 0:
@@ -692,6 +737,9 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         protocol's connection_lost(None)."""
         if self._closing:
             return
+        self._count_held()
+        if self._closing:
+            return  # sending the held bytes failed: the connection is lost
         self._closing = True
         self._route_reads()
         self._read_stop()
@@ -710,6 +758,8 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
 
     def _drop_pending(self) -> None:
         self._pending = 0
+        if not self._handle_closed and self._uv is not None:
+            lib.uvc_stream_drop_held(self._uv, self._slot)
         self._block_writes()
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
@@ -785,9 +835,8 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         info.append(f"slot={self._slot}")
         if not self._handle_closed:
             info.append("read=polling" if self._reading_started else "read=idle")
-            info.append(
-                f"write=<{'polling' if self._pending else 'idle'}, bufsize={self._pending}>"
-            )
+            size = self.get_write_buffer_size()
+            info.append(f"write=<{'polling' if size else 'idle'}, bufsize={size}>")
         return "<{}>".format(" ".join(info))
 
 

@@ -41,6 +41,7 @@ import asyncio
 import contextvars
 import logging
 import ssl
+import sys
 import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -63,6 +64,10 @@ SHUTDOWN_TIMEOUT = getattr(_constants, "SSL_SHUTDOWN_TIMEOUT", 30.0)
 WRITE_HIGH_WATER = getattr(_constants, "FLOW_CONTROL_HIGH_WATER_SSL_WRITE", 512) * 1024
 LOG_THRESHOLD_FOR_CONNLOST_WRITES = getattr(_constants, "LOG_THRESHOLD_FOR_CONNLOST_WRITES", 5)
 _SendfileMode = getattr(_constants, "_SendfileMode", None)
+
+# PyPy's ssl module writes len() bytes of a view, whatever its items or dimensions are
+# (CPython's takes the buffer, in bytes): write() hands it byte views only.
+_SSL_WRITES_LEN_OF_VIEWS = sys.implementation.name == "pypy"
 
 _WantRead = ssl.SSLWantReadError
 _WantWrite = ssl.SSLWantWriteError
@@ -657,12 +662,19 @@ class SSLTransport(asyncio.Transport):
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"data: expecting a bytes-like instance, "
                                 f"got {type(data).__name__}")
+            if _SSL_WRITES_LEN_OF_VIEWS and isinstance(data, memoryview):
+                view = self._byte_view(data)
+                if view is None:
+                    return
+                data = view
         if not data:
             return
         if self._state != _WRAPPED or self._backlog is not None:
             self._write_slow(data)
             return
         try:
+            # (CPython's SSLObject.write() takes any C-contiguous buffer, in bytes, and
+            # raises BufferError for a view that is not: asyncio's failure, here too)
             self._ssl_write(data)
         except _WantRead:
             self._add_backlog(data)  # renegotiating: waits for the peer's records
@@ -672,6 +684,23 @@ class SSLTransport(asyncio.Transport):
             return
         if not self._in_app:
             self._flush_out()
+
+    def _byte_view(self, view: memoryview) -> memoryview | None:
+        """A view written as what it is, bytes: one dimension of one-byte items, so that
+        len() and slices count bytes (PyPy's ssl module writes len() bytes of a view, items
+        or rows; the PyPy path below cuts it in chunks of bytes; the backlog counts it).
+        None for a view that is not C-contiguous: asyncio hands it to SSLObject.write(),
+        whose BufferError fails the connection, and so does this (a write after the close
+        is dropped first)."""
+        if view.c_contiguous:
+            return view if view.ndim == 1 and view.itemsize == 1 else view.cast("B")
+        state = self._state
+        if self._closing or (state != _WRAPPED and state != _HANDSHAKE):
+            self._write_slow(view)
+        else:
+            self._fatal_error(BufferError("memoryview: underlying buffer is not C-contiguous"),
+                              "Fatal error on SSL transport")
+        return None
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write an iterable of bytes-like objects: one TLS record stream for all."""
@@ -686,6 +715,11 @@ class SSLTransport(asyncio.Transport):
                 logger.warning("SSL connection is closed")
             self._conn_lost += 1
             return
+        if isinstance(data, memoryview):
+            view = self._byte_view(data)  # (what the write would have refused, refused)
+            if view is None:
+                return
+            data = view
         self._add_backlog(data)
         if state == _WRAPPED:
             self._write_backlog()
@@ -695,8 +729,9 @@ class SSLTransport(asyncio.Transport):
     def _add_backlog(self, data: bytes | bytearray | memoryview) -> None:
         if self._backlog is None:
             self._backlog = []
-        self._backlog.append(bytes(data))  # the caller may reuse its buffer
-        self._backlog_size += len(data)
+        data = bytes(data)  # the caller may reuse its buffer
+        self._backlog.append(data)
+        self._backlog_size += len(data)  # (in bytes, whatever view it was)
         self._maybe_pause_app()
 
     def _write_backlog(self) -> None:
@@ -1048,9 +1083,13 @@ class _DirectSSLTransport(SSLTransport):
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"data: expecting a bytes-like instance, "
                                 f"got {type(data).__name__}")
-            if isinstance(data, memoryview) and not data.c_contiguous:
-                data = data.tobytes()
-        n = len(data) if type(data) is bytes else memoryview(data).nbytes
+            if isinstance(data, memoryview):
+                # (n and the slices below count bytes: a view of wider items is cast)
+                view = self._byte_view(data)
+                if view is None:
+                    return
+                data = view
+        n = len(data)
         if not n:
             return
         if self._state != _WRAPPED or self._backlog is not None:

@@ -291,9 +291,11 @@ class SSLTransport(asyncio.Transport):
             self._handshake_failed(ConnectionResetError(
                 "Connection lost during the TLS handshake"))
         elif state == _WRAPPED:
-            if self._reading_paused and self._has_pending():
-                # Whole records wait for a paused reader: delivered on resume_reading(),
-                # then the EOF (asyncio's order).
+            if self._read_scheduled or (self._reading_paused and self._has_pending()):
+                # Records wait for a reader: the read scheduled at the handshake's end (the
+                # FIN came in the same poll as the data) or a paused one.  The data goes
+                # first, then the EOF (asyncio's order); handled now, the records still in
+                # the BIO would look like a truncation and be dropped.
                 self._eof_pending = True
             else:
                 self._ctx_run(self._on_peer_eof)

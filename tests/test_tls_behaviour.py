@@ -18,7 +18,10 @@ And cases asyncio gets right, where uvcffi went wrong, with the lower transport 
 too (MemoryLower: what arrives in one read, and an EOF in the same poll, is the test's
 choice, on both loops):
 
-- data and the peer's FIN that come with the end of the handshake: the data, then the EOF.
+- data and the peer's FIN that come with the end of the handshake: the data, then the EOF;
+- TLS 1.3 session tickets (records without data) then the peer's FIN: a clean EOF, however
+  the records were cut into reads; a FIN inside a record is still a truncation (uvcffi's
+  SSLEOFError, where asyncio sees an EOF).
 """
 import asyncio
 import contextvars
@@ -734,3 +737,166 @@ def test_data_and_fin_with_the_end_of_the_handshake(anyloop, certs):
     assert exc is None
     assert events == [("data", b"first data"), "eof", ("lost", None)]
     assert errors == []
+
+
+async def tls13_client_over_memory(loop, certs, proto):
+    """start_tls() as a TLS 1.3 client over a MemoryLower, a MemoryPeer server at the other
+    end: (tls, lower, peer) once the handshake is done on both ends.  The session tickets
+    the server sends after it are the peer's next records()."""
+    lower = MemoryLower(loop, proto)
+    started = asyncio.ensure_future(
+        loop.start_tls(lower, proto, tls13(certs.client()), server_hostname="localhost"))
+    await lower.reading
+    peer = MemoryPeer(certs.server(), lower, server_side=True)
+    assert not peer.handshake_step()  # the ClientHello in, the server's flight out
+    lower.feed(peer.records())
+    tls = await started
+    assert peer.handshake_step()  # the client's Finished
+    return tls, lower, peer
+
+
+@needs_tls13
+def test_session_tickets_then_fin_is_a_clean_eof(anyloop, certs):
+    """The server sends its session tickets after the handshake, then closes TCP without
+    close_notify (nothing else was said).  As asyncio: eof_received(), connection_lost(None).
+    uvcffi took the SSLWantReadError that ends a read of records without data for half a
+    record, and reported the EOF as a truncation (SSLEOFError)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        errors = record_errors(loop)
+        proto = Recorder(loop)
+        tls, lower, peer = await tls13_client_over_memory(loop, certs, proto)
+        tickets = peer.records()
+        assert tickets
+        lower.feed(tickets)
+        lower.feed_eof()
+        exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+        tls.close()  # (a no-op by now; asyncio 3.9's transport warns if never called)
+        return proto.events, exc, errors
+
+    events, exc, errors = run(anyloop, main())
+    assert exc is None
+    assert events == ["eof", ("lost", None)]
+    assert errors == []
+
+
+@needs_tls13
+@pytest.mark.parametrize("piece", [1, 3, 7, 700, 100_000])
+@pytest.mark.parametrize("with_data", [False, True], ids=["tickets", "tickets+data"])
+def test_records_read_in_pieces_then_fin_is_a_clean_eof(anyloop, certs, piece, with_data):
+    """Session tickets (and two records of data), read in pieces of ``piece`` bytes
+    (record headers and bodies cut anywhere), then FIN right after the last whole record:
+    all the data, eof_received(), connection_lost(None), as asyncio.  (uvcffi finds where
+    the stream stands from the records' headers, not from OpenSSL: see the test above.)"""
+    payload = bytes(range(256)) * 20 if with_data else b""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        errors = record_errors(loop)
+        proto = Recorder(loop)
+        tls, lower, peer = await tls13_client_over_memory(loop, certs, proto)
+        if payload:
+            peer.obj.write(payload[:4000])
+            peer.obj.write(payload[4000:])
+        stream = peer.records()  # the tickets, then the records of data
+        for pos in range(0, len(stream), piece):
+            lower.feed(stream[pos:pos + piece])
+        lower.feed_eof()
+        exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+        tls.close()
+        return proto.events, exc, errors
+
+    events, exc, errors = run(anyloop, main())
+    assert exc is None
+    assert b"".join(e[1] for e in events if e[0] == "data") == payload
+    assert events[-2:] == ["eof", ("lost", None)]
+    assert errors == []
+
+
+@needs_tls13
+@pytest.mark.parametrize("cut", [1, 3, 5, 100])
+def test_fin_inside_a_record_after_tickets_is_a_truncation(loop, certs, cut):
+    """Session tickets, a whole record of data, then the first ``cut`` bytes of the next
+    record (inside its header, at its end, inside its body) and FIN: the data of the whole
+    record, then connection_lost(SSLEOFError), no eof_received().  uvcffi's choice, kept
+    (asyncio calls this an EOF: see test_tls.py's test_peer_drops_mid_record)."""
+    async def main():
+        proto = Recorder(loop)
+        tls, lower, peer = await tls13_client_over_memory(loop, certs, proto)
+        peer.obj.write(b"whole")
+        whole = peer.records()  # the tickets and the record
+        peer.obj.write(b"cut" * 100)
+        lower.feed(whole + peer.records()[:cut])
+        lower.feed_eof()
+        return proto.events, await asyncio.wait_for(proto.lost, TIMEOUT)
+
+    events, exc = run(loop, main())
+    assert isinstance(exc, ssl.SSLEOFError), exc
+    assert events[:-1] == [("data", b"whole")]
+
+
+@needs_tls13
+def test_session_tickets_then_fin_over_a_socket(anyloop, certs):
+    """The same over a socket (uvcffi's reads from its arena, and the PyPy path's): the
+    server's tickets, then its FIN, nothing else: eof_received(), connection_lost(None)."""
+    def script(conn):
+        peer = Peer(conn, tls13(certs.server()), server_side=True)
+        peer.handshake()  # its last records: the session tickets
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(65536):  # until the client closes
+            pass
+        return "ok"
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        errors = record_errors(loop)
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            tr, proto = await tls_client(loop, certs, lsock)
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            assert await join(th, result) == "ok"
+            tr.close()  # (a no-op by now; asyncio 3.9's transport warns if never called)
+        return proto.events, exc, errors
+
+    events, exc, errors = run(anyloop, main())
+    assert exc is None
+    assert events == ["made", "eof", ("lost", None)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("piece", [1, 2, 4, 5, 6, 299, 16_406, 40_000])
+def test_record_boundaries_of_reads_in_a_larger_buffer(piece):
+    """What the TLS layer keeps of where its reads end in the stream of records (white
+    box: SSLTransport._track_records, the state _on_peer_eof judges an EOF by), for reads
+    given as a window of a larger buffer as the loop's arena hands them (bytes around it
+    that are not the stream's), cut in pieces of every size: after each piece, the bytes
+    still to come of the current record, 0 at a record's end, or a header's first bytes."""
+    from uvcffi.transports import tls
+
+    bodies = [0, 1, 300, 16_401, 4, 70]  # records of these lengths, back to back
+    stream = b"".join(bytes([23, 3, 3, len(b) >> 8, len(b) & 0xFF]) + b
+                      for b in (bytes([i]) * n for i, n in enumerate(bodies)))
+    ends = []
+    for n in bodies:
+        ends.append((ends[-1] if ends else 0) + 5 + n)
+    base = 37
+    arena = memoryview(b"\xff" * base + stream + b"\xff" * 100)
+
+    class State:
+        _rec_left = 0
+        _rec_head = b""
+
+    state = State()
+    for pos in range(0, len(stream), piece):
+        end = min(pos + piece, len(stream))
+        tls.SSLTransport._track_records(state, arena, base + pos, base + end)
+        start = max([0] + [e for e in ends if e <= end])  # the record that holds the end
+        if end == start:
+            expected = (0, None)
+        elif end - start < 5:
+            expected = (tls._REC_IN_HEADER, stream[start:end])
+        else:
+            expected = (next(e for e in ends if e > end) - end, None)
+        in_header = state._rec_left == tls._REC_IN_HEADER
+        assert (state._rec_left, state._rec_head if in_header else None) == expected, end
+    assert state._rec_left == 0

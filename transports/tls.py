@@ -12,7 +12,10 @@ How bytes move, and why (each choice measured: loop/bench/RESULTS.md, the TLS se
   lower transports call ``data_received(bytes)``.  Records are then decrypted while the
   BIO holds bytes (``incoming.pending``): SSLObject.read() raises SSLWantReadError at the
   end of the data, and raising costs more than a whole small record, so it is not used to
-  find the end.  All the plaintext of one read goes to data_received() at once.
+  find the end.  All the plaintext of one read goes to data_received() at once.  A TCP
+  EOF is clean at the end of a record only: where the stream stands is known from the
+  reader (the BIO read empty with a record's data, the common case) or else from the
+  record headers of the read (_track_records).
 - Writes.  write() encrypts at once (the outgoing BIO grows as needed) and hands the
   records to the lower transport, which buffers what the socket does not take in C.
   Writes made while the TLS layer runs application code (data_received, connection_made,
@@ -76,6 +79,15 @@ _SSLError = ssl.SSLError
 _BufferedProtocol = asyncio.BufferedProtocol
 # The largest plaintext of one TLS record: a read of this size never splits one.
 _RECORD_MAX = 16384
+# Where the bytes fed to the incoming BIO end in the stream of TLS records (_rec_left, see
+# _track_records): the bytes still to come of the current record, 0 at a record's end, or
+# _REC_IN_HEADER: a read ended inside a header, whose first bytes are in _rec_head.
+_REC_HEADER = 5  # a record header: type, version (2 bytes), length (2, big-endian)
+_REC_IN_HEADER = -1
+# How a BufferedProtocol's read ended (_read_buffered).
+_READ_STOPPED = 0      # mid-record, paused, failed or handed over
+_READ_RECORD_END = 1   # all read, to the end of a record
+_READ_CLOSE_NOTIFY = 2
 
 # States (ints: the read path compares them on every read).
 _HANDSHAKE = 1  # the lower transport is connected; handshake running
@@ -135,8 +147,7 @@ class SSLTransport(asyncio.Transport):
         "_app_lost", "_buffered", "_data_received", "_closing", "_conn_lost", "_backlog",
         "_backlog_size", "_reading_paused", "_read_scheduled", "_in_app", "_high_water",
         "_low_water", "_app_writing_paused", "_arena_view", "_debug", "_eof_pending",
-        "_reader",
-        "_partial",
+        "_reader", "_rec_left", "_rec_head",
         "__weakref__",
     )
 
@@ -191,7 +202,8 @@ class SSLTransport(asyncio.Transport):
         self._backlog_size = 0
         self._reading_paused = False   # the application's pause_reading()
         self._eof_pending = False      # TCP EOF arrived while records wait for a reader
-        self._partial = False          # OpenSSL may hold part of a record
+        self._rec_left = 0             # the TLS stream so far ends a record (see above)
+        self._rec_head = b""           # the start of a header cut by a read's end
         self._read_scheduled = False   # a delivery of data left in the BIO is scheduled
         self._in_app = False           # running application code: writes wait for its end
         self._high_water, self._low_water = water_marks(WRITE_HIGH_WATER)
@@ -211,7 +223,7 @@ class SSLTransport(asyncio.Transport):
         self._buffered = isinstance(protocol, _BufferedProtocol)
         if self._buffered:
             self._data_received: Any = None
-            self._reader: Callable[[], None] = self._do_read_buffered
+            self._reader: Callable[[], bool] = self._do_read_buffered
         else:
             self._data_received = protocol.data_received
             self._reader = self._do_read_copied
@@ -260,8 +272,15 @@ class SSLTransport(asyncio.Transport):
         self._in_write(self._arena_view[off:off + length])
         if self._state == _WRAPPED:
             if not self._read_scheduled and not self._reading_paused:
-                self._ctx_run(self._reader)
+                if self._ctx_run(self._reader):
+                    # All of it read, to the end of a record (the common read): nothing
+                    # to look up in the records' headers.
+                    if self._rec_left:
+                        self._rec_left = 0
+                    return
+            self._track_records(self._arena_view, off, off + length)
         else:
+            self._track_records(self._arena_view, off, off + length)
             self._incoming_other()
 
     def _feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -269,9 +288,48 @@ class SSLTransport(asyncio.Transport):
         self._in_write(data)
         if self._state == _WRAPPED:
             if not self._read_scheduled and not self._reading_paused:
-                self._ctx_run(self._reader)
+                if self._ctx_run(self._reader):  # (as in _feed_from_arena)
+                    if self._rec_left:
+                        self._rec_left = 0
+                    return
+            self._track_fed(data)
         else:
+            self._track_fed(data)
             self._incoming_other()
+
+    def _track_fed(self, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is not bytes:
+            data = memoryview(data).cast("B")  # indexed and counted in bytes
+        self._track_records(data, 0, len(data))
+
+    def _track_records(self, data: Any, pos: int, end: int) -> None:
+        """Account for a read fed to the incoming BIO, ``data[pos:end]``: where it leaves
+        the stream of TLS records (_rec_left, _rec_head).  A TCP EOF is a truncation only
+        inside a record (_on_peer_eof), and OpenSSL does not say where it is: its
+        SSLWantReadError comes at the end of the BIO's bytes both when a record was cut
+        there and when whole records that carry no data (TLS 1.3 session tickets, a key
+        update) were consumed."""
+        left = self._rec_left
+        if end - pos <= left:  # all of it inside one record (a big one, read in parts)
+            self._rec_left = left - (end - pos)
+            return
+        if left == _REC_IN_HEADER:
+            head = self._rec_head
+            need = _REC_HEADER - len(head)
+            head += bytes(data[pos:min(end, pos + need)])
+            if len(head) < _REC_HEADER:
+                self._rec_head = head
+                return
+            pos += need
+            left = head[3] << 8 | head[4]
+        pos += left  # the end of the current record: a header, or past this read
+        while pos + _REC_HEADER <= end:
+            pos += _REC_HEADER + (data[pos + 3] << 8 | data[pos + 4])
+        if pos >= end:
+            self._rec_left = pos - end
+        else:
+            self._rec_head = bytes(data[pos:end])
+            self._rec_left = _REC_IN_HEADER
 
     def _incoming_other(self) -> None:
         state = self._state
@@ -310,9 +368,10 @@ class SSLTransport(asyncio.Transport):
         """TCP EOF without close_notify, every whole record delivered (in the context)."""
         self._eof_pending = False
         incoming = self._incoming
-        if self._partial or incoming.pending:
-            # Half a record: a truncation, an error.  OpenSSL (CPython) names it; PyPy's
-            # ssl module reads b'' there, so the same error is made by hand.
+        if self._rec_left or incoming.pending:
+            # The stream ended inside a record: a truncation, an error.  OpenSSL
+            # (CPython) names it; PyPy's ssl module reads b'' there, so the same error is
+            # made by hand.
             incoming.write_eof()
             try:
                 self._ssl_read(_RECORD_MAX)
@@ -455,15 +514,18 @@ class SSLTransport(asyncio.Transport):
         if lower is not None:
             lower.resume_reading()
 
-    def _do_read_copied(self) -> None:
+    def _do_read_copied(self) -> bool:
         """Decrypt what the BIO holds, deliver it to data_received(), send what that
-        wrote (runs in the transport's context).  The read path of a Protocol."""
+        wrote (runs in the transport's context).  The read path of a Protocol.  True when
+        it read the BIO empty with a record's data (the end of a record: see
+        _feed_from_arena)."""
         incoming = self._incoming
         read = self._ssl_read
         first = None
         more = None
         close_notify = False
         error = None
+        ended = False
         try:
             # While the BIO holds bytes: SSLObject.read() returns (the rest of) one
             # record's plaintext per call, and asking for a whole record's worth means
@@ -481,18 +543,18 @@ class SSLTransport(asyncio.Transport):
                 else:
                     more.append(chunk)
             else:
-                self._partial = False  # the BIO emptied on a record boundary
+                ended = True
         except _WantRead:
             # The rest is part of a record (OpenSSL keeps it; the BIO reads empty now),
-            # or records that were not data (session tickets): a TCP EOF here may be a
-            # truncation (see _on_peer_eof).
-            self._partial = True
+            # or records that were not data (session tickets): where the stream stands
+            # is for the feed to find out (_track_records).
+            pass
         except _ZeroReturn:
             close_notify = True
         except _SSLError as exc:
             error = exc  # reported after the data that decrypted before it
         if not self._deliver(first, more, error):
-            return
+            return True  # (failed: nothing more to read)
         if self._backlog is not None:
             self._write_backlog()  # a renegotiation may have been waiting for this read
         # What data_received() wrote, in one write (and handshake replies, if any).
@@ -501,6 +563,7 @@ class SSLTransport(asyncio.Transport):
             self._lower.write(data)
         if close_notify:
             self._peer_closed()
+        return ended
 
     def _deliver(self, first: bytes | None, more: list[bytes] | None,
                  error: BaseException | None) -> bool:
@@ -524,14 +587,16 @@ class SSLTransport(asyncio.Transport):
             return False
         return True
 
-    def _do_read_buffered(self) -> None:
-        """The read path of a BufferedProtocol (in the transport's context)."""
+    def _do_read_buffered(self) -> bool:
+        """The read path of a BufferedProtocol (in the transport's context); True as
+        _do_read_copied."""
         self._in_app = True
         try:
-            close_notify = self._read_buffered()
+            how = self._read_buffered()
         finally:
             self._in_app = False
-        self._read_done(close_notify)
+        self._read_done(how == _READ_CLOSE_NOTIFY)
+        return how == _READ_RECORD_END
 
     def _read_done(self, close_notify: bool) -> None:
         if self._backlog is not None:
@@ -540,16 +605,16 @@ class SSLTransport(asyncio.Transport):
         if close_notify:
             self._peer_closed()
 
-    def _read_buffered(self) -> bool:
+    def _read_buffered(self) -> int:
         protocol = self._protocol
         incoming = self._incoming
         pending = self._ssl_pending
         read = self._ssl_read
+        n: Any = 0  # bytes of the last read (SSLObject.read into a buffer gives an int)
         while not self._reading_paused and self._state == _WRAPPED:
             hint = incoming.pending + pending()
             if not hint:
-                self._partial = False
-                return False
+                return _READ_RECORD_END if n else _READ_STOPPED
             try:
                 buf = protocol.get_buffer(hint)
                 size = len(buf)
@@ -559,29 +624,28 @@ class SSLTransport(asyncio.Transport):
                 raise
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-                return False
+                return _READ_STOPPED
             try:
                 # Straight into the application's buffer; one record (or the part that
                 # fits) per call, the rest on the next turn with a new get_buffer().
                 n = read(size, buf)
             except _WantRead:
-                self._partial = True
-                return False
+                return _READ_STOPPED
             except _ZeroReturn:
-                return True
+                return _READ_CLOSE_NOTIFY
             except _SSLError as exc:
                 self._fatal_error(exc, "Fatal error on SSL transport")
-                return False
+                return _READ_STOPPED
             if not n:
-                return True  # close_notify
+                return _READ_CLOSE_NOTIFY
             try:
                 protocol.buffer_updated(n)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
-                return False
-        return False
+                return _READ_STOPPED
+        return _READ_STOPPED
 
     def _read_into_void(self) -> bool:
         """Closing: decrypt and discard application data, watching for close_notify.
@@ -1025,11 +1089,16 @@ class _DirectSSLTransport(SSLTransport):
         _BIO_write(self._in_bio, self._arena_ptr + off, length)
         if self._state == _WRAPPED:
             if not self._read_scheduled and not self._reading_paused:
-                self._ctx_run(self._reader)
+                if self._ctx_run(self._reader):  # (see SSLTransport._feed_from_arena)
+                    if self._rec_left:
+                        self._rec_left = 0
+                    return
+            self._track_records(self._arena_view, off, off + length)
         else:
+            self._track_records(self._arena_view, off, off + length)
             self._incoming_other()
 
-    def _do_read_copied(self) -> None:
+    def _do_read_copied(self) -> bool:
         """SSLTransport._do_read_copied, with OpenSSL called directly."""
         ssl_ptr = self._ssl_ptr
         in_bio = self._in_bio
@@ -1038,6 +1107,7 @@ class _DirectSSLTransport(SSLTransport):
         more = None
         close_notify = False
         error = None
+        ended = False
         while _BIO_ctrl_pending(in_bio):
             n = _SSL_read(ssl_ptr, rbuf, _RECORD_MAX)
             if n > 0:
@@ -1045,8 +1115,7 @@ class _DirectSSLTransport(SSLTransport):
             else:
                 code = _SSL_get_error(ssl_ptr, n)
                 if code == _SSL_ERROR_WANT_READ:
-                    self._partial = True  # see SSLTransport._do_read_copied
-                    break
+                    break  # see SSLTransport._do_read_copied
                 if code == _SSL_ERROR_ZERO_RETURN:
                     close_notify = True
                     break
@@ -1054,7 +1123,6 @@ class _DirectSSLTransport(SSLTransport):
                 try:
                     chunk = self._ssl_read(_RECORD_MAX)
                 except _WantRead:
-                    self._partial = True
                     break
                 except _ZeroReturn:
                     close_notify = True
@@ -1072,10 +1140,11 @@ class _DirectSSLTransport(SSLTransport):
             else:
                 more.append(chunk)
         else:
-            self._partial = False
+            ended = True
         if not self._deliver(first, more, error):
-            return
+            return True
         self._read_done(close_notify)
+        return ended
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Write bytes-like ``data``: encrypted at once and sent without blocking (what

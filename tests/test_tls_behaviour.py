@@ -21,7 +21,9 @@ choice, on both loops):
 - data and the peer's FIN that come with the end of the handshake: the data, then the EOF;
 - TLS 1.3 session tickets (records without data) then the peer's FIN: a clean EOF, however
   the records were cut into reads; a FIN inside a record is still a truncation (uvcffi's
-  SSLEOFError, where asyncio sees an EOF).
+  SSLEOFError, where asyncio sees an EOF);
+- a BufferedProtocol that sets another protocol in buffer_updated(): the rest of the read
+  goes to the new one.
 """
 import asyncio
 import contextvars
@@ -861,6 +863,80 @@ def test_session_tickets_then_fin_over_a_socket(anyloop, certs):
     events, exc, errors = run(anyloop, main())
     assert exc is None
     assert events == ["made", "eof", ("lost", None)]
+    assert errors == []
+
+
+@needs_tls13
+@pytest.mark.parametrize("pause", [False, True], ids=["running", "paused"])
+@pytest.mark.parametrize("successor", ["Protocol", "BufferedProtocol"])
+def test_buffered_protocol_sets_another_protocol_mid_read(anyloop, certs, successor, pause):
+    """A BufferedProtocol with a 100-byte buffer gets a record of 1000 bytes, and its first
+    buffer_updated() sets another protocol: the other 900 bytes go to that one (a
+    Protocol's data_received, or the new BufferedProtocol's buffer), as in asyncio and in
+    uvcffi's stream transport (5d8aeee).  uvcffi's TLS transport went on filling the first
+    protocol's buffer until the read was used up.  ``paused``: buffer_updated() pauses
+    reading too, and the 900 bytes (decrypted already) come after resume_reading()."""
+    if anyloop.kind == "asyncio" and sys.version_info < (3, 11):
+        pytest.skip("asyncio before 3.11 feeds the rest of a decrypted chunk to the "
+                    "protocol it began with")
+    payload = bytes(range(250)) * 4
+
+    class Plain(asyncio.Protocol):
+        def __init__(self):
+            self.data = bytearray()
+            self.lost = asyncio.get_running_loop().create_future()
+
+        def data_received(self, data):
+            self.data += data
+            received.append(bytes(data))
+            if sum(map(len, received)) == len(payload):
+                complete.set_result(None)
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    class Buffered(Plain, asyncio.BufferedProtocol):
+        def __init__(self, successor=None):
+            super().__init__()
+            self.buf = bytearray(100)
+            self.successor = successor
+            self.transport = None
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.data_received(self.buf[:nbytes])
+            if self.successor is not None:
+                self.transport.set_protocol(self.successor)
+                if pause:
+                    self.transport.pause_reading()
+
+    received = []
+    complete = None
+
+    async def main():
+        nonlocal complete
+        loop = asyncio.get_running_loop()
+        errors = record_errors(loop)
+        complete = loop.create_future()
+        second = Plain() if successor == "Protocol" else Buffered()
+        first = Buffered(second)
+        tls, lower, peer = await tls13_client_over_memory(loop, certs, first)
+        first.transport = tls
+        peer.obj.write(payload)  # one record
+        lower.feed(peer.records())  # (after the session tickets)
+        if pause:
+            assert len(second.data) == 0
+            tls.resume_reading()
+        await asyncio.wait_for(complete, TIMEOUT)  # (asyncio hands the rest over later)
+        tls.abort()
+        assert await asyncio.wait_for(second.lost, TIMEOUT) is None
+        return bytes(first.data), bytes(second.data), errors
+
+    first, second, errors = run(anyloop, main())
+    assert (len(first), len(second)) == (100, 900)
+    assert first + second == payload
     assert errors == []
 
 

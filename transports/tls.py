@@ -85,9 +85,10 @@ _RECORD_MAX = 16384
 _REC_HEADER = 5  # a record header: type, version (2 bytes), length (2, big-endian)
 _REC_IN_HEADER = -1
 # How a BufferedProtocol's read ended (_read_buffered).
-_READ_STOPPED = 0      # mid-record, paused, failed or handed over
+_READ_STOPPED = 0      # mid-record, paused or failed
 _READ_RECORD_END = 1   # all read, to the end of a record
 _READ_CLOSE_NOTIFY = 2
+_READ_HANDED_OVER = 3  # buffer_updated() set a Protocol: the rest is for it
 
 # States (ints: the read path compares them on every read).
 _HANDSHAKE = 1  # the lower transport is connected; handshake running
@@ -504,7 +505,8 @@ class SSLTransport(asyncio.Transport):
         self._read_scheduled = False
         if self._state != _WRAPPED or self._reading_paused:
             return
-        self._ctx_run(self._reader)
+        # (a Protocol's read may begin inside a record a BufferedProtocol was reading)
+        self._ctx_run(self._do_read_buffered if self._buffered else self._read_rest_copied)
         if self._state != _WRAPPED or self._reading_paused:
             return
         if self._eof_pending:
@@ -596,7 +598,33 @@ class SSLTransport(asyncio.Transport):
         finally:
             self._in_app = False
         self._read_done(how == _READ_CLOSE_NOTIFY)
+        if how == _READ_HANDED_OVER:
+            return self._read_rest_copied()
         return how == _READ_RECORD_END
+
+    def _read_rest_copied(self) -> bool:
+        """A Protocol's read that may begin inside a record, where a BufferedProtocol's
+        read stopped: its buffer_updated() set the Protocol (the rest of that read is the
+        Protocol's, as in the stream transport), or paused reading.  The plaintext OpenSSL
+        holds of that record goes first: the Protocol's read path takes whole records from
+        the BIO only.  In the transport's context; True as _do_read_copied."""
+        if self._state != _WRAPPED or self._reading_paused:
+            return False
+        left = self._ssl_pending()
+        if left:
+            try:
+                chunk = self._ssl_read(left)
+            except _SSLError as exc:  # (not expected: the record is decrypted already)
+                self._fatal_error(exc, "Fatal error on SSL transport")
+                return True
+            if not self._deliver(chunk, None, None):
+                return True
+            self._read_done(False)
+            if self._state != _WRAPPED or self._reading_paused:
+                return False
+        if not self._incoming.pending:
+            return True  # (after a BufferedProtocol's read of data: a record's end)
+        return self._reader()  # (a BufferedProtocol's again, if data_received set one)
 
     def _read_done(self, close_notify: bool) -> None:
         if self._backlog is not None:
@@ -645,6 +673,10 @@ class SSLTransport(asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
                 return _READ_STOPPED
+            if self._protocol is not protocol:  # buffer_updated() set another protocol
+                if not self._buffered:
+                    return _READ_HANDED_OVER
+                protocol = self._protocol
         return _READ_STOPPED
 
     def _read_into_void(self) -> bool:

@@ -481,39 +481,25 @@ def test_buffered_protocol_small_buffers(anyloop, size):
     run(anyloop, main())
 
 
-def test_buffered_protocol_empty_buffer_is_fatal(anyloop):
-    class Empty(BufProto):
+# get_buffer() returning an empty buffer is its own failure; one that cannot be written is
+# the read's (asyncio's recv_into() raises TypeError): asyncio's fatal error for each.
+@pytest.mark.parametrize("buffer, error, message", [
+    (bytearray(), RuntimeError, "Fatal error: protocol.get_buffer() call failed."),
+    (b"12345678", TypeError, "Fatal read error on socket transport"),
+])
+def test_buffered_protocol_unusable_buffer_is_fatal(anyloop, buffer, error, message):
+    class Unusable(BufProto):
         def get_buffer(self, sizehint):
-            return bytearray()
+            return buffer
 
     async def main():
         contexts = []
         anyloop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
-        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Empty(1))
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Unusable(1))
         conn.sendall(b"data")
         exc = await pr.done
-        assert isinstance(exc, RuntimeError)
-        assert contexts[0]["message"] == "Fatal error: protocol.get_buffer() call failed."
-        conn.close()
-        lsock.close()
-    run(anyloop, main())
-
-
-def test_buffered_protocol_read_only_buffer_is_a_read_error(anyloop):
-    # get_buffer() returned, but nothing can be read into bytes: asyncio's recv_into()
-    # raises TypeError, reported as a read error, not as get_buffer()'s failure.
-    class ReadOnly(BufProto):
-        def get_buffer(self, sizehint):
-            return b"12345678"
-
-    async def main():
-        contexts = []
-        anyloop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
-        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: ReadOnly(1))
-        conn.sendall(b"data")
-        exc = await pr.done
-        assert isinstance(exc, TypeError)
-        assert contexts[0]["message"] == "Fatal read error on socket transport"
+        assert isinstance(exc, error)
+        assert contexts[0]["message"] == message
         conn.close()
         lsock.close()
     run(anyloop, main())

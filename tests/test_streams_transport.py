@@ -6,6 +6,7 @@ import gc
 import logging
 import socket
 import struct
+import time
 import warnings
 
 import pytest
@@ -289,6 +290,41 @@ def test_peer_reset_gives_connection_reset(anyloop):
         assert pr.calls == ["made", "lost"]
         lsock.close()
     run(anyloop, main())
+
+
+def _tcp_state(sock):
+    """The kernel's TCP state of ``sock`` (TCP_INFO's first byte: 7 is TCP_CLOSE)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def test_reset_after_the_peers_fin_is_still_eof(anyloop):
+    # The peer sends its reply and closes (FIN); a write of ours crosses that and the peer
+    # answers it with a reset, which the kernel files as EPIPE.  recv() still returns b""
+    # (the FIN came first): asyncio calls eof_received(), then connection_lost(None), not a
+    # read error.  Common with HTTP servers that close without reading the rest.
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        ours = socket.create_connection(lsock.getsockname())
+        peer, _ = lsock.accept()
+    peer.sendall(b"reply")
+    peer.close()
+    assert ours.recv(5) == b"reply"
+    assert ours.recv(1, socket.MSG_PEEK) == b""  # the FIN is here
+    ours.send(b"late")  # answered with a reset
+    deadline = time.monotonic() + 10  # a bound, not a timing: loopback answers at once
+    while _tcp_state(ours) != 7 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert _tcp_state(ours) == 7
+    ours.setblocking(False)
+
+    async def main():
+        tr, pr = await anyloop.create_connection(Recorder, sock=ours)
+        exc = await pr.done
+        return pr.calls, exc
+
+    calls, exc = run(anyloop, main())
+    assert calls == ["made", "eof", "lost"] and exc is None
 
 
 def test_write_after_lost_warns_after_threshold(anyloop, caplog):

@@ -906,7 +906,9 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
     def _on_eof(self) -> None:
         # Data followed by a reset: libuv reads the data and, seeing POLLHUP after that
         # partial read, reports EOF; the reset is left pending in SO_ERROR.  asyncio's next
-        # recv() would raise it, so it is a read error here too, not an EOF.
+        # recv() would raise it, so it is a read error here too, not an EOF.  But a reset
+        # that came after the peer's FIN (an answer to a write of ours: the kernel files it
+        # as EPIPE) leaves that FIN an EOF, for recv() as for us.
         sock = self._socket()
         err = 0
         if sock is not None:
@@ -914,7 +916,7 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             except OSError:
                 err = 0
-        if err:
+        if err and err != errno.EPIPE:
             self._fatal_error(OSError(err, os.strerror(err)),
                               f"Fatal read error on {self._kind} transport")
             return

@@ -533,6 +533,46 @@ def test_start_tls_handshake_failure_frees_fd(anyloop, certs):
     assert run(anyloop, main()) == set()
 
 
+@pytest.mark.parametrize("how", ["cancelled", "timed out"])
+def test_start_tls_ended_in_the_handshake_does_not_tell_the_protocol(anyloop, certs, how):
+    """start_tls() cancelled, or out of ssl_handshake_timeout, against a peer that never
+    answers: start_tls() raises and the connection closes, but the protocol given to it
+    gets no connection_lost(): as on asyncio, it never had that connection."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        with socket.socket() as lsock:
+            lsock.bind(("127.0.0.1", 0))
+            lsock.listen()
+            calls = []
+
+            class Plain(asyncio.Protocol):
+                def connection_made(self, transport):
+                    calls.append("made")
+
+                def connection_lost(self, exc):
+                    calls.append(("lost", exc))
+
+            protocol = Plain()
+            transport, _ = await loop.create_connection(lambda: protocol,
+                                                        *lsock.getsockname())
+            peer, _ = lsock.accept()
+            with peer:
+                upgrade = asyncio.ensure_future(loop.start_tls(
+                    transport, protocol, certs.client(), server_hostname="localhost",
+                    ssl_handshake_timeout=0.05 if how == "timed out" else None))
+                if how == "cancelled":
+                    await asyncio.sleep(0)
+                    upgrade.cancel()
+                with pytest.raises((asyncio.CancelledError, ConnectionAbortedError,
+                                    asyncio.TimeoutError)):
+                    await upgrade
+                await settle()
+                assert transport.is_closing()
+            return calls
+
+    assert run(anyloop, main()) == ["made"]
+
+
 def test_start_tls_bad_arguments(anyloop, certs):
     async def main():
         loop = asyncio.get_running_loop()

@@ -405,6 +405,10 @@ class SSLTransport(asyncio.Transport):
                     exc = ConnectionResetError("Connection lost during the TLS handshake")
                 waiter.set_exception(exc)
         protocol = self._protocol
+        # Lost in the handshake (state _HANDSHAKE: the lower transport closed under it, as
+        # start_tls() does when cancelled) the protocol is not told, as on asyncio: a
+        # start_tls() protocol never had this connection.  A handshake that failed went to
+        # _CLOSED first: that one the protocol hears of (connection_lost with the error).
         # No reference cycles left once the connection is gone (the application's
         # protocol usually holds this transport; the link and the lower transport hold
         # this layer's methods): everything is freed by reference counting, at once,
@@ -414,7 +418,7 @@ class SSLTransport(asyncio.Transport):
         self._reader = None  # type: ignore[assignment]
         self._lower = None
         self._link = None  # type: ignore[assignment]
-        if self._app_connected and not self._app_lost:
+        if self._app_connected and not self._app_lost and state != _HANDSHAKE:
             self._app_lost = True
             self._ctx_run(protocol.connection_lost, exc)
         elif state == _HANDSHAKE and self._debug:
@@ -444,6 +448,9 @@ class SSLTransport(asyncio.Transport):
     def _handshake_timed_out(self) -> None:
         self._handshake_handle = None
         if self._state == _HANDSHAKE:
+            # As asyncio: a start_tls() protocol is not told of a connection that timed
+            # out in the handshake (start_tls() raises); a failed handshake it is told of.
+            self._app_lost = True
             self._handshake_failed(ConnectionAbortedError(
                 f"SSL handshake is taking longer than {self._handshake_timeout} seconds: "
                 f"aborting the connection"))
@@ -937,6 +944,9 @@ class SSLTransport(asyncio.Transport):
         elif state == _HANDSHAKE:
             self._state = _CLOSED
             self._cancel_timers()
+            # Closed before TLS was up (start_tls() cancelled): as on asyncio, the protocol
+            # given to start_tls() hears nothing of a connection it never had.
+            self._app_lost = True
             lower = self._lower
             if lower is not None:
                 lower.abort()

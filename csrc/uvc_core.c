@@ -144,9 +144,14 @@ int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {
     L->nevents = 0;
     L->arena_used = 0;
     L->polls++;
-    /* The writes Python made in the iteration that just ended, before the poll waits. */
-    if (L->nhold)
+    /* The writes Python made in the iteration that just ended, before the poll waits.
+     * What that flush has to tell Python (a failed write, bytes it had to queue) must not
+     * wait for the poll: nothing else may wake it (a stream that is not reading). */
+    if (L->nhold) {
         uvc_hold_flush_all(L, 1);
+        if (L->nevents)
+            timeout_ms = 0;
+    }
     /* The statistics read libuv's millisecond clock, which uv_run updates anyway: the busy
      * path (timeout 0) reads no clock of its own; a wait reads it once before it starts. */
     uint64_t start = 0;
@@ -233,6 +238,7 @@ int uvc_loop_fork(uvc_loop_t *L) {
     if (L->closed)
         return UV_EBADF;
     uvc_fdset_after_fork(L);
+    uvc_hold_drop_all(L);  /* the parent sends them: sent from here too, they would go twice */
     return uv_loop_fork(&L->uv);
 }
 int uvc_active_slots(uvc_loop_t *L) { return L->active; }

@@ -174,6 +174,8 @@ struct uvc_loop_s {
     int nguard_faults, guard_faults_cap;
     /* uvc_stream.c: the writes streams hold until the end of an iteration (uvc_hold_writes) */
     int holding;                  /* Python runs the loop: small writes are held */
+    uv_thread_t hold_thread;      /* the thread that runs it: only its writes are held */
+    uv_pid_t hold_pid;            /* a forked child does not send its parent's held bytes */
     char *hold_buf;               /* their bytes, every stream's, reset by each flush */
     size_t hold_used, hold_cap;
     int *hold_slots;              /* the streams to look at when the iteration ends */
@@ -183,6 +185,8 @@ struct uvc_loop_s {
 /* uvc_stream.c: send what the streams hold (uvc_hold_writes), and tell Python of the bytes
  * that had to be queued (UVC_EV_WRITE_QUEUED); uvc_run_once calls it before polling. */
 void uvc_hold_flush_all(uvc_loop_t *L, int emit);
+/* uvc_stream.c: forget every stream's held bytes (a forked child: its parent sends them). */
+void uvc_hold_drop_all(uvc_loop_t *L);
 
 /* Allocate a zeroed handle struct of `size` bytes whose uv handle lives at `handle`
  * offset; registers it in a slot.  Returns NULL when out of memory. */

@@ -302,7 +302,10 @@ int64_t uvc_write(uvc_loop_t *L, int slot, const char *data, size_t len) {
     if (s == NULL)
         return UV_EBADF;
     uvc_stream_t *h = s->data;
-    if (L->holding) {
+    uv_thread_t self;
+    if (L->holding && (self = uv_thread_self(), uv_thread_equal(&self, &L->hold_thread))) {
+        /* (A write from another thread, which asyncio does not allow, is never held:
+         * nothing would wake the loop to send it, and the hold buffer is the loop's.) */
         /* Only a stream that writes more than once per iteration gains from holding: one
          * that writes once (an echo, a proxy) would pay a copy for the same one system
          * call.  Which kind it is, its last iteration with writes tells. */
@@ -413,9 +416,27 @@ void uvc_hold_flush_all(uvc_loop_t *L, int emit) {
 }
 
 void uvc_hold_writes(uvc_loop_t *L, int on) {
-    if (!on && L->nhold)
-        uvc_hold_flush_all(L, 0);
+    if (on) {
+        L->hold_thread = uv_thread_self();
+        L->hold_pid = uv_os_getpid();
+    } else if (L->nhold) {
+        if (uv_os_getpid() == L->hold_pid)
+            uvc_hold_flush_all(L, 0);
+        else
+            uvc_hold_drop_all(L);  /* a forked child leaving the run its parent started */
+    }
     L->holding = on;
+}
+
+void uvc_hold_drop_all(uvc_loop_t *L) {
+    for (int i = 0; i < L->nhold; i++) {
+        uvc_stream_t *h = holder_of(L, L->hold_slots[i]);
+        if (h != NULL) {
+            h->held = 0;
+            h->nsegs = 0;
+        }
+    }
+    L->hold_used = 0;
 }
 
 int uvc_stream_hold_limit(uvc_loop_t *L, int slot, int64_t limit) {
@@ -454,6 +475,16 @@ int64_t uvc_stream_flush(uvc_loop_t *L, int slot) {
 void uvc_stream_drop_held(uvc_loop_t *L, int slot) {
     uvc_stream_t *h = holder_of(L, slot);
     if (h != NULL) {
+        if (h->nsegs && h->u.stream.write_queue_size == 0) {
+            /* abort() drops what was not written; held bytes count as written (asyncio's
+             * kernel would have them by now): what the fd takes at once goes out. */
+            uv_buf_t bufs[UVC_HOLD_SEGS];
+            for (int i = 0; i < h->nsegs; i++)
+                bufs[i] = uv_buf_init(L->hold_buf + h->seg_off[i], h->seg_len[i]);
+            int r = uv_try_write(&h->u.stream, bufs, (unsigned int)h->nsegs);
+            if (r > 0)
+                L->stats.bytes_written += (uint64_t)r;
+        }
         h->held = 0;
         h->nsegs = 0;
         h->unreported = 0;  /* queued already: their WRITE_DONE comes to a closed transport */

@@ -9,6 +9,7 @@ loop turns.
 import asyncio
 import os
 import socket
+import time
 
 import pytest
 from _helpers import run
@@ -155,7 +156,10 @@ def test_held_bytes_count_in_the_write_buffer_size(loop):
     run(loop, main())
 
 
-def test_abort_drops_held_bytes(loop):
+def test_abort_sends_held_bytes_the_fd_takes(loop):
+    # abort() drops what was not written; held bytes count as written (asyncio's kernel
+    # would have them by the time write() returned): an error reply then abort() reaches
+    # the peer, as on asyncio.
     async def main():
         transport, proto, b = await _pair(loop)
         await _prime(transport, b)
@@ -166,10 +170,118 @@ def test_abort_drops_held_bytes(loop):
         assert transport.get_write_buffer_size() == 0
         while ("lost", None) not in proto.calls:
             await asyncio.sleep(0)
-        assert _take(b) == b""
+        assert _take(b) == b"x" * 100 + b"y" * 100
         b.close()
 
     run(loop, main())
+
+
+class LostPeer(Peer):
+    """Peer whose connection_lost completes a future (nothing else wakes its waiter)."""
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc):
+        super().connection_lost(exc)
+        self.lost.set_result(exc)
+
+
+def test_a_failed_flush_of_a_stream_not_reading_does_not_wait_for_the_poll(loop):
+    # The held writes of a stream whose reading is paused meet the peer's reset: the error
+    # comes from the flush made before the poll, and nothing else would wake that poll (no
+    # timer due, no reading).  connection_lost must come at once, not with the next timer
+    # (here the watchdog, which fails the test if it fires first).
+    async def main():
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        transport, proto = await loop.connect_accepted_socket(LostPeer, a)
+        await _prime(transport, b)
+        transport.pause_reading()
+        b.close()  # writes to it fail now
+
+        def write_twice():
+            transport.write(b"x" * 100)
+            transport.write(b"y" * 100)
+
+        loop.call_soon(write_twice)
+        watchdog = loop.call_later(30, proto.lost.cancel)
+        exc = await proto.lost
+        watchdog.cancel()
+        assert isinstance(exc, (ConnectionResetError, BrokenPipeError)), exc
+
+    run(loop, main(), timeout=60)
+
+
+def test_a_forked_child_does_not_send_its_parents_held_bytes(loop):
+    # A callback writes (held) and forks; the child leaves the loop at once (SystemExit):
+    # its run would send the held bytes it inherited, which the parent sends too.
+    async def main():
+        transport, proto, b = await _pair(loop)
+        await _prime(transport, b)
+        children = []
+
+        def write_and_fork():
+            transport.write(b"AAAA")
+            transport.write(b"BBBB")
+            pid = os.fork()
+            if pid == 0:
+                raise SystemExit(0)  # out of the loop's run, in the child
+            children.append(pid)
+
+        loop.call_soon(write_and_fork)
+        got = await _read_until(b, 8)
+        os.waitpid(children[0], 0)  # the child has left its run: what it sent is there
+        transport.close()
+        while not any(isinstance(c, tuple) for c in proto.calls):
+            await asyncio.sleep(0)
+        got += _take(b)
+        b.close()
+        return got
+
+    try:
+        got = run(loop, main())
+    except SystemExit:  # the child
+        os._exit(0)
+    assert got == b"AAAABBBB"
+
+
+def test_a_write_from_another_thread_is_not_held(loop):
+    # asyncio does not allow it, but it used to work: a write from another thread while
+    # the loop waits in its poll goes out at once (held, nothing would wake the loop to
+    # send it, and the hold buffer is the loop thread's).
+    import threading
+
+    async def main():
+        transport, proto, b = await _pair(loop)
+        await _prime(transport, b)
+        done = loop.create_future()
+
+        def other_thread():
+            # Once the loop's thread sleeps in its poll (the kernel's wait channel says
+            # so), or after a bound: then nothing but these bytes could wake it.
+            wchan = f"/proc/self/task/{threading.main_thread().native_id}/wchan"
+            for _ in range(10_000):
+                try:
+                    with open(wchan) as f:
+                        if "epoll" in f.read():
+                            break
+                except OSError:
+                    break
+                time.sleep(0.001)
+            transport.write(b"xy")
+            b.setblocking(True)
+            got = b.recv(2)  # blocks until the bytes are out: a hang fails by the timeout
+            loop.call_soon_threadsafe(done.set_result, got)
+
+        threading.Thread(target=other_thread, daemon=True).start()
+        got = await done
+        b.close()
+        transport.close()
+        return got
+
+    assert run(loop, main()) == b"xy"
 
 
 def _stopping_loop_scenario(loop, last_step):

@@ -630,13 +630,12 @@ def drive(coro):
 
 # asyncio's selector loop builds a transport before it finds the loop closed, and leaves it.
 @pytest.mark.filterwarnings("ignore:unclosed transport <_SelectorSocketTransport:ResourceWarning")
-def test_closed_loop_refuses_connections_as_asyncio(anyloop):
+def test_closed_loop_refuses_connections_as_asyncio(anyloop, tmp_path):
     anyloop.close()
     a, b = socket.socketpair()
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
     listening.listen()
-    unix_dir = tempfile.mkdtemp()
     with a, b, listening:
         made = [
             anyloop.create_connection(asyncio.Protocol, sock=a),
@@ -648,7 +647,7 @@ def test_closed_loop_refuses_connections_as_asyncio(anyloop):
             # before it makes any.
             made += [
                 anyloop.create_server(asyncio.Protocol, "127.0.0.1", 0),
-                anyloop.create_unix_server(asyncio.Protocol, os.path.join(unix_dir, "s")),
+                anyloop.create_unix_server(asyncio.Protocol, str(tmp_path / "s")),
             ]
         for coro in made:
             outcome = drive(coro)

@@ -10,6 +10,7 @@ A loop waits here on a future that only its signal handler resolves, under a wat
 that fails the test if it fires first: the check does not depend on how fast the signal comes.
 """
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -207,6 +208,18 @@ def nonblocking_socketpairs_until(fd, pairs):
     assert any(fd in (x.fileno(), y.fileno()) for x, y in pairs)
 
 
+@contextlib.contextmanager
+def socketpairs():
+    """A list for nonblocking_socketpairs_until(), whose sockets are closed on the way out."""
+    pairs = []
+    try:
+        yield pairs
+    finally:
+        for x, y in pairs:
+            x.close()
+            y.close()
+
+
 def assert_no_signal_byte_in(pairs):
     signal.signal(signal.SIGUSR2, lambda *args: None)  # Python-level: the byte is written
     signal.raise_signal(signal.SIGUSR2)
@@ -224,21 +237,15 @@ def test_the_wakeup_fd_of_a_closed_loop_is_never_restored(loops, wakeup_fd_befor
     a.add_signal_handler(signal.SIGUSR1, print)
     a_fd = peek_wakeup_fd()
     assert a_fd not in (-1, wakeup_fd_before)
-    pairs = []
+    with socketpairs() as pairs:
+        def step():
+            a.close()
+            nonblocking_socketpairs_until(a_fd, pairs)
 
-    def step():
-        a.close()
-        nonblocking_socketpairs_until(a_fd, pairs)
-
-    try:
         b.call_soon(step)
         b.run_until_complete(asyncio.sleep(0))
         assert peek_wakeup_fd() == wakeup_fd_before
         assert_no_signal_byte_in(pairs)
-    finally:
-        for x, y in pairs:
-            x.close()
-            y.close()
 
 
 def test_a_foreign_wakeup_fd_is_restored_only_if_still_open(loops, wakeup_fd_before):
@@ -256,16 +263,11 @@ def test_a_foreign_wakeup_fd_is_restored_only_if_still_open(loops, wakeup_fd_bef
     number = w.fileno()
     w.close()
     r.close()
-    pairs = []
-    try:
+    with socketpairs() as pairs:
         nonblocking_socketpairs_until(number, pairs)
         a.close()
         assert peek_wakeup_fd() == -1
         assert_no_signal_byte_in(pairs)
-    finally:
-        for x, y in pairs:
-            x.close()
-            y.close()
 
 
 def test_a_wakeup_fd_set_over_a_loops_is_left_in_place(loops, wakeup_fd_before):

@@ -2,6 +2,7 @@
 contract (callback order, flow control, the reader going away, bad input)."""
 import asyncio
 import contextvars
+import errno
 import gc
 import logging
 import os
@@ -530,3 +531,37 @@ def test_empty_writes_to_a_closed_pipe_do_not_count(anyloop, caplog):
         transport.write(b"x")
     assert "pipe closed by peer" not in caplog.text
     os.close(r)
+
+
+@pytest.mark.parametrize("direction", ["read", "write"])
+def test_a_pipe_whose_fd_the_user_closed_lets_go_of_the_pipe_when_closed(anyloop, direction):
+    # The user os.close()d the pipe object's fd under the transport: closing that object
+    # in connection_lost fails with EBADF, reported to the exception handler as asyncio
+    # does.  uvcffi's own duplicate of the fd (libuv's) must still close with the
+    # transport: the other end then sees the pipe gone (EPIPE / EOF), as on asyncio.
+    errors = []
+    anyloop.set_exception_handler(lambda loop, context: errors.append(context.get("exception")))
+    r, w = os.pipe()
+    if direction == "read":
+        proto = ReadProto(anyloop)
+        connect = anyloop.connect_read_pipe(lambda: proto, open(r, "rb", 0))
+        other = w
+    else:
+        proto = WriteProto(anyloop)
+        connect = anyloop.connect_write_pipe(lambda: proto, open(w, "wb", 0))
+        other = r
+    transport, _ = run(anyloop, connect)
+    os.close(transport.get_extra_info("pipe").fileno())
+    transport.close()
+    assert run(anyloop, proto.done) is None
+    run(anyloop, asyncio.sleep(0))  # the pipe object is closed right after connection_lost
+    try:
+        if direction == "read":
+            with pytest.raises(BrokenPipeError):
+                os.write(other, b"x")
+        else:
+            os.set_blocking(other, False)
+            assert os.read(other, 10) == b""
+    finally:
+        os.close(other)
+    assert [(type(e), e.errno) for e in errors] == [(OSError, errno.EBADF)]

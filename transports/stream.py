@@ -790,8 +790,12 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         self._released = True
         self._reading_started = False
         self._uv_recv = None
-        self._release_resource()
-        owners.close_slot(self._loop, self._slot)
+        try:
+            self._release_resource()  # may raise: a pipe whose fd the user closed (EBADF)
+        finally:
+            # libuv's handle (and its duplicate of the fd) goes whatever Python's object
+            # did: skipping this left both open until the loop closed.
+            owners.close_slot(self._loop, self._slot)
 
     def _release_resource(self) -> None:
         """Drop Python's hold on the fd before libuv closes it (subclasses)."""

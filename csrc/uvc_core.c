@@ -83,10 +83,18 @@ fail:
 
 static void close_any(uv_handle_t *h, void *arg) {
     (void)arg;
-    if (!uv_is_closing(h)) {
+    if (uv_is_closing(h))
+        return;
+    if (h->data == h->loop->data) {
         /* Internal handles live inside uvc_loop_t: close them without a callback. */
-        uv_close(h, h->data == h->loop->data ? NULL : uvc_close_cb);
+        uv_close(h, NULL);
+        return;
     }
+    /* As uvc_close does: a stream whose fd was closed under it (its number free, or
+     * another file's now) must not close that number with the loop. */
+    uvc_base_t *b = h->data;
+    uvc_fdguard_remove(b->loop, b);
+    uv_close(h, uvc_close_cb);
 }
 
 void uvc_loop_close(uvc_loop_t *L) {

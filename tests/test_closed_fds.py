@@ -620,3 +620,27 @@ def test_a_transport_whose_fd_was_closed_closes_no_other_file(kind):
                 s.close()
         return reused, exc, got
     """) == "result (True, None, b'still open')"
+
+
+@pytest.mark.parametrize("how", ["create_connection", "connect_accepted_socket"])
+def test_a_loop_closed_over_a_transport_whose_fd_was_closed_closes_no_other_file(how):
+    # loop.close() with the transport still open: libuv closes every handle's fd, and did
+    # so without the fd guard's check that transport.close() makes, closing the number
+    # that another socket had taken since.
+    assert run_isolated(f"""
+    loop = uvcffi.new_event_loop()
+    async def setup():
+        a, b = socket.socketpair()
+        transport, _ = await loop.{how}(asyncio.Protocol, sock=a)
+        await asyncio.sleep(0.01)
+        return transport, a.fileno(), b
+    transport, number, b = loop.run_until_complete(setup())
+    os.close(number)
+    other, other_peer = socket.socketpair()
+    reused = other.fileno() == number
+    loop.close()
+    other_peer.send(b"still open")
+    print("after", reused, other.recv(100))
+    for s in (other, other_peer, b):
+        s.close()
+    """) == "after True b'still open'"

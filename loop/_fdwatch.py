@@ -45,10 +45,14 @@ class _FdWatcher:
     """What one fd is watched for (add_reader/add_writer): its reader and writer handles,
     and the number of the last poll before each was set (see _FdSet._uv_event)."""
 
-    __slots__ = ("fd", "reader", "writer", "mask", "reader_since", "writer_since")
+    __slots__ = ("fd", "fileobj", "reader", "writer", "mask", "reader_since", "writer_since")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        # What add_reader/add_writer was last given for the fd: remove_reader/remove_writer
+        # find a file object closed since by identity (its fileno() is -1 now), as
+        # selectors does for asyncio.
+        self.fileobj: Any = fd
         self.reader: Handle | None = None
         self.writer: Handle | None = None
         self.mask = 0
@@ -212,25 +216,39 @@ class FdWatchMethods:
             del self._fd_watchers[fd]
         return True
 
+    def _watched_fd(self, fd: FileDescriptorLike) -> int:
+        """The fd remove_reader/remove_writer mean: that of ``fd``, or, for a file object
+        closed since add_reader/add_writer was given it, the fd it had then."""
+        try:
+            return self._ensure_fd_no_transport(fd)
+        except ValueError:
+            if not isinstance(fd, int):
+                for watcher in self._fd_watchers.values():
+                    if watcher.fileobj is fd:
+                        return watcher.fd
+            raise
+
     def add_reader(self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], Any],
                    *args: Unpack[_Ts]) -> None:
         """Call callback(*args) whenever ``fd`` (an int or an object with fileno()) is
         readable; replaces an earlier reader of the same fd."""
-        fd = self._ensure_fd_no_transport(fd)
-        self._fd_watch(fd, "reader", callback, args)
+        fileno = self._ensure_fd_no_transport(fd)
+        self._fd_watch(fileno, "reader", callback, args)
+        self._fd_watchers[fileno].fileobj = fd
 
     def remove_reader(self, fd: FileDescriptorLike) -> bool:
-        """Stop watching ``fd`` for reading; True if it was watched."""
-        fd = self._ensure_fd_no_transport(fd)
-        return self._fd_unwatch(fd, "reader")
+        """Stop watching ``fd`` for reading; True if it was watched.  A file object closed
+        while watched is still found (and the fd given up), as with asyncio's selector."""
+        return self._fd_unwatch(self._watched_fd(fd), "reader")
 
     def add_writer(self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], Any],
                    *args: Unpack[_Ts]) -> None:
         """Call callback(*args) whenever ``fd`` is writable; replaces an earlier writer."""
-        fd = self._ensure_fd_no_transport(fd)
-        self._fd_watch(fd, "writer", callback, args)
+        fileno = self._ensure_fd_no_transport(fd)
+        self._fd_watch(fileno, "writer", callback, args)
+        self._fd_watchers[fileno].fileobj = fd
 
     def remove_writer(self, fd: FileDescriptorLike) -> bool:
-        """Stop watching ``fd`` for writing; True if it was watched."""
-        fd = self._ensure_fd_no_transport(fd)
-        return self._fd_unwatch(fd, "writer")
+        """Stop watching ``fd`` for writing; True if it was watched.  A file object closed
+        while watched is still found (and the fd given up), as with asyncio's selector."""
+        return self._fd_unwatch(self._watched_fd(fd), "writer")

@@ -700,6 +700,26 @@ def test_remove_reader_then_close_fd_then_reuse(loop):
     loop.run_until_complete(asyncio.sleep(0))
 
 
+@pytest.mark.parametrize("which", ["reader", "writer"])
+def test_remove_reader_of_a_socket_closed_while_watched(anyloop, which):
+    # asyncio's selector finds a file object closed since it was registered (its fileno()
+    # is -1 now) by identity: the watch is removed, not refused with ValueError.
+    loop = anyloop
+    add, remove = getattr(loop, "add_" + which), getattr(loop, "remove_" + which)
+    r, w = socket.socketpair()
+    number = r.fileno()
+    ready = loop.create_future()
+    w.send(b"x")
+    add(r, lambda: ready.done() or ready.set_result(None))
+    loop.run_until_complete(ready)
+    r.close()
+    assert remove(r) is True
+    with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+        remove(r)  # no longer watched: nothing to find it by
+    assert remove(number) is False
+    w.close()
+
+
 @pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
 )

@@ -507,10 +507,12 @@ def test_buffered_protocol_small_buffers(anyloop, size):
     run(anyloop, main())
 
 
-# get_buffer() returning an empty buffer is its own failure; one that cannot be written is
-# the read's (asyncio's recv_into() raises TypeError): asyncio's fatal error for each.
+# get_buffer() returning an empty buffer, or no buffer at all (asyncio takes its len() in
+# the same try), is its own failure; one that cannot be written is the read's (asyncio's
+# recv_into() raises TypeError): asyncio's fatal error for each.
 @pytest.mark.parametrize("buffer, error, message", [
     (bytearray(), RuntimeError, "Fatal error: protocol.get_buffer() call failed."),
+    (None, TypeError, "Fatal error: protocol.get_buffer() call failed."),
     (b"12345678", TypeError, "Fatal read error on socket transport"),
 ])
 def test_buffered_protocol_unusable_buffer_is_fatal(anyloop, buffer, error, message):

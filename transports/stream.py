@@ -346,6 +346,14 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         if buf is _NO_BUFFER or isinstance(exc, RuntimeError):
             self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
             return
+        if isinstance(exc, TypeError):
+            # asyncio takes len() of what get_buffer() returned, in the same try: no len()
+            # (None, say) is get_buffer()'s failure there, with len()'s TypeError.
+            try:
+                len(buf)
+            except TypeError as no_len:
+                self._fatal_error(no_len, "Fatal error: protocol.get_buffer() call failed.")
+                return
         if isinstance(exc, BufferError):
             error = TypeError(
                 f"a read-write bytes-like object is required, not {type(buf).__name__!r}")

@@ -104,17 +104,15 @@ int64_t uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events) {
     int op = old == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
     if (epoll_ctl(epfd, op, fd, &e) == 0)
         return L->polls;
-    /* What the set holds may differ from what Python believes: an fd closed and its number
-     * reused dropped out of the set (MOD gives ENOENT), or a registration survived through
-     * a duplicate of a closed fd (ADD gives EEXIST).  Make the registration what is asked. */
-    if (errno == ENOENT && op == EPOLL_CTL_MOD)
-        op = EPOLL_CTL_ADD;
-    else if (errno == EEXIST && op == EPOLL_CTL_ADD)
-        op = EPOLL_CTL_MOD;
-    else
-        return uv_translate_sys_error(errno);
-    if (epoll_ctl(epfd, op, fd, &e) == 0)
-        return L->polls;
+    /* A registration that survived through a duplicate of a closed fd (ADD gives EEXIST):
+     * make it what is asked. */
+    if (errno == EEXIST && op == EPOLL_CTL_ADD) {
+        if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &e) == 0)
+            return L->polls;
+    }
+    /* MOD gives ENOENT when the fd dropped out of the set (closed, its number maybe another
+     * file's now): UV_ENOENT, nothing registered.  What it was watched for (``old``) was
+     * for the file that is gone; re-adding it would run those callbacks for the new file. */
     return uv_translate_sys_error(errno);
 }
 

@@ -7,7 +7,8 @@
  * under the loop, ENOENT for a number reused since), and a user may close such an fd at
  * any moment.  Here every epoll_ctl runs at once, in the call that asks for it, so a
  * closed fd is an error code for that call (add_reader raises OSError, as asyncio's
- * selector does), and a registration the kernel dropped is simply made again.
+ * selector does), and a registration the kernel dropped is made again, for what the new
+ * call asks only (see uvc_fdset_ctl's UV_ENOENT).
  *
  * Events: UVC_EV_POLL with slot = the set's slot, a = fd, b = UVC_READABLE|UVC_WRITABLE
  * (an error or hang-up reports both, as the selectors module does), c = the number of the
@@ -27,8 +28,10 @@ int uvc_fdset_open(uvc_loop_t *L);
 /* Watch ``fd`` for ``events`` (UVC_READABLE|UVC_WRITABLE; 0 stops watching it), ``old``
  * being what it was watched for.  Returns the number of polls so far (>= 0: events stamped
  * with a greater number are the first this watch may get) or a negative uv error (the
- * fd's: UV_EBADF, UV_EPERM for a regular file ...).  Stopping never fails: a closed fd is
- * already gone. */
+ * fd's: UV_EBADF, UV_EPERM for a regular file ...).  UV_ENOENT (``old`` != 0 only): the
+ * fd left the set since (closed; its number may be another file's now), and nothing is
+ * watched: the caller forgets what it watched it for and starts again with ``old`` = 0.
+ * Stopping never fails: a closed fd is already gone. */
 int64_t uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events);
 /* The set's epoll fd (tests read its registrations from /proc), or a negative uv error. */
 int uvc_fdset_fd(uvc_loop_t *L);

@@ -6,6 +6,7 @@ for it: a closed fd is an OSError there, never an abort in libuv later.
 """
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _accelerated
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 READABLE = lib.UVC_READABLE
 WRITABLE = lib.UVC_WRITABLE
 _fdset_ctl = _accelerated.fdset_ctl
+_UV_ENOENT = -errno.ENOENT  # uvc_fdset_ctl: the fd left the set (libuv errors are -errno)
 
 
 def _fileobj_to_fd(fileobj: FileDescriptorLike) -> int:
@@ -175,10 +177,18 @@ class FdWatchMethods:
         watcher = self._fd_watchers.get(fd)
         if watcher is None:
             watcher = _FdWatcher(fd)
-        mask = watcher.mask | (READABLE if which == "reader" else WRITABLE)
+        bit = READABLE if which == "reader" else WRITABLE
+        mask = watcher.mask | bit
         # Told to the kernel even when the mask stays: a watched fd closed without
         # remove_reader left the set, and its number may be a new file's now.
         polls = _fdset_ctl(self._uv, fd, watcher.mask, mask)
+        if polls == _UV_ENOENT:
+            # So it did: the callbacks it had were the gone file's, and must never run for
+            # the one that has the number now (asyncio's selector raises here instead).
+            self._fd_drop_watcher(watcher)
+            watcher = _FdWatcher(fd)
+            mask = bit
+            polls = _fdset_ctl(self._uv, fd, 0, mask)
         if polls < 0:
             raise uv_error(polls)
         watcher.mask = mask
@@ -210,11 +220,25 @@ class FdWatchMethods:
         old.cancel()
         mask = watcher.mask & ~(READABLE if which == "reader" else WRITABLE)
         # A failure means the fd was closed under us: nothing is watched then either.
-        _fdset_ctl(self._uv, fd, watcher.mask, mask)
+        if _fdset_ctl(self._uv, fd, watcher.mask, mask) == _UV_ENOENT:
+            # Closed, its number maybe another file's: the other callback was the gone
+            # file's too, and is not watched any more.
+            self._fd_drop_watcher(watcher)
+            return True
         watcher.mask = mask
         if not mask:
             del self._fd_watchers[fd]
         return True
+
+    def _fd_drop_watcher(self, watcher: _FdWatcher) -> None:
+        """Forget an fd the set no longer holds, and cancel its callbacks."""
+        if self._fd_watchers.get(watcher.fd) is watcher:
+            del self._fd_watchers[watcher.fd]
+        for handle in (watcher.reader, watcher.writer):
+            if handle is not None:
+                handle.cancel()
+        watcher.reader = watcher.writer = None
+        watcher.mask = 0
 
     def _watched_fd(self, fd: FileDescriptorLike) -> int:
         """The fd remove_reader/remove_writer mean: that of ``fd``, or, for a file object

@@ -644,3 +644,56 @@ def test_a_loop_closed_over_a_transport_whose_fd_was_closed_closes_no_other_file
     for s in (other, other_peer, b):
         s.close()
     """) == "after True b'still open'"
+
+
+@pytest.mark.parametrize("first, then", [
+    ("add_reader", "add_writer"), ("add_writer", "add_reader"), ("add_writer", "sock_recv"),
+    ("both", "remove_writer"),
+])
+def test_callbacks_of_a_closed_fd_never_run_for_the_file_that_reuses_its_number(first, then):
+    # The fd was closed without remove_reader/remove_writer: the kernel dropped it from the
+    # loop's set, and a new socket took its number.  Watching that number for the other
+    # direction (or unwatching one of two) re-registered the old callbacks along with it:
+    # they ran for the new socket at every iteration.  (asyncio's selector raises
+    # FileNotFoundError there, and drops them.)
+    assert run_isolated(f"""
+    async def main():
+        loop = asyncio.get_running_loop()
+        stale = []
+        a, b = socket.socketpair()
+        number = a.fileno()
+        if "{first}" in ("add_reader", "both"):
+            loop.add_reader(number, stale.append, "old reader")
+        if "{first}" in ("add_writer", "both"):
+            loop.add_writer(number, stale.append, "old writer")
+        await asyncio.sleep(0)  # registered, and polled
+        a.close()
+        b.close()
+        await asyncio.sleep(0)  # what that poll saw has run
+        stale.clear()
+        c, d = socket.socketpair()
+        assert c.fileno() == number
+        c.setblocking(False)
+        if "{then}" == "sock_recv":
+            recv = asyncio.ensure_future(loop.sock_recv(c, 10))
+            await asyncio.sleep(0)  # it waits for the number to be readable
+        d.send(b"new")  # the new socket is readable, and writable
+        if "{then}" == "sock_recv":
+            got = await recv
+        elif "{then}" == "remove_writer":
+            loop.remove_writer(number)
+            got = None
+        else:
+            ready = loop.create_future()
+            getattr(loop, "{then}")(number, lambda: ready.done() or ready.set_result(None))
+            await ready
+            getattr(loop, "{then}".replace("add", "remove"))(number)
+            got = c.recv(10)
+        for _ in range(3):  # a level-triggered watch reports the ready socket each time
+            await asyncio.sleep(0)
+        loop.remove_reader(number)
+        loop.remove_writer(number)
+        c.close()
+        d.close()
+        return stale, got
+    """) == "result ([], %r)" % (None if then == "remove_writer" else b"new")

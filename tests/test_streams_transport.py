@@ -507,6 +507,34 @@ def test_buffered_protocol_small_buffers(anyloop, size):
     run(anyloop, main())
 
 
+@pytest.mark.parametrize("size", [7, 65536])
+def test_buffered_protocol_may_release_its_buffer_in_buffer_updated(anyloop, size):
+    # A fresh memoryview per get_buffer(), released once its bytes are taken: the transport
+    # must not look at the buffer after buffer_updated() (len() of a released memoryview,
+    # or of a closed mmap, raises ValueError: the transport failed with it).
+    class Releasing(BufProto):
+        def get_buffer(self, sizehint):
+            self.view = memoryview(bytearray(self.size))
+            return self.view
+
+        def buffer_updated(self, nbytes):
+            self.data += self.view[:nbytes]
+            self.view.release()
+
+    async def main():
+        contexts = []
+        anyloop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Releasing(size))
+        payload = bytes(range(256)) * 100
+        conn.sendall(payload)
+        conn.close()
+        assert await pr.done is None
+        assert bytes(pr.data) == payload
+        assert contexts == []
+        lsock.close()
+    run(anyloop, main())
+
+
 # get_buffer() returning an empty buffer, or no buffer at all (asyncio takes its len() in
 # the same try), is its own failure; one that cannot be written is the read's (asyncio's
 # recv_into() raises TypeError): asyncio's fatal error for each.

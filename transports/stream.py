@@ -326,6 +326,12 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
                 if n != _UV_EAGAIN:
                     self._uv_recv_ended(n)
                 return
+            # Whether the read filled the buffer, asked before buffer_updated(): that may
+            # release or close the buffer (a memoryview, an mmap), whose len() then fails.
+            try:
+                filled = n == len(buf)  # (len() counts items: an int array just reads once)
+            except TypeError:  # a buffer without a len(): read again next iteration
+                filled = False
             try:
                 run(protocol.buffer_updated, n)
             except (SystemExit, KeyboardInterrupt):
@@ -333,10 +339,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
                 return
-            try:
-                if n != len(buf):  # (len() counts items: an int array just reads once)
-                    return
-            except TypeError:  # a buffer without a len(): read again next iteration
+            if not filled:
                 return
 
     def _read_into_failed(self, exc: BaseException, buf: Any) -> None:

@@ -29,15 +29,21 @@ _fdset_ctl = _accelerated.fdset_ctl
 _UV_ENOENT = -errno.ENOENT  # uvc_fdset_ctl: the fd left the set (libuv errors are -errno)
 
 
+def _fd_number(fileobj: FileDescriptorLike) -> int | None:
+    """The number an int is, or an object's fileno() gives (maybe negative); None if none."""
+    if isinstance(fileobj, int):
+        return fileobj
+    try:
+        return int(fileobj.fileno())
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def _fileobj_to_fd(fileobj: FileDescriptorLike) -> int:
     """The fd of an int or of an object with fileno(), as selectors does it."""
-    if isinstance(fileobj, int):
-        fd = fileobj
-    else:
-        try:
-            fd = int(fileobj.fileno())
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    fd = _fd_number(fileobj)
+    if fd is None:
+        raise ValueError(f"Invalid file object: {fileobj!r}")
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
     return fd
@@ -250,6 +256,10 @@ class FdWatchMethods:
                 for watcher in self._fd_watchers.values():
                     if watcher.fileobj is fd:
                         return watcher.fd
+            if self._closed and _fd_number(fd) is not None:
+                # asyncio checks a closed loop before its selector sees the number: a
+                # closed socket (fileno() -1) is "not watched" there, not an error.
+                return -1
             raise
 
     def add_reader(self, fd: FileDescriptorLike, callback: Callable[[Unpack[_Ts]], Any],

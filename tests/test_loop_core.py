@@ -720,6 +720,21 @@ def test_remove_reader_of_a_socket_closed_while_watched(anyloop, which):
     w.close()
 
 
+@pytest.mark.parametrize("which", ["reader", "writer"])
+def test_remove_reader_of_a_closed_socket_after_the_loop_closed(which):
+    # asyncio answers a closed loop before it looks the fd up: a closed socket (fileno()
+    # -1) is "not watched", not ValueError.  An object with no fileno() is still refused.
+    for loop in (uvcffi.new_event_loop(), asyncio.new_event_loop()):
+        loop.close()
+        remove = getattr(loop, "remove_" + which)
+        s = socket.socket()
+        s.close()
+        assert remove(s) is False, loop
+        assert remove(-1) is False, loop
+        with pytest.raises(ValueError, match="Invalid file object"):
+            remove(object())
+
+
 @pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals need the main thread"
 )

@@ -283,7 +283,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         t0 = 0.0
         for n, record in enumerate(backlog):
             kind, slot, a, b, c = record[:WORDS]
-            owner = slots[slot] if slot >= 0 else None
+            # (a slot never registered may lie past the table: see _run_once's dispatch)
+            owner = slots[slot] if 0 <= slot < len(slots) else None
             if debug:
                 t0 = time.monotonic()
             try:
@@ -428,10 +429,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                                 owner._uv_recv_ended(size)
                     elif kind == EV_CLOSED:
                         slot = ev[i - SLOT]
-                        owner = slots[slot]
-                        slots[slot] = None
-                        if owner is not None:
-                            owner._uv_closed()
+                        # A slot closed before anyone registered for it (a connection
+                        # accepted for a server that refused it) may lie past the table.
+                        if slot < len(slots):
+                            owner = slots[slot]
+                            slots[slot] = None
+                            if owner is not None:
+                                owner._uv_closed()
                     elif kind == EV_SIGNAL:  # a = signal number
                         owner = None
                         self._handle_signal(ev[i - A])

@@ -331,6 +331,42 @@ def test_accept_error_handler_and_protocol_factory_error(anyloop):
     run(anyloop, main())
 
 
+
+@pytest.mark.parametrize("debug", [False, True], ids=["normal", "debug"])
+def test_protocol_factory_error_for_a_burst_of_connections(loop, debug):
+    """A burst of connections accepted in one iteration for a server whose protocol
+    factory fails: each is reported once and closed, and nothing else is reported.
+    Their slots were never registered and lie past the loop's slot table (64 entries to
+    start with): the pure-Python dispatch (PyPy's) reported an IndexError for each one's
+    CLOSED event, and debug mode's dispatch let it out of run_until_complete."""
+    loop.set_debug(debug)
+    n = 100
+
+    async def main():
+        contexts = []
+        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+        def factory():
+            raise ZeroDivisionError("no protocol")
+
+        server = await loop.create_server(factory, "127.0.0.1", 0, backlog=n * 2)
+        address = server.sockets[0].getsockname()
+        # Connected by the kernel before the loop runs again: accepted in one go.
+        clients = [socket.create_connection(address) for _ in range(n)]
+        try:
+            for client in clients:
+                client.setblocking(False)
+                assert await loop.sock_recv(client, 1) == b""
+        finally:
+            for client in clients:
+                client.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)  # the last CLOSED events
+        messages = [ctx["message"] for ctx in contexts]
+        assert messages == ["Error on transport creation for incoming connection"] * n
+    run(loop, main())
+
 def _run_script(script, timeout=120):
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
                           capture_output=True, text=True, timeout=timeout)

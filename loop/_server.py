@@ -108,6 +108,15 @@ class _Listener:
                 "socket": trsock.TransportSocket(self.sock),
             })
 
+    def abandon(self) -> None:
+        """Undo the listener of a server that could not start (another of its sockets
+        refused to listen): free the slot and its duplicate of the fd; the socket itself
+        stays open, its owner's."""
+        self.closed = True
+        loop = self.server._loop
+        lib.uvc_listener_close(owners.uv(loop), self.slot)
+        self._release_sock()
+
     def close(self) -> None:
         if self.closed:
             return
@@ -267,12 +276,25 @@ class Server(asyncio.AbstractServer):
         if self._serving:
             return
         self._loop._check_closed()  # asyncio's RuntimeError, not the closed libuv's ENOMEM
+        context = contextvars.copy_context()
+        listeners: list[_Listener] = []
+        try:
+            for sock in self._sockets:  # type: ignore[union-attr]  # not closed: serving
+                listener = _Listener(self, sock)
+                listeners.append(listener)
+                listener.listen(self._backlog)
+        except BaseException:
+            # A socket that cannot listen (a connected one, an unbound AF_UNIX one, one
+            # whose address another of the server's sockets took): the server does not
+            # start at all.  asyncio leaves the sockets that did listen accepting
+            # connections for a server its caller never got, and a sock= it could not use
+            # open; here none accepts, and that sock= is the caller's again to close.
+            for listener in listeners:
+                listener.abandon()
+            raise
+        self._listeners = listeners
+        self._context = context
         self._serving = True
-        self._context = contextvars.copy_context()
-        for sock in self._sockets:  # type: ignore[union-attr]  # not closed: serving
-            listener = _Listener(self, sock)
-            self._listeners.append(listener)
-            listener.listen(self._backlog)
 
     def get_loop(self) -> Loop:
         """The loop this server belongs to."""

@@ -618,7 +618,7 @@ class StreamMethods(_LoopBase):
         server = Server(self, sockets, protocol_factory, ssl, backlog, ssl_handshake_timeout,
                         ssl_shutdown_timeout)
         if start_serving:
-            server._start_serving()
+            self._start_new_server(server, own_sockets=host is not None or port is not None)
             # One iteration, as asyncio does, so the server is accepting on return.
             await asyncio.sleep(0)
         if self._debug:
@@ -723,9 +723,21 @@ class StreamMethods(_LoopBase):
         server = Server(self, [sock], protocol_factory, ssl, backlog, ssl_handshake_timeout,
                         ssl_shutdown_timeout, unix_paths=unix_paths)
         if start_serving:
-            server._start_serving()
+            self._start_new_server(server, own_sockets=path is not None)
             await asyncio.sleep(0)
         return server
+
+    @staticmethod
+    def _start_new_server(server: Server, own_sockets: bool) -> None:
+        """Start the server create_server() or create_unix_server() made; if it cannot
+        start, the sockets made for it are closed (a sock= given stays open, the
+        caller's)."""
+        try:
+            server._start_serving()
+        except BaseException:
+            if own_sockets:
+                server.close()
+            raise
 
     # ------------------------------------------------------------------ sendfile
 

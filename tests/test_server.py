@@ -367,6 +367,48 @@ def test_protocol_factory_error_for_a_burst_of_connections(loop, debug):
         assert messages == ["Error on transport creation for incoming connection"] * n
     run(loop, main())
 
+
+def test_sock_that_cannot_listen_stays_the_callers(anyloop):
+    """create_server(sock=) with a socket listen() refuses (a connected one): OSError, and
+    the socket is the caller's again, open; closing it closes its fd (the peer sees EOF).
+    uvcffi's listener for it used to stay, holding a duplicate of the fd and deferring the
+    socket's close() until the loop closed."""
+    async def main():
+        a, b = socket.socketpair()
+        with b:
+            with pytest.raises(OSError) as info:
+                await anyloop.create_server(asyncio.Protocol, sock=a)
+            assert info.value.errno == errno.EINVAL
+            assert a.fileno() >= 0
+            a.close()
+            b.setblocking(False)
+            assert b.recv(1) == b""
+    run(anyloop, main())
+
+
+def test_server_that_cannot_start_leaves_nothing_listening(loop):
+    """One create_server() on the wildcard and on 127.0.0.1 with the same port: with
+    SO_REUSEADDR both bind, but only the first to listen() can.  The OSError leaves nothing
+    listening and no protocol made.  (asyncio 3.11 leaves the socket that did listen
+    accepting connections for a server its caller never got; so did uvcffi.)"""
+    async def main():
+        made = []
+
+        def factory():
+            made.append(1)
+            return asyncio.Protocol()
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with pytest.raises(OSError) as info:
+            await loop.create_server(factory, ["0.0.0.0", "127.0.0.1"], port)
+        assert info.value.errno == errno.EADDRINUSE
+        with pytest.raises(ConnectionRefusedError):
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        assert made == []
+    run(loop, main())
+
 def _run_script(script, timeout=120):
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
                           capture_output=True, text=True, timeout=timeout)

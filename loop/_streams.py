@@ -258,7 +258,7 @@ class StreamMethods(_LoopBase):
                 else:
                     if my_exceptions:
                         raise my_exceptions.pop()
-                    raise OSError(f"no matching local address with family={family} found")
+                    raise OSError(f"no matching local address with family={family!r} found")
             await self._connect_socket(sock, address)
             return sock
         except OSError as exc:

@@ -192,6 +192,18 @@ def test_create_connection_sock_and_local_addr(anyloop):
     run(anyloop, main())
 
 
+
+def test_local_addr_of_another_family(loop):
+    """A local_addr with no address of the remote one's family: asyncio 3.11's OSError,
+    in its words, which name the family by its repr (uvcffi printed the bare number)."""
+    async def main():
+        with pytest.raises(OSError) as info:
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", 1,
+                                         local_addr=("::1", 0))
+        assert str(info.value) == (
+            f"no matching local address with family={socket.AF_INET!r} found")
+    run(loop, main())
+
 def test_connect_accepted_socket(anyloop):
     async def main():
         lsock = socket.socket()

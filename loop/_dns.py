@@ -111,7 +111,9 @@ def address_addrinfo(host: object, port: Any, family: int = 0, type: int = 0,
     module's OverflowError ("connect(): port must be 0-65535." on CPython), where
     getaddrinfo, or numeric_addrinfo above, would give an address on the wrapped port
     (70000 -> 4464).  uvcffi does the same, so the port is checked once, by the socket
-    call that uses it.  ``flags`` are ignored here, as asyncio ignores them.
+    call that uses it.  ``flags`` are ignored here, as asyncio ignores them.  An IPv6
+    address keeps the caller's spelling ("0:0::1", "::FFFF:127.0.0.1"), as asyncio's
+    does: the errors that quote the address quote it as given.
     """
     if not (isinstance(family, int) and isinstance(type, int) and isinstance(proto, int)):
         return None
@@ -125,11 +127,12 @@ def address_addrinfo(host: object, port: Any, family: int = 0, type: int = 0,
             port = int(port)  # service names ("http") are for the resolver
         except (TypeError, ValueError):
             return None
-    return _literal_addrinfo(host, port, family, kinds)
+    return _literal_addrinfo(host, port, family, kinds, as_given=True)
 
 
 def _literal_addrinfo(host: object, port: int, family: int,
-                      kinds: tuple[tuple[Any, int], ...]) -> _AddrInfoList | None:
+                      kinds: tuple[tuple[Any, int], ...],
+                      as_given: bool = False) -> _AddrInfoList | None:
     if isinstance(host, bytes):
         try:
             host = host.decode("ascii")
@@ -155,9 +158,11 @@ def _literal_addrinfo(host: object, port: int, family: int,
         addr: tuple[str, int] | tuple[str, int, int, int] = (host, port)
     elif _AF_INET6 is not None and family == _AF_INET6:
         try:
-            host = _inet_ntop(_AF_INET6, _inet_pton(_AF_INET6, host))
+            packed = _inet_pton(_AF_INET6, host)
         except (OSError, ValueError):
             return None
+        if not as_given:
+            host = _inet_ntop(_AF_INET6, packed)  # getaddrinfo's spelling
         addr = (host, port, 0, 0)
     else:
         return None

@@ -273,3 +273,13 @@ def test_address_addrinfo_keeps_the_port_as_asyncio_does():
     assert address_addrinfo(None, 70000, 0, stream) is None
     # getaddrinfo's own fast path leaves such a port to the resolver, which wraps it
     assert numeric_addrinfo("127.0.0.1", 70000, 0, stream) is None
+
+
+def test_address_addrinfo_keeps_the_ipv6_spelling_as_asyncio_does():
+    # asyncio passes an IPv6 address on as the caller wrote it (so do the errors that quote
+    # it); getaddrinfo, and numeric_addrinfo with it, give the canonical spelling.
+    stream = socket.SOCK_STREAM
+    for host in ("0:0:0:0:0:0:0:1", "0::1", "::FFFF:127.0.0.1"):
+        assert address_addrinfo(host, 1, 0, stream)[0][4] == (host, 1, 0, 0)
+        canonical = socket.getaddrinfo(host, 1, 0, stream)[0][4]
+        assert numeric_addrinfo(host, 1, 0, stream)[0][4] == canonical

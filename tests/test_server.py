@@ -134,6 +134,18 @@ def test_create_connection_errors(anyloop):
     run(anyloop, main())
 
 
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_refused_ipv6_address_is_quoted_as_given(anyloop):
+    async def main():
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+            port = probe.getsockname()[1]
+        with pytest.raises(ConnectionRefusedError) as info:
+            await anyloop.create_connection(asyncio.Protocol, "0:0:0:0:0:0:0:1", port)
+        assert str(info.value).endswith(f"('0:0:0:0:0:0:0:1', {port}, 0, 0)")
+    run(anyloop, main())
+
 # An IP address with a port outside 0-65535: asyncio uses the address as it is, so the
 # socket's connect() or bind() refuses it with OverflowError; getaddrinfo, which uvcffi
 # used to ask, wraps the port instead (70000 -> 4464, 71091 -> 5555; -1 is a gaierror).

@@ -174,12 +174,21 @@ class StreamMethods(_LoopBase):
         self, sock: socket.socket, protocol_factory: Callable[[], _ProtocolT], ssl: _SSLContext,
         server_hostname: str | None, server_side: bool = False,
         ssl_handshake_timeout: float | None = None, ssl_shutdown_timeout: float | None = None,
+        own_sock: bool = False,
     ) -> tuple[asyncio.Transport, _ProtocolT]:
         """Adopt a connected ``sock`` into a transport running a new protocol; waits for
-        connection_made (and the TLS handshake with ``ssl``)."""
-        self._check_closed()  # asyncio's RuntimeError, before a protocol is made for nothing
-        sock.setblocking(False)
-        protocol = protocol_factory()
+        connection_made (and the TLS handshake with ``ssl``).  ``own_sock``: the socket was
+        made for this connection (not given by the caller), closed if no transport comes."""
+        try:
+            self._check_closed()  # asyncio's RuntimeError, before a protocol is made for nothing
+            sock.setblocking(False)
+            protocol = protocol_factory()
+        except BaseException:
+            # asyncio leaves its socket to the garbage collector (the exception's traceback
+            # holds it open meanwhile; PyPy may never collect it).
+            if own_sock:
+                sock.close()
+            raise
         waiter = self.create_future()
         if ssl:
             if isinstance(ssl, bool):
@@ -403,7 +412,8 @@ class StreamMethods(_LoopBase):
         transport, protocol = await self._connection_transport(
             sock, protocol_factory, ssl, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout)
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+            own_sock=host is not None or port is not None)
         if self._debug:
             sock = transport.get_extra_info("socket")
             logger.debug("%r connected to %s:%r: (%r, %r)", sock, host, port, transport, protocol)
@@ -660,7 +670,7 @@ class StreamMethods(_LoopBase):
         return await self._connection_transport(
             sock, protocol_factory, ssl, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout)
+            ssl_shutdown_timeout=ssl_shutdown_timeout, own_sock=path is not None)
 
     async def create_unix_server(  # type: ignore[override]  # uvcffi's Server (see above)
         self, protocol_factory: _ProtocolFactory, path: StrPath | None = None, *,

@@ -3,6 +3,7 @@ selector loop (the specification), plus the 10,000-connection check (accepting u
 test_accept_emfile.py)."""
 import asyncio
 import errno
+import functools
 import gc
 import os
 import socket
@@ -431,6 +432,50 @@ def test_server_that_cannot_start_leaves_nothing_listening(loop):
         with pytest.raises(ConnectionRefusedError):
             await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
         assert made == []
+    run(loop, main())
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_failing_protocol_factory_closes_the_connections_socket(loop, tmp_path, kind):
+    """create_connection() / create_unix_connection() whose protocol factory raises: the
+    socket made for the connection is closed at once.  (asyncio leaves it to the garbage
+    collector, the exception's traceback holding it open meanwhile; so did uvcffi.)  The
+    listener never accepts: the kernel completes the connection, no fd of this process is
+    added for it."""
+    def factory():
+        raise ZeroDivisionError("no protocol")
+
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    async def main():
+        if kind == "tcp":
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            connect = functools.partial(loop.create_connection, port=listener.getsockname()[1],
+                                        host="127.0.0.1")
+        else:
+            listener = socket.socket(socket.AF_UNIX)
+            path = str(tmp_path / "sock")
+            listener.bind(path)
+            connect = functools.partial(loop.create_unix_connection, path=path)
+        lost = loop.create_future()
+
+        class Warm(asyncio.Protocol):
+            def connection_lost(self, exc):
+                lost.set_result(None)
+
+        with listener:
+            listener.listen()
+            # What the loop opens once, on first use (its fd watcher's epoll), opens now.
+            transport, _ = await connect(Warm)
+            transport.abort()
+            await lost
+            before = open_fds()
+            with pytest.raises(ZeroDivisionError) as info:
+                await connect(factory)
+            assert open_fds() == before
+            del info
     run(loop, main())
 
 def _run_script(script, timeout=120):

@@ -117,9 +117,11 @@ def address_addrinfo(host: object, port: Any, family: int = 0, type: int = 0,
     """
     if not (isinstance(family, int) and isinstance(type, int) and isinstance(proto, int)):
         return None
-    kinds = _NUMERIC_KINDS.get((type, proto))
-    if kinds is None or host is None:
+    # asyncio takes any of the protocols 0, TCP and UDP as the socket type's own (a UDP
+    # proto with a stream socket connects over TCP); any other is the resolver's.
+    if type not in (_STREAM, _DGRAM) or proto not in (0, _TCP, _UDP) or host is None:
         return None
+    kinds = _NUMERIC_KINDS[(type, 0)]
     if port is None or (isinstance(port, (str, bytes)) and not port):
         port = 0
     else:

@@ -283,3 +283,28 @@ def test_address_addrinfo_keeps_the_ipv6_spelling_as_asyncio_does():
         assert address_addrinfo(host, 1, 0, stream)[0][4] == (host, 1, 0, 0)
         canonical = socket.getaddrinfo(host, 1, 0, stream)[0][4]
         assert numeric_addrinfo(host, 1, 0, stream)[0][4] == canonical
+
+
+
+def test_address_addrinfo_takes_the_protocol_of_the_socket_type_as_asyncio_does():
+    # asyncio's _ipaddr_info: proto 0, TCP or UDP all mean the type's own protocol.
+    for proto in (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+        assert address_addrinfo("127.0.0.1", 1, 0, socket.SOCK_STREAM, proto) == [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 1))]
+        assert address_addrinfo("127.0.0.1", 1, 0, socket.SOCK_DGRAM, proto) == [
+            (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", ("127.0.0.1", 1))]
+    assert address_addrinfo("127.0.0.1", 1, 0, socket.SOCK_STREAM, 132) is None  # SCTP
+    assert address_addrinfo("127.0.0.1", 1, 0, socket.SOCK_RAW, 0) is None
+
+
+def test_create_connection_udp_proto_with_an_ip_address(anyloop):
+    async def main():
+        server = await anyloop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await anyloop.create_connection(
+            asyncio.Protocol, "127.0.0.1", port, proto=socket.IPPROTO_UDP)
+        assert transport.get_extra_info("socket").type == socket.SOCK_STREAM
+        transport.close()
+        server.close()
+        await server.wait_closed()
+    run(anyloop, main())

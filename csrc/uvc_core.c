@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -97,15 +98,9 @@ static void close_any(uv_handle_t *h, void *arg) {
     uv_close(h, uvc_close_cb);
 }
 
-void uvc_loop_close(uvc_loop_t *L) {
-    if (L == NULL || L->closed)
-        return;
-    L->closed = 1;
-    uv_walk(&L->uv, close_any, NULL);
-    /* Run the close callbacks, and let requests still in libuv's thread pool finish. */
-    L->nevents = 0;
-    L->arena_used = 0;
-    uv_run(&L->uv, UV_RUN_DEFAULT);
+/* The end of closing, once libuv has nothing left in flight: close the libuv loop and free
+ * what Python never collected. */
+static void close_finish(uvc_loop_t *L) {
     uv_loop_close(&L->uv);
     if (L->signal_fds[0] >= 0) {
         close(L->signal_fds[0]);
@@ -125,10 +120,7 @@ void uvc_loop_close(uvc_loop_t *L) {
     L->nevents = 0;
 }
 
-void uvc_loop_free(uvc_loop_t *L) {
-    if (L == NULL)
-        return;
-    uvc_loop_close(L);
+static void loop_free_memory(uvc_loop_t *L) {
     free(L->slots);
     free(L->free_slots);
     free(L->dead_slots);
@@ -139,6 +131,68 @@ void uvc_loop_free(uvc_loop_t *L) {
     free(L->hold_slots);
     uvc_fdguard_free(L);
     free(L);
+}
+
+/* Guards `reaping` and `free_requested` between the closing thread and uvc_loop_free. */
+static pthread_mutex_t reap_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A thread of its own that waits for the lookups a closed loop still has in libuv's thread
+ * pool, then finishes closing it (and frees it, if uvc_loop_free came meanwhile). */
+static void *reap(void *arg) {
+    uvc_loop_t *L = arg;
+    uv_run(&L->uv, UV_RUN_DEFAULT);
+    close_finish(L);
+    pthread_mutex_lock(&reap_lock);
+    int free_now = L->free_requested;
+    L->reaping = 0;
+    pthread_mutex_unlock(&reap_lock);
+    if (free_now)
+        loop_free_memory(L);
+    return NULL;
+}
+
+void uvc_loop_close(uvc_loop_t *L) {
+    if (L == NULL || L->closed)
+        return;
+    L->closed = 1;
+    uv_walk(&L->uv, close_any, NULL);
+    /* Run the close callbacks, and those of the lookups Python cancelled. */
+    L->nevents = 0;
+    L->arena_used = 0;
+    uv_run(&L->uv, UV_RUN_NOWAIT);
+    if (uv_loop_alive(&L->uv)) {
+        /* A getaddrinfo()/getnameinfo() running in libuv's thread pool cannot be stopped,
+         * and can take the resolver's whole timeout.  asyncio's close() does not wait for
+         * its executor's lookups: neither does this one.  A thread waits for them. */
+        pthread_attr_t attr;
+        pthread_t thread;
+        int started = 0;
+        if (pthread_attr_init(&attr) == 0) {
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            L->reaping = 1;
+            started = pthread_create(&thread, &attr, reap, L) == 0;
+            if (!started)
+                L->reaping = 0;
+            pthread_attr_destroy(&attr);
+        }
+        if (started)
+            return;
+        uv_run(&L->uv, UV_RUN_DEFAULT); /* no thread to be had: wait here */
+    }
+    close_finish(L);
+}
+
+void uvc_loop_free(uvc_loop_t *L) {
+    if (L == NULL)
+        return;
+    uvc_loop_close(L);
+    pthread_mutex_lock(&reap_lock);
+    int reaping = L->reaping;
+    if (reaping)
+        L->free_requested = 1; /* the reaping thread frees it when it is done */
+    pthread_mutex_unlock(&reap_lock);
+    if (!reaping)
+        loop_free_memory(L);
 }
 
 int uvc_run_once(uvc_loop_t *L, int64_t timeout_ms) {

@@ -73,7 +73,9 @@ typedef struct uvc_loop_s uvc_loop_t;
 uvc_loop_t *uvc_loop_new(void);
 /* Close every handle, run their close callbacks and close the libuv loop.  The struct
  * stays valid (every call on it then fails with UV_EBADF, wake-ups are ignored) until
- * uvc_loop_free, so a late call from another thread cannot touch freed memory. */
+ * uvc_loop_free, so a late call from another thread cannot touch freed memory.  Lookups
+ * still running in libuv's thread pool are not waited for: a thread of the core's waits for
+ * them and then finishes closing the libuv loop (uvc_loop_free leaves the freeing to it). */
 void uvc_loop_close(uvc_loop_t *L);
 /* Free the struct (closing it first if needed). */
 void uvc_loop_free(uvc_loop_t *L);
@@ -160,6 +162,8 @@ struct uvc_loop_s {
     int ndead, dead_cap;
     int active;
     int closed;
+    int reaping;                  /* closed with lookups in flight: a thread finishes closing */
+    int free_requested;           /* uvc_loop_free came while reaping: the thread frees */
     uvc_base_t *fdset;            /* uvc_fdset.c: the set of fds the loop does not own */
     int64_t polls;                /* uvc_run_once calls so far: the fd set stamps its events */
     char *recv_buffer;            /* uvc_recv_buffer (allocated on first use) */

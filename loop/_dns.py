@@ -350,8 +350,8 @@ class DnsMethods(_LoopBase):
         return await self._dns_wait(slot, _unpack_nameinfo)  # type: ignore[no-any-return]
 
     def _teardown_dns(self) -> None:
-        """close(), before libuv goes: lookups still queued in the thread pool would make
-        closing wait for them."""
+        """close(), before libuv goes: lookups still queued in the thread pool are dropped
+        (those already running finish on their own: the C core does not wait for them)."""
         for owner in list(self._slots):
             if isinstance(owner, _Lookup):
                 lib.uvc_dns_cancel(self._uv, owner.slot)

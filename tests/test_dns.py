@@ -1,8 +1,11 @@
 """loop.getaddrinfo / loop.getnameinfo: the same answers and errors as the socket module."""
 import asyncio
 import gc
+import os
 import socket
+import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -308,3 +311,46 @@ def test_create_connection_udp_proto_with_an_ip_address(anyloop):
         server.close()
         await server.wait_closed()
     run(anyloop, main())
+
+
+def _resolver_reads_hostaliases():
+    """glibc's DNS resolver (nsswitch 'dns' for hosts) opens $HOSTALIASES for names
+    without a dot: what the test below holds a lookup with."""
+    import platform
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        with open("/etc/nsswitch.conf") as conf:
+            return any(line.split()[:1] == ["hosts:"] and "dns" in line.split() for line in conf)
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _resolver_reads_hostaliases(), reason="needs glibc's DNS resolver")
+def test_close_does_not_wait_for_a_lookup_in_the_thread_pool(tmp_path):
+    """close() while a getaddrinfo() runs in libuv's thread pool (where it cannot be
+    stopped, and may take the resolver's whole timeout) returns without waiting for it,
+    as asyncio's close() does not wait for its executor's lookups; uvcffi's waited.  The
+    resolver holds the lookup in the pool by opening $HOSTALIASES, a FIFO here: the open
+    waits for a writer.  (A subprocess: the old close() never returned.)"""
+    fifo = str(tmp_path / "aliases")
+    plain = str(tmp_path / "plain")
+    os.mkfifo(fifo)
+    script = f"""
+        import asyncio, os, uvcffi
+        loop = uvcffi.new_event_loop()
+        task = loop.create_task(loop.getaddrinfo("uvcffi-held-lookup", 80))
+        loop.run_until_complete(asyncio.sleep(0))  # the lookup goes to the pool
+        writer = os.open({fifo!r}, os.O_WRONLY)  # returns once the resolver has it open
+        loop.close()
+        print("closed", flush=True)
+        # The lookup may finish now (a plain file from here on), and the process exit.
+        open({plain!r}, "w").close()
+        os.rename({plain!r}, {fifo!r})
+        os.close(writer)
+    """
+    env = dict(os.environ, HOSTALIASES=fifo, RES_OPTIONS="timeout:1 attempts:1")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "closed\n"

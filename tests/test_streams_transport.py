@@ -1031,3 +1031,30 @@ def test_streams_read_raises_on_peer_reset_with_a_write_queued(anyloop):
         writer.close()
         lsock.close()
     run(anyloop, main())
+
+
+def test_debug_log_of_a_reset_carries_its_traceback(anyloop, caplog):
+    """In debug mode a transport's OSError (a reset here) is logged with the error itself:
+    the logging call is not inside the except that caught it, so exc_info=True would log
+    'NoneType: None'."""
+    async def main():
+        lost = anyloop.create_future()
+
+        class P(asyncio.Protocol):
+            def connection_lost(self, exc):
+                lost.set_result(exc)
+
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            c = socket.create_connection(srv.getsockname())
+            s, _ = srv.accept()
+            await anyloop.connect_accepted_socket(P, c)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # an RST
+            return await lost
+
+    anyloop.set_debug(True)
+    with caplog.at_level(logging.DEBUG):
+        exc = run(anyloop, main())
+    assert isinstance(exc, ConnectionResetError)
+    logged = [r for r in caplog.records if "Fatal read error" in r.getMessage()]
+    assert logged and all(r.exc_info and r.exc_info[1] is exc for r in logged), logged

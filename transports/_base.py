@@ -97,7 +97,7 @@ class TransportBase:
         # OSErrors (resets, broken pipes) are the peer's doing: logged in debug mode only.
         if isinstance(exc, OSError):
             if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
+                logger.debug("%r: %s", self, message, exc_info=exc)
         else:
             self._report(exc, message)
         self._force_close(exc)

@@ -177,7 +177,7 @@ class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
         # read errors are reported, as asyncio's read pipe does.
         if isinstance(exc, OSError) and exc.errno == errno.EIO:
             if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
+                logger.debug("%r: %s", self, message, exc_info=exc)
         else:
             self._report(exc, message)
         self._force_close(exc)

@@ -1035,7 +1035,7 @@ class SSLTransport(asyncio.Transport):
         drop the connection; connection_lost(exc) follows."""
         if isinstance(exc, OSError):
             if self._debug:
-                logger.debug("%r: %s", self, message, exc_info=True)
+                logger.debug("%r: %s", self, message, exc_info=exc)
         elif not isinstance(exc, asyncio.CancelledError):
             self._loop.call_exception_handler({
                 "message": message,

@@ -691,8 +691,10 @@ class StreamMethods(_LoopBase):
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
             path = os.fspath(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # Before the socket is made: an empty path raises IndexError here, as on
+            # asyncio, which leaves its new socket open for the collector.
             abstract = path[0] in (0, "\x00")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             if not abstract:
                 try:
                     if stat.S_ISSOCK(os.stat(path).st_mode):

@@ -558,6 +558,15 @@ def test_ten_thousand_connections():
         server.stdout.close()
 
 
+def test_unix_server_empty_path_makes_no_socket(loop):
+    """create_unix_server(P, "") raises asyncio's IndexError before any socket is made
+    (asyncio leaves one open, held by the traceback until collected)."""
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(IndexError) as info:
+        run(loop, loop.create_unix_server(asyncio.Protocol, ""))
+    assert sorted(os.listdir("/proc/self/fd")) == before, info
+
+
 def test_unix_server_bind_error_leaks_no_fd(anyloop):
     """A bind that fails (no such directory) raises OSError and closes its socket."""
     before = len(os.listdir("/proc/self/fd"))

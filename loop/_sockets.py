@@ -207,7 +207,7 @@ class SocketMethods(_LoopBase):
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``; return them
         (b"" at end of stream)."""
         _check_socket(sock)
-        if (sock.__class__ is socket.socket and n.__class__ is int and n >= 0
+        if (sock.__class__ is socket.socket and n.__class__ is int and n > 0
                 and (n <= _RECV_MAX or sock.type == _SOCK_STREAM) and not self._closed):
             # The loop's own receive for a plain socket: into a buffer it reuses (recv(n)
             # allocates n bytes per call: 256 KiB for a 1 KiB message), and "nothing yet"
@@ -215,6 +215,8 @@ class SocketMethods(_LoopBase):
             # _RECV_MAX bytes: a stream may return less than asked, but a datagram or a
             # SEQPACKET message would be cut, so a bigger one goes through sock.recv.  A
             # closed loop has no buffer: sock.recv still works there, as on asyncio.
+            # n == 0 is sock.recv's too: CPython's returns b"" at once, data or not, where
+            # recv(2) of 0 bytes says EAGAIN (the task would wait for data it never reads).
             uv = self._uv
             fd = sock.fileno()
             data = _recv_now(uv, fd, n)

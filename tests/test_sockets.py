@@ -694,3 +694,20 @@ def test_sendall_of_a_strided_view_is_all_or_nothing(anyloop):
                 b.recv(1000)
         else:
             assert b.recv(1000) == data.tobytes()
+
+
+def test_recv_of_zero_bytes_is_socket_recvs(anyloop):
+    # CPython's socket.recv(0) returns b"" without a system call, data or not; uvcffi's own
+    # receive made it recv(2) of 0 bytes, whose EAGAIN left the task waiting for data.
+    # (PyPy's socket.recv(0) does say "would block": there both loops wait for data.)
+    a, b = tcp_pair()
+    with a, b:
+        try:
+            expected = a.recv(0)
+        except BlockingIOError:
+            b.send(b"x")  # this runtime's recv(0) waits for data: give it some
+            expected = b""
+        assert run(anyloop, anyloop.sock_recv(a, 0)) == expected
+        b.send(b"y")
+        assert run(anyloop, anyloop.sock_recv(a, 0)) == b""
+        assert run(anyloop, anyloop.sock_recv(a, 10)) in (b"y", b"xy")

@@ -264,8 +264,12 @@ class SocketMethods(_LoopBase):
         """Receive a datagram from ``sock`` into ``buf`` (at most ``nbytes`` bytes, all of
         ``buf`` when 0); return (number of bytes, address)."""
         _check_socket(sock)
-        if not nbytes:
+        if not nbytes:  # 0 or None, as asyncio takes it
             nbytes = len(buf)  # type: ignore[arg-type]  # buffers asyncio takes have len()
+        elif isinstance(nbytes, int) and nbytes < 0:
+            # CPython's socket refuses it so; PyPy's takes it as "no limit" and writes the
+            # whole datagram, past the end of ``buf``.  (Other types: the socket's error.)
+            raise ValueError("negative buffersize in recvfrom_into")
         try:
             return sock.recvfrom_into(buf, nbytes)
         except _WOULD_BLOCK:

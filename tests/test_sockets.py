@@ -227,6 +227,25 @@ def test_udp_sendto_recvfrom(anyloop):
         assert second == (3, b"two", a.getsockname())
 
 
+def test_recvfrom_into_refuses_a_negative_nbytes(anyloop):
+    # CPython's socket raises ValueError; PyPy's recvfrom_into took -1 as "no limit" and
+    # wrote the whole datagram past the end of the buffer it was given.
+    needs(anyloop, "sock_recvfrom_into")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+        b.bind(("127.0.0.1", 0))
+        b.setblocking(False)
+        a.sendto(b"abcdefgh", b.getsockname())
+        whole = bytearray(b"." * 12)
+        with pytest.raises(ValueError, match="negative buffersize"):
+            run(anyloop, anyloop.sock_recvfrom_into(b, memoryview(whole)[:4], -1))
+        assert whole == bytearray(b"." * 12)
+        # The datagram is still there for a receive that asks for it properly (None, as
+        # 0, means all of the buffer, as on asyncio).
+        n, _ = run(anyloop, anyloop.sock_recvfrom_into(b, memoryview(whole)[:4], None))
+        assert (n, whole) == (4, bytearray(b"abcd" + b"." * 8))
+
+
 BLOCKING_CALLS = {
     "sock_recv": lambda lp, s: lp.sock_recv(s, 1),
     "sock_recv_into": lambda lp, s: lp.sock_recv_into(s, bytearray(1)),

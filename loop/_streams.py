@@ -789,18 +789,21 @@ class StreamMethods(_LoopBase):
         fallback = getattr(getattr(asyncio, "constants", None), "_SendfileMode", None)
         return fallback is not None and mode in (fallback.FALLBACK, fallback.TRY_NATIVE)
 
-    async def _wait_writable(self, fd: int) -> None:
+    async def _wait_writable(self, fd: int, lost: asyncio.Future[None]) -> None:
+        """Wait until ``fd`` is writable or ``lost`` is done (the connection is gone)."""
         fut = self.create_future()
 
-        def writable() -> None:
+        def writable(*_: object) -> None:
             if not fut.done():
                 fut.set_result(None)
 
         self.add_writer(fd, writable)
+        lost.add_done_callback(writable)
         try:
             await fut
         finally:
             self.remove_writer(fd)
+            lost.remove_done_callback(writable)
 
     async def _sendfile_native(self, transport: SocketTransport, file: IO[bytes], offset: int,
                                count: int | None) -> int:
@@ -821,6 +824,10 @@ class StreamMethods(_LoopBase):
         resume_reading = transport.is_reading()
         transport.pause_reading()
         await transport._make_empty_waiter()
+        # The dup below keeps the socket open after the transport lets go of it: a close()
+        # or abort() meanwhile must end the transfer, not let it go on behind the
+        # protocol's connection_lost() (asyncio means the empty waiter to fail so).
+        lost = transport._sendfile_lost_waiter()
         total = 0
         out_fd = -1
         try:
@@ -828,13 +835,15 @@ class StreamMethods(_LoopBase):
             # a dup of it (same socket) does not disturb that watcher.
             out_fd = os.dup(transport._fd)
             while True:
+                if transport.is_closing():
+                    raise ConnectionError("Connection is closed by peer")
                 n = min(count - total, blocksize) if count else blocksize
                 if n <= 0:
                     break
                 try:
                     sent = os.sendfile(out_fd, fileno, offset + total, n)
                 except (BlockingIOError, InterruptedError):
-                    await self._wait_writable(out_fd)
+                    await self._wait_writable(out_fd, lost)
                     continue
                 except OSError as exc:
                     if total == 0:
@@ -852,6 +861,10 @@ class StreamMethods(_LoopBase):
                 os.close(out_fd)
             if total > 0:
                 os.lseek(fileno, offset + total, os.SEEK_SET)
+            if lost.done():
+                lost.exception()  # its error is raised above, as the transfer's
+            else:
+                lost.cancel()
             transport._reset_empty_waiter()
             if resume_reading:
                 transport.resume_reading()

@@ -98,3 +98,44 @@ def test_sendfile_refuses_writes_meanwhile_and_bad_args(anyloop, datafile):
         assert bytes(sink.data) == big + DATA + b"after"
         server.close()
     run(anyloop, main())
+
+
+class _StalledSink(Sink):
+    """A peer that reads nothing until told: the sender's socket buffers fill up."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.pause_reading()
+
+
+@pytest.mark.parametrize("how", ["abort", "close"])
+def test_closing_the_transport_ends_a_native_sendfile(loop, tmp_path, how):
+    # The zero-copy path sends through a dup of the transport's fd.  A close() or abort()
+    # meanwhile closed the transport (connection_lost(None) came) but the dup kept the
+    # socket open: the transfer went on to the end behind the closed transport, or waited
+    # forever for a peer that does not read.  It now ends with asyncio's ConnectionError
+    # (asyncio's own loop means its empty waiter to fail so, but hangs; its fallback path,
+    # which TLS transports take on both loops, raises ConnectionError).
+    path = tmp_path / "big"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)  # more than any socket buffer takes: the sender must wait
+
+    async def main():
+        sink = _StalledSink()
+        server = await loop.create_server(lambda: sink, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, pr = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        with open(path, "rb") as f:
+            task = asyncio.ensure_future(loop.sendfile(tr, f))
+            await asyncio.sleep(0)  # it sends what the buffers take, then waits
+            assert not task.done()
+            getattr(tr, how)()
+            with pytest.raises(ConnectionError):
+                await task
+            position = f.tell()
+        sink.transport.resume_reading()
+        await sink.done  # the peer sees the end of the connection, not the whole file
+        assert 0 < len(sink.data) == position < 64 << 20
+        server.close()
+        await server.wait_closed()
+    run(loop, main())

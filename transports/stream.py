@@ -22,6 +22,7 @@ Internal interface kept stable for subclasses (the pipe transports use it):
   _release_resource()                drop the fd's Python owner before libuv closes it
   _fatal_error(exc, message), _force_close(exc), _call_connection_lost(exc)
   _make_empty_waiter() / _reset_empty_waiter()   (sendfile: wait for the writes to drain)
+  _sendfile_lost_waiter()            (sendfile: then learn that the connection is lost)
 """
 from __future__ import annotations
 
@@ -731,6 +732,13 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         self._write_blocked = True
         if self._pending == 0:
             self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _sendfile_lost_waiter(self) -> asyncio.Future[None]:
+        """After _make_empty_waiter()'s wait, for a native sendfile that writes on the
+        transport's socket itself: a future that losing the connection (close(), abort(),
+        a fatal error) fails, so the transfer stops waiting for the socket and ends."""
+        self._empty_waiter = self._loop.create_future()
         return self._empty_waiter
 
     def _reset_empty_waiter(self) -> None:

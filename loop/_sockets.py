@@ -94,7 +94,8 @@ def _call_method(sock: socket.socket, method: str, *args: Any) -> Any:
 
 def _recvfrom_reused(loop: SocketMethods, sock: socket.socket,
                      bufsize: int) -> tuple[bytes, _RetAddress]:
-    """sock.recvfrom(bufsize), received into the loop's reused buffer (grown as asked)."""
+    """sock.recvfrom(bufsize), received into the loop's reused buffer (grown as asked, up
+    to _RECV_MAX bytes)."""
     view = loop._recvfrom_buffer
     if view is None or len(view) < bufsize:
         view = loop._recvfrom_buffer = memoryview(bytearray(max(bufsize, 65536)))
@@ -243,10 +244,14 @@ class SocketMethods(_LoopBase):
         """Receive a datagram of up to ``bufsize`` bytes from ``sock``; return
         (data, address)."""
         _check_socket(sock)
-        if sock.__class__ is socket.socket and bufsize.__class__ is int and bufsize > 0:
+        if (sock.__class__ is socket.socket and bufsize.__class__ is int
+                and 0 < bufsize <= _RECV_MAX):
             # recvfrom(bufsize) allocates bufsize bytes per call (40 us for 256 KiB on
             # CPython, against 5 us into a buffer the loop reuses): receive into that
             # buffer and return bytes of the datagram's size.  A subclass keeps its own.
+            # A bigger bufsize goes through recvfrom(): the loop keeps its buffer for good
+            # (and fills it with zeros first), where recvfrom() gives back what the
+            # datagram does not use: one sock_recvfrom(sock, 1 << 29) left 512 MiB resident.
             try:
                 return _recvfrom_reused(self, sock, bufsize)
             except _WOULD_BLOCK:

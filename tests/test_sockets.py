@@ -593,6 +593,19 @@ def test_sock_recvfrom_reused_buffer_keeps_each_datagram(anyloop):
     assert len({id(g) for g in got}) == len(got)
 
 
+def test_sock_recvfrom_of_a_huge_bufsize_keeps_no_huge_buffer(loop):
+    # uvcffi's reused receive buffer grew to any bufsize asked and stayed, zero-filled:
+    # one sock_recvfrom(sock, 1 << 29) kept 512 MiB resident for the loop's life, where
+    # asyncio's recvfrom() gives back what the datagram does not use.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
+        a.bind(("127.0.0.1", 0))
+        a.setblocking(False)
+        a.sendto(b"small", a.getsockname())
+        assert run(loop, loop.sock_recvfrom(a, 64 << 20)) == (b"small", a.getsockname())
+        kept = loop._recvfrom_buffer
+        assert kept is None or len(kept) <= 256 * 1024
+
+
 def test_sock_recv_of_more_than_its_buffer_loses_nothing(anyloop):
     a, b = socket.socketpair()
     a.setblocking(False)

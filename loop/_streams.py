@@ -823,14 +823,18 @@ class StreamMethods(_LoopBase):
             return 0  # an empty file
         resume_reading = transport.is_reading()
         transport.pause_reading()
-        await transport._make_empty_waiter()
-        # The dup below keeps the socket open after the transport lets go of it: a close()
-        # or abort() meanwhile must end the transfer, not let it go on behind the
-        # protocol's connection_lost() (asyncio means the empty waiter to fail so).
-        lost = transport._sendfile_lost_waiter()
+        drained = transport._make_empty_waiter()  # (raises if another sendfile runs)
+        lost: asyncio.Future[None] | None = None
         total = 0
         out_fd = -1
         try:
+            # In the try: a sendfile cancelled while the buffered writes drain (a timeout,
+            # say) gives the transport back as it was, writable and reading.
+            await drained
+            # The dup below keeps the socket open after the transport lets go of it: a
+            # close() or abort() meanwhile must end the transfer, not let it go on behind
+            # the protocol's connection_lost() (asyncio means the empty waiter to fail so).
+            lost = transport._sendfile_lost_waiter()
             # libuv watches the socket's fd for the transport; waiting for writability on
             # a dup of it (same socket) does not disturb that watcher.
             out_fd = os.dup(transport._fd)
@@ -861,10 +865,11 @@ class StreamMethods(_LoopBase):
                 os.close(out_fd)
             if total > 0:
                 os.lseek(fileno, offset + total, os.SEEK_SET)
-            if lost.done():
-                lost.exception()  # its error is raised above, as the transfer's
-            else:
-                lost.cancel()
+            if lost is not None:
+                if lost.done():
+                    lost.exception()  # its error is raised above, as the transfer's
+                else:
+                    lost.cancel()
             transport._reset_empty_waiter()
             if resume_reading:
                 transport.resume_reading()

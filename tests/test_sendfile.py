@@ -139,3 +139,36 @@ def test_closing_the_transport_ends_a_native_sendfile(loop, tmp_path, how):
         server.close()
         await server.wait_closed()
     run(loop, main())
+
+
+def test_sendfile_cancelled_while_the_writes_drain_gives_the_transport_back(loop, datafile):
+    # A zero-copy sendfile first waits for the transport's buffered writes to go out.
+    # Cancelled there (wait_for's timeout, say), it left the transport refusing every
+    # write ("sendfile is in progress"), every later sendfile ("Empty waiter is already
+    # set") and with reading paused, for good.  (asyncio's loop does the same; uvloop,
+    # whose sendfile is the read/write fallback, gives the transport back.)
+    async def main():
+        sink = _StalledSink()
+        server = await loop.create_server(lambda: sink, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, pr = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        big = b"b" * (32 << 20)  # more than the socket buffers take: it stays buffered
+        tr.write(big)
+        task = asyncio.ensure_future(loop.sendfile(tr, datafile))
+        await asyncio.sleep(0)  # it pauses reading and waits for the buffer to drain
+        assert not task.done()
+        assert not tr.is_reading()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert tr.is_reading()
+        assert datafile.tell() == 0
+        tr.write(b"after")
+        sink.transport.resume_reading()
+        assert await loop.sendfile(tr, datafile, 0, 1000) == 1000
+        tr.close()
+        await sink.done
+        assert bytes(sink.data) == big + b"after" + DATA[:1000]
+        server.close()
+        await server.wait_closed()
+    run(loop, main())

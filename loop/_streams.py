@@ -784,7 +784,8 @@ class StreamMethods(_LoopBase):
     @staticmethod
     def _sendfile_fallback_ok(transport: object) -> bool:
         if isinstance(transport, StreamTransportBase):
-            return True
+            # Not the read end of a pipe: it has nothing to write the file to.
+            return isinstance(transport, asyncio.WriteTransport)
         mode = getattr(transport, "_sendfile_compatible", None)
         fallback = getattr(getattr(asyncio, "constants", None), "_SendfileMode", None)
         return fallback is not None and mode in (fallback.FALLBACK, fallback.TRY_NATIVE)

@@ -433,6 +433,27 @@ def test_sendfile_to_a_write_pipe(loop, tmp_path):
     os.close(r)
 
 
+def test_sendfile_to_a_read_pipe_is_refused(anyloop, tmp_path):
+    # The read end of a pipe has nothing to send a file to: asyncio refuses it with
+    # RuntimeError.  uvcffi's fallback took it for a stream, "wrote" the file into the
+    # read end (a fatal error that closed the transport) and returned the bytes read.
+    path = tmp_path / "data"
+    path.write_bytes(b"abc")
+    r, w = os.pipe()
+    try:
+        transport, _ = run(anyloop, anyloop.connect_read_pipe(asyncio.Protocol, open(r, "rb", 0)))
+        with open(path, "rb") as f:
+            for fallback in (True, False):
+                with pytest.raises(RuntimeError, match="not supported"):
+                    run(anyloop, anyloop.sendfile(transport, f, fallback=fallback))
+            assert f.tell() == 0
+        assert not transport.is_closing()
+        transport.close()
+        run(anyloop, asyncio.sleep(0))
+    finally:
+        os.close(w)
+
+
 def test_close_flushes_then_connection_lost(loop):
     r, w = os.pipe()
     proto = WriteProto(loop)

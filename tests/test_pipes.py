@@ -454,6 +454,27 @@ def test_sendfile_to_a_read_pipe_is_refused(anyloop, tmp_path):
         os.close(w)
 
 
+@pytest.mark.parametrize("name", [
+    "write", "writelines", "write_eof", "can_write_eof", "abort",
+    "get_write_buffer_size", "get_write_buffer_limits", "set_write_buffer_limits",
+])
+def test_a_read_pipe_has_no_write_methods(anyloop, name):
+    # asyncio's read pipe transport is a ReadTransport only: tr.write is an AttributeError.
+    # uvcffi's inherited the stream's, and a write() into the read end was a fatal error
+    # that closed the transport.
+    r, w = os.pipe()
+    try:
+        transport, _ = run(anyloop, anyloop.connect_read_pipe(asyncio.Protocol, open(r, "rb", 0)))
+        assert not hasattr(transport, name)
+        with pytest.raises(AttributeError, match=name):
+            getattr(transport, name)
+        assert not transport.is_closing()
+        transport.close()
+        run(anyloop, asyncio.sleep(0))
+    finally:
+        os.close(w)
+
+
 def test_close_flushes_then_connection_lost(loop):
     r, w = os.pipe()
     proto = WriteProto(loop)

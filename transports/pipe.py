@@ -146,8 +146,31 @@ class _PipeTransport(StreamTransportBase):
             self._pipe = None
 
 
+class _NotHere:
+    """A method a subclass does not have: getting it raises AttributeError, so hasattr()
+    is False, as for a class that never defined it."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        raise AttributeError(
+            f"{(owner or type(obj)).__name__!r} object has no attribute {self.name!r}")
+
+
 class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
     """The read end of a pipe, FIFO, socket or pty as an asyncio.ReadTransport."""
+
+    # asyncio's read pipe transport is a ReadTransport only: no write methods at all, so a
+    # write() is an AttributeError there, not a write into the read end (a fatal error).
+    write = _NotHere()
+    writelines = _NotHere()
+    write_eof = _NotHere()
+    can_write_eof = _NotHere()
+    abort = _NotHere()
+    get_write_buffer_size = _NotHere()
+    get_write_buffer_limits = _NotHere()
+    set_write_buffer_limits = _NotHere()
 
     def __init__(
         self, loop: AbstractEventLoop, pipe: Any, protocol: BaseProtocol,

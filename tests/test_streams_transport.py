@@ -1033,7 +1033,7 @@ def test_streams_read_raises_on_peer_reset_with_a_write_queued(anyloop):
     run(anyloop, main())
 
 
-def test_debug_log_of_a_reset_carries_its_traceback(anyloop, caplog):
+def test_debug_log_of_a_reset_carries_its_traceback(anyloop):
     """In debug mode a transport's OSError (a reset here) is logged with the error itself:
     the logging call is not inside the except that caught it, so exc_info=True would log
     'NoneType: None'."""
@@ -1053,8 +1053,22 @@ def test_debug_log_of_a_reset_carries_its_traceback(anyloop, caplog):
             return await lost
 
     anyloop.set_debug(True)
-    with caplog.at_level(logging.DEBUG):
+    # A handler of the test's own on the "asyncio" logger, whatever earlier tests (in the
+    # whole suite) left of its level or of the root's handlers.
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    asyncio_logger = logging.getLogger("asyncio")
+    saved = asyncio_logger.level, asyncio_logger.disabled
+    asyncio_logger.setLevel(logging.DEBUG)
+    asyncio_logger.disabled = False
+    asyncio_logger.addHandler(handler)
+    try:
         exc = run(anyloop, main())
+    finally:
+        asyncio_logger.removeHandler(handler)
+        asyncio_logger.setLevel(saved[0])
+        asyncio_logger.disabled = saved[1]
     assert isinstance(exc, ConnectionResetError)
-    logged = [r for r in caplog.records if "Fatal read error" in r.getMessage()]
+    logged = [r for r in records if "Fatal read error" in r.getMessage()]
     assert logged and all(r.exc_info and r.exc_info[1] is exc for r in logged), logged

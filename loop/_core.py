@@ -1244,6 +1244,13 @@ def _call_at_py(loop: CoreLoop, when: float, callback: Callable[..., object],
     return CoreLoop.call_at(loop, when, callback, *args, context=context)
 
 
+def _call_python(loop: CoreLoop, method: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Handle:
+    # A call the accelerator does not take apart (keyword arguments other than context=,
+    # as call_later(delay=1, callback=cb), or too few arguments) binds as asyncio's does.
+    return getattr(CoreLoop, method)(loop, *args, **kwargs)  # type: ignore[no-any-return]
+
+
 def _callback_failed(loop: CoreLoop, handle: Handle, exc: BaseException) -> None:
     loop.call_exception_handler(callback_error_context(handle, exc))
 
@@ -1257,6 +1264,7 @@ _ACCEL_FALLBACKS: dict[str, Callable[..., Any]] = {
     "call_soon_threadsafe": _call_soon_threadsafe_py,
     "call_later": _call_later_py,
     "call_at": _call_at_py,
+    "call_python": _call_python,
     "callback_failed": _callback_failed,
     "event_failed": lambda loop, owner, kind, exc: loop._event_failed(owner, kind, exc),
     "keep_undispatched": _keep_undispatched_from,

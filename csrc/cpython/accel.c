@@ -35,7 +35,7 @@ typedef struct {
     PyObject *fallback;          /* dict: the Python paths (see Accel_init) */
     PyObject *call_soon_py, *call_soon_threadsafe_py, *call_later_py, *call_at_py;
     PyObject *callback_failed, *event_failed, *keep_undispatched, *handle_signal;
-    PyObject *flush_new_timers, *poster_yield;
+    PyObject *flush_new_timers, *poster_yield, *call_python;
     /* offsets of the loop's slots */
     Py_ssize_t l_careful, l_closed, l_polling, l_slots, l_new_timers, l_callbacks_run;
     /* offsets of the handles' slots */
@@ -119,6 +119,7 @@ static int Accel_clear(Accel *self) {
     self->call_soon_py = self->call_soon_threadsafe_py = self->call_later_py = NULL;
     self->call_at_py = self->callback_failed = self->event_failed = NULL;
     self->keep_undispatched = self->handle_signal = self->flush_new_timers = NULL;
+    self->poster_yield = self->call_python = NULL;
     return 0;
 }
 
@@ -138,7 +139,8 @@ static PyObject *fallback_item(PyObject *fallback, const char *name) {
 /* Accel(loop, loop_type, handle_type, timer_type, uv_address, wakeup_address, fallback)
  * fallback: {"call_soon": ..., "call_soon_threadsafe": ..., "call_later": ...,
  *            "call_at": ..., "callback_failed": ..., "event_failed": ...,
- *            "keep_undispatched": ..., "handle_signal": ..., "flush_new_timers": ...}
+ *            "keep_undispatched": ..., "handle_signal": ..., "flush_new_timers": ...,
+ *            "poster_yield": ..., "call_python": ...}
  * (functions taking the loop first: the accelerator's slow paths, in Python). */
 static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
     PyObject *loop, *loop_type, *handle_type, *timer_type, *fallback;
@@ -166,6 +168,7 @@ static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
     FB(handle_signal, "handle_signal");
     FB(flush_new_timers, "flush_new_timers");
     FB(poster_yield, "poster_yield");
+    FB(call_python, "call_python");
 #undef FB
 #define OFF(field, type, name) if ((self->field = member_offset(type, name)) < 0) return -1
     OFF(l_careful, loop_type, "_careful");
@@ -234,34 +237,52 @@ static PyObject *new_handle(Accel *self, PyTypeObject *type, PyObject *loop, PyO
     return h;
 }
 
-/* Parse (callback, *args, context=None) after ``skip`` leading positional arguments. */
-static int parse_call(const char *method, PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, Py_ssize_t skip, PyObject **cbargs,
-                      PyObject **context) {
+/* Parse (callback, *args, context=None) after ``skip`` leading positional arguments.
+ * 1: a call this does not take apart (too few positional arguments, or a keyword other
+ * than context=, such as asyncio's call_later(delay=..., callback=...)), for call_python. */
+static int parse_call(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      Py_ssize_t skip, PyObject **cbargs, PyObject **context) {
     *context = NULL;
     if (kwnames != NULL) {
         Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
         for (Py_ssize_t i = 0; i < nk; i++) {
             PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            if (!PyUnicode_Check(k) || PyUnicode_CompareWithASCIIString(k, "context") != 0) {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'",
-                             method, k);
-                return -1;
-            }
+            if (!PyUnicode_Check(k) || PyUnicode_CompareWithASCIIString(k, "context") != 0)
+                return 1;
             *context = args[nargs + i];
         }
     }
-    if (nargs <= skip) {
-        PyErr_Format(PyExc_TypeError, "%s() missing %s required positional argument%s",
-                     method, skip ? "2" : "1", skip ? "s" : "");
-        return -1;
-    }
+    if (nargs <= skip)
+        return 1;
     *cbargs = PyTuple_New(nargs - skip - 1);
     if (*cbargs == NULL)
         return -1;
     for (Py_ssize_t i = skip + 1; i < nargs; i++)
         PyTuple_SET_ITEM(*cbargs, i - skip - 1, Py_NewRef(args[i]));
     return 0;
+}
+
+/* The Python method itself, CoreLoop.<method>(loop, *args, **kwargs): it binds the
+ * arguments as asyncio's signature does, and raises its TypeError when they do not fit. */
+static PyObject *call_python(Accel *self, const char *method, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *loop = get_loop(self), *pos = NULL, *kw = NULL, *r = NULL;
+    if (loop == NULL)
+        return NULL;
+    if ((pos = PyTuple_New(nargs)) == NULL || (kw = PyDict_New()) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        PyTuple_SET_ITEM(pos, i, Py_NewRef(args[i]));
+    Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nk; i++)
+        if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0)
+            goto done;
+    r = PyObject_CallFunction(self->call_python, "OsOO", loop, method, pos, kw);
+done:
+    Py_DECREF(loop);
+    Py_XDECREF(pos);
+    Py_XDECREF(kw);
+    return r;
 }
 
 /* The Python path: fallback(loop, callback, args, context) or fallback(loop, first,
@@ -303,8 +324,9 @@ static PyObject *Accel_handle(Accel *self, PyObject *const *args, Py_ssize_t nar
 static PyObject *Accel_call_soon(Accel *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames) {
     PyObject *cbargs, *context;
-    if (parse_call("call_soon", args, nargs, kwnames, 0, &cbargs, &context) < 0)
-        return NULL;
+    int parsed = parse_call(args, nargs, kwnames, 0, &cbargs, &context);
+    if (parsed != 0)
+        return parsed < 0 ? NULL : call_python(self, "call_soon", args, nargs, kwnames);
     PyObject *loop = get_loop(self), *h = NULL;
     if (loop == NULL)
         goto done;
@@ -323,8 +345,9 @@ done:
 static PyObject *Accel_call_soon_threadsafe(Accel *self, PyObject *const *args,
                                             Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *cbargs, *context;
-    if (parse_call("call_soon_threadsafe", args, nargs, kwnames, 0, &cbargs, &context) < 0)
-        return NULL;
+    int parsed = parse_call(args, nargs, kwnames, 0, &cbargs, &context);
+    if (parsed != 0)
+        return parsed < 0 ? NULL : call_python(self, "call_soon_threadsafe", args, nargs, kwnames);
     PyObject *loop = get_loop(self), *h = NULL;
     if (loop == NULL)
         goto done;
@@ -382,8 +405,9 @@ static PyObject *schedule_timer(Accel *self, PyObject *loop, PyObject *when, PyO
 static PyObject *Accel_call_later(Accel *self, PyObject *const *args, Py_ssize_t nargs,
                                   PyObject *kwnames) {
     PyObject *cbargs, *context;
-    if (parse_call("call_later", args, nargs, kwnames, 1, &cbargs, &context) < 0)
-        return NULL;
+    int parsed = parse_call(args, nargs, kwnames, 1, &cbargs, &context);
+    if (parsed != 0)
+        return parsed < 0 ? NULL : call_python(self, "call_later", args, nargs, kwnames);
     PyObject *loop = get_loop(self), *h = NULL, *delay = args[0], *callback = args[1];
     if (loop == NULL)
         goto done;
@@ -412,8 +436,9 @@ done:
 static PyObject *Accel_call_at(Accel *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
     PyObject *cbargs, *context;
-    if (parse_call("call_at", args, nargs, kwnames, 1, &cbargs, &context) < 0)
-        return NULL;
+    int parsed = parse_call(args, nargs, kwnames, 1, &cbargs, &context);
+    if (parsed != 0)
+        return parsed < 0 ? NULL : call_python(self, "call_at", args, nargs, kwnames);
     PyObject *loop = get_loop(self), *h = NULL, *when = args[0], *callback = args[1];
     if (loop == NULL)
         goto done;

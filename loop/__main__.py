@@ -5,6 +5,7 @@ it create uvcffi loops.
 """
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from collections.abc import Sequence
@@ -27,10 +28,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv = argv[1:]
         runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
     else:
+        script = argv[0]
+        if not os.path.exists(script):
+            # python's own words and exit status for a script it cannot find
+            print(f"{sys.executable}: can't open file {os.path.abspath(script)!r}: "
+                  "[Errno 2] No such file or directory", file=sys.stderr)
+            return 2
         sys.argv = argv
-        sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.abspath(argv[0])))
-        runpy.run_path(argv[0], run_name="__main__")
+        _script_path(script)
+        runpy.run_path(script, run_name="__main__")
     return 0
+
+
+def _script_path(script: str) -> None:
+    """Make sys.path what ``python script.py`` would have: ``python -m uvcffi`` put the
+    current directory first, where python puts the script's directory (symlinks resolved);
+    for a directory or zip file runpy puts the path itself.  (Under -P or -I python puts
+    no current directory there, and sys.path stays as it is.)"""
+    if not sys.path or os.path.abspath(sys.path[0]) != os.getcwd():
+        return
+    if os.path.isfile(script) and not _is_zip(script):
+        sys.path[0] = os.path.dirname(os.path.realpath(script))
+    else:
+        del sys.path[0]
+
+
+def _is_zip(path: str) -> bool:
+    import zipfile
+
+    return zipfile.is_zipfile(path)
 
 
 if __name__ == "__main__":

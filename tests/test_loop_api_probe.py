@@ -1,4 +1,7 @@
-"""The loop API's corners, each side by side with asyncio's loop (the anyloop fixture)."""
+"""The loop API's corners, each side by side with what asyncio (or python) does."""
+import subprocess
+import sys
+
 import pytest
 
 
@@ -27,3 +30,28 @@ def test_scheduling_arguments_bind_by_keyword(anyloop):
 def test_scheduling_calls_that_do_not_bind_raise_type_error(anyloop, call):
     with pytest.raises(TypeError, match="argument"):
         call(anyloop)
+
+
+def _run_python(*args, cwd):
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                         timeout=60, cwd=cwd)
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_python_m_uvcffi_script_gets_the_sys_path_python_gives_it(tmp_path):
+    # python app.py puts the script's directory first, never the current directory
+    # (python -m does): a module next to where the user stands must not become importable.
+    app = tmp_path / "sub" / "app.py"
+    app.parent.mkdir()
+    app.write_text("import sys\nprint(repr(sys.path))\n")
+    plain = _run_python(str(app), cwd=tmp_path)
+    on_uvcffi = _run_python("-m", "uvcffi", str(app), cwd=tmp_path)
+    assert plain[0] == on_uvcffi[0] == 0, on_uvcffi[2]
+    assert on_uvcffi[1] == plain[1]
+
+
+def test_python_m_uvcffi_missing_script_exits_as_python_does(tmp_path):
+    plain = _run_python("missing.py", cwd=tmp_path)
+    on_uvcffi = _run_python("-m", "uvcffi", "missing.py", cwd=tmp_path)
+    assert on_uvcffi[0] == plain[0] == 2
+    assert "can't open file" in on_uvcffi[2] and "Traceback" not in on_uvcffi[2]

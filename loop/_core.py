@@ -945,6 +945,10 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
     def create_task(self, coro: _CoroutineLike[_T], *,
                     name: str | None = None, context: Context | None = None) -> asyncio.Task[_T]:
         """Schedule a coroutine as a Task (or through the task factory); return it."""
+        if context is not None and sys.version_info < (3, 11):
+            # asyncio's create_task() takes context= from 3.11, as its Task does: before,
+            # the Task would refuse it half-made (and complain again when collected).
+            raise TypeError("create_task() got an unexpected keyword argument 'context'")
         self._check_closed()
         if self._task_factory is None:
             if context is None:

@@ -1,4 +1,6 @@
 """The loop API's corners, each side by side with what asyncio (or python) does."""
+import contextvars
+import gc
 import subprocess
 import sys
 
@@ -55,3 +57,20 @@ def test_python_m_uvcffi_missing_script_exits_as_python_does(tmp_path):
     on_uvcffi = _run_python("-m", "uvcffi", "missing.py", cwd=tmp_path)
     assert on_uvcffi[0] == plain[0] == 2
     assert "can't open file" in on_uvcffi[2] and "Traceback" not in on_uvcffi[2]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="context= is asyncio's from 3.11")
+def test_create_task_context_before_311_is_refused_as_asyncio_refuses_it(anyloop, monkeypatch):
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    async def work():
+        return 1
+
+    coro = work()
+    with pytest.raises(TypeError, match="context"):
+        anyloop.create_task(coro, context=contextvars.copy_context())
+    assert anyloop.run_until_complete(coro) == 1  # still the caller's, untouched
+    del coro
+    gc.collect()
+    assert unraisable == []

@@ -262,6 +262,8 @@ void uvc_test_set_arm_delay(uvc_loop_t *L, int64_t usec) { L->test_arm_delay_us 
 
 int64_t *uvc_events(uvc_loop_t *L) { return L->events; }
 int uvc_events_capacity(uvc_loop_t *L) { return L->events_cap; }
+uint64_t uvc_run_count(uvc_loop_t *L) { return L->stats.iterations; }
+int uvc_event_count(uvc_loop_t *L) { return L->nevents; }
 char *uvc_arena(uvc_loop_t *L) { return L->arena; }
 size_t uvc_arena_size(uvc_loop_t *L) { return L->arena_size; }
 

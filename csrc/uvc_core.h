@@ -96,6 +96,12 @@ void uvc_test_set_arm_delay(uvc_loop_t *L, int64_t usec);
 int64_t *uvc_events(uvc_loop_t *L);
 /* Events the array holds before it must grow (and uvc_events() moves). */
 int uvc_events_capacity(uvc_loop_t *L);
+/* How many uvc_run_once calls have run libuv (uvc_stats' iterations), and how many events
+ * the last of them recorded.  For an exception raised in Python as uvc_run_once returned
+ * (a signal handler's: Ctrl-C's KeyboardInterrupt), before its return value was used:
+ * Python keeps that run's events for the next run of the loop rather than lose them. */
+uint64_t uvc_run_count(uvc_loop_t *L);
+int uvc_event_count(uvc_loop_t *L);
 char *uvc_arena(uvc_loop_t *L);
 size_t uvc_arena_size(uvc_loop_t *L);
 /* The loop's receive buffer, UVC_RECV_MAX bytes, for the reads Python makes itself

@@ -121,6 +121,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         "_timer_cancelled_count", "_polling", "_stopping", "_uv", "_slots", "_arena",
         "_arena_view", "_arena_ptr", "_recv_ptr", "_recv_buffer",
         "_events", "_events_cap", "_backlog", "_new_timers", "_callbacks_run", "_accel",
+        "_runs",
     )
 
     def __init__(self) -> None:
@@ -156,6 +157,9 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._slots: list[Any] = [None] * 64
         # events a Ctrl-C interrupted the dispatch of (see _keep_undispatched)
         self._backlog: list[list[Any]] = []
+        # uvc_run_once calls that returned to Python: the C count of runs goes past it only
+        # when an exception lost a run's return value (see _keep_lost_run)
+        self._runs = 0
         # Typed as uvcffi's own Handle subclass, whose declarations name asyncio's slots
         # (every Handle has them: _handles.FAST_HANDLES); debug mode's plain Handles too.
         self._ready: collections.deque[_Handle | _TimerHandle] = collections.deque()
@@ -273,6 +277,19 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 record.append(arena[record[2]:record[2] + record[3]])
             backlog.append(record)
 
+    def _keep_lost_run(self, runs: int) -> None:
+        """An exception came between the poll and the dispatch of its events: a signal
+        handler's (Ctrl-C's KeyboardInterrupt), raised as uvc_run_once returned, or on the
+        next call.  libuv has consumed what those events report (a lookup's result, a
+        handle's close, a read): keep them for the next run, as a dispatch that Ctrl-C
+        stops keeps the rest.  ``runs`` is the run count before the poll: if the C count
+        has not moved past it, the exception came first, and the events in the C array are
+        the previous run's, all dispatched."""
+        done = lib.uvc_run_count(self._uv)
+        self._runs = done
+        if done != runs:
+            self._keep_undispatched(None, 0, lib.uvc_event_count(self._uv) * WORDS)
+
     def _dispatch_backlog(self) -> None:
         """Hand out the kept events (see _keep_undispatched), one by one: in debug mode
         each is timed, and one that runs longer than slow_callback_duration is logged, as
@@ -341,22 +358,28 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             timeout = math.ceil(min(delay, _MAX_TIMEOUT_MS)) if delay > 0 else 0
         else:
             timeout = -1
+        runs = self._runs
         try:
             n = _uvc_run_once(self._uv, timeout)
-        finally:
+            self._runs = runs + 1
             self._polling = False
 
-        # asyncio's order within an iteration: the callbacks that were ready before the poll,
-        # then the I/O callbacks (run here directly, as libuv's events are dispatched), then
-        # the timers that are due.  Callbacks scheduled meanwhile run in the next iteration.
-        accel = self._accel
-        ev: Any = None  # the accelerator reads the C array itself
-        if n and accel is None:
-            if n > self._events_cap:  # the C array grew (and moved) during this run
-                self._events_cap = lib.uvc_events_capacity(self._uv)
-                self._events = lib.uvc_events(self._uv)
-            ev = _unpack(self._events, n * WORDS)
-        ntodo = len(self._ready)
+            # asyncio's order within an iteration: the callbacks that were ready before the
+            # poll, then the I/O callbacks (run here directly, as libuv's events are
+            # dispatched), then the timers that are due.  Callbacks scheduled meanwhile run
+            # in the next iteration.
+            accel = self._accel
+            ev: Any = None  # the accelerator reads the C array itself
+            if n and accel is None:
+                if n > self._events_cap:  # the C array grew (and moved) during this run
+                    self._events_cap = lib.uvc_events_capacity(self._uv)
+                    self._events = lib.uvc_events(self._uv)
+                ev = _unpack(self._events, n * WORDS)
+            ntodo = len(self._ready)
+        except BaseException:
+            self._polling = False
+            self._keep_lost_run(runs)
+            raise
         if ntodo:
             try:
                 self._run_handles(self._ready.popleft, ntodo)

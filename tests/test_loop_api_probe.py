@@ -74,3 +74,60 @@ def test_create_task_context_before_311_is_refused_as_asyncio_refuses_it(anyloop
     del coro
     gc.collect()
     assert unraisable == []
+
+
+_CTRL_C_IN_THE_POLL = """
+import asyncio, os, signal, socket, threading, time
+import uvcffi
+from uvcffi._uv import lib
+
+loop = uvcffi.new_event_loop()
+got = []
+
+class Receiver(asyncio.DatagramProtocol):
+    def datagram_received(self, data, addr):
+        got.append(data)
+
+transport, _ = loop.run_until_complete(
+    loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 0)))
+address = transport.get_extra_info("sockname")
+loop.call_later(60, print)  # a timer, so that the poll waits with a timeout
+# Every poll with a timeout now sleeps 300 ms first: the datagram and Ctrl-C both come in
+# that sleep, so the poll that follows receives the datagram and returns to Python with
+# KeyboardInterrupt pending.
+lib.uvc_test_set_arm_delay(loop._uv, 300000)
+
+def peer():
+    time.sleep(0.1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"kept", address)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=peer).start()
+try:
+    loop.run_forever()
+except KeyboardInterrupt:
+    print("interrupted")
+lib.uvc_test_set_arm_delay(loop._uv, 0)
+
+async def wait_for_it():
+    for _ in range(400):
+        if got:
+            return
+        await asyncio.sleep(0.005)
+
+loop.run_until_complete(wait_for_it())
+print(got)
+transport.close()
+loop.run_until_complete(asyncio.sleep(0))
+loop.close()
+"""
+
+
+def test_ctrl_c_as_a_poll_returns_loses_none_of_its_events():
+    # libuv has already received what a poll's events report (a datagram, a lookup's
+    # result): a KeyboardInterrupt raised as the poll returns must leave them for the next
+    # run, as asyncio's level-triggered selector leaves its I/O for the next select().
+    out = subprocess.run([sys.executable, "-c", _CTRL_C_IN_THE_POLL], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.split("\n")[:2] == ["interrupted", "[b'kept']"], out.stderr

@@ -300,7 +300,9 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         t0 = 0.0
         for n, record in enumerate(backlog):
             kind, slot, a, b, c = record[:WORDS]
-            # (a slot never registered may lie past the table: see _run_once's dispatch)
+            # (a slot Python never registered may lie past the table: a connection closed
+            # before anyone owned it, or a Ctrl-C between a request's start in C and its
+            # registration, leaves its events no owner)
             owner = slots[slot] if 0 <= slot < len(slots) else None
             if debug:
                 t0 = time.monotonic()

@@ -131,3 +131,16 @@ def test_ctrl_c_as_a_poll_returns_loses_none_of_its_events():
     out = subprocess.run([sys.executable, "-c", _CTRL_C_IN_THE_POLL], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.split("\n")[:2] == ["interrupted", "[b'kept']"], out.stderr
+
+
+def test_a_kept_event_of_a_slot_python_never_registered_is_dropped(loop):
+    # A Ctrl-C between a request's start in C and its registration in Python leaves the
+    # request's slot without an owner, possibly past the end of the loop's list of owners;
+    # its event, kept for the next run by a later Ctrl-C, must be dropped as the dispatch
+    # drops it, not raise IndexError out of run_forever().
+    from uvcffi._uv import lib
+
+    loop._backlog.append([lib.UVC_EV_DNS, len(loop._slots) + 3, 0, 0, 0])
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert loop._backlog == []

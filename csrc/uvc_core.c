@@ -47,39 +47,58 @@ static void signal_poll_cb(uv_poll_t *p, int status, int events) {
 
 uvc_loop_t *uvc_loop_new(void) {
     uvc_loop_t *L = calloc(1, sizeof *L);
-    if (L == NULL)
+    if (L == NULL) {
+        errno = ENOMEM;
         return NULL;
+    }
     L->signal_fds[0] = L->signal_fds[1] = -1;
     L->slow_ms = 100; /* asyncio's slow_callback_duration */
     L->events_cap = UVC_EVENTS_INITIAL;
     L->events = malloc(sizeof(int64_t) * UVC_EVENT_WORDS * L->events_cap);
     L->arena_size = UVC_ARENA_SIZE;
     L->arena = aligned_alloc(UVC_ARENA_ALIGN, L->arena_size); /* see uvc_arena_claim */
-    if (L->events == NULL || L->arena == NULL)
-        goto fail;
-    if (uv_loop_init(&L->uv) != 0)
-        goto fail;
+    int rc = L->events == NULL || L->arena == NULL ? UV_ENOMEM : uv_loop_init(&L->uv);
+    if (rc != 0) {
+        /* libuv (1.44 and later) does not close the epoll fd it made when a later step of
+         * uv_loop_init fails (out of fds for its signal pipe, say); uv_loop_close would,
+         * but a loop that failed to initialise must not be closed. */
+        if (L->events != NULL && L->arena != NULL && L->uv.backend_fd >= 0)
+            close(L->uv.backend_fd);
+        free(L->events);
+        free(L->arena);
+        free(L);
+        errno = -rc;
+        return NULL;
+    }
     L->uv.data = L;
     uv_timer_init(&L->uv, &L->timer);
     L->timer.data = L;
     /* The internal handles never hold a run open by themselves, except the async handle:
      * a loop with nothing else to do blocks until call_soon_threadsafe wakes it. */
     uv_unref((uv_handle_t *)&L->timer);
-    uv_async_init(&L->uv, &L->async, async_cb);
-    L->async.data = L;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, L->signal_fds) == 0) {
-        uv_poll_init(&L->uv, &L->signal_poll, L->signal_fds[0]);
-        L->signal_poll.data = L;
-        uv_poll_start(&L->signal_poll, UV_READABLE, signal_poll_cb);
-        uv_unref((uv_handle_t *)&L->signal_poll);
-    }
     uvc_fdguard_init(L);
+    /* Without its async handle (an eventfd) call_soon_threadsafe could not wake the loop,
+     * and without the socketpair no signal would reach it: asyncio's loop cannot be made
+     * when its self-pipe cannot (EMFILE, say), and neither can this one. */
+    rc = uv_async_init(&L->uv, &L->async, async_cb);
+    if (rc == 0) {
+        L->async.data = L;
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                       L->signal_fds) != 0) {
+            rc = -errno;
+            L->signal_fds[0] = L->signal_fds[1] = -1;
+        }
+    }
+    if (rc != 0) {
+        uvc_loop_free(L);
+        errno = -rc; /* after the frees, which may set it */
+        return NULL;
+    }
+    uv_poll_init(&L->uv, &L->signal_poll, L->signal_fds[0]);
+    L->signal_poll.data = L;
+    uv_poll_start(&L->signal_poll, UV_READABLE, signal_poll_cb);
+    uv_unref((uv_handle_t *)&L->signal_poll);
     return L;
-fail:
-    free(L->events);
-    free(L->arena);
-    free(L);
-    return NULL;
 }
 
 static void close_any(uv_handle_t *h, void *arg) {

@@ -70,6 +70,8 @@ typedef struct {
 
 typedef struct uvc_loop_s uvc_loop_t;
 
+/* A new loop, or NULL with errno set (ENOMEM; EMFILE or ENFILE when its fds cannot be
+ * made: libuv's epoll fd and eventfd, the signal socketpair). */
 uvc_loop_t *uvc_loop_new(void);
 /* Close every handle, run their close callbacks and close the libuv loop.  The struct
  * stays valid (every call on it then fails with UV_EBADF, wake-ups are ignored) until

@@ -127,6 +127,9 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
     def __init__(self) -> None:
         uv = lib.uvc_loop_new()
         if uv == ffi.NULL:
+            err = ffi.errno
+            if err and err != errno.ENOMEM:  # out of fds (EMFILE), as asyncio's loop says
+                raise OSError(err, os.strerror(err))
             raise MemoryError("uvcffi: cannot create the libuv loop")
         # close() closes the libuv loop; the struct itself is freed with this object, so a
         # late call from another thread (call_soon_threadsafe) finds a closed loop, not

@@ -1,10 +1,14 @@
 """The loop API's corners, each side by side with what asyncio (or python) does."""
 import contextvars
+import errno
 import gc
+import os
 import subprocess
 import sys
 
 import pytest
+
+import uvcffi
 
 
 def test_scheduling_arguments_bind_by_keyword(anyloop):
@@ -144,3 +148,43 @@ def test_a_kept_event_of_a_slot_python_never_registered_is_dropped(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert loop._backlog == []
+
+
+def _open_all():
+    fds = []
+    try:
+        while True:
+            fds.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        assert exc.errno == errno.EMFILE
+    return fds
+
+
+def test_a_loop_that_cannot_have_its_fds_is_not_made():
+    # asyncio's loop raises OSError (EMFILE) when its self-pipe cannot be made.  uvcffi's
+    # raised MemoryError when libuv could not start, and was made without its signal
+    # socketpair when only that failed: its signal handlers then never ran.
+    import resource
+
+    factory = uvcffi.new_event_loop
+    needs = 6  # fds a loop opens: libuv's epoll fd and signal pipe, an eventfd, a socketpair
+    factory().close()  # (libuv's process-wide signal pipe, made by the first loop)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1024), hard))
+    fill = _open_all()  # every fd number below the limit in use
+    try:
+        for free in range(needs):  # too few, at each step of the loop's making
+            for _ in range(free):
+                os.close(fill.pop())
+            with pytest.raises(OSError) as info:
+                factory().close()
+            assert info.value.errno == errno.EMFILE, free
+            again = _open_all()  # what the failed loop opened, it closed
+            fill += again
+            assert len(again) == free
+    finally:
+        for fd in fill:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    made = factory()
+    made.close()

@@ -856,7 +856,12 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         Returns an asyncio.TimerHandle that can be cancelled."""
         if delay is None:
             raise TypeError("delay must not be None")
-        return self._call_at(time.monotonic() + delay, callback, args, context, "call_later")
+        when = time.monotonic() + delay
+        if when.__class__ is not float and not isinstance(when, numbers.Real):
+            # (a complex delay, say) refused here, as call_at() refuses such a time: in the
+            # heap it would break every later iteration of the loop
+            raise TypeError(f"delay must be a real number, not {type(delay).__name__!r}")
+        return self._call_at(when, callback, args, context, "call_later")
 
     def call_at(self, when: float, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts],
                 context: Context | None = None) -> TimerHandle:

@@ -188,3 +188,13 @@ def test_a_loop_that_cannot_have_its_fds_is_not_made():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     made = factory()
     made.close()
+
+
+def test_call_later_refuses_a_delay_that_is_no_real_number(loop):
+    out = []
+    with pytest.raises(TypeError, match="real number"):
+        loop.call_later(1j, out.append, "never")
+    loop.call_later(0, out.append, "ran")
+    loop.call_later(0.001, loop.stop)
+    loop.run_forever()  # (the complex time in the heap made this raise TypeError)
+    assert out == ["ran"]

@@ -1038,7 +1038,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         """Use ``executor`` (a ThreadPoolExecutor) for run_in_executor(None, ...)."""
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
             if sys.version_info >= (3, 11):
-                raise TypeError("executor must be ThreadPoolExecutor")
+                raise TypeError("executor must be ThreadPoolExecutor instance")
             warnings.warn(
                 "Using the default executor that is not an instance of "
                 "ThreadPoolExecutor is deprecated and will be prohibited in Python 3.9",

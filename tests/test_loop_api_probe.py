@@ -198,3 +198,9 @@ def test_call_later_refuses_a_delay_that_is_no_real_number(loop):
     loop.call_later(0.001, loop.stop)
     loop.run_forever()  # (the complex time in the heap made this raise TypeError)
     assert out == ["ran"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="a DeprecationWarning before 3.11")
+def test_set_default_executor_refuses_other_executors_in_asyncio_words(anyloop):
+    with pytest.raises(TypeError, match="^executor must be ThreadPoolExecutor instance$"):
+        anyloop.set_default_executor(object())

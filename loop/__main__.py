@@ -36,8 +36,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         sys.argv = argv
         _script_path(script)
-        runpy.run_path(script, run_name="__main__")
+        if os.path.isfile(script) and not _is_zip(script) and not _is_bytecode(script):
+            _run_source(script)
+        else:  # a directory or zip file with a __main__.py, or a .pyc
+            runpy.run_path(script, run_name="__main__")
     return 0
+
+
+def _run_source(script: str) -> None:
+    """Run a source file as ``python script.py`` does: as a new __main__ module whose
+    __file__ is the absolute path (a script that changes directory still finds its own
+    files) with sys.argv[0] as given, and a SourceFileLoader as __loader__.  (runpy's
+    run_path keeps the path as given in both and sets no loader.)"""
+    import importlib.machinery
+    import types
+
+    path = os.path.abspath(script)
+    with open(path, "rb") as f:
+        source = f.read()
+    # dont_inherit: this module's own __future__ imports are not the script's
+    code = compile(source, path, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__cached__ = None  # type: ignore[attr-defined]  # (types.ModuleType has no slot)
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    main.__builtins__ = __builtins__  # type: ignore[attr-defined]
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
+def _is_bytecode(path: str) -> bool:
+    import importlib.util
+
+    with open(path, "rb") as f:
+        return f.read(len(importlib.util.MAGIC_NUMBER)) == importlib.util.MAGIC_NUMBER
 
 
 def _script_path(script: str) -> None:

@@ -204,3 +204,24 @@ def test_call_later_refuses_a_delay_that_is_no_real_number(loop):
 def test_set_default_executor_refuses_other_executors_in_asyncio_words(anyloop):
     with pytest.raises(TypeError, match="^executor must be ThreadPoolExecutor instance$"):
         anyloop.set_default_executor(object())
+
+
+def test_python_m_uvcffi_script_is_the_main_module_python_makes(tmp_path):
+    # python app.py: __file__ absolute (a script that changes directory still finds its
+    # files), sys.argv[0] as given, a SourceFileLoader; no __future__ import of uvcffi's
+    # own leaks into the script (annotations stay evaluated).
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "data.txt").write_text("found")
+    (tmp_path / "sub" / "app.py").write_text(
+        "import os, sys\n"
+        "os.chdir(os.sep)\n"
+        "print(open(os.path.join(os.path.dirname(__file__), 'data.txt')).read())\n"
+        "print(sys.argv, type(__loader__).__name__, __spec__, __cached__)\n"
+        "x: 'int' = 1\n"
+        "def f(a: int): pass\n"
+        "print(f.__annotations__)\n"
+    )
+    plain = _run_python(os.path.join("sub", "app.py"), "arg", cwd=tmp_path)
+    on_uvcffi = _run_python("-m", "uvcffi", os.path.join("sub", "app.py"), "arg", cwd=tmp_path)
+    assert plain[0] == on_uvcffi[0] == 0, on_uvcffi[2]
+    assert on_uvcffi[1] == plain[1]

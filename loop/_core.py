@@ -301,36 +301,43 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         slots = self._slots
         debug = self._debug
         t0 = 0.0
-        for n, record in enumerate(backlog):
-            kind, slot, a, b, c = record[:WORDS]
-            # (a slot Python never registered may lie past the table: a connection closed
-            # before anyone owned it, or a Ctrl-C between a request's start in C and its
-            # registration, leaves its events no owner)
-            owner = slots[slot] if 0 <= slot < len(slots) else None
-            if debug:
-                t0 = time.monotonic()
-            try:
-                if kind == EV_SIGNAL:
-                    self._handle_signal(a)
-                elif owner is None:
-                    continue
-                elif kind == EV_READ:
-                    (owner._uv_read or owner._deliver)(record[WORDS])
-                elif kind == EV_CLOSED:
-                    slots[slot] = None
-                    owner._uv_closed()
-                else:
-                    owner._uv_event(kind, a, b, c)
-            except (SystemExit, KeyboardInterrupt):
-                self._backlog = backlog[n + 1:] + self._backlog
-                raise
-            except BaseException as exc:
-                self._event_failed(owner, kind, exc)
-            if debug:
-                dt = time.monotonic() - t0
-                if dt >= self.slow_callback_duration:
-                    logger.warning("Executing <%s event of %r> took %.3f seconds",
-                                   _EVENT_NAMES.get(kind, kind), owner, dt)
+        handed = 0  # the records before this one were handed out (or had no owner)
+        try:
+            for record in backlog:
+                kind, slot, a, b, c = record[:WORDS]
+                # (a slot Python never registered may lie past the table: a connection
+                # closed before anyone owned it, or a Ctrl-C between a request's start in C
+                # and its registration, leaves its events no owner)
+                owner = slots[slot] if 0 <= slot < len(slots) else None
+                if debug:
+                    t0 = time.monotonic()
+                handed += 1
+                try:
+                    if kind == EV_SIGNAL:
+                        self._handle_signal(a)
+                    elif owner is None:
+                        continue
+                    elif kind == EV_READ:
+                        (owner._uv_read or owner._deliver)(record[WORDS])
+                    elif kind == EV_CLOSED:
+                        slots[slot] = None
+                        owner._uv_closed()
+                    else:
+                        owner._uv_event(kind, a, b, c)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._event_failed(owner, kind, exc)
+                if debug:
+                    dt = time.monotonic() - t0
+                    if dt >= self.slow_callback_duration:
+                        logger.warning("Executing <%s event of %r> took %.3f seconds",
+                                       _EVENT_NAMES.get(kind, kind), owner, dt)
+        finally:
+            # SystemExit or KeyboardInterrupt, from a handler or (a signal's) from between
+            # two of them, the timing included: the rest is kept for the next run.
+            if handed < len(backlog):
+                self._backlog = backlog[handed:] + self._backlog
 
     def _run_once(self) -> None:
         """One iteration: poll libuv (waiting for the next timer at most), dispatch its

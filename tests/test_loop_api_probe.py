@@ -225,3 +225,41 @@ def test_python_m_uvcffi_script_is_the_main_module_python_makes(tmp_path):
     on_uvcffi = _run_python("-m", "uvcffi", os.path.join("sub", "app.py"), "arg", cwd=tmp_path)
     assert plain[0] == on_uvcffi[0] == 0, on_uvcffi[2]
     assert on_uvcffi[1] == plain[1]
+
+
+def test_ctrl_c_between_two_kept_events_keeps_the_rest(loop):
+    # Events kept for the next run are handed out one by one; in debug mode each is timed
+    # and a slow one logged.  A KeyboardInterrupt raised there, between two of them (a
+    # Ctrl-C lands anywhere), must keep the rest for the next run.
+    import logging
+
+    from uvcffi._uv import lib
+
+    got = []
+
+    class Owner:
+        def _uv_event(self, kind, a, b, c):
+            got.append(a)
+
+    class CtrlC(logging.Handler):
+        def emit(self, record):
+            if "event of" in record.getMessage() and not got[1:]:
+                raise KeyboardInterrupt
+
+    slot = len(loop._slots) + 1
+    loop._slot_register(slot, Owner())
+    loop._backlog += [[lib.UVC_EV_CONNECT, slot, 1, 0, 0], [lib.UVC_EV_CONNECT, slot, 2, 0, 0]]
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0  # every event is logged as slow
+    handler = CtrlC()
+    logging.getLogger("asyncio").addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_forever()
+        assert got == [1]
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    assert got == [1, 2]
+    loop._slots[slot] = None

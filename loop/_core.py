@@ -285,12 +285,12 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         handler's (Ctrl-C's KeyboardInterrupt), raised as uvc_run_once returned, or on the
         next call.  libuv has consumed what those events report (a lookup's result, a
         handle's close, a read): keep them for the next run, as a dispatch that Ctrl-C
-        stops keeps the rest.  ``runs`` is the run count before the poll: if the C count
-        has not moved past it, the exception came first, and the events in the C array are
-        the previous run's, all dispatched."""
+        stops keeps the rest.  ``runs`` is the run count before the poll: unless the C count
+        is one past it, the exception came first, and the events in the C array are the
+        previous run's, all dispatched."""
         done = lib.uvc_run_count(self._uv)
         self._runs = done
-        if done != runs:
+        if done == runs + 1:
             self._keep_undispatched(None, 0, lib.uvc_event_count(self._uv) * WORDS)
 
     def _dispatch_backlog(self) -> None:

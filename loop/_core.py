@@ -371,6 +371,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         else:
             timeout = -1
         runs = self._runs
+        due: list[_TimerHandle] = []
         try:
             n = _uvc_run_once(self._uv, timeout)
             self._runs = runs + 1
@@ -378,8 +379,10 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
 
             # asyncio's order within an iteration: the callbacks that were ready before the
             # poll, then the I/O callbacks (run here directly, as libuv's events are
-            # dispatched), then the timers that are due.  Callbacks scheduled meanwhile run
-            # in the next iteration.
+            # dispatched), then the timers that were due when the poll returned.  Callbacks
+            # scheduled meanwhile, and timers that fall due while these run, wait for the
+            # next iteration: a slow callback does not let a timer overtake the callbacks
+            # it scheduled (a timeout fire before the wake-up of a task that finished).
             accel = self._accel
             ev: Any = None  # the accelerator reads the C array itself
             if n and accel is None:
@@ -388,30 +391,73 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                     self._events = lib.uvc_events(self._uv)
                 ev = _unpack(self._events, n * WORDS)
             ntodo = len(self._ready)
+            if timers:
+                now = time.monotonic()
+                while timers:
+                    entry = timers[0]
+                    if entry[0] > now:
+                        break
+                    handle = entry[2]
+                    due.append(handle)  # (a cancelled one is skipped when they run)
+                    heapq.heappop(timers)
+                    handle._scheduled = False
+                    if handle._cancelled:
+                        self._timer_cancelled_count -= 1
         except BaseException:
             self._polling = False
+            self._keep_due(due)
             self._keep_lost_run(runs)
             raise
-        if ntodo:
-            try:
-                self._run_handles(self._ready.popleft, ntodo)
-            except BaseException:  # only SystemExit / KeyboardInterrupt get here
-                if n:
-                    self._keep_undispatched(ev, 0, n * WORDS)
-                raise
-        if n and self._debug:
-            # One event at a time, each timed (the backlog's dispatch): debug mode's
-            # slow-callback warning covers I/O callbacks too, as on asyncio.
-            self._keep_undispatched(ev, 0, n * WORDS)
-            self._dispatch_backlog()
-            n = 0
-        elif n and accel is not None:
-            accel.dispatch(n)  # the loop below, in C
-            n = 0
+        try:
+            if ntodo:
+                try:
+                    self._run_handles(self._ready.popleft, ntodo)
+                except BaseException:  # only SystemExit / KeyboardInterrupt get here
+                    if n:
+                        self._keep_undispatched(ev, 0, n * WORDS)
+                    raise
+            if n and self._debug:
+                # One event at a time, each timed (the backlog's dispatch): debug mode's
+                # slow-callback warning covers I/O callbacks too, as on asyncio.
+                self._keep_undispatched(ev, 0, n * WORDS)
+                self._dispatch_backlog()
+                n = 0
+            elif n and accel is not None:
+                accel.dispatch(n)  # the loop below, in C
+                n = 0
+            if n:
+                self._dispatch(ev, n)
+        except BaseException:  # SystemExit / KeyboardInterrupt: the due timers run next
+            self._keep_due(due)
+            raise
 
-        # The events go to the owners of their slots.  This loop is the hottest code of
-        # the loop, so it is inline here, in one try (free in CPython 3.11+) re-entered
-        # after an error: a failing owner neither stops the loop nor loses later events.
+        if due:
+            rest = iter(due)
+            try:
+                self._run_handles(rest.__next__, len(due))
+            except BaseException:  # SystemExit / KeyboardInterrupt from a callback
+                # The timers after it are due still: asyncio keeps them in its ready
+                # queue, and so they run first when the loop runs again.
+                self._ready.extendleft(reversed(list(rest)))
+                raise
+
+    def _keep_due(self, due: list[_TimerHandle]) -> None:
+        """An exception leaves the iteration before its due timers ran: they go to the
+        ready queue, as asyncio has them there already.  (A timer the exception caught
+        on its way out of the heap is in ``due`` and may be in the heap still.)"""
+        if due:
+            in_heap = {id(entry[2]) for entry in self._timers}
+            for handle in due:
+                if id(handle) not in in_heap:
+                    handle._scheduled = False
+                    self._ready.append(handle)
+
+    def _dispatch(self, ev: Any, n: int) -> None:
+        """Hand the ``n`` events of the run (unpacked in ``ev``) to the owners of their
+        slots (what the accelerator's dispatch does in C)."""
+        # This loop is the hottest code of the loop, so it is all in this one method, in one
+        # try (free in CPython 3.11+) re-entered after an error: a failing owner neither
+        # stops the loop nor loses later events.
         i = 0
         end = n * WORDS
         slots = self._slots
@@ -483,30 +529,6 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 raise
             except BaseException as exc:
                 self._event_failed(owner, ev[i - WORDS], exc)
-
-        if timers:
-            now = time.monotonic()
-            due = []
-            while timers:
-                entry = timers[0]
-                if entry[0] > now:
-                    break
-                heapq.heappop(timers)
-                handle = entry[2]
-                handle._scheduled = False
-                if handle._cancelled:
-                    self._timer_cancelled_count -= 1
-                else:
-                    due.append(handle)
-            if due:
-                rest = iter(due)
-                try:
-                    self._run_handles(rest.__next__, len(due))
-                except BaseException:  # SystemExit / KeyboardInterrupt from a callback
-                    # The timers after it are due still: asyncio keeps them in its ready
-                    # queue, and so they run first when the loop runs again.
-                    self._ready.extendleft(reversed(list(rest)))
-                    raise
 
     def _compact_timers(self, cancelling: TimerHandle | None = None) -> None:
         """Drop cancelled timers from the heap (in place: callers may hold the list), and

@@ -1,4 +1,5 @@
 """The loop API's corners, each side by side with what asyncio (or python) does."""
+import asyncio
 import contextvars
 import errno
 import gc
@@ -263,3 +264,59 @@ def test_ctrl_c_between_two_kept_events_keeps_the_rest(loop):
         logging.getLogger("asyncio").removeHandler(handler)
     assert got == [1, 2]
     loop._slots[slot] = None
+
+
+def test_a_timer_that_falls_due_while_callbacks_run_waits_for_the_next_iteration(anyloop):
+    # asyncio takes the due timers when its poll returns: a timer that falls due while the
+    # callbacks of the iteration run waits behind what they schedule.  (uvcffi took them
+    # after the callbacks: a timeout fired before the wake-up of a task that had finished.)
+    import time
+
+    out = []
+    late = []
+
+    def slow():
+        if anyloop.time() >= timer.when():
+            late.append(True)  # the machine stalled: the timer was due at this poll
+        out.append("slow")
+        anyloop.call_soon(out.append, "scheduled")
+        while anyloop.time() <= timer.when():  # the loop is blocked past the deadline
+            time.sleep(0.001)
+
+    anyloop.call_later(0.05, anyloop.call_soon, slow)  # slow is a ready callback
+    timer = anyloop.call_later(0.1, out.append, "timer")
+    anyloop.call_later(0.15, anyloop.stop)
+    anyloop.run_forever()
+    if late:
+        pytest.skip("the loop was too late to see the timer fall due during a callback")
+    assert out == ["slow", "scheduled", "timer"]
+
+
+def test_timeout_does_not_overtake_a_wake_up_already_scheduled(anyloop):
+    import time
+
+    if not hasattr(asyncio, "timeout"):
+        pytest.skip("asyncio.timeout() is 3.11's")
+    late = []
+
+    async def main():
+        fut = anyloop.create_future()
+
+        def blocking_then_set():
+            if anyloop.time() >= cm.when():
+                late.append(True)  # the machine stalled: the timeout was due at this poll
+            while anyloop.time() <= cm.when():  # a slow callback: the deadline passes
+                time.sleep(0.001)
+            fut.set_result("done")
+
+        async with asyncio.timeout(0.02) as cm:
+            anyloop.call_soon(blocking_then_set)
+            return await fut
+
+    try:
+        result = anyloop.run_until_complete(main())
+    except TimeoutError:
+        if not late:
+            raise
+        pytest.skip("the loop was too late to see the deadline pass during a callback")
+    assert result == "done"

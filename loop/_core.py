@@ -940,11 +940,22 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         (when, sequence) orders the heap in C, FIFO among equal deadlines."""
         timers = self._timers
         seq = self._timer_seq
-        for timer in self._new_timers:
-            if not timer._cancelled:
-                heapq.heappush(timers, (timer._when, next(seq), timer))
-                timer._scheduled = True
-        self._new_timers.clear()
+        new = self._new_timers
+        try:
+            for timer in new:
+                if not timer._cancelled and not timer._scheduled:
+                    timer._scheduled = True
+                    heapq.heappush(timers, (timer._when, next(seq), timer))
+        except BaseException:
+            # (KeyboardInterrupt from a signal, say) the list stays for the next flush,
+            # which skips the timers already in the heap: none is pushed twice, and so
+            # none runs twice.  One marked but not pushed yet is unmarked.
+            in_heap = {id(entry[2]) for entry in timers}
+            for timer in new:
+                if timer._scheduled and id(timer) not in in_heap:
+                    timer._scheduled = False
+            raise
+        new.clear()
 
     def _timer_handle_cancelled(self, handle: _TimerHandle) -> None:
         """Called by TimerHandle.cancel() (before it marks itself cancelled): count it for

@@ -320,3 +320,32 @@ def test_timeout_does_not_overtake_a_wake_up_already_scheduled(anyloop):
             raise
         pytest.skip("the loop was too late to see the deadline pass during a callback")
     assert result == "done"
+
+
+def test_an_interrupted_flush_of_new_timers_pushes_none_twice(loop):
+    # New timers reach the heap at the start of the next iteration.  An exception in that
+    # flush (a Ctrl-C's KeyboardInterrupt lands anywhere; here a deadline whose comparison
+    # raises it once) left the list to be flushed again whole: the timers already pushed
+    # were pushed twice, and their callbacks ran twice.
+    import numbers
+
+    class Deadline(float):
+        interrupt = True
+
+        def __lt__(self, other):
+            if Deadline.interrupt:
+                Deadline.interrupt = False
+                raise KeyboardInterrupt
+            return float(self) < other
+
+    assert isinstance(Deadline(0), numbers.Real)
+    out = []
+    now = loop.time()
+    loop.call_at(now, out.append, "first")
+    # pushed second, it is compared with the first: the comparison raises
+    loop.call_at(Deadline(now + 0.001), out.append, "second")
+    loop.call_at(now + 0.05, loop.stop)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    loop.run_forever()
+    assert out == ["first", "second"]

@@ -423,7 +423,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 self._dispatch_backlog()
                 n = 0
             elif n and accel is not None:
-                accel.dispatch(n)  # the loop below, in C
+                accel.dispatch(n)  # _dispatch, in C
                 n = 0
             if n:
                 self._dispatch(ev, n)

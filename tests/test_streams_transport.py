@@ -494,38 +494,29 @@ class BufProto(asyncio.BufferedProtocol):
         self.done.set_result(exc)
 
 
+class ReleasingBufProto(BufProto):
+    """A fresh memoryview per get_buffer(), released once its bytes are taken."""
+
+    def get_buffer(self, sizehint):
+        self.view = memoryview(bytearray(self.size))
+        return self.view
+
+    def buffer_updated(self, nbytes):
+        self.data += self.view[:nbytes]
+        self.view.release()
+
+
 @pytest.mark.parametrize("size", [1, 7, 65536])
-def test_buffered_protocol_small_buffers(anyloop, size):
-    async def main():
-        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: BufProto(size))
-        payload = bytes(range(256)) * 400
-        conn.sendall(payload)
-        conn.close()
-        assert await pr.done is None
-        assert bytes(pr.data) == payload
-        lsock.close()
-    run(anyloop, main())
-
-
-@pytest.mark.parametrize("size", [7, 65536])
-def test_buffered_protocol_may_release_its_buffer_in_buffer_updated(anyloop, size):
-    # A fresh memoryview per get_buffer(), released once its bytes are taken: the transport
-    # must not look at the buffer after buffer_updated() (len() of a released memoryview,
-    # or of a closed mmap, raises ValueError: the transport failed with it).
-    class Releasing(BufProto):
-        def get_buffer(self, sizehint):
-            self.view = memoryview(bytearray(self.size))
-            return self.view
-
-        def buffer_updated(self, nbytes):
-            self.data += self.view[:nbytes]
-            self.view.release()
-
+@pytest.mark.parametrize("proto_class", [BufProto, ReleasingBufProto])
+def test_buffered_protocol_small_buffers(anyloop, size, proto_class):
+    # ReleasingBufProto: the transport must not look at the buffer after buffer_updated()
+    # (len() of a released memoryview, or of a closed mmap, raises ValueError: the
+    # transport failed with it).
     async def main():
         contexts = []
         anyloop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
-        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: Releasing(size))
-        payload = bytes(range(256)) * 100
+        lsock, tr, pr, conn = await raw_connection(anyloop, lambda: proto_class(size))
+        payload = bytes(range(256)) * 400
         conn.sendall(payload)
         conn.close()
         assert await pr.done is None

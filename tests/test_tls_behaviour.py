@@ -309,6 +309,62 @@ def test_close_while_reading_paused(loop, certs):
     assert errors == []
 
 
+def test_close_right_after_resume_reading(loop, certs):
+    """A BufferedProtocol pauses in buffer_updated() with records still undecrypted, then
+    resume_reading() and close() in one step: the close_notify exchange completes at once
+    and connection_lost(None) follows, as on asyncio, where the close is immediate.  The
+    resume's delivery was still scheduled when close() left the _WRAPPED state, so
+    nothing resumed the socket: the peer's close_notify went unread until
+    ssl_shutdown_timeout, and connection_lost() got TimeoutError (found by a soak)."""
+    paused = threading.Event()
+
+    def script(conn):
+        peer = Peer(conn, certs.server(), server_side=True)
+        peer.handshake()
+        for _ in range(4):  # several records in one segment
+            peer.obj.write(b"r" * 16384)
+        peer.send_pending()
+        assert paused.wait(TIMEOUT)
+        peer.read_until_close_notify()
+        peer.unwrap()
+        return conn.recv(16384)  # then the client closes TCP: b""
+
+    class Small(Recorder, asyncio.BufferedProtocol):
+        def __init__(self, loop):
+            Recorder.__init__(self, loop)
+            self.first = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            self.buf = bytearray(4096)
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.data_received(self.buf[:nbytes])
+            self.transport.pause_reading()  # records wait in the TLS layer's buffer
+            if not self.first.done():
+                self.first.set_result(None)
+                paused.set()
+
+    async def main():
+        errors = record_errors(loop)
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            tr, proto = await loop.create_connection(
+                lambda: Small(loop), *lsock.getsockname(), ssl=certs.client(),
+                server_hostname="localhost", ssl_shutdown_timeout=TIMEOUT / 2)
+            await proto.first
+            tr.resume_reading()
+            tr.close()
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            assert await join(th, result) == b""
+        return proto, exc, errors
+
+    proto, exc, errors = run(loop, main())
+    assert exc is None
+    assert proto.events[-1] == ("lost", None)
+    assert errors == []
+
+
 def test_everything_written_is_sent_before_close_notify(loop, certs):
     """We close() with megabytes written still waiting in our buffers, and the peer's
     close_notify comes before they are out: all of it goes out, then our close_notify

@@ -957,8 +957,11 @@ class SSLTransport(asyncio.Transport):
         self._shutdown_handle = self._loop.call_later(self._shutdown_timeout,
                                                       self._shutdown_timed_out)
         lower = self._lower
-        if self._reading_paused and lower is not None:
+        if (self._reading_paused or self._read_scheduled) and lower is not None:
             # The peer's close_notify must still be read, whatever the application paused.
+            # A resume_reading() whose delivery is still scheduled has not resumed the
+            # lower transport yet either, and that delivery will not run now that the
+            # state leaves _WRAPPED: left paused, the close waited out the shutdown timeout.
             lower.resume_reading()
         # From close() (any context, this one included) or from the read path (in it).
         run_in_context(self._context, self._shutdown_step)

@@ -309,12 +309,14 @@ def test_close_while_reading_paused(loop, certs):
     assert errors == []
 
 
-def test_close_right_after_resume_reading(loop, certs):
+@pytest.mark.parametrize("where", ["after_resume", "in_resumed_delivery"])
+def test_close_after_resume_reading_with_records_held(loop, certs, where):
     """A BufferedProtocol pauses in buffer_updated() with records still undecrypted, then
-    resume_reading() and close() in one step: the close_notify exchange completes at once
-    and connection_lost(None) follows, as on asyncio, where the close is immediate.  The
-    resume's delivery was still scheduled when close() left the _WRAPPED state, so
-    nothing resumed the socket: the peer's close_notify went unread until
+    resume_reading() and close(), either in the same step or from the buffer_updated()
+    that the resume's delivery calls: the close_notify exchange completes at once and
+    connection_lost(None) follows, as on asyncio, where the close is immediate.  The
+    lower transport stays paused until that delivery ends, and close() left _WRAPPED
+    before it did: nothing resumed the socket, the peer's close_notify went unread until
     ssl_shutdown_timeout, and connection_lost() got TimeoutError (found by a soak)."""
     paused = threading.Event()
 
@@ -340,10 +342,12 @@ def test_close_right_after_resume_reading(loop, certs):
 
         def buffer_updated(self, nbytes):
             self.data_received(self.buf[:nbytes])
-            self.transport.pause_reading()  # records wait in the TLS layer's buffer
             if not self.first.done():
+                self.transport.pause_reading()  # records wait in the TLS layer's buffer
                 self.first.set_result(None)
                 paused.set()
+            elif where == "in_resumed_delivery":
+                self.transport.close()
 
     async def main():
         errors = record_errors(loop)
@@ -354,7 +358,8 @@ def test_close_right_after_resume_reading(loop, certs):
                 server_hostname="localhost", ssl_shutdown_timeout=TIMEOUT / 2)
             await proto.first
             tr.resume_reading()
-            tr.close()
+            if where == "after_resume":
+                tr.close()
             exc = await asyncio.wait_for(proto.lost, TIMEOUT)
             assert await join(th, result) == b""
         return proto, exc, errors

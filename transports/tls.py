@@ -146,9 +146,9 @@ class SSLTransport(asyncio.Transport):
         "_handshake_timeout", "_shutdown_timeout", "_handshake_handle", "_shutdown_handle",
         "_handshake_start", "_call_connection_made", "_app_connected", "_app_eof",
         "_app_lost", "_buffered", "_data_received", "_closing", "_conn_lost", "_backlog",
-        "_backlog_size", "_reading_paused", "_read_scheduled", "_in_app", "_high_water",
-        "_low_water", "_app_writing_paused", "_arena_view", "_debug", "_eof_pending",
-        "_reader", "_rec_left", "_rec_head",
+        "_backlog_size", "_reading_paused", "_lower_paused", "_read_scheduled", "_in_app",
+        "_high_water", "_low_water", "_app_writing_paused", "_arena_view", "_debug",
+        "_eof_pending", "_reader", "_rec_left", "_rec_head",
         "__weakref__",
     )
 
@@ -202,6 +202,7 @@ class SSLTransport(asyncio.Transport):
         self._backlog: list[Any] | None = None  # plaintext not encrypted yet (renegotiation): list
         self._backlog_size = 0
         self._reading_paused = False   # the application's pause_reading()
+        self._lower_paused = False     # ... paused the lower transport, not resumed yet
         self._eof_pending = False      # TCP EOF arrived while records wait for a reader
         self._rec_left = 0             # the TLS stream so far ends a record (see above)
         self._rec_head = b""           # the start of a header cut by a read's end
@@ -519,9 +520,7 @@ class SSLTransport(asyncio.Transport):
         if self._eof_pending:
             self._ctx_run(self._on_peer_eof)
             return
-        lower = self._lower
-        if lower is not None:
-            lower.resume_reading()
+        self._resume_lower()
 
     def _do_read_copied(self) -> bool:
         """Decrypt what the BIO holds, deliver it to data_received(), send what that
@@ -733,6 +732,7 @@ class SSLTransport(asyncio.Transport):
         self._reading_paused = True
         lower = self._lower
         if lower is not None and self._state == _WRAPPED:
+            self._lower_paused = True
             lower.pause_reading()
         if self._debug:
             logger.debug("%r pauses reading", self)
@@ -747,11 +747,15 @@ class SSLTransport(asyncio.Transport):
             if self._eof_pending or self._has_pending():
                 self._schedule_read()  # it resumes the socket after delivering
             else:
-                lower = self._lower
-                if lower is not None:
-                    lower.resume_reading()
+                self._resume_lower()
         if self._debug:
             logger.debug("%r resumes reading", self)
+
+    def _resume_lower(self) -> None:
+        self._lower_paused = False
+        lower = self._lower
+        if lower is not None:
+            lower.resume_reading()
 
     def is_reading(self) -> bool:
         """True unless pause_reading() is in effect."""
@@ -956,13 +960,14 @@ class SSLTransport(asyncio.Transport):
         self._state = _FLUSHING
         self._shutdown_handle = self._loop.call_later(self._shutdown_timeout,
                                                       self._shutdown_timed_out)
-        lower = self._lower
-        if (self._reading_paused or self._read_scheduled) and lower is not None:
-            # The peer's close_notify must still be read, whatever the application paused.
-            # A resume_reading() whose delivery is still scheduled has not resumed the
-            # lower transport yet either, and that delivery will not run now that the
-            # state leaves _WRAPPED: left paused, the close waited out the shutdown timeout.
-            lower.resume_reading()
+        # The peer's close_notify must still be read, whatever the application paused.
+        # Asking whether the lower transport is paused, not whether the application is:
+        # after a resume_reading() the lower one stays paused until the data held in the
+        # BIO is delivered, and a close() before that, or from inside that delivery,
+        # leaves _WRAPPED, so the delivery never resumes it.  Left paused, the close
+        # waited out the shutdown timeout (connection_lost(TimeoutError)).
+        if self._lower_paused:
+            self._resume_lower()
         # From close() (any context, this one included) or from the read path (in it).
         run_in_context(self._context, self._shutdown_step)
 

@@ -695,6 +695,10 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             return
         if self._protocol_paused and self._pending <= self._low_water:
             self._maybe_resume_protocol()
+            if self._conn_lost:
+                # resume_writing() called close() with nothing left to send, or abort(),
+                # or a write of its failed: connection_lost() is already scheduled.
+                return
         if self._pending == 0:
             if self._empty_waiter is not None and not self._empty_waiter.done():
                 self._empty_waiter.set_result(None)

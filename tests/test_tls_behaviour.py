@@ -197,6 +197,23 @@ async def tls_client(loop, certs, lsock, factory=None):
                                         server_hostname="localhost")
 
 
+def close_against_peer(loop, script, client):
+    """Run ``script`` as the peer of one connection and ``client(lsock)`` (a coroutine
+    function that connects, closes and returns the protocol) against it; returns (the
+    protocol, what its connection_lost() got, the exception handler's contexts) once the
+    connection is lost and the peer's script ended with b"" (the client's FIN)."""
+    async def main():
+        errors = record_errors(loop)
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            th, result = serve_one(lsock, script)
+            proto = await client(lsock)
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+            assert await join(th, result) == b""
+        return proto, exc, errors
+
+    return run(loop, main())
+
+
 # ---------------------------------------------------------------------------- closing
 
 def test_data_after_peer_close_notify_is_ignored(loop, certs):
@@ -292,18 +309,13 @@ def test_close_while_reading_paused(loop, certs):
         peer.unwrap()
         return conn.recv(16384)  # then the client closes TCP: b""
 
-    async def main():
-        errors = record_errors(loop)
-        with socket.create_server(("127.0.0.1", 0)) as lsock:
-            th, result = serve_one(lsock, script)
-            tr, proto = await tls_client(loop, certs, lsock)
-            tr.pause_reading()
-            tr.close()
-            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
-            assert await join(th, result) == b""
-        return proto, exc, errors
+    async def client(lsock):
+        tr, proto = await tls_client(loop, certs, lsock)
+        tr.pause_reading()
+        tr.close()
+        return proto
 
-    proto, exc, errors = run(loop, main())
+    proto, exc, errors = close_against_peer(loop, script, client)
     assert exc is None
     assert proto.events == ["made", "eof", ("lost", None)]
     assert errors == []
@@ -349,22 +361,17 @@ def test_close_after_resume_reading_with_records_held(loop, certs, where):
             elif where == "in_resumed_delivery":
                 self.transport.close()
 
-    async def main():
-        errors = record_errors(loop)
-        with socket.create_server(("127.0.0.1", 0)) as lsock:
-            th, result = serve_one(lsock, script)
-            tr, proto = await loop.create_connection(
-                lambda: Small(loop), *lsock.getsockname(), ssl=certs.client(),
-                server_hostname="localhost", ssl_shutdown_timeout=TIMEOUT / 2)
-            await proto.first
-            tr.resume_reading()
-            if where == "after_resume":
-                tr.close()
-            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
-            assert await join(th, result) == b""
-        return proto, exc, errors
+    async def client(lsock):
+        tr, proto = await loop.create_connection(
+            lambda: Small(loop), *lsock.getsockname(), ssl=certs.client(),
+            server_hostname="localhost", ssl_shutdown_timeout=TIMEOUT / 2)
+        await proto.first
+        tr.resume_reading()
+        if where == "after_resume":
+            tr.close()
+        return proto
 
-    proto, exc, errors = run(loop, main())
+    proto, exc, errors = close_against_peer(loop, script, client)
     assert exc is None
     assert proto.events[-1] == ("lost", None)
     assert errors == []

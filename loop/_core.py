@@ -528,6 +528,11 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 self._keep_undispatched(ev, i, end)
                 raise
             except BaseException as exc:
+                if exc.__class__ is IndexError and ev[i - SLOT] >= len(slots):
+                    # A slot Python never registered (a Ctrl-C between a request's start in
+                    # C and its registration): no owner to tell, as the accelerator's
+                    # dispatch drops it.  Checked here, not per event, off the hot path.
+                    continue
                 self._event_failed(owner, ev[i - WORDS], exc)
 
     def _compact_timers(self, cancelling: TimerHandle | None = None) -> None:

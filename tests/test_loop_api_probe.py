@@ -151,6 +151,32 @@ def test_a_kept_event_of_a_slot_python_never_registered_is_dropped(loop):
     assert loop._backlog == []
 
 
+@pytest.mark.parametrize("kind", ["UVC_EV_DNS", "UVC_EV_READ", "UVC_EV_READABLE"])
+def test_the_python_dispatch_drops_an_event_of_a_slot_python_never_registered(loop, kind):
+    # The same event handed out by the Python dispatch (pure mode, PyPy) is dropped
+    # silently, as the accelerator's dispatch drops it, not reported to the exception
+    # handler as an IndexError "in None"; a real owner's error still is.
+    from uvcffi._uv import lib
+
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    far = len(loop._slots) + 3
+    loop._dispatch([getattr(lib, kind), far, 0, 0, 0], 1)
+    assert errors == []
+
+    class Failing:
+        def _uv_event(self, *args):
+            raise IndexError("the owner's own")
+
+    slot = next(i for i, owner in enumerate(loop._slots) if owner is None)
+    loop._slots[slot] = Failing()
+    try:
+        loop._dispatch([lib.UVC_EV_DNS, slot, 0, 0, 0], 1)
+    finally:
+        loop._slots[slot] = None
+    assert [str(ctx["exception"]) for ctx in errors] == ["the owner's own"]
+
+
 def _open_all():
     fds = []
     try:

@@ -509,14 +509,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                             elif size != _UV_EAGAIN:
                                 owner._uv_recv_ended(size)
                     elif kind == EV_CLOSED:
+                        # (a slot past the table, closed before anyone registered for it:
+                        # the IndexError below drops it, as for any kind)
                         slot = ev[i - SLOT]
-                        # A slot closed before anyone registered for it (a connection
-                        # accepted for a server that refused it) may lie past the table.
-                        if slot < len(slots):
-                            owner = slots[slot]
-                            slots[slot] = None
-                            if owner is not None:
-                                owner._uv_closed()
+                        owner = slots[slot]
+                        slots[slot] = None
+                        if owner is not None:
+                            owner._uv_closed()
                     elif kind == EV_SIGNAL:  # a = signal number
                         owner = None
                         self._handle_signal(ev[i - A])
@@ -530,8 +529,9 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             except BaseException as exc:
                 if exc.__class__ is IndexError and ev[i - SLOT] >= len(slots):
                     # A slot Python never registered (a Ctrl-C between a request's start in
-                    # C and its registration): no owner to tell, as the accelerator's
-                    # dispatch drops it.  Checked here, not per event, off the hot path.
+                    # C and its registration; a connection closed before anyone owned it):
+                    # no owner to tell, as the accelerator's dispatch drops it.  Checked
+                    # here, not per event, off the hot path.
                     continue
                 self._event_failed(owner, ev[i - WORDS], exc)
 

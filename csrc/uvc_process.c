@@ -62,16 +62,16 @@ static void proc_free(uvc_base_t *b) {
 }
 
 /* The exit has been seen: one EXIT event, then close what watched it. */
-static void proc_exited(uvc_proc_t *p, int64_t status, int64_t sig, int unknown) {
+static void proc_exited(uvc_proc_t *p, int64_t status, int64_t sig, int how) {
     if (p->exited)
         return;
     p->exited = 1;
-    uvc_emit(p->base.loop, UVC_EV_EXIT, p->base.slot, status, sig, unknown);
+    uvc_emit(p->base.loop, UVC_EV_EXIT, p->base.slot, status, sig, how);
     close_handle(&p->base);
 }
 
 static void exit_cb(uv_process_t *proc, int64_t exit_status, int term_signal) {
-    proc_exited(proc->data, exit_status, term_signal, 0);
+    proc_exited(proc->data, exit_status, term_signal, UVC_EXIT_REAPED);
 }
 
 static void watch_cb(uv_poll_t *poll, int status, int events) {
@@ -84,26 +84,41 @@ static void watch_cb(uv_poll_t *poll, int status, int events) {
         close_handle(&w->base);
         return;
     }
+    if (w->owner == NULL) {
+        /* A Popen's child: only look (WNOWAIT), and leave the reaping to Python's handling
+         * of the event.  Reaped here, during the poll, the child would be gone before the
+         * callbacks that were ready before the poll run: code in them holding the Popen
+         * (Popen.wait(), Popen.poll()) would find no child, and Popen reports a child it
+         * cannot find as returncode 0, whatever its status was. */
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        do
+            r = waitid(P_PID, (id_t)w->pid, &info, WEXITED | WNOHANG | WNOWAIT);
+        while (r < 0 && errno == EINTR);
+        if (r == 0 && info.si_pid == 0)
+            return; /* not a zombie yet: a spurious wake-up */
+        w->exited = 1;
+        uvc_emit(w->base.loop, UVC_EV_EXIT, w->base.slot, 0, 0,
+                 r == 0 ? UVC_EXIT_UNREAPED : UVC_EXIT_UNKNOWN);
+        close_handle(&w->base);
+        return;
+    }
     do
         r = waitpid(w->pid, &wstatus, WNOHANG);
     while (r < 0 && errno == EINTR);
     if (r == 0)
         return; /* not a zombie yet: a spurious wake-up */
     int64_t code = 255, sig = 0;
-    int unknown = 1;
+    int how = UVC_EXIT_UNKNOWN;
     if (r == w->pid) {
-        unknown = 0;
+        how = UVC_EXIT_REAPED;
         code = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 0;
         sig = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0;
     }
     /* r < 0 (ECHILD): reaped by someone else (a waitpid(-1) SIGCHLD handler, or Python
      * code holding the pid): the status is gone, as asyncio reports it (255). */
     w->exited = 1;
-    if (w->owner != NULL) {
-        proc_exited(w->owner, code, sig, unknown);
-    } else {
-        uvc_emit(w->base.loop, UVC_EV_EXIT, w->base.slot, code, sig, unknown);
-    }
+    proc_exited(w->owner, code, sig, how);
     close_handle(&w->base);
 }
 

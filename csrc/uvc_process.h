@@ -1,8 +1,8 @@
 /* uvcffi child processes: uv_spawn, exit watching and signals.
  *
  * A spawned process is a slot holding a uv_process_t.  Its exit is one UVC_EV_EXIT event
- * (slot, a = exit status, b = terminating signal, c = 1 when the status is unknown because
- * something else reaped the child), after which C closes the handle at once: its
+ * (slot, a = exit status, b = terminating signal, c = how it was seen: UVC_EXIT_*), after
+ * which C closes the handle at once: its
  * UVC_EV_CLOSED follows in the same batch.  Closing the handle right away takes it out of
  * libuv's SIGCHLD bookkeeping before the pid can be reused by another process.
  *
@@ -16,7 +16,9 @@
  * so spawning never silences the application's own SIGCHLD handler either.
  *
  * Processes started by other means (subprocess.Popen, for options uv_spawn cannot express)
- * are watched with uvc_process_watch(): same events, on a slot of their own.
+ * are watched with uvc_process_watch(): same events, on a slot of their own, but C does not
+ * reap those children (UVC_EXIT_UNREAPED): Python does when it handles the event, so that
+ * code holding the Popen never finds its child gone with the status unknown to it.
  */
 #ifndef UVC_PROCESS_H
 #define UVC_PROCESS_H
@@ -26,6 +28,13 @@
 /* cffi-begin */
 enum {
     UVC_SPAWN_SETSID = 1    /* start_new_session: setsid() in the child */
+};
+
+/* How a UVC_EV_EXIT saw the exit (its c word). */
+enum {
+    UVC_EXIT_REAPED = 0,    /* reaped here: a and b hold the status */
+    UVC_EXIT_UNKNOWN = 1,   /* something else reaped the child: its status is gone */
+    UVC_EXIT_UNREAPED = 2   /* (uvc_process_watch) exited, left for the caller to reap */
 };
 
 /* Spawn `file` with argv `args` (NULL-terminated), environment `env` (NULL-terminated

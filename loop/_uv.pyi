@@ -132,6 +132,9 @@ class _Lib:
     def uvc_fdset_fd(self, L: Any, /) -> int: ...
     # ---- csrc/uvc_process.h
     UVC_SPAWN_SETSID: int
+    UVC_EXIT_REAPED: int
+    UVC_EXIT_UNKNOWN: int
+    UVC_EXIT_UNREAPED: int
     # int uvc_spawn(uvc_loop_t *L, const char *file, char **args, char **env, const char *cwd, const int *fds, int nfds, int flags, int *pid)
     def uvc_spawn(self, L: Any, file: Any, args: Any, env: Any, cwd: Any, fds: Any, nfds: int, flags: int, pid: Any, /) -> int: ...
     # int uvc_process_watch(uvc_loop_t *L, int pid)

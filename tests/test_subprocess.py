@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
@@ -451,6 +452,49 @@ def test_child_reaped_by_someone_else(loop):
         return code
 
     assert run(loop, main()) == 6
+
+
+def _wait_until_zombie(pid):
+    """Block, without letting the loop run, until child ``pid`` has exited; not reaping it."""
+    for _ in range(20000):
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        time.sleep(0.001)
+    raise AssertionError(f"child {pid} never exited")
+
+
+@pytest.mark.parametrize("method", ["wait", "poll"])
+@pytest.mark.parametrize("started_by", ["uv_spawn", "Popen"])
+def test_an_exit_found_by_a_poll_reaches_code_that_runs_before_its_events(
+    loop, started_by, method
+):
+    """The callbacks that were ready before a poll run before the poll's events are handed
+    out.  When that poll finds the child exited, code in those callbacks holding the
+    child's Popen still gets its status: the loop must not have reaped it out of sight,
+    leaving Popen to report 0 for a child it cannot find."""
+    r, w = os.pipe()
+    popen_only = {"umask": 0o022} if started_by == "Popen" else {}  # uv_spawn has no umask
+
+    async def main():
+        t, p = await loop.subprocess_exec(
+            lambda: Recorder(loop), "sh", "-c", "read x; exit 6", stdin=r, **popen_only
+        )
+        popen = t.get_extra_info("subprocess")
+        assert isinstance(popen, subprocess.Popen) == (started_by == "Popen")
+        os.write(w, b"\n")
+        _wait_until_zombie(popen.pid)
+        await asyncio.sleep(0)  # this wake-up is ready before the poll that finds the exit
+        code = getattr(popen, method)()
+        await p.done
+        t.close()
+        return code, t.get_returncode(), ("exited", 6) in p.events, p.events[-1]
+
+    try:
+        assert run(loop, main()) == (6, 6, True, ("lost", None))
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_callbacks_run_in_creation_context(loop):

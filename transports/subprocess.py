@@ -3,8 +3,10 @@
 A child is started by libuv's uv_spawn when uv_spawn can express every option asked for
 (the common case, and the fast one); otherwise by subprocess.Popen, which knows them all
 (preexec_fn, umask, user/group, process_group, ...).  Either way its pipes are uvcffi pipe
-transports and its exit is watched in C (uvc_process.c), which reaps the child itself: no
-child watcher, no SIGCHLD handler of Python's involved.
+transports and its exit is watched in C (uvc_process.c): no child watcher, no SIGCHLD
+handler of Python's involved.  C reaps a uv_spawn'ed child itself (the SpawnedProcess reads
+a status the loop has not handed out yet from the loop's events); a Popen's child is reaped
+here, when its exit event is handled, since Popen's own wait() cannot be taught that.
 
 The protocol sees what asyncio's base_subprocess arranges: connection_made, then
 pipe_data_received / pipe_connection_lost / process_exited as they happen (held back until
@@ -105,6 +107,9 @@ class SpawnedProcess:
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        # (loop, process slot) until the transport has seen the exit: where an exit the
+        # loop reaped, but has not handed out yet, can be read (see _reaped_elsewhere).
+        self._exit_watch: tuple[Any, int] | None = None
 
     def __repr__(self) -> str:
         return f"<{self.__class__.__name__}: returncode: {self.returncode} args: {self.args!r}>"
@@ -112,15 +117,27 @@ class SpawnedProcess:
     def _status(self, status: int) -> None:
         self.returncode = os.waitstatus_to_exitcode(status)
 
+    def _reaped_elsewhere(self) -> None:
+        """waitpid found no child.  Normally the loop reaped it, in its poll, and the
+        callbacks that were ready before that poll run before its events are handed out:
+        the status is then read from the loop's pending exit event.  Reaped by anyone
+        else, the status is gone: 0, as Popen says."""
+        if self.returncode is not None:
+            return
+        watch = self._exit_watch
+        record = watch[0]._undispatched_event(lib.UVC_EV_EXIT, watch[1]) if watch else None
+        if record is not None and record[2] == lib.UVC_EXIT_REAPED:
+            self.returncode = _returncode(record[0], record[1])
+        else:
+            self.returncode = 0
+
     def poll(self) -> int | None:
         """Return the returncode, or None while the child runs (reaps it if it exited)."""
         if self.returncode is None:
             try:
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
             except ChildProcessError:
-                # Reaped elsewhere (normally by the loop, which set returncode).
-                if self.returncode is None:
-                    self.returncode = 0
+                self._reaped_elsewhere()
             else:
                 if pid == self.pid:
                     self._status(status)
@@ -134,8 +151,7 @@ class SpawnedProcess:
                 try:
                     pid, status = os.waitpid(self.pid, 0)
                 except ChildProcessError:
-                    if self.returncode is None:
-                        self.returncode = 0
+                    self._reaped_elsewhere()
                 else:
                     if pid == self.pid:
                         self._status(status)
@@ -162,6 +178,11 @@ class SpawnedProcess:
     def kill(self) -> None:
         """send_signal(SIGKILL)."""
         self.send_signal(9)
+
+
+def _returncode(status: int, term_signal: int) -> int:
+    """Popen's returncode for an exit status and terminating signal (libuv's pair)."""
+    return -term_signal if term_signal else status
 
 
 def _reap(proc: Any) -> None:
@@ -385,6 +406,7 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             for fd, end in parent_ends.items()
         }
         self._proc = SpawnedProcess(args, pid[0], files.get(0), files.get(1), files.get(2))
+        self._proc._exit_watch = (loop, slot)
         return files
 
     @staticmethod
@@ -469,17 +491,32 @@ class SubprocessTransport(asyncio.SubprocessTransport):
     def _uv_read(self, data: bytes) -> None:
         pass
 
-    def _uv_event(self, kind: int, status: int, term_signal: int, unknown: int) -> None:
+    def _uv_event(self, kind: int, status: int, term_signal: int, how: int) -> None:
         if kind != lib.UVC_EV_EXIT:
             return
-        if unknown:
-            returncode = self._proc.returncode if self._proc is not None else None
+        if how == lib.UVC_EXIT_REAPED:
+            returncode: int | None = _returncode(status, term_signal)
+        elif how == lib.UVC_EXIT_UNREAPED:
+            # A Popen's child, which C only saw exit: reaped here, in a callback of the loop,
+            # as asyncio's pidfd watcher does, so that code holding the Popen either reaps
+            # it first (with its status) or finds the returncode set.
+            try:
+                pid, wstatus = os.waitpid(self._proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            # (not ours, or no longer a zombie: reaped by that code, or by a stranger)
+            returncode = os.waitstatus_to_exitcode(wstatus) if pid else self._proc.returncode
         else:
-            returncode = -term_signal if term_signal else status
+            returncode = self._proc.returncode if self._proc is not None else None
         self._exit_seen(returncode)
 
     def _uv_closed(self) -> None:
+        self._forget_slot()
+
+    def _forget_slot(self) -> None:
         self._slot = None
+        if isinstance(self._proc, SpawnedProcess):
+            self._proc._exit_watch = None  # its exit is seen, or no longer comes
 
     def _detach_from_loop(self) -> None:
         """The loop closes while the child may still run: libuv stops watching it, so
@@ -490,12 +527,12 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             return  # reaped already, or by the thread of a child watched without pidfd
         # The slot goes with the loop: kill() and send_signal() go by pid from now on
         # (the reaper sets the returncode that makes them refuse once the pid is free).
-        self._slot = None
+        self._forget_slot()
         threading.Thread(target=_reap, args=(proc,), name=f"uvcffi-reap-{proc.pid}",
                          daemon=True).start()
 
     def _exit_seen(self, returncode: int | None) -> None:
-        self._slot = None
+        self._forget_slot()
         if self._returncode is not None:
             return
         if returncode is None:

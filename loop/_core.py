@@ -299,7 +299,10 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         a poll run before its events are dispatched, and what an event reports has already
         happened in C (a child reaped): code in those callbacks may need it now.  The last
         run's events stay in the C array until the next run, handed out or not: the caller
-        asks only while its owner has not seen the event."""
+        asks only while its owner has not seen the event.  Only the loop's own thread may
+        look (another would race the next run rewriting the array): None elsewhere."""
+        if self._thread_id != threading.get_ident():
+            return None
         for record in self._backlog:
             if record[0] == kind and record[1] == slot:
                 return record[2], record[3], record[4]

@@ -497,6 +497,60 @@ def test_an_exit_found_by_a_poll_reaches_code_that_runs_before_its_events(
         os.close(w)
 
 
+@pytest.mark.parametrize("started_by", ["uv_spawn", "Popen"])
+def test_signals_to_an_exited_child_are_no_error_until_the_transport_finishes(
+    loop, started_by
+):
+    """asyncio's send_signal()/terminate()/kill() send nothing to a child that has exited
+    (Popen.send_signal) and raise ProcessLookupError only once connection_lost has run:
+    `except TimeoutError: proc.kill()` must not fail because the child just exited, be it
+    seen by the poll before its event is handled, or with a pipe a grandchild holds open."""
+    r, w = os.pipe()
+    popen_only = {"umask": 0o022} if started_by == "Popen" else {}  # uv_spawn has no umask
+    outcomes = []
+
+    def signal_all(t):
+        for send in (t.kill, t.terminate, lambda: t.send_signal(signal.SIGUSR1)):
+            try:
+                send()
+                outcomes.append("no error")
+            except ProcessLookupError:
+                outcomes.append("ProcessLookupError")
+
+    async def main():
+        exited = loop.create_future()
+
+        class Proto(Recorder):
+            def process_exited(self):
+                super().process_exited()
+                exited.set_result(None)
+
+        # The child exits on a first line, leaving a background subshell that keeps stdout
+        # open until a second line.  (sh gives a background job /dev/null, hence fd 3.)
+        t, p = await loop.subprocess_exec(
+            lambda: Proto(loop), "sh", "-c", "read x; exec 3<&0; (read x <&3) & exit 6",
+            stdin=r, **popen_only,
+        )
+        os.write(w, b"\n")
+        _wait_until_zombie(t.get_pid())
+        await asyncio.sleep(0)  # this wake-up is ready before the poll that finds the exit
+        signal_all(t)
+        await exited
+        signal_all(t)  # exited, stdout still open
+        os.write(w, b"\n")
+        await p.done
+        signal_all(t)  # finished
+        t.close()
+        return t.get_returncode()
+
+    try:
+        assert run(loop, main()) == 6
+    finally:
+        os.close(r)
+        os.close(w)
+    assert outcomes == ["no error"] * 6 + ["ProcessLookupError"] * 3
+
+
 def test_callbacks_run_in_creation_context(loop):
     var = contextvars.ContextVar("var", default="unset")
     seen = set()
@@ -644,8 +698,7 @@ def test_kill_after_the_loop_closed_still_kills():
     loop.close()
     transport.kill()
     assert _gone(pid), f"child {pid} still there"
-    with pytest.raises(ProcessLookupError):
-        transport.kill()
+    transport.kill()  # gone: nothing is sent, nothing raised (asyncio's Popen.send_signal)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         transport.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import errno
 import logging
 import os
 import subprocess
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("asyncio")
 
 PIPE = subprocess.PIPE
+_UV_ESRCH = -errno.ESRCH  # libuv's errors are negated errnos on Unix
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
 
@@ -169,7 +171,10 @@ class SpawnedProcess:
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the child unless it has exited (then nothing, as Popen)."""
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass  # exited and reaped (by a reaper thread) since the poll: as Popen
 
     def terminate(self) -> None:
         """send_signal(SIGTERM)."""
@@ -637,28 +642,36 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         proto = self._pipes.get(fd)
         return None if proto is None else proto.pipe
 
-    def _check_running(self) -> None:
-        # Once the exit has been seen the pid may name another process: refuse, as
-        # asyncio does once the transport has finished.
-        if self._proc is None or self._returncode is not None or self._proc.returncode is not None:
-            raise ProcessLookupError()
-
     def send_signal(self, signal: int) -> None:
-        """Send ``signal`` to the child.  ProcessLookupError once it has exited."""
-        self._check_running()
+        """Send ``signal`` to the child; nothing once it has exited (as Popen.send_signal);
+        ProcessLookupError once the transport has finished (connection_lost), as asyncio."""
+        if self._proc is None:
+            raise ProcessLookupError()  # asyncio's _check_proc()
+        if self._returncode is not None or self._proc.returncode is not None:
+            # Exited, but the transport is not finished (a pipe still open, e.g. held by a
+            # grandchild): asyncio's Popen.send_signal() sends nothing and raises nothing
+            # (the pid may name another process by now).  So `except TimeoutError:
+            # proc.kill()` does not fail because the child happened to exit.
+            return
         if self._slot is not None:
             err = lib.uvc_process_kill(owners.uv(self._loop), self._slot, int(signal))
+            if err == _UV_ESRCH:
+                # C saw the exit during this iteration's poll; its event is not handled yet
+                # (callbacks ready before the poll run first): exited, as above.
+                return
             if err < 0:
                 raise uv_error(err)
         else:
-            os.kill(self._pid, signal)  # type: ignore[arg-type]  # started
+            # The loop closed (a reaper thread waits for the child) or no pidfd: by pid, as
+            # Popen does it (polls first; a child gone meanwhile is no error).
+            self._proc.send_signal(signal)
 
     def terminate(self) -> None:
-        """Send SIGTERM to the child.  ProcessLookupError once it has exited."""
+        """send_signal(SIGTERM)."""
         self.send_signal(15)
 
     def kill(self) -> None:
-        """Send SIGKILL to the child.  ProcessLookupError once it has exited."""
+        """send_signal(SIGKILL)."""
         self.send_signal(9)
 
     def close(self) -> None:

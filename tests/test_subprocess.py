@@ -235,6 +235,24 @@ def test_signals_and_process_lookup_error(loop):
     assert run(loop, main()) == (-signal.SIGTERM, -signal.SIGKILL, -signal.SIGTERM)
 
 
+@pytest.mark.parametrize("started_by", ["uv_spawn", "Popen"])
+def test_a_signal_that_is_no_integer_is_a_type_error(loop, started_by):
+    # As os.kill() in asyncio: neither a ValueError for "x" nor 15.5 sent as 15.
+    popen_only = {"umask": 0o022} if started_by == "Popen" else {}  # uv_spawn has no umask
+
+    async def main():
+        t, p = await loop.subprocess_exec(lambda: Recorder(loop), "sleep", "30", **popen_only)
+        for bad in ("x", "15", 15.5, None):
+            with pytest.raises(TypeError):
+                t.send_signal(bad)
+        t.send_signal(signal.SIGINT)  # an IntEnum is an integer
+        await p.done
+        t.close()
+        return t.get_returncode()
+
+    assert run(loop, main()) == -signal.SIGINT
+
+
 def test_close_kills_a_running_child(loop):
     async def main():
         t, p = await loop.subprocess_exec(lambda: Recorder(loop), "sleep", "30")

@@ -20,6 +20,7 @@ import collections
 import contextvars
 import errno
 import logging
+import operator
 import os
 import subprocess
 import threading
@@ -654,7 +655,10 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             # proc.kill()` does not fail because the child happened to exit.
             return
         if self._slot is not None:
-            err = lib.uvc_process_kill(owners.uv(self._loop), self._slot, int(signal))
+            # operator.index, not int(): os.kill's TypeError for "15" or 9.5, not a ValueError
+            # or a float's signal silently truncated
+            err = lib.uvc_process_kill(owners.uv(self._loop), self._slot,
+                                       operator.index(signal))
             if err == _UV_ESRCH:
                 # C saw the exit during this iteration's poll; its event is not handled yet
                 # (callbacks ready before the poll run first): exited, as above.

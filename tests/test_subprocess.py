@@ -209,6 +209,32 @@ def test_bad_arguments(loop):
     assert zombie_children() == []
 
 
+@pytest.mark.parametrize("keyword, value", [
+    ("start_new_session", None), ("start_new_session", "yes"), ("start_new_session", 1.5),
+    ("process_group", None), ("pipesize", -1),  # (keywords PyPy 3.9's Popen does not take)
+])
+def test_what_popen_refuses_the_uv_spawn_path_refuses(loop, keyword, value):
+    """The uv_spawn path stands in for Popen only for what Popen takes: the same TypeError
+    for a value or a keyword it refuses (this Python's Popen), not a child started."""
+    try:
+        subprocess.Popen(["true"], **{keyword: value}).wait()
+    except TypeError as exc:
+        expected = type(exc)
+    else:
+        expected = None
+
+    async def main():
+        t, p = await loop.subprocess_exec(lambda: Recorder(loop), "true", **{keyword: value})
+        await p.done
+        t.close()
+
+    if expected is None:
+        run(loop, main())
+    else:
+        with pytest.raises(expected):
+            run(loop, main())
+
+
 def test_signals_and_process_lookup_error(loop):
     async def main():
         t, p = await loop.subprocess_exec(lambda: Recorder(loop), "sleep", "30")

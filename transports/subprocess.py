@@ -40,13 +40,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger("asyncio")
 
 PIPE = subprocess.PIPE
-_UV_ESRCH = -errno.ESRCH  # libuv's errors are negated errnos on Unix
 STDOUT = subprocess.STDOUT
 DEVNULL = subprocess.DEVNULL
+_UV_ESRCH = -errno.ESRCH  # libuv's errors are negated errnos on Unix
 
+_popen_code = subprocess.Popen.__init__.__code__
+# The keywords this Python's Popen takes (PyPy 3.9's has no process_group, no pipesize).
+_POPEN_KEYWORDS = frozenset(
+    _popen_code.co_varnames[:_popen_code.co_argcount + _popen_code.co_kwonlyargcount])
 # Popen keywords uv_spawn can honour when they have these (Popen's default) values; any
-# other keyword or value makes the spawn go through subprocess.Popen.
-_POPEN_DEFAULTS = {
+# other keyword or value makes the spawn go through subprocess.Popen.  Only those this
+# Popen takes: any other, even with that value, is Popen's TypeError, as in asyncio.
+_POPEN_DEFAULTS = {key: value for key, value in {
     "preexec_fn": None,
     "restore_signals": True,
     "process_group": None,
@@ -57,7 +62,7 @@ _POPEN_DEFAULTS = {
     "pipesize": -1,
     "startupinfo": None,
     "creationflags": 0,
-}
+}.items() if key in _POPEN_KEYWORDS}
 # Popen keywords uvc_spawn implements itself.
 _NATIVE = frozenset(("executable", "cwd", "env", "close_fds", "pass_fds", "start_new_session"))
 
@@ -296,6 +301,8 @@ class SubprocessTransport(asyncio.SubprocessTransport):
 
     def _can_spawn(self, stdin: Any, stdout: Any, stderr: Any, kwargs: dict[str, Any]) -> bool:
         for key, value in kwargs.items():
+            if key == "start_new_session" and not isinstance(value, int):
+                return False  # Popen's TypeError (None, "yes", ...), not taken for a bool
             if key in _NATIVE:
                 continue
             if (

@@ -179,6 +179,22 @@ def test_missing_program_raises_and_leaks_nothing(loop):
     assert zombie_children() == []
 
 
+def test_a_program_execve_refuses_is_popens_error_not_run_by_a_shell(loop, tmp_path):
+    """A file with neither an ELF header nor #! is OSError(ENOEXEC) for Popen; libuv's child
+    (glibc's execvp) ran it with /bin/sh.  And "" is Popen's PermissionError, not ENOENT."""
+    script = tmp_path / "no-shebang"
+    script.write_text("echo ran by a shell\n")
+    script.chmod(0o755)
+    on_path = {"env": {"PATH": str(tmp_path)}}
+    for args, kw in (((str(script),), {}), (("no-shebang",), on_path), (("",), on_path)):
+        with pytest.raises(OSError) as popen_error:
+            subprocess.Popen(args, **kw)
+        with pytest.raises(OSError) as ours:
+            run(loop, loop.subprocess_exec(asyncio.SubprocessProtocol, *args, **kw))
+        assert (type(ours.value), ours.value.errno, ours.value.filename) == (
+            type(popen_error.value), popen_error.value.errno, popen_error.value.filename)
+
+
 def test_bad_arguments(loop):
     P = asyncio.SubprocessProtocol
 

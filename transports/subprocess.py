@@ -22,6 +22,7 @@ import errno
 import logging
 import operator
 import os
+import stat
 import subprocess
 import threading
 import time
@@ -90,6 +91,37 @@ def _inheritable_fds_above_stdio(keep: Container[int]) -> bool:
         except OSError:
             pass  # the fd listdir itself used, closed by now
     return False
+
+
+def _may_need_a_shell(program: Any, cwd: Any, env: Any) -> bool:
+    """Whether the file the child would execute may be one execve() refuses with ENOEXEC (no
+    ELF header, no #!), or cannot be told.  libuv's child runs it with glibc's execvp(), which
+    then hands it to /bin/sh; Popen raises OSError(ENOEXEC) instead (or tries the next PATH
+    entry), so such a program is left to Popen.  Looks the program up as execvp does: as a
+    path when it has a slash, else along the child's PATH (relative to its cwd)."""
+    try:
+        name = os.fsencode(program)
+        base = os.fsencode(cwd) if cwd is not None else b""
+        if not name:
+            return True  # Popen tries the PATH directories themselves (EACCES), execvp ENOENT
+        if b"/" in name:
+            candidates = [os.path.join(base, name)]
+        else:
+            candidates = [os.path.join(base, os.fsencode(d), name)
+                          for d in os.get_exec_path(env)]
+        for path in candidates:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # ENOENT, ENOTDIR...: execvp goes on to the next one
+            if not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK):
+                continue  # EACCES: execvp goes on too
+            with open(path, "rb") as f:
+                head = f.read(4)
+            return not (head == b"\x7fELF" or head[:2] == b"#!")
+    except Exception:
+        return True  # unreadable, or no path at all (bad types): Popen says what it says
+    return False  # nothing to run: the spawn fails with execvp's error, as Popen's
 
 
 def _uv_spawn(*args: Any) -> int:
@@ -290,7 +322,12 @@ class SubprocessTransport(asyncio.SubprocessTransport):
                 args[0] = kwargs["executable"]
         else:
             args = list(args)
-        if self._can_spawn(stdin, stdout, stderr, kwargs):
+        program = kwargs.get("executable")
+        if program is None:
+            program = args[0] if args else None
+        if self._can_spawn(stdin, stdout, stderr, kwargs) and not _may_need_a_shell(
+            program, kwargs.get("cwd"), kwargs.get("env")
+        ):
             parent_ends = self._spawn(args, stdin, stdout, stderr, kwargs)
         else:
             parent_ends = self._popen(args, stdin, stdout, stderr, bufsize, kwargs)

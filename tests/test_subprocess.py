@@ -4,6 +4,7 @@ import asyncio
 import contextvars
 import gc
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -193,6 +194,24 @@ def test_a_program_execve_refuses_is_popens_error_not_run_by_a_shell(loop, tmp_p
             run(loop, loop.subprocess_exec(asyncio.SubprocessProtocol, *args, **kw))
         assert (type(ours.value), ours.value.errno, ours.value.filename) == (
             type(popen_error.value), popen_error.value.errno, popen_error.value.filename)
+
+
+def test_spawn_errors_name_what_popen_names(loop):
+    """Popen's filename is the program or cwd as given (bytes, a path object), and cwd (None
+    without one) for an error before the exec, such as a bad fd to pass."""
+    closed_fd = max(int(fd) for fd in open_fds()) + 100  # (a free low one: Popen's own pipe)
+    cases = [((b"/nonexistent/program",), {}), ((pathlib.Path("/nonexistent/program"),), {}),
+             (("true",), {"cwd": b"/nonexistent/dir"}),
+             (("true",), {"cwd": pathlib.Path("/nonexistent/dir")}),
+             (("true",), {"pass_fds": [closed_fd]}),
+             (("true",), {"pass_fds": [closed_fd], "cwd": "/"})]
+    for args, kw in cases:
+        with pytest.raises(OSError) as popen_error:
+            subprocess.Popen(args, **kw)
+        with pytest.raises(OSError) as ours:
+            run(loop, loop.subprocess_exec(asyncio.SubprocessProtocol, *args, **kw))
+        assert (type(ours.value), ours.value.args, ours.value.filename) == (
+            type(popen_error.value), popen_error.value.args, popen_error.value.filename)
 
 
 def test_bad_arguments(loop):

@@ -462,14 +462,14 @@ class SubprocessTransport(asyncio.SubprocessTransport):
     @staticmethod
     def _spawn_error(code: int, program: Any, cwd: Any) -> OSError:
         err = -code
-        # Popen names the directory when chdir failed, else the program.
+        # As Popen: an error before the exec names cwd (None without one), else the program,
+        # either as given (bytes, a path object).  Before the exec are chdir errors (when
+        # cwd is no directory to enter) and EBADF (the child's fds; never execve's).
         filename = program
-        if cwd is not None and err in (2, 13, 20) and not os.path.isdir(cwd):
+        if err == errno.EBADF or (
+            cwd is not None and err in (2, 13, 20) and not os.path.isdir(cwd)
+        ):
             filename = cwd
-        if isinstance(filename, bytes):
-            filename = os.fsdecode(filename)
-        else:
-            filename = os.fspath(filename)
         exc = uv_error(code)
         return type(exc)(err, os.strerror(err), filename) if err > 0 else exc
 

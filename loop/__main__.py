@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(USAGE, file=sys.stderr)
             return 2
         sys.argv = argv[1:]
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        _run_as_main(argv[1], alter_argv=True)
     else:
         script = argv[0]
         if not os.path.exists(script):
@@ -36,11 +36,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         sys.argv = argv
         _script_path(script)
-        if os.path.isfile(script) and not _is_zip(script) and not _is_bytecode(script):
+        if not os.path.isfile(script) or _is_zip(script):
+            _run_as_main("__main__", alter_argv=False)  # the __main__.py sys.path[0] has
+        elif not _is_bytecode(script):
             _run_source(script)
-        else:  # a directory or zip file with a __main__.py, or a .pyc
+        else:
             runpy.run_path(script, run_name="__main__")
     return 0
+
+
+def _run_as_main(mod_name: str, alter_argv: bool) -> None:
+    """Run module ``mod_name`` as ``python -m`` does, or with alter_argv False the __main__
+    of the directory or zip file that is sys.path[0], as ``python dir`` does: through
+    runpy's entry point for both (python calls it itself), in a new __main__ module.  So
+    the program keeps its module as sys.modules['__main__'], and a module that cannot be
+    found is python's one-line message and exit status 1, not a traceback."""
+    import builtins
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins  # type: ignore[attr-defined]  # (as python's __main__)
+    sys.modules["__main__"] = main
+    runpy._run_module_as_main(mod_name, alter_argv)  # type: ignore[attr-defined]
 
 
 def _run_source(script: str) -> None:
@@ -74,15 +91,18 @@ def _is_bytecode(path: str) -> bool:
 
 def _script_path(script: str) -> None:
     """Make sys.path what ``python script.py`` would have: ``python -m uvcffi`` put the
-    current directory first, where python puts the script's directory (symlinks resolved);
-    for a directory or zip file runpy puts the path itself.  (Under -P or -I python puts
-    no current directory there, and sys.path stays as it is.)"""
+    current directory first, where python puts the script's directory (symlinks resolved),
+    or for a directory or zip file its absolute path (a program that changes directory
+    still imports from it).  (Under -P or -I python puts no current directory there, and
+    sys.path stays as it is.)"""
     if not sys.path or os.path.abspath(sys.path[0]) != os.getcwd():
+        if not os.path.isfile(script) or _is_zip(script):
+            sys.path.insert(0, os.path.abspath(script))  # where its __main__ is looked up
         return
     if os.path.isfile(script) and not _is_zip(script):
         sys.path[0] = os.path.dirname(os.path.realpath(script))
     else:
-        del sys.path[0]
+        sys.path[0] = os.path.abspath(script)
 
 
 def _is_zip(path: str) -> bool:

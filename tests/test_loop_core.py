@@ -968,6 +968,21 @@ def test_python_m_uvcffi_module_mode_and_usage(tmp_path):
     assert usage.returncode == 2 and "usage" in usage.stderr
 
 
+def test_python_m_uvcffi_runs_a_directory_and_misses_a_module_as_python(tmp_path):
+    # A directory's sys.path[0] is its absolute path (python's; not the relative one, which
+    # breaks imports once the program changes directory), sys.argv[0] as given; a module
+    # that cannot be found is python's one line and status 1, not a traceback.
+    app = tmp_path / "app_dir"
+    app.mkdir()
+    (app / "__main__.py").write_text("import sys; print(sys.path[0], sys.argv, __file__)\n")
+    for args in (["app_dir", "x"], ["-m", "no_such_module_uvcffi"]):
+        outs = [subprocess.run([sys.executable, *runner, *args], capture_output=True, text=True,
+                               timeout=60, cwd=tmp_path)
+                for runner in ([], ["-m", "uvcffi"])]
+        python, ours = [(out.returncode, out.stdout, out.stderr) for out in outs]
+        assert ours == python
+
+
 @pytest.mark.skipif(
     not os.path.exists("/proc/self/fdinfo"), reason="reads the epoll set from /proc"
 )

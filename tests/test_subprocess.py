@@ -247,6 +247,7 @@ def test_bad_arguments(loop):
 @pytest.mark.parametrize("keyword, value", [
     ("start_new_session", None), ("start_new_session", "yes"), ("start_new_session", 1.5),
     ("process_group", None), ("pipesize", -1),  # (keywords PyPy 3.9's Popen does not take)
+    ("umask", -1.0), ("pipesize", -1.0),  # (equal to the defaults, but no integers)
 ])
 def test_what_popen_refuses_the_uv_spawn_path_refuses(loop, keyword, value):
     """The uv_spawn path stands in for Popen only for what Popen takes: the same TypeError

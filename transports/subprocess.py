@@ -342,11 +342,9 @@ class SubprocessTransport(asyncio.SubprocessTransport):
                 return False  # Popen's TypeError (None, "yes", ...), not taken for a bool
             if key in _NATIVE:
                 continue
-            if (
-                key not in _POPEN_DEFAULTS
-                or value is not _POPEN_DEFAULTS[key]
-                and value != _POPEN_DEFAULTS[key]
-            ):
+            default = _POPEN_DEFAULTS.get(key, _NATIVE)  # (_NATIVE: no default at all)
+            # The default itself, or equal and of its type: umask=-1.0 is Popen's TypeError.
+            if value is not default and (type(value) is not type(default) or value != default):
                 return False
         sources = []
         for i, spec in enumerate((stdin, stdout, stderr)):

@@ -1,4 +1,5 @@
-"""python -m uvcffi [-m module | script.py] [args...]: run an asyncio program on uvcffi.
+"""python -m uvcffi [-c command | -m module | script.py] [args...]: run an asyncio program
+on uvcffi.
 
 The program runs unchanged as __main__; asyncio.run() and asyncio.new_event_loop() inside
 it create uvcffi loops.
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 from ._policy import install
 
-USAGE = "usage: python -m uvcffi [-m module | script.py] [args ...]"
+USAGE = "usage: python -m uvcffi [-c command | -m module | script.py] [args ...]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,12 +22,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, file=sys.stderr if not argv else sys.stdout)
         return 2 if not argv else 0
     install()
-    if argv[0] == "-m":
+    if argv[0] in ("-c", "-m"):
         if len(argv) < 2:
             print(USAGE, file=sys.stderr)
             return 2
-        sys.argv = argv[1:]
-        _run_as_main(argv[1], alter_argv=True)
+        if argv[0] == "-c":
+            sys.argv = ["-c"] + argv[2:]
+            _run_command(argv[1])
+        else:
+            sys.argv = argv[1:]
+            _run_as_main(argv[1], alter_argv=True)
     else:
         script = argv[0]
         if not os.path.exists(script):
@@ -43,6 +48,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             runpy.run_path(script, run_name="__main__")
     return 0
+
+
+def _run_command(command: str) -> None:
+    """Run ``command`` as ``python -c`` does: as a new __main__ module (no __file__, a
+    BuiltinImporter as __loader__) from the code compiled as "<string>", with '' (the
+    current directory, whatever it is then) first on sys.path where ``python -m uvcffi``
+    put the current directory's path."""
+    import builtins
+    import importlib.machinery
+    import types
+
+    if sys.path and os.path.abspath(sys.path[0]) == os.getcwd():
+        sys.path[0] = ""
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins  # type: ignore[attr-defined]  # (as python's __main__)
+    main.__loader__ = importlib.machinery.BuiltinImporter
+    sys.modules["__main__"] = main
+    # dont_inherit: this module's own __future__ imports are not the command's
+    exec(compile(command, "<string>", "exec", dont_inherit=True), main.__dict__)
 
 
 def _run_as_main(mod_name: str, alter_argv: bool) -> None:

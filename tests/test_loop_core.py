@@ -968,18 +968,22 @@ def test_python_m_uvcffi_module_mode_and_usage(tmp_path):
     assert usage.returncode == 2 and "usage" in usage.stderr
 
 
-def test_python_m_uvcffi_runs_a_directory_and_misses_a_module_as_python(tmp_path):
+def test_python_m_uvcffi_runs_a_directory_a_command_and_misses_a_module_as_python(tmp_path):
     # A directory's sys.path[0] is its absolute path (python's; not the relative one, which
     # breaks imports once the program changes directory), sys.argv[0] as given; a module
-    # that cannot be found is python's one line and status 1, not a traceback.
+    # that cannot be found is python's one line and status 1, not a traceback; -c runs a
+    # command (it was "can't open file '-c'").
     app = tmp_path / "app_dir"
     app.mkdir()
     (app / "__main__.py").write_text("import sys; print(sys.path[0], sys.argv, __file__)\n")
-    for args in (["app_dir", "x"], ["-m", "no_such_module_uvcffi"]):
+    command = "import sys; print(sys.argv, repr(sys.path[0]), __name__, __loader__); 1/0"
+    for args in (["app_dir", "x"], ["-m", "no_such_module_uvcffi"], ["-c", command, "y"]):
         outs = [subprocess.run([sys.executable, *runner, *args], capture_output=True, text=True,
                                timeout=60, cwd=tmp_path)
                 for runner in ([], ["-m", "uvcffi"])]
-        python, ours = [(out.returncode, out.stdout, out.stderr) for out in outs]
+        # (a traceback's last line: ours also shows the frames of python -m uvcffi)
+        python, ours = [(out.returncode, out.stdout, out.stderr.splitlines()[-1:])
+                        for out in outs]
         assert ours == python
 
 

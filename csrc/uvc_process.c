@@ -268,3 +268,23 @@ int uvc_process_kill(uvc_loop_t *L, int slot, int signum) {
     }
     return uv_kill(pid, signum);
 }
+
+int uvc_spawn_would_reset_signals(void) {
+    sigset_t mask;
+    if (pthread_sigmask(SIG_BLOCK, NULL, &mask) != 0)
+        return 1; /* cannot tell */
+    for (int s = 1; s < NSIG; s++) { /* the whole mask is emptied */
+        if (sigismember(&mask, s) == 1)
+            return 1;
+    }
+    for (int s = 1; s < 32; s++) { /* (an ignored realtime signal stays ignored) */
+        /* Popen's restore_signals puts these back to SIG_DFL too (Python ignores them). */
+        if (s == SIGPIPE || s == SIGXFSZ || s == SIGKILL || s == SIGSTOP)
+            continue;
+        struct sigaction sa;
+        if (sigaction(s, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) &&
+            sa.sa_handler == SIG_IGN)
+            return 1;
+    }
+    return 0;
+}

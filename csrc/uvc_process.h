@@ -50,6 +50,11 @@ int uvc_process_watch(uvc_loop_t *L, int pid);
 /* Send a signal; UV_ESRCH once the exit has been seen (the pid may belong to another
  * process by then). */
 int uvc_process_kill(uvc_loop_t *L, int slot, int signum);
+/* 1 when a uv_spawn child would not inherit the calling thread's signal state as a Popen
+ * child does: libuv's child resets signals 1-31 to SIG_DFL and empties the signal mask, so
+ * an ignored signal (nohup's SIGHUP, a background job's SIGINT, SIGCHLD auto-reaping) or a
+ * blocked one would be lost; 0 otherwise. */
+int uvc_spawn_would_reset_signals(void);
 /* cffi-end */
 
 #endif

@@ -346,6 +346,10 @@ class SubprocessTransport(asyncio.SubprocessTransport):
             # The default itself, or equal and of its type: umask=-1.0 is Popen's TypeError.
             if value is not default and (type(value) is not type(default) or value != default):
                 return False
+        if lib.uvc_spawn_would_reset_signals():
+            # An ignored or blocked signal a Popen child inherits and a uv_spawn child
+            # would not (under nohup, in a background job, SIGCHLD set to SIG_IGN, ...).
+            return False
         sources = []
         for i, spec in enumerate((stdin, stdout, stderr)):
             if spec is None or spec == PIPE or spec == DEVNULL:

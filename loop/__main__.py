@@ -35,8 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         script = argv[0]
         if not os.path.exists(script):
-            # python's own words and exit status for a script it cannot find
-            print(f"{sys.executable}: can't open file {os.path.abspath(script)!r}: "
+            # python's own words and exit status for a script it cannot find (PyPy's
+            # leave the path unquoted)
+            path = os.path.abspath(script)
+            if sys.implementation.name != "pypy":
+                path = repr(path)
+            print(f"{sys.executable}: can't open file {path}: "
                   "[Errno 2] No such file or directory", file=sys.stderr)
             return 2
         sys.argv = argv

@@ -972,12 +972,14 @@ def test_python_m_uvcffi_runs_a_directory_a_command_and_misses_a_module_as_pytho
     # A directory's sys.path[0] is its absolute path (python's; not the relative one, which
     # breaks imports once the program changes directory), sys.argv[0] as given; a module
     # that cannot be found is python's one line and status 1, not a traceback; -c runs a
-    # command (it was "can't open file '-c'").
+    # command (it was "can't open file '-c'"); a missing script is this python's words
+    # (PyPy's leave the path unquoted).
     app = tmp_path / "app_dir"
     app.mkdir()
     (app / "__main__.py").write_text("import sys; print(sys.path[0], sys.argv, __file__)\n")
     command = "import sys; print(sys.argv, repr(sys.path[0]), __name__, __loader__); 1/0"
-    for args in (["app_dir", "x"], ["-m", "no_such_module_uvcffi"], ["-c", command, "y"]):
+    for args in (["app_dir", "x"], ["-m", "no_such_module_uvcffi"], ["-c", command, "y"],
+                 ["no_such_script_uvcffi.py"]):
         outs = [subprocess.run([sys.executable, *runner, *args], capture_output=True, text=True,
                                timeout=60, cwd=tmp_path)
                 for runner in ([], ["-m", "uvcffi"])]

@@ -2,6 +2,7 @@
 contract (callback order, Popen's options, exit collection, bad input, no leaks)."""
 import asyncio
 import contextvars
+import errno
 import gc
 import os
 import pathlib
@@ -694,6 +695,34 @@ def test_cancel_while_connecting_leaves_nothing(loop):
 
     run(loop, main())
     run(loop, asyncio.sleep(0.05))
+    assert zombie_children() == []
+
+
+def test_a_pipe_that_cannot_be_connected_fails_the_start_without_hanging(loop, monkeypatch):
+    """Connecting the child's stderr fails (EMFILE): subprocess_exec() kills the child and
+    raises that error.  The unconnected pipe kept the transport from ever finishing, so the
+    wait for the killed child hung (as on asyncio 3.11), and its fd stayed open."""
+    def start():
+        return asyncio.create_subprocess_exec(
+            "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    run(loop, run(loop, start()).communicate(b""))  # what the loop opens once is open now
+    gc.collect()
+    before = open_fds()
+    connect_read_pipe = loop.connect_read_pipe
+
+    async def stderr_fails(factory, pipe):
+        if factory().fd == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return await connect_read_pipe(factory, pipe)
+
+    monkeypatch.setattr(loop, "connect_read_pipe", stderr_fails)
+    with pytest.raises(OSError) as info:
+        run(loop, start())
+    assert info.value.errno == errno.EMFILE
+    run(loop, asyncio.sleep(0.01))
+    gc.collect()
+    assert open_fds() == before
     assert zombie_children() == []
 
 

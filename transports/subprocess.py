@@ -532,6 +532,21 @@ class SubprocessTransport(asyncio.SubprocessTransport):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
+            # A pipe left unconnected (connecting one failed: EMFILE, ...) would never be
+            # disconnected, so the transport could never finish, and the close() and
+            # _wait() subprocess_exec() does on this failure would hang (asyncio 3.11's
+            # does): close those pipes and forget them; the transport finishes once the
+            # child is gone and the connected pipes are closed.
+            for fd, pipe in files.items():
+                if self._pipes.get(fd) is None:
+                    del self._pipes[fd]
+                    pipe.close()
+            # The protocol, never connected, hears nothing (its calls waited for
+            # connection_made, as asyncio's do); the rest only has to end _wait().
+            # (It cannot have finished: the pipe that failed was not disconnected.)
+            self._protocol = asyncio.SubprocessProtocol()
+            self._pending_calls = None  # type: ignore[assignment]  # calls go straight on
+            self._try_finish()
             if waiter is not None and not waiter.cancelled():
                 waiter.set_exception(exc)
         else:

@@ -1,4 +1,5 @@
 import gc
+import signal
 import sys
 
 import pytest
@@ -23,6 +24,14 @@ else:
     @pytest.fixture(scope="session")
     def event_loop_policy():
         return uvcffi.EventLoopPolicy()
+
+
+def pytest_configure(config):
+    # Tests send Ctrl-C to this process and to Python children.  A run started as a
+    # background job of a script has SIGINT ignored, and every child inherits that: give
+    # the suite the handler python installs when SIGINT is not ignored at start-up.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(params=sorted(LOOP_FACTORIES))

@@ -197,6 +197,27 @@ def test_a_program_execve_refuses_is_popens_error_not_run_by_a_shell(loop, tmp_p
             type(popen_error.value), popen_error.value.errno, popen_error.value.filename)
 
 
+def test_a_program_rewritten_without_its_shebang_is_refused_on_the_next_spawn(loop, tmp_path):
+    """What the spawn remembers of a program (it looks each one up once) must not outlive
+    the file: rewritten in place without its #!, it is ENOEXEC from then on."""
+    script = tmp_path / "tool"
+    on_path = {"env": {"PATH": str(tmp_path)}}
+
+    async def exit_code(program, **kw):
+        proc = await asyncio.create_subprocess_exec(program, **kw)
+        return await proc.wait()
+
+    for program, kw in ((str(script), {}), ("tool", on_path)):
+        script.write_text("#!/bin/sh\nexit 3\n")
+        script.chmod(0o755)
+        assert run(loop, exit_code(program, **kw)) == 3
+        assert run(loop, exit_code(program, **kw)) == 3
+        script.write_text("exit 4\n")  # the same file (inode), rewritten
+        with pytest.raises(OSError) as info:
+            run(loop, exit_code(program, **kw))
+        assert info.value.errno == errno.ENOEXEC
+
+
 def test_spawn_errors_name_what_popen_names(loop):
     """Popen's filename is the program or cwd as given (bytes, a path object), and cwd (None
     without one) for an error before the exec, such as a bad fd to pass."""

@@ -13,7 +13,6 @@ import os
 import sys
 import unittest
 import warnings
-from unittest import mock
 
 import pytest
 
@@ -154,26 +153,11 @@ def bind_suite(namespace, module_name):
             namespace[bound] = type(bound, (cls,), {"__module__": namespace["__name__"]})
 
 
-class StartFailsOnBothPaths:
-    """For test_subprocess' SubprocessMixin: its two tests that make the start fail by patching
-    subprocess.Popen run once on each of uvcffi's start paths, the failure injected into that
-    path's call.
-
-    uvcffi starts a child with uv_spawn, or with subprocess.Popen when uv_spawn cannot honour
-    an option (close_fds with inheritable fds open, preexec_fn, ...), so which one a given test
-    takes depends on the test process.
-    """
+class PopenFailureLeavesNoFd:
+    """For test_subprocess' SubprocessMixin: its two tests that make subprocess.Popen fail
+    also check that the failed start leaves no pipe end behind."""
 
     async def _test_popen_error(self, stdin):
-        from uvcffi.transports import subprocess as uvc_subprocess
-
-        start_failure = super()._test_popen_error  # raises ZeroDivisionError from Popen
-        transport = uvc_subprocess.SubprocessTransport
         fds_before = sorted(os.listdir("/proc/self/fd"))
-        with mock.patch.object(transport, "_can_spawn", return_value=False):
-            await start_failure(stdin)
-        with mock.patch.object(transport, "_can_spawn", return_value=True), \
-                mock.patch.object(uvc_subprocess, "_uv_spawn", side_effect=ZeroDivisionError):
-            await start_failure(stdin)
-        # Neither path leaves a pipe end behind.
+        await super()._test_popen_error(stdin)  # raises ZeroDivisionError from Popen
         self.assertEqual(sorted(os.listdir("/proc/self/fd")), fds_before)

@@ -182,8 +182,9 @@ def test_missing_program_raises_and_leaks_nothing(loop):
 
 
 def test_a_program_execve_refuses_is_popens_error_not_run_by_a_shell(loop, tmp_path):
-    """A file with neither an ELF header nor #! is OSError(ENOEXEC) for Popen; libuv's child
-    (glibc's execvp) ran it with /bin/sh.  And "" is Popen's PermissionError, not ENOENT."""
+    """A file with neither an ELF header nor #! is OSError(ENOEXEC), as for Popen (libuv's
+    uv_spawn child, with glibc's execvp, ran it with /bin/sh).  And "" is Popen's
+    PermissionError, not ENOENT."""
     script = tmp_path / "no-shebang"
     script.write_text("echo ran by a shell\n")
     script.chmod(0o755)
@@ -195,27 +196,6 @@ def test_a_program_execve_refuses_is_popens_error_not_run_by_a_shell(loop, tmp_p
             run(loop, loop.subprocess_exec(asyncio.SubprocessProtocol, *args, **kw))
         assert (type(ours.value), ours.value.errno, ours.value.filename) == (
             type(popen_error.value), popen_error.value.errno, popen_error.value.filename)
-
-
-def test_a_program_rewritten_without_its_shebang_is_refused_on_the_next_spawn(loop, tmp_path):
-    """What the spawn remembers of a program (it looks each one up once) must not outlive
-    the file: rewritten in place without its #!, it is ENOEXEC from then on."""
-    script = tmp_path / "tool"
-    on_path = {"env": {"PATH": str(tmp_path)}}
-
-    async def exit_code(program, **kw):
-        proc = await asyncio.create_subprocess_exec(program, **kw)
-        return await proc.wait()
-
-    for program, kw in ((str(script), {}), ("tool", on_path)):
-        script.write_text("#!/bin/sh\nexit 3\n")
-        script.chmod(0o755)
-        assert run(loop, exit_code(program, **kw)) == 3
-        assert run(loop, exit_code(program, **kw)) == 3
-        script.write_text("exit 4\n")  # the same file (inode), rewritten
-        with pytest.raises(OSError) as info:
-            run(loop, exit_code(program, **kw))
-        assert info.value.errno == errno.ENOEXEC
 
 
 def test_spawn_errors_name_what_popen_names(loop):
@@ -271,9 +251,9 @@ def test_bad_arguments(loop):
     ("process_group", None), ("pipesize", -1),  # (keywords PyPy 3.9's Popen does not take)
     ("umask", -1.0), ("pipesize", -1.0),  # (equal to the defaults, but no integers)
 ])
-def test_what_popen_refuses_the_uv_spawn_path_refuses(loop, keyword, value):
-    """The uv_spawn path stands in for Popen only for what Popen takes: the same TypeError
-    for a value or a keyword it refuses (this Python's Popen), not a child started."""
+def test_what_popen_refuses_is_refused(loop, keyword, value):
+    """This Python's Popen's TypeError for a value or a keyword it refuses, not a child
+    started (a spawn of uvcffi's own once took what compared equal to Popen's defaults)."""
     try:
         subprocess.Popen(["true"], **{keyword: value}).wait()
     except TypeError as exc:
@@ -319,13 +299,10 @@ def test_signals_and_process_lookup_error(loop):
     assert run(loop, main()) == (-signal.SIGTERM, -signal.SIGKILL, -signal.SIGTERM)
 
 
-@pytest.mark.parametrize("started_by", ["uv_spawn", "Popen"])
-def test_a_signal_that_is_no_integer_is_a_type_error(loop, started_by):
+def test_a_signal_that_is_no_integer_is_a_type_error(loop):
     # As os.kill() in asyncio: neither a ValueError for "x" nor 15.5 sent as 15.
-    popen_only = {"umask": 0o022} if started_by == "Popen" else {}  # uv_spawn has no umask
-
     async def main():
-        t, p = await loop.subprocess_exec(lambda: Recorder(loop), "sleep", "30", **popen_only)
+        t, p = await loop.subprocess_exec(lambda: Recorder(loop), "sleep", "30")
         for bad in ("x", "15", 15.5, None):
             with pytest.raises(TypeError):
                 t.send_signal(bad)
@@ -341,8 +318,8 @@ def test_a_signal_that_is_no_integer_is_a_type_error(loop, started_by):
 
 def test_a_child_inherits_the_ignored_and_blocked_signals_a_popen_child_inherits(loop):
     """A Popen child keeps what its parent ignores (nohup's SIGHUP, a background job's
-    SIGINT, SIGCHLD auto-reaping) and blocks; libuv's child resets both, so such a spawn
-    goes through Popen."""
+    SIGINT, SIGCHLD auto-reaping) and blocks, and so do uvcffi's (libuv's uv_spawn child
+    resets both)."""
     status = ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]
 
     async def main():
@@ -464,7 +441,7 @@ def test_pass_fds_and_close_fds(loop):
 
 
 def test_popen_only_options(loop):
-    """Options uv_spawn cannot express go through subprocess.Popen, transparently."""
+    """Popen's options that libuv's uv_spawn has no equivalent for."""
     marker = []
 
     async def main():
@@ -534,8 +511,8 @@ def test_popen_path_without_pidfd(loop, monkeypatch):
 
 
 def test_app_sigchld_handler_survives_spawning(loop):
-    """uv_spawn must not take SIGCHLD from the application's handler, and exits must
-    still arrive while that handler is installed (it displaces libuv's)."""
+    """Spawning must not take SIGCHLD from the application's handler (libuv's uv_spawn
+    installs its own), and exits must still arrive while that handler is installed."""
     seen = []
     loop.add_signal_handler(signal.SIGCHLD, seen.append, "chld")
     try:
@@ -590,25 +567,18 @@ def _wait_until_zombie(pid):
 
 
 @pytest.mark.parametrize("method", ["wait", "poll"])
-@pytest.mark.parametrize("started_by", ["uv_spawn", "Popen"])
-def test_an_exit_found_by_a_poll_reaches_code_that_runs_before_its_events(
-    loop, started_by, method
-):
+def test_an_exit_found_by_a_poll_reaches_code_that_runs_before_its_events(loop, method):
     """The callbacks that were ready before a poll run before the poll's events are handed
     out.  When that poll finds the child exited, code in those callbacks holding the
     child's Popen still gets its status: the loop must not have reaped it out of sight,
     leaving Popen to report 0 for a child it cannot find."""
-    if started_by == "uv_spawn" and lib.uvc_spawn_would_reset_signals():
-        pytest.skip("this process ignores or blocks signals: its children start with Popen")
     r, w = os.pipe()
-    popen_only = {"umask": 0o022} if started_by == "Popen" else {}  # uv_spawn has no umask
 
     async def main():
         t, p = await loop.subprocess_exec(
-            lambda: Recorder(loop), "sh", "-c", "read x; exit 6", stdin=r, **popen_only
+            lambda: Recorder(loop), "sh", "-c", "read x; exit 6", stdin=r
         )
         popen = t.get_extra_info("subprocess")
-        assert isinstance(popen, subprocess.Popen) == (started_by == "Popen")
         os.write(w, b"\n")
         _wait_until_zombie(popen.pid)
         await asyncio.sleep(0)  # this wake-up is ready before the poll that finds the exit
@@ -624,16 +594,12 @@ def test_an_exit_found_by_a_poll_reaches_code_that_runs_before_its_events(
         os.close(w)
 
 
-@pytest.mark.parametrize("started_by", ["uv_spawn", "Popen"])
-def test_signals_to_an_exited_child_are_no_error_until_the_transport_finishes(
-    loop, started_by
-):
+def test_signals_to_an_exited_child_are_no_error_until_the_transport_finishes(loop):
     """asyncio's send_signal()/terminate()/kill() send nothing to a child that has exited
     (Popen.send_signal) and raise ProcessLookupError only once connection_lost has run:
     `except TimeoutError: proc.kill()` must not fail because the child just exited, be it
     seen by the poll before its event is handled, or with a pipe a grandchild holds open."""
     r, w = os.pipe()
-    popen_only = {"umask": 0o022} if started_by == "Popen" else {}  # uv_spawn has no umask
     outcomes = []
 
     def signal_all(t):
@@ -656,7 +622,7 @@ def test_signals_to_an_exited_child_are_no_error_until_the_transport_finishes(
         # open until a second line.  (sh gives a background job /dev/null, hence fd 3.)
         t, p = await loop.subprocess_exec(
             lambda: Proto(loop), "sh", "-c", "read x; exec 3<&0; (read x <&3) & exit 6",
-            stdin=r, **popen_only,
+            stdin=r,
         )
         os.write(w, b"\n")
         _wait_until_zombie(t.get_pid())
@@ -816,16 +782,14 @@ def _gone(pid, bound=30.0):
     return True
 
 
-@pytest.mark.parametrize("path", ["uv_spawn", "Popen"])
-def test_a_child_running_when_its_loop_closes_is_reaped_when_it_exits(path):
+def test_a_child_running_when_its_loop_closes_is_reaped_when_it_exits():
     # libuv stops watching the child when the loop closes; asyncio's child watcher reaps
     # such a child whenever it exits.  Left alone it was a zombie for the process's life.
-    extra = {} if path == "uv_spawn" else {"preexec_fn": os.getpid}  # Popen's own option
     kept = []
 
     async def main():
         proc = await asyncio.create_subprocess_exec(
-            PY, "-c", "import time; time.sleep(60)", **extra)
+            PY, "-c", "import time; time.sleep(60)")
         kept.append(proc)  # the program keeps it: the transport is not collected
         return proc.pid
 

@@ -5,7 +5,7 @@ Each test module here subclasses a stdlib mixin with a factory returning a uvcff
 keeps the tests of one area (by name), and skips what it must with a reason that names it.
 """
 from _stdlib_asyncio import (  # noqa: F401  (re-exported to the test modules)
-    StartFailsOnBothPaths,
+    PopenFailureLeavesNoFd,
     UvcffiPolicy,
     UvcffiPolicyMixin,
     bind_suite,

@@ -1,17 +1,13 @@
 """CPython's test_asyncio.test_subprocess on uvcffi loops.
 
 SubprocessWatcherMixin takes its loop from the event loop policy and attaches a child
-watcher to it; uvcffi does not use child watchers (libuv and a pidfd reap its children), so
-each watcher flavour checks that uvcffi's children survive that watcher being there.
-
-uvcffi starts a child with uv_spawn, or with subprocess.Popen when uv_spawn cannot honour an
-option (close_fds with inheritable fds open, preexec_fn, ...), so which one a given test takes
-depends on the test process. The two tests that make the start fail by patching
-subprocess.Popen therefore run once on each path, the failure injected into that path's call.
+watcher to it; uvcffi does not use child watchers (a pidfd watched by libuv reports its
+children's exits), so each watcher flavour checks that uvcffi's children survive that watcher
+being there.
 """
 
 from ._harness import (
-    StartFailsOnBothPaths,
+    PopenFailureLeavesNoFd,
     UvcffiPolicyMixin,
     requires_cpython_311,
     requires_stdlib_tests,
@@ -28,7 +24,7 @@ if test_utils is not None:
     def _case(name, watcher):
         return type(
             name,
-            (StartFailsOnBothPaths, UvcffiPolicyMixin, test_subprocess.SubprocessWatcherMixin,
+            (PopenFailureLeavesNoFd, UvcffiPolicyMixin, test_subprocess.SubprocessWatcherMixin,
              test_utils.TestCase),
             {"Watcher": watcher, "__module__": __name__},
         )

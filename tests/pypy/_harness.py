@@ -8,7 +8,7 @@ returning a uvcffi loop, keeps the tests of one area (by name), and skips what i
 reason that names it.
 """
 from _stdlib_asyncio import (  # noqa: F401  (re-exported to the test modules)
-    StartFailsOnBothPaths,
+    PopenFailureLeavesNoFd,
     UvcffiPolicy,
     UvcffiPolicyMixin,
     bind_suite,

@@ -1,14 +1,12 @@
 """PyPy 3.9's test_asyncio.test_subprocess on uvcffi loops.
 
 SubprocessWatcherMixin takes its loop from the event loop policy and attaches a child
-watcher to it; uvcffi does not use child watchers (libuv and a pidfd reap its children), so
-each watcher flavour checks that uvcffi's children survive that watcher being there.  The
-stdlib skips its MultiLoopChildWatcher class in 3.9 (bpo-38323); so does this module.
-
-The two tests that make the start fail by patching subprocess.Popen run once on each of
-uvcffi's start paths (uv_spawn, and Popen for what uv_spawn cannot express).
+watcher to it; uvcffi does not use child watchers (a pidfd watched by libuv reports its
+children's exits), so each watcher flavour checks that uvcffi's children survive that watcher
+being there.  The stdlib skips its MultiLoopChildWatcher class in 3.9 (bpo-38323); so does
+this module.
 """
-from ._harness import StartFailsOnBothPaths, UvcffiPolicyMixin, skip_unless_pypy_39, test_utils
+from ._harness import PopenFailureLeavesNoFd, UvcffiPolicyMixin, skip_unless_pypy_39, test_utils
 
 skip_unless_pypy_39()
 
@@ -20,7 +18,7 @@ from test.test_asyncio import test_subprocess  # noqa: E402
 def _case(name, watcher):
     return type(
         name,
-        (StartFailsOnBothPaths, UvcffiPolicyMixin, test_subprocess.SubprocessWatcherMixin,
+        (PopenFailureLeavesNoFd, UvcffiPolicyMixin, test_subprocess.SubprocessWatcherMixin,
          test_utils.TestCase),
         {"Watcher": watcher, "__module__": __name__},
     )

@@ -2,6 +2,7 @@
 own selector loop, which is the specification: both must give the same answers."""
 import asyncio
 import contextvars
+import errno
 import gc
 import logging
 import socket
@@ -325,6 +326,42 @@ def test_reset_after_the_peers_fin_is_still_eof(anyloop):
 
     calls, exc = run(anyloop, main())
     assert calls == ["made", "eof", "lost"] and exc is None
+
+
+def test_write_eof_on_a_reset_connection_is_not_silent(anyloop):
+    # The peer closed and reset the connection (as above); the protocol keeps its write
+    # side open after the EOF and then calls write_eof(): shutdown() fails with ENOTCONN.
+    # asyncio's write_eof() raises it; uvcffi (as uvloop) learns it from libuv later and
+    # ends the transport with connection_lost(OSError).  It used to drop the error: the
+    # protocol, reading no more, never heard of the connection again.
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        ours = socket.create_connection(lsock.getsockname())
+        peer, _ = lsock.accept()
+    peer.close()
+    assert ours.recv(1) == b""  # the FIN is here
+    ours.send(b"late")  # answered with a reset
+    deadline = time.monotonic() + 10  # a bound, not a timing: loopback answers at once
+    while _tcp_state(ours) != 7 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert _tcp_state(ours) == 7
+    ours.setblocking(False)
+
+    async def main():
+        tr, pr = await anyloop.create_connection(lambda: Recorder(keep_open=True), sock=ours)
+        while "eof" not in pr.calls:
+            await asyncio.sleep(0)
+        try:
+            tr.write_eof()
+        except OSError as exc:  # asyncio: at once
+            tr.abort()
+            return "raised", exc
+        return "lost", await pr.done
+
+    how, exc = run(anyloop, main())
+    assert how == ("raised" if anyloop.kind == "asyncio" else "lost")
+    assert isinstance(exc, OSError) and exc.errno == errno.ENOTCONN
 
 
 def test_write_after_lost_warns_after_threshold(anyloop, caplog):

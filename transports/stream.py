@@ -69,6 +69,7 @@ _buffer = ffi.buffer
 _BIG_READ = 16384
 _UV_EAGAIN = -errno.EAGAIN  # libuv's errors are negated errnos on Unix
 _UV_EBADF = -errno.EBADF
+_UV_ECANCELED = -errno.ECANCELED
 _from_buffer = ffi.from_buffer
 _write_buffer = _accelerated.write_buffer
 # The accelerator's write takes a bytearray as it is (always contiguous); cffi's needs
@@ -547,7 +548,13 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             # file epoll cannot watch, is the kernel's refusal to watch it at all)
             why = "was closed under the loop" if a == _UV_EBADF else "cannot be watched"
             self._fatal_error(uv_error(a), f"Fatal error on {self._kind} transport: its fd {why}")
-        # EV_SHUTDOWN: nothing to do; an error there shows up on the next read or write.
+        elif kind == EV_SHUTDOWN:
+            # write_eof()'s shutdown(SHUT_WR) failed (ENOTCONN: the peer reset the
+            # connection).  asyncio's write_eof() raises that OSError; libuv learns it later,
+            # so, as uvloop, it is a fatal error: connection_lost(exc).  Ignored, nothing
+            # else ever told a protocol that reads no more (paused, or past EOF): it hung.
+            if a < 0 and a != _UV_ECANCELED and not self._conn_lost:
+                self._fatal_error(uv_error(a), f"Fatal error on {self._kind} transport")
 
     def _read_event(self, kind: int, err: int) -> None:
         # libuv stops reading at EOF and on a read error by itself.

@@ -5,6 +5,7 @@ import contextvars
 import errno
 import gc
 import logging
+import os
 import socket
 import struct
 import time
@@ -146,6 +147,28 @@ def test_write_rejects_non_bytes(anyloop, bad):
         tr.close()
         await pr.done
         server.close()
+    run(anyloop, main())
+
+
+def test_write_buffer_limits_take_any_number(anyloop):
+    # asyncio takes any number for the marks; the C core's write holding (its limit is an
+    # int64) refused a float with TypeError and a huge int with OverflowError, after the
+    # marks had changed.  A write pipe shares that code.
+    async def main():
+        a, b = socket.socketpair()
+        r, w = os.pipe()
+        tr, _ = await anyloop.create_connection(Recorder, sock=a)
+        ptr, _ = await anyloop.connect_write_pipe(Recorder, open(w, "wb", 0))
+        for t in (tr, ptr):
+            t.set_write_buffer_limits(high=100.5)
+            assert t.get_write_buffer_limits() == (25.0, 100.5)
+            t.set_write_buffer_limits(high=2 ** 70, low=1e20)
+            assert t.get_write_buffer_limits() == (1e20, 2 ** 70)
+            t.write(b"x")
+            t.close()
+        b.close()
+        os.close(r)
+
     run(anyloop, main())
 
 

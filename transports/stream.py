@@ -684,7 +684,10 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         TransportBase.set_write_buffer_limits(self, high_water, low_water)
         if not self._handle_closed and self._uv is not None:
             # Held bytes never exceed the high-water mark, so they never call for a pause.
-            lib.uvc_stream_hold_limit(self._uv, self._slot, self._high_water)
+            # asyncio takes any number for the marks (a float, a huge int): the C core's
+            # int64 limit gets it rounded down and capped (passed as is, it raised
+            # TypeError/OverflowError after the marks had already changed).
+            lib.uvc_stream_hold_limit(self._uv, self._slot, int(min(self._high_water, 1 << 62)))
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write an iterable of bytes-like objects as one write of their concatenation."""

@@ -321,19 +321,18 @@ def _tcp_state(sock):
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
 
 
-def test_reset_after_the_peers_fin_is_still_eof(anyloop):
-    # The peer sends its reply and closes (FIN); a write of ours crosses that and the peer
-    # answers it with a reset, which the kernel files as EPIPE.  recv() still returns b""
-    # (the FIN came first): asyncio calls eof_received(), then connection_lost(None), not a
-    # read error.  Common with HTTP servers that close without reading the rest.
+def _reset_after_the_peers_fin(reply):
+    """A non-blocking TCP socket whose peer sent ``reply`` (read here) and closed (its FIN
+    is next), then answered a write with a reset."""
     with socket.socket() as lsock:
         lsock.bind(("127.0.0.1", 0))
         lsock.listen()
         ours = socket.create_connection(lsock.getsockname())
         peer, _ = lsock.accept()
-    peer.sendall(b"reply")
+    peer.sendall(reply)
     peer.close()
-    assert ours.recv(5) == b"reply"
+    if reply:
+        assert ours.recv(len(reply)) == reply
     assert ours.recv(1, socket.MSG_PEEK) == b""  # the FIN is here
     ours.send(b"late")  # answered with a reset
     deadline = time.monotonic() + 10  # a bound, not a timing: loopback answers at once
@@ -341,6 +340,15 @@ def test_reset_after_the_peers_fin_is_still_eof(anyloop):
         time.sleep(0.001)
     assert _tcp_state(ours) == 7
     ours.setblocking(False)
+    return ours
+
+
+def test_reset_after_the_peers_fin_is_still_eof(anyloop):
+    # The peer sends its reply and closes (FIN); a write of ours crosses that and the peer
+    # answers it with a reset, which the kernel files as EPIPE.  recv() still returns b""
+    # (the FIN came first): asyncio calls eof_received(), then connection_lost(None), not a
+    # read error.  Common with HTTP servers that close without reading the rest.
+    ours = _reset_after_the_peers_fin(b"reply")
 
     async def main():
         tr, pr = await anyloop.create_connection(Recorder, sock=ours)
@@ -357,19 +365,7 @@ def test_write_eof_on_a_reset_connection_is_not_silent(anyloop):
     # asyncio's write_eof() raises it; uvcffi (as uvloop) learns it from libuv later and
     # ends the transport with connection_lost(OSError).  It used to drop the error: the
     # protocol, reading no more, never heard of the connection again.
-    with socket.socket() as lsock:
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen()
-        ours = socket.create_connection(lsock.getsockname())
-        peer, _ = lsock.accept()
-    peer.close()
-    assert ours.recv(1) == b""  # the FIN is here
-    ours.send(b"late")  # answered with a reset
-    deadline = time.monotonic() + 10  # a bound, not a timing: loopback answers at once
-    while _tcp_state(ours) != 7 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert _tcp_state(ours) == 7
-    ours.setblocking(False)
+    ours = _reset_after_the_peers_fin(b"")
 
     async def main():
         tr, pr = await anyloop.create_connection(lambda: Recorder(keep_open=True), sock=ours)

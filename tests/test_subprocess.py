@@ -181,6 +181,16 @@ def test_missing_program_raises_and_leaks_nothing(loop):
     assert zombie_children() == []
 
 
+def _assert_popens_error(loop, args, kw):
+    """subprocess_exec(*args, **kw) fails with the OSError Popen(args, **kw) raises."""
+    with pytest.raises(OSError) as popen_error:
+        subprocess.Popen(args, **kw)
+    with pytest.raises(OSError) as ours:
+        run(loop, loop.subprocess_exec(asyncio.SubprocessProtocol, *args, **kw))
+    assert (type(ours.value), ours.value.args, ours.value.filename) == (
+        type(popen_error.value), popen_error.value.args, popen_error.value.filename)
+
+
 def test_a_program_execve_refuses_is_popens_error_not_run_by_a_shell(loop, tmp_path):
     """A file with neither an ELF header nor #! is OSError(ENOEXEC), as for Popen (libuv's
     uv_spawn child, with glibc's execvp, ran it with /bin/sh).  And "" is Popen's
@@ -190,12 +200,7 @@ def test_a_program_execve_refuses_is_popens_error_not_run_by_a_shell(loop, tmp_p
     script.chmod(0o755)
     on_path = {"env": {"PATH": str(tmp_path)}}
     for args, kw in (((str(script),), {}), (("no-shebang",), on_path), (("",), on_path)):
-        with pytest.raises(OSError) as popen_error:
-            subprocess.Popen(args, **kw)
-        with pytest.raises(OSError) as ours:
-            run(loop, loop.subprocess_exec(asyncio.SubprocessProtocol, *args, **kw))
-        assert (type(ours.value), ours.value.errno, ours.value.filename) == (
-            type(popen_error.value), popen_error.value.errno, popen_error.value.filename)
+        _assert_popens_error(loop, args, kw)
 
 
 def test_spawn_errors_name_what_popen_names(loop):
@@ -208,12 +213,7 @@ def test_spawn_errors_name_what_popen_names(loop):
              (("true",), {"pass_fds": [closed_fd]}),
              (("true",), {"pass_fds": [closed_fd], "cwd": "/"})]
     for args, kw in cases:
-        with pytest.raises(OSError) as popen_error:
-            subprocess.Popen(args, **kw)
-        with pytest.raises(OSError) as ours:
-            run(loop, loop.subprocess_exec(asyncio.SubprocessProtocol, *args, **kw))
-        assert (type(ours.value), ours.value.args, ours.value.filename) == (
-            type(popen_error.value), popen_error.value.args, popen_error.value.filename)
+        _assert_popens_error(loop, args, kw)
 
 
 def test_bad_arguments(loop):

@@ -74,6 +74,11 @@ def _attempt_when_ready(fut: asyncio.Future[Any], attempt: Callable[..., object]
         raise
     except BaseException as exc:
         fut.set_exception(exc)
+        # The exception's traceback holds this frame, whose ``fut`` holds the exception:
+        # a cycle that keeps both (and the frames and sockets they reach) alive until the
+        # cyclic GC runs.  asyncio's _sock_connect_cb breaks it the same way ("Needed to
+        # break cycles when an exception occurs"; see also CPython gh-124859).
+        del fut
     else:
         if result is not None:
             fut.set_result(result)

@@ -5,6 +5,7 @@ import io
 import os
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 
@@ -146,6 +147,33 @@ def test_connect_refused(anyloop):
         with c:
             with pytest.raises(ConnectionRefusedError):
                 run(anyloop, anyloop.sock_connect(c, address))
+
+
+@pytest.mark.skipif(sys.implementation.name == "pypy", reason=(
+    "PyPy frees nothing by reference counting (a cycle costs it nothing), and a finished "
+    "frame's f_locals there still show what it held (asyncio's loop fails this check too)"))
+def test_connect_refused_leaves_no_cycle_through_the_future(anyloop):
+    """The exception's traceback must not keep the loop's future that holds the
+    exception: that cycle kept both (and every frame and socket they reach) alive until
+    the cyclic GC ran (anyio's test_happy_eyeballs_refcycles).  asyncio breaks it in
+    _sock_connect_cb.  (The Task that runs the test holds it, as it does on asyncio.)"""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        c = socket.socket()
+        c.setblocking(False)
+        with c:
+            with pytest.raises(ConnectionRefusedError) as info:
+                run(anyloop, anyloop.sock_connect(c, s.getsockname()))
+    exc = info.value
+    holders = []
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if (isinstance(value, asyncio.Future) and not isinstance(value, asyncio.Task)
+                    and value.done() and not value.cancelled() and value.exception() is exc):
+                holders.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    assert holders == []
 
 
 def test_connect_unknown_host(anyloop):

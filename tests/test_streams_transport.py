@@ -1119,3 +1119,26 @@ def test_debug_log_of_a_reset_carries_its_traceback(anyloop):
     assert isinstance(exc, ConnectionResetError)
     logged = [r for r in records if "Fatal read error" in r.getMessage()]
     assert logged and all(r.exc_info and r.exc_info[1] is exc for r in logged), logged
+
+
+def test_extra_info_socket_leaves_the_fd_non_blocking(anyloop):
+    """Asking for the socket of an accepted connection must not make its fd blocking
+    (PyPy's socket(fileno=) did: a 4 MiB loop.sendfile then blocked the loop for good)."""
+    async def main():
+        accepted = anyloop.create_future()
+
+        def on_client(reader, writer):
+            accepted.set_result(writer)
+
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        _, client = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        writer = await accepted
+        sock = writer.get_extra_info("socket")
+        blocking = os.get_blocking(sock.fileno())
+        for w in (client, writer):
+            w.close()
+        server.close()
+        await server.wait_closed()
+        return blocking, sock.gettimeout()
+
+    assert run(anyloop, main()) == (False, 0.0)

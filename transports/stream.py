@@ -918,6 +918,11 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
         if sock is None and not self._handle_closed:
             # The fd stays libuv's: _release_resource() detaches this object before close.
             sock = self._sock = socket.socket(fileno=self._fd)
+            # PyPy's socket(fileno=) applies the default timeout (None: blocking) to the
+            # fd itself, clearing the O_NONBLOCK libuv relies on: a later write that fills
+            # the socket buffer (sendfile's os.sendfile, say) then blocked the whole loop.
+            # asyncio's transport sockets are non-blocking (timeout 0.0) too.
+            sock.setblocking(False)
             self._sock_held = _sockref.hold(sock)
         return sock
 

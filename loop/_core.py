@@ -293,27 +293,6 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         if done == runs + 1:
             self._keep_undispatched(None, 0, lib.uvc_event_count(self._uv) * WORDS)
 
-    def _undispatched_event(self, kind: int, slot: int) -> tuple[int, int, int] | None:
-        """The (a, b, c) words of a ``kind`` event for ``slot`` that libuv has reported and
-        the loop may not have handed out yet, or None.  The callbacks that were ready before
-        a poll run before its events are dispatched, and what an event reports has already
-        happened in C (a child reaped): code in those callbacks may need it now.  The last
-        run's events stay in the C array until the next run, handed out or not: the caller
-        asks only while its owner has not seen the event.  Only the loop's own thread may
-        look (another would race the next run rewriting the array): None elsewhere."""
-        if self._thread_id != threading.get_ident():
-            return None
-        for record in self._backlog:
-            if record[0] == kind and record[1] == slot:
-                return record[2], record[3], record[4]
-        if self._closed:
-            return None
-        ev = lib.uvc_events(self._uv)
-        for i in range(0, lib.uvc_event_count(self._uv) * WORDS, WORDS):
-            if ev[i] == kind and ev[i + 1] == slot:
-                return ev[i + 2], ev[i + 3], ev[i + 4]
-        return None
-
     def _dispatch_backlog(self) -> None:
         """Hand out the kept events (see _keep_undispatched), one by one: in debug mode
         each is timed, and one that runs longer than slow_callback_duration is logged, as

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("asyncio")
 
+
 def _pidfd_watch(loop: AbstractEventLoop, pid: int) -> int:
     """Watch ``pid`` (a child started by Popen) in C: its slot, or UV_ENOSYS without
     pidfds (a module function so that tests can take the fallback path)."""

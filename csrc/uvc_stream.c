@@ -31,6 +31,12 @@ typedef struct {
     int writes;                   /* its writes in that iteration (counted up to 2) */
     int multi;                    /* it wrote more than once in its last writing iteration */
     uint32_t seg_off[UVC_HOLD_SEGS], seg_len[UVC_HOLD_SEGS];
+    /* An accepted TCP connection's peer address, as accept4 gave it (peer_len 0: none).
+     * getpeername() fails once the peer has reset the connection, and a server asks for
+     * the address after that too (its log line of the failed request): asyncio has it from
+     * accept(), so it is kept here, at no syscall's cost. */
+    socklen_t peer_len;
+    struct sockaddr_in6 peer;     /* an AF_INET address fits too */
     union {
         uv_stream_t stream;
         uv_tcp_t tcp;
@@ -472,6 +478,17 @@ int64_t uvc_stream_flush(uvc_loop_t *L, int slot) {
     return n;
 }
 
+int uvc_stream_peer(uvc_loop_t *L, int slot, char *buf, int len) {
+    uv_stream_t *s = stream_of(L, slot);
+    if (s == NULL)
+        return UV_EBADF;
+    uvc_stream_t *h = s->data;
+    if (h->peer_len == 0 || (int)h->peer_len > len)
+        return 0;
+    memcpy(buf, &h->peer, h->peer_len);
+    return (int)h->peer_len;
+}
+
 void uvc_stream_drop_held(uvc_loop_t *L, int slot) {
     uvc_stream_t *h = holder_of(L, slot);
     if (h != NULL) {
@@ -575,12 +592,18 @@ int uvc_listener_new(uvc_loop_t *L, int fd, int is_tcp) {
 }
 
 /* Give an accepted fd a stream slot and tell Python.  On error the fd is still the caller's. */
-static int adopt_accepted(uvc_listener_t *h, int fd) {
+static int adopt_accepted(uvc_listener_t *h, int fd, const struct sockaddr_storage *peer,
+                          socklen_t peer_len) {
     uvc_loop_t *L = h->base.loop;
     int slot = stream_new(L, h->is_tcp, 0);
     if (slot < 0)
         return slot;
     uv_stream_t *client = stream_of(L, slot);
+    if (h->is_tcp && peer_len > 0 && peer_len <= sizeof(struct sockaddr_in6)) {
+        uvc_stream_t *sh = client->data;
+        memcpy(&sh->peer, peer, peer_len);
+        sh->peer_len = peer_len;
+    }
     /* Unlike uv_accept these make one more syscall (FIONBIO, and F_GETFL for a pipe): the
      * public API has no way to hand libuv an fd that is non-blocking already. */
     uvc_fdguard_claim(L, fd);
@@ -623,7 +646,10 @@ static void listener_cb(uv_poll_t *p, int status, int events) {
      * the kernel's queue as it stood, while a flood of new connections cannot hold the loop
      * here; what is left keeps the fd readable for the next iteration. */
     for (int i = 0; i < h->bound; i++) {
-        int fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof peer;
+        int fd = accept4(h->fd, (struct sockaddr *)&peer, &peer_len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
             if (err == EAGAIN || err == EWOULDBLOCK)
@@ -633,7 +659,7 @@ static void listener_cb(uv_poll_t *p, int status, int events) {
             accept_failed(h, uv_translate_sys_error(err));
             return;
         }
-        int r = adopt_accepted(h, fd);
+        int r = adopt_accepted(h, fd, &peer, peer_len);
         if (r < 0) {
             close(fd); /* the kernel has no way to take it back */
             accept_failed(h, r);

@@ -66,6 +66,9 @@ int64_t uvc_stream_held(uvc_loop_t *L, int slot);
  * (>= 0; Python counts them as queued from then on) or a negative uv error (the held bytes
  * are lost). */
 int64_t uvc_stream_flush(uvc_loop_t *L, int slot);
+/* An accepted TCP connection's peer address as accept4 gave it, copied into buf: its
+ * length, 0 when none is known (or len is too small), UV_EBADF for no stream slot. */
+int uvc_stream_peer(uvc_loop_t *L, int slot, char *buf, int len);
 /* Forget what the stream holds (abort). */
 void uvc_stream_drop_held(uvc_loop_t *L, int slot);
 /* Half-close after the queued writes: UVC_EV_SHUTDOWN follows. */

@@ -877,6 +877,27 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         return "<{}>".format(" ".join(info))
 
 
+_PEER_MAX = 28  # sizeof(struct sockaddr_in6): what uvc_stream_peer() keeps at most
+
+
+def _inet_address(raw: bytes) -> Any:
+    """A struct sockaddr_in/_in6 as socket.getpeername() returns it."""
+    family = int.from_bytes(raw[:2], sys.byteorder)
+    port = int.from_bytes(raw[2:4], "big")
+    if family == socket.AF_INET:
+        return (socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
+    if family == socket.AF_INET6:
+        host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+        flowinfo = int.from_bytes(raw[4:8], "big")
+        scope_id = int.from_bytes(raw[24:28], sys.byteorder)
+        if scope_id:
+            # getpeername() names the scope as getnameinfo() does: 'fe80::1%eth0'.
+            host = socket.getnameinfo((host, port, flowinfo, scope_id),
+                                      socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)[0]
+        return (host, port, flowinfo, scope_id)
+    return None
+
+
 class SocketTransport(StreamTransportBase, asyncio.Transport):
     """An asyncio.Transport over a connected TCP or Unix stream socket in a libuv slot.
 
@@ -893,14 +914,18 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
                  waiter: asyncio.Future[Any] | None = None) -> None:
         self._sock = sock
         self._fd = fd
+        # Accepted here (no socket object): the C core kept the peer address accept4 gave.
+        self._peer_pending = sock is None
         if sock is not None:
             # The caller may still close its socket object: that must not close the fd
             # libuv reads and writes (transports/_sockref.py).
             self._sock_held = _sockref.hold(sock)
             # As asyncio: known from the start, still answered after the close.  Accepted
             # connections (no socket object yet) look them up on first use instead, which
-            # saves two system calls per connection; they are answered while the fd is
-            # open, connection_lost() included.
+            # saves two system calls per connection: sockname while the fd is open,
+            # connection_lost() included; peername from the address accept4 gave (kept by
+            # the C core), which outlives a reset (getpeername() then fails) and the close,
+            # as asyncio's does.
             extra = {} if extra is None else extra
             extra["socket"] = trsock.TransportSocket(sock)
             for name, query in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
@@ -927,12 +952,17 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
         return sock
 
     def _get_extra_lazy(self, name: str) -> Any:
+        value: Any
         if name == "socket":
             sock = self._socket()
             if sock is None:
                 return None
             value = trsock.TransportSocket(sock)
         elif name == "sockname" or name == "peername":
+            value = self._accepted_peer() if name == "peername" else None
+            if value is not None:
+                self._extra[name] = value
+                return value
             sock = self._socket()
             if sock is None:
                 return None
@@ -964,7 +994,27 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
             return
         StreamTransportBase._on_eof(self)
 
+    def _accepted_peer(self) -> Any:
+        """The peer address accept4 gave this accepted TCP connection, else None."""
+        uv = self._uv
+        if not self._peer_pending or uv is None:
+            return None
+        buf = ffi.new("char[]", _PEER_MAX)
+        n = lib.uvc_stream_peer(uv, self._slot, buf, _PEER_MAX)
+        return _inet_address(ffi.buffer(buf, n)[:]) if n > 0 else None
+
+    def _uv_closed(self) -> None:
+        self._peer_pending = False  # the slot is free: it may be another stream's soon
+        StreamTransportBase._uv_closed(self)
+
     def _release_resource(self) -> None:
+        # The slot goes after this: keep the peer's address for get_extra_info() after the
+        # close (aiohttp logs a request the client reset with it), as asyncio has it.
+        if self._peer_pending and "peername" not in self._extra:
+            peer = self._accepted_peer()
+            if peer is not None:
+                self._extra["peername"] = peer
+        self._peer_pending = False
         owners.release_fd(self._loop, self._fd, self)
         sock = self._sock
         if sock is not None and sock.fileno() >= 0:

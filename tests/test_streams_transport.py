@@ -770,6 +770,50 @@ def test_extra_info(anyloop):
     run(anyloop, main())
 
 
+def test_close_while_paused_loses_connection_with_the_last_write(anyloop, caplog):
+    # A writer paused on a full buffer when the transport is closed (uvicorn when the client
+    # half-closes): the drain that resumes it also ends the connection, in the same
+    # callback as asyncio's, so the woken writer sees connection_lost() and stops instead
+    # of writing on into the closed transport.
+    async def main():
+        resumed = asyncio.Event()
+        lost = []
+
+        class Writer(Recorder):
+            def resume_writing(self):
+                resumed.set()
+
+            def connection_lost(self, exc):
+                lost.append(exc)
+
+        lsock, tr, pr, conn = await raw_connection(anyloop, Writer)
+        tr.set_write_buffer_limits(high=65536)
+        chunk = b"x" * 65536
+        while tr.get_write_buffer_size() <= 65536:  # the kernel's buffers fill first
+            tr.write(chunk)
+        tr.close()
+        conn.setblocking(False)
+
+        async def drain():
+            while await anyloop.sock_recv(conn, 1 << 20):
+                pass
+
+        reading = anyloop.create_task(drain())
+        await resumed.wait()
+        stopped = bool(lost)  # what uvicorn's send() checks before each write
+        for _ in range(10):
+            if not lost:
+                tr.write(chunk)
+        await reading
+        conn.close()
+        lsock.close()
+        return stopped
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        assert run(anyloop, main()) is True
+    assert "socket.send() raised exception." not in caplog.text
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_peername_of_accepted_connection_survives_reset(anyloop, host):
     # A client that resets: getpeername() fails from then on, yet the server asks for the

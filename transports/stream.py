@@ -713,9 +713,14 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
             if self._empty_waiter is not None and not self._empty_waiter.done():
                 self._empty_waiter.set_result(None)
             if self._closing:
+                # Now, as asyncio's _write_ready does, not call_soon(): a task that the
+                # resume_writing() above woke must find the connection lost, not write on
+                # into a closed transport (uvicorn streamed the rest of a response to a
+                # client that half-closed, each write logging "socket.send() raised
+                # exception.", and took it for sent).
                 self._conn_lost += 1
                 self._block_writes()
-                self._loop.call_soon(self._call_connection_lost, None, context=self._context)
+                self._ctx_run(self._call_connection_lost, None)
 
     def can_write_eof(self) -> bool:
         """True: a stream can be half-closed."""

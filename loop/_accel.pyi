@@ -33,6 +33,24 @@ def setup_writes(
 def stream_write(uv: Any, slot: int, data: Any, n: int, /) -> int:
     """lib.uvc_write(uv, slot, data, n) for a bytes-like ``data``, without the cffi call."""
 
+class SlotMethod:
+    """A method without arguments returning the slot ``name`` of ``cls``'s instances, in
+    C; it stands in ``cls`` for ``func``, which it calls otherwise."""
+
+    __wrapped__: Callable[[Any], Any]
+    def __init__(self, func: Callable[[Any], Any], cls: type, name: str, /) -> None: ...
+    def __call__(self, obj: Any, /) -> Any: ...
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any: ...
+
+class StreamWrite:
+    """A stream transport's write(), accelerated: stands in ``cls`` for its Python
+    ``write`` (``func``), which it calls for anything but bytes on an unblocked stream."""
+
+    __wrapped__: Callable[[Any, Any], None]
+    def __init__(self, func: Callable[[Any, Any], None], cls: type, /) -> None: ...
+    def __call__(self, transport: Any, data: Any, /) -> None: ...
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any: ...
+
 class Accel:
     """The accelerated scheduling and dispatch paths of one uvcffi loop."""
 
@@ -61,5 +79,10 @@ class Accel:
     def run_handles(self, next_handle: Callable[[], Handle], ntodo: int, /) -> None:
         """Run a batch of ``ntodo`` ready handles taken with ``next_handle()``."""
 
+    def create_future(self) -> Any:
+        """An asyncio.Future attached to the loop."""
+    def run_once(self) -> None:
+        """One iteration of the loop (loop/_core.py's _run_once), in C when it is an
+        ordinary one."""
     def dispatch(self, n: int, /) -> None:
         """Hand the last run's ``n`` events to their slot owners."""

@@ -215,11 +215,11 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             return
         attrs = self.__dict__
         cls = type(self)
-        for name in _ACCEL_METHODS:
+        for name, accel_name in _ACCEL_METHODS.items():
             if self._careful:
                 attrs.pop(name, None)
             elif getattr(cls, name) is getattr(CoreLoop, name):
-                attrs[name] = getattr(accel, name)
+                attrs[name] = getattr(accel, accel_name)
 
     # ---------------------------------------------------------------- slots and events
 
@@ -1302,7 +1302,16 @@ if hasattr(os, "register_at_fork"):
 
 
 _accel = _accelerated.accel
-_ACCEL_METHODS = ("call_soon", "call_soon_threadsafe", "call_later", "call_at")
+if _accel is not None:
+    # Each C Future asks its loop get_debug() when it is made: in C, no Python frame.
+    setattr(CoreLoop, "get_debug",  # noqa: B010  (mypy: no assigning to a method)
+            _accel.SlotMethod(CoreLoop.get_debug, CoreLoop, "_debug"))
+# The loop's methods bound to the accelerator's (instance attributes) on the fast path.
+# _run_handles and _run_once are the loop's own: Python frames less per iteration.
+_ACCEL_METHODS = {name: name for name in (
+    "call_soon", "call_soon_threadsafe", "call_later", "call_at", "create_future")}
+_ACCEL_METHODS["_run_handles"] = "run_handles"
+_ACCEL_METHODS["_run_once"] = "run_once"
 
 
 # The accelerator's slow paths: the Python code, taking the loop first (see accel.c).
@@ -1341,7 +1350,7 @@ def _keep_undispatched_from(loop: CoreLoop, first: int, count: int) -> None:
     loop._keep_undispatched(None, first * WORDS, count * WORDS)
 
 
-_ACCEL_FALLBACKS: dict[str, Callable[..., Any]] = {
+_ACCEL_FALLBACKS: dict[str, Any] = {
     "call_soon": _call_soon_py,
     "call_soon_threadsafe": _call_soon_threadsafe_py,
     "call_later": _call_later_py,
@@ -1353,6 +1362,11 @@ _ACCEL_FALLBACKS: dict[str, Callable[..., Any]] = {
     "handle_signal": lambda loop, sig: loop._handle_signal(sig),
     "flush_new_timers": lambda loop: loop._flush_new_timers(),
     "poster_yield": lambda loop: loop._poster_yield(),
+    "future_type": futures.Future,
+    "run_once": lambda loop: CoreLoop._run_once(loop),
+    "uvc_run_once_address": int(ffi.cast("uintptr_t", ffi.addressof(lib, "uvc_run_once"))),
+    "compact_min_cancelled": _COMPACT_MIN_CANCELLED,
+    "max_timeout_ms": _MAX_TIMEOUT_MS,
 }
 
 # From this size the pure-Python dispatch makes a read's bytes with ffi.buffer(ptr, n)[:]:

@@ -237,3 +237,66 @@ def test_buffered_reads_and_bytearray_writes(loop):
     transport.close()
     loop.run_until_complete(asyncio.sleep(0))
     b.close()
+
+
+def test_stream_write_in_c(loop):
+    # transport.write(bytes) is StreamWrite's (csrc/cpython/accel.c) on CPython: sent at
+    # once, held, or queued when the small send buffer is full (then _write_partial runs in
+    # Python); a bytearray and a memoryview go to the Python write(), and so do writes after
+    # write_eof(), which raise.
+    from uvcffi.transports.stream import SocketTransport
+
+    assert type(SocketTransport.__dict__.get("write", SocketTransport.write)).__name__ == \
+        "StreamWrite"
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setblocking(False)
+
+    async def setup():
+        return await loop.connect_accepted_socket(asyncio.Protocol, a)
+
+    transport, protocol = loop.run_until_complete(setup())
+    transport.set_write_buffer_limits(high=1 << 30)  # no pause_writing() to handle here
+    payload = b"w" * 100
+    other = [bytearray(payload), memoryview(payload)]
+    received = [0]
+
+    def drain():
+        while True:
+            try:
+                n = len(b.recv(1 << 20))
+            except BlockingIOError:
+                return
+            received[0] += n
+
+    def work(total):
+        async def pump():
+            for _ in range(total // 1000):
+                for i in range(1000):
+                    transport.write(payload if i % 10 else other[i % 20 // 10])
+                while transport.get_write_buffer_size() > 0:
+                    drain()
+                    await asyncio.sleep(0)
+            drain()
+
+        received[0] = 0
+        loop.run_until_complete(pump())
+        assert received[0] == total * len(payload)
+
+    _check_flat(loop, [protocol, transport, loop, payload, SocketTransport.write] + other, work)
+
+    transport.write_eof()
+
+    def refused(total):
+        for _ in range(total):
+            try:
+                transport.write(payload)
+            except RuntimeError:
+                pass
+            else:
+                raise AssertionError("write() after write_eof() did not raise")
+
+    _check_flat(loop, [transport, payload, SocketTransport.write], refused)
+    transport.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    b.close()

@@ -903,6 +903,17 @@ def _inet_address(raw: bytes) -> Any:
     return None
 
 
+if _accelerated.accel is not None:
+    # On CPython, write() of bytes is done in C while writes are not blocked (see
+    # StreamWrite in csrc/cpython/accel.c); the Python write() above does the rest.  And
+    # is_closing(), which StreamWriter.drain() asks on each write, reads its slot in C.
+    _accel = _accelerated.accel
+    setattr(StreamTransportBase, "write",  # noqa: B010  (mypy: no assigning to a method)
+            _accel.StreamWrite(StreamTransportBase.write, StreamTransportBase))
+    setattr(StreamTransportBase, "is_closing",  # noqa: B010
+            _accel.SlotMethod(StreamTransportBase.is_closing, StreamTransportBase, "_closing"))
+
+
 class SocketTransport(StreamTransportBase, asyncio.Transport):
     """An asyncio.Transport over a connected TCP or Unix stream socket in a libuv slot.
 

@@ -19,6 +19,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -31,13 +32,17 @@ typedef struct {
     int (*wakeup)(uvc_loop_t *);
     PyTypeObject *handle_type;   /* loop/_handles._Handle */
     PyTypeObject *timer_type;    /* loop/_handles._TimerHandle */
-    PyObject *ready, *ready_append;  /* loop._ready, its append */
+    PyObject *ready, *ready_append, *ready_popleft;  /* loop._ready, its append, popleft */
+    PyObject *run_once_py;       /* CoreLoop._run_once: the iteration in Python */
+    int (*run_uv)(uvc_loop_t *, int64_t);  /* uvc_run_once */
+    long long compact_min, max_timeout_ms;
     PyObject *fallback;          /* dict: the Python paths (see Accel_init) */
     PyObject *call_soon_py, *call_soon_threadsafe_py, *call_later_py, *call_at_py;
     PyObject *callback_failed, *event_failed, *keep_undispatched, *handle_signal;
-    PyObject *flush_new_timers, *poster_yield, *call_python;
+    PyObject *flush_new_timers, *poster_yield, *call_python, *future_type;
     /* offsets of the loop's slots */
     Py_ssize_t l_careful, l_closed, l_polling, l_slots, l_new_timers, l_callbacks_run;
+    Py_ssize_t l_backlog, l_timers, l_cancelled_count, l_stopping, l_runs, l_debug;
     /* offsets of the handles' slots */
     Py_ssize_t h_callback, h_args, h_cancelled, h_loop, h_source_traceback, h_repr, h_context;
     Py_ssize_t t_when, t_scheduled;
@@ -104,6 +109,7 @@ static int Accel_traverse(Accel *self, visitproc visit, void *arg) {
     Py_VISIT(self->timer_type);
     Py_VISIT(self->ready);
     Py_VISIT(self->ready_append);
+    Py_VISIT(self->ready_popleft);
     Py_VISIT(self->fallback);
     return 0;
 }
@@ -114,12 +120,13 @@ static int Accel_clear(Accel *self) {
     Py_CLEAR(self->timer_type);
     Py_CLEAR(self->ready);
     Py_CLEAR(self->ready_append);
+    Py_CLEAR(self->ready_popleft);
     Py_CLEAR(self->fallback);
     /* borrowed from fallback */
     self->call_soon_py = self->call_soon_threadsafe_py = self->call_later_py = NULL;
     self->call_at_py = self->callback_failed = self->event_failed = NULL;
     self->keep_undispatched = self->handle_signal = self->flush_new_timers = NULL;
-    self->poster_yield = self->call_python = NULL;
+    self->poster_yield = self->call_python = self->future_type = self->run_once_py = NULL;
     return 0;
 }
 
@@ -140,8 +147,9 @@ static PyObject *fallback_item(PyObject *fallback, const char *name) {
  * fallback: {"call_soon": ..., "call_soon_threadsafe": ..., "call_later": ...,
  *            "call_at": ..., "callback_failed": ..., "event_failed": ...,
  *            "keep_undispatched": ..., "handle_signal": ..., "flush_new_timers": ...,
- *            "poster_yield": ..., "call_python": ...}
- * (functions taking the loop first: the accelerator's slow paths, in Python). */
+ *            "poster_yield": ..., "call_python": ..., "future_type": ...}
+ * (functions taking the loop first: the accelerator's slow paths, in Python; and the
+ * class create_future() makes). */
 static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
     PyObject *loop, *loop_type, *handle_type, *timer_type, *fallback;
     unsigned long long uv_addr, wakeup_addr;
@@ -169,7 +177,21 @@ static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
     FB(flush_new_timers, "flush_new_timers");
     FB(poster_yield, "poster_yield");
     FB(call_python, "call_python");
+    FB(future_type, "future_type");
+    FB(run_once_py, "run_once");
 #undef FB
+    /* run_once's numbers: uvc_run_once's address and loop/_core.py's constants */
+    static const char *const numbers[] = {"uvc_run_once_address", "compact_min_cancelled",
+                                          "max_timeout_ms"};
+    long long values[3];
+    for (int i = 0; i < 3; i++) {
+        PyObject *v = fallback_item(fallback, numbers[i]);
+        if (v == NULL || ((values[i] = PyLong_AsLongLong(v)) == -1 && PyErr_Occurred()))
+            return -1;
+    }
+    self->run_uv = (int (*)(uvc_loop_t *, int64_t))(uintptr_t)values[0];
+    self->compact_min = values[1];
+    self->max_timeout_ms = values[2];
 #define OFF(field, type, name) if ((self->field = member_offset(type, name)) < 0) return -1
     OFF(l_careful, loop_type, "_careful");
     OFF(l_closed, loop_type, "_closed");
@@ -177,6 +199,12 @@ static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
     OFF(l_slots, loop_type, "_slots");
     OFF(l_new_timers, loop_type, "_new_timers");
     OFF(l_callbacks_run, loop_type, "_callbacks_run");
+    OFF(l_backlog, loop_type, "_backlog");
+    OFF(l_timers, loop_type, "_timers");
+    OFF(l_cancelled_count, loop_type, "_timer_cancelled_count");
+    OFF(l_stopping, loop_type, "_stopping");
+    OFF(l_runs, loop_type, "_runs");
+    OFF(l_debug, loop_type, "_debug");
     OFF(h_callback, handle_type, "_callback");
     OFF(h_args, handle_type, "_args");
     OFF(h_cancelled, handle_type, "_cancelled");
@@ -208,7 +236,23 @@ static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
         return -1;
     self->ready = ready;
     self->ready_append = PyObject_GetAttrString(ready, "append");
-    return self->ready_append == NULL ? -1 : 0;
+    if (self->ready_append == NULL)
+        return -1;
+    self->ready_popleft = PyObject_GetAttrString(ready, "popleft");
+    return self->ready_popleft == NULL ? -1 : 0;
+}
+
+/* create_future(): asyncio.Future(loop=loop), as loop.create_future() (one Python frame
+ * per Future: a stream's read or drain makes one per wait). */
+static PyObject *s_loop_kwname;
+
+static PyObject *Accel_create_future(Accel *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *loop = get_loop(self);
+    if (loop == NULL)
+        return NULL;
+    PyObject *fut = PyObject_Vectorcall(self->future_type, &loop, 0, s_loop_kwname);
+    Py_DECREF(loop);
+    return fut;
 }
 
 /* ------------------------------------------------------------------ handles */
@@ -493,20 +537,28 @@ static int add_callbacks_run(Accel *self, PyObject *loop, Py_ssize_t n) {
 /* run_handles(next_handle, ntodo): run ``ntodo`` handles taken with next_handle(), each
  * in its context, as Handle._run() would; an exception goes to callback_failed(handle,
  * exc), SystemExit and KeyboardInterrupt propagate. */
+static int run_handles(Accel *self, PyObject *loop, PyObject *next_handle, Py_ssize_t ntodo);
+
 static PyObject *Accel_run_handles(Accel *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "run_handles(next_handle, ntodo)");
         return NULL;
     }
-    PyObject *next_handle = args[0];
     Py_ssize_t ntodo = PyLong_AsSsize_t(args[1]);
     if (ntodo < 0)
         return PyErr_Occurred() ? NULL : (Py_INCREF(Py_None), Py_None);
     PyObject *loop = get_loop(self);
     if (loop == NULL)
         return NULL;
+    int r = run_handles(self, loop, args[0], ntodo);
+    Py_DECREF(loop);
+    return r < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* The batch loop of run_handles(): 0, or -1 with an exception set. */
+static int run_handles(Accel *self, PyObject *loop, PyObject *next_handle, Py_ssize_t ntodo) {
     Py_ssize_t ran = 0;
-    PyObject *result = NULL;
+    int result = -1;
     while (ntodo-- > 0) {
         PyObject *h = PyObject_CallNoArgs(next_handle);
         if (h == NULL)
@@ -552,11 +604,10 @@ static PyObject *Accel_run_handles(Accel *self, PyObject *const *args, Py_ssize_
             goto out;
         Py_DECREF(r);
     }
-    result = Py_NewRef(Py_None);
+    result = 0;
 out:
     if (add_callbacks_run(self, loop, ran) < 0)
-        Py_CLEAR(result);
-    Py_DECREF(loop);
+        result = -1;
     return result;
 }
 
@@ -820,6 +871,214 @@ static PyObject *accel_stream_write(PyObject *mod, PyObject *const *args, Py_ssi
     return PyObject_Vectorcall(py_uvc_write, args, (size_t)nargs, NULL);
 }
 
+/* Methods in C for the hottest one-line methods of the loop and its stream transports.
+ * Each stands in a class for a Python function and calls that function for anything
+ * unusual, so the checks and error messages stay written once, in Python.  As method
+ * descriptors (Py_TPFLAGS_METHOD_DESCRIPTOR) they are called with the instance first and
+ * no bound method object is made; introspection (help(), inspect.signature(), __name__)
+ * sees the Python function's.
+ *
+ * SlotMethod(func, cls, name): a method without arguments that returns the slot ``name``
+ * (loop.get_debug(), which each C Future calls when it is made; transport.is_closing(),
+ * which StreamWriter.drain() calls on every write).
+ *
+ * StreamWrite(func, cls): a stream transport's write().  transports/stream.py's write() is
+ * one Python frame per write: about 1,300 of the ~5,400 instructions of a 1 KiB echo round
+ * trip, where uvloop's whole round trip is ~4,200.  For bytes written to a transport
+ * whose writes are not blocked (no write_eof, sendfile, lost connection or closed loop:
+ * the _write_blocked slot, which the Python code keeps) it does what write() does there:
+ * uvc_write, then _write_partial(n, sent) in Python when the fd did not take it all. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *func;              /* the Python method this stands for */
+    PyTypeObject *owner;         /* the class whose slot offsets these are */
+    Py_ssize_t off[3];
+} FastMethod;
+
+static PyObject *s_write_partial;
+
+static PyObject *SlotMethod_vectorcall(FastMethod *self, PyObject *const *args,
+                                       size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL &&
+        PyObject_TypeCheck(args[0], self->owner)) {
+        PyObject *v = SLOT(args[0], self->off[0]);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+}
+
+enum { W_BLOCKED, W_UV, W_SLOT };
+
+static PyObject *StreamWrite_vectorcall(FastMethod *self, PyObject *const *args,
+                                        size_t nargsf, PyObject *kwnames) {
+    if (PyVectorcall_NARGS(nargsf) == 2 && kwnames == NULL && c_uvc_write != NULL &&
+        PyObject_TypeCheck(args[0], self->owner) && PyBytes_CheckExact(args[1])) {
+        PyObject *t = args[0];
+        PyObject *uv = SLOT(t, self->off[W_UV]), *slot = SLOT(t, self->off[W_SLOT]);
+        if (SLOT(t, self->off[W_BLOCKED]) == Py_False && uv != NULL &&
+            (Py_TYPE(uv) == cdata_types[0] || Py_TYPE(uv) == cdata_types[1]) &&
+            slot != NULL && PyLong_CheckExact(slot)) {
+            int overflow;
+            long s = PyLong_AsLongAndOverflow(slot, &overflow);
+            if (!overflow && s >= 0 && s <= INT32_MAX) {
+                Py_ssize_t n = PyBytes_GET_SIZE(args[1]);
+                if (n == 0)
+                    Py_RETURN_NONE;
+                int64_t sent = c_uvc_write((uvc_loop_t *)((cffi_cdata *)uv)->c_data, (int)s,
+                                           PyBytes_AS_STRING(args[1]), (size_t)n);
+                if (sent == n)
+                    Py_RETURN_NONE;
+                PyObject *pn = PyLong_FromSsize_t(n), *ps = PyLong_FromLongLong(sent);
+                PyObject *r = NULL;
+                if (pn != NULL && ps != NULL)
+                    r = PyObject_CallMethodObjArgs(t, s_write_partial, pn, ps, NULL);
+                Py_XDECREF(pn);
+                Py_XDECREF(ps);
+                if (r == NULL)
+                    return NULL;
+                Py_DECREF(r);
+                Py_RETURN_NONE;
+            }
+            PyErr_Clear();
+        }
+    }
+    return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+}
+
+/* FastMethod_new(type, args, names, vectorcall): (func, cls) and the slots to find. */
+static PyObject *FastMethod_new(PyTypeObject *type, PyObject *func, PyObject *cls,
+                                PyObject *const *names, int nnames, vectorcallfunc call) {
+    if (!PyCallable_Check(func) || !PyType_Check(cls)) {
+        PyErr_Format(PyExc_TypeError, "%s(func, cls, ...): a function and a class",
+                     type->tp_name);
+        return NULL;
+    }
+    Py_ssize_t off[3];
+    for (int i = 0; i < nnames; i++) {
+        const char *name = PyUnicode_AsUTF8(names[i]);
+        if (name == NULL || (off[i] = member_offset(cls, name)) < 0)
+            return NULL;
+    }
+    FastMethod *self = (FastMethod *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = call;
+    self->func = Py_NewRef(func);
+    self->owner = (PyTypeObject *)Py_NewRef(cls);
+    for (int i = 0; i < nnames; i++)
+        self->off[i] = off[i];
+    return (PyObject *)self;
+}
+
+static PyObject *SlotMethod_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *func, *cls, *name;
+    if (!PyArg_ParseTuple(args, "OOU", &func, &cls, &name))
+        return NULL;
+    return FastMethod_new(type, func, cls, &name, 1, (vectorcallfunc)SlotMethod_vectorcall);
+}
+
+static PyObject *StreamWrite_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *func, *cls, *names[3] = {NULL, NULL, NULL};
+    if (!PyArg_ParseTuple(args, "OO", &func, &cls))
+        return NULL;
+    const char *slot_names[3] = {"_write_blocked", "_uv", "_slot"};
+    PyObject *r = NULL;
+    for (int i = 0; i < 3; i++)
+        if ((names[i] = PyUnicode_FromString(slot_names[i])) == NULL)
+            goto out;
+    r = FastMethod_new(type, func, cls, names, 3, (vectorcallfunc)StreamWrite_vectorcall);
+out:
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(names[i]);
+    return r;
+}
+
+static PyObject *FastMethod_call(PyObject *self, PyObject *args, PyObject *kw) {
+    return PyVectorcall_Call(self, args, kw);
+}
+
+/* instance.method gives a bound method, as a function does; the class gives this object. */
+static PyObject *FastMethod_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static int FastMethod_traverse(FastMethod *self, visitproc visit, void *arg) {
+    Py_VISIT(self->func);
+    Py_VISIT(self->owner);
+    return 0;
+}
+
+static int FastMethod_clear(FastMethod *self) {
+    Py_CLEAR(self->func);
+    Py_CLEAR(self->owner);
+    return 0;
+}
+
+static void FastMethod_dealloc(FastMethod *self) {
+    PyObject_GC_UnTrack(self);
+    FastMethod_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *FastMethod_getattro(FastMethod *self, PyObject *name) {
+    PyObject *r = PyObject_GenericGetAttr((PyObject *)self, name);
+    if (r != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError) || self->func == NULL)
+        return r;
+    PyErr_Clear();
+    return PyObject_GetAttr(self->func, name);
+}
+
+static PyObject *FastMethod_repr(FastMethod *self) {
+    return PyUnicode_FromFormat("<accelerated %R>", self->func);
+}
+
+static PyObject *FastMethod_doc(FastMethod *self, void *closure) {
+    return PyObject_GetAttrString(self->func, "__doc__");
+}
+
+static PyMemberDef FastMethod_members[] = {
+    {"__wrapped__", T_OBJECT, offsetof(FastMethod, func), READONLY,
+     "the Python method this stands for"},
+    {NULL}
+};
+
+static PyGetSetDef FastMethod_getset[] = {
+    {"__doc__", (getter)FastMethod_doc, NULL, NULL, NULL},
+    {NULL}
+};
+
+#define FAST_METHOD_TYPE(cname, pyname, doc, new)                                       \
+    static PyTypeObject cname = {                                                       \
+        PyVarObject_HEAD_INIT(NULL, 0)                                                  \
+        .tp_name = "uvcffi._accel." pyname,                                             \
+        .tp_doc = doc,                                                                  \
+        .tp_basicsize = sizeof(FastMethod),                                             \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | \
+                    Py_TPFLAGS_METHOD_DESCRIPTOR,                                       \
+        .tp_vectorcall_offset = offsetof(FastMethod, vectorcall),                       \
+        .tp_call = FastMethod_call,                                                     \
+        .tp_descr_get = FastMethod_get,                                                 \
+        .tp_getattro = (getattrofunc)FastMethod_getattro,                               \
+        .tp_repr = (reprfunc)FastMethod_repr,                                           \
+        .tp_members = FastMethod_members,                                               \
+        .tp_getset = FastMethod_getset,                                                 \
+        .tp_new = new,                                                                  \
+        .tp_dealloc = (destructor)FastMethod_dealloc,                                   \
+        .tp_traverse = (traverseproc)FastMethod_traverse,                               \
+        .tp_clear = (inquiry)FastMethod_clear,                                          \
+    }
+
+FAST_METHOD_TYPE(SlotMethodType, "SlotMethod",
+                 "SlotMethod(func, cls, name): a method returning a slot, in C.",
+                 SlotMethod_new);
+FAST_METHOD_TYPE(StreamWriteType, "StreamWrite",
+                 "StreamWrite(func, cls): a stream transport's write(), in C for bytes.",
+                 StreamWrite_new);
+
 /* ------------------------------------------------------------------ sock_recv */
 
 static int64_t (*c_sock_recv)(uvc_loop_t *, int, size_t);
@@ -958,6 +1217,283 @@ static PyObject *accel_setup_read_into(PyObject *mod, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ the iteration */
+
+static PyObject *s_dispatch_backlog, *s_keep_due, *s_keep_lost_run, *s_heappop, *s_one;
+
+/* Replace the slot at ``off`` of ``obj`` with ``value`` (a new reference, stolen). */
+static void set_slot(PyObject *obj, Py_ssize_t off, PyObject *value) {
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = value;
+    Py_XDECREF(old);
+}
+
+/* A timer handle's slot at ``off`` (a borrowed reference, NULL if it has none). */
+static PyObject *timer_slot(Accel *self, PyObject *handle, Py_ssize_t off) {
+    return PyObject_TypeCheck(handle, self->timer_type) ? SLOT(handle, off) : NULL;
+}
+
+/* The handle of a timer heap entry (when, sequence, handle): borrowed, or NULL. */
+static PyObject *entry_handle(PyObject *entry) {
+    return PyTuple_CheckExact(entry) && PyTuple_GET_SIZE(entry) == 3 ? PyTuple_GET_ITEM(entry, 2)
+                                                                      : NULL;
+}
+
+/* Pop the due timers of the heap into ``due``, as loop/_core.py's _run_once does after the
+ * poll: 0, or -1 with an exception (``due`` holds those popped so far). */
+static int pop_due(Accel *self, PyObject *loop, PyObject *timers, PyObject *due) {
+    double now = monotonic();
+    PyObject *now_obj = NULL;
+    while (PyList_GET_SIZE(timers) > 0) {
+        PyObject *entry = PyList_GET_ITEM(timers, 0), *handle = entry_handle(entry);
+        if (handle == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "a timer heap entry is not (when, seq, handle)");
+            goto fail;
+        }
+        PyObject *when = PyTuple_GET_ITEM(entry, 0);
+        int later;
+        if (PyFloat_CheckExact(when)) {
+            later = PyFloat_AS_DOUBLE(when) > now;
+        } else {
+            if (now_obj == NULL && (now_obj = PyFloat_FromDouble(now)) == NULL)
+                goto fail;
+            if ((later = PyObject_RichCompareBool(when, now_obj, Py_GT)) < 0)
+                goto fail;
+        }
+        if (later)
+            break;
+        Py_INCREF(handle);
+        int appended = PyList_Append(due, handle);
+        PyObject *popped = appended < 0 ? NULL : PyObject_CallOneArg(s_heappop, timers);
+        Py_XDECREF(popped);
+        if (popped == NULL) {
+            Py_DECREF(handle);
+            goto fail;
+        }
+        int ok;
+        if (timer_slot(self, handle, self->t_scheduled) != NULL) {
+            set_slot(handle, self->t_scheduled, Py_NewRef(Py_False));
+            ok = 0;
+        } else {
+            ok = PyObject_SetAttrString(handle, "_scheduled", Py_False);
+        }
+        PyObject *cancelled = ok < 0 ? NULL : timer_slot(self, handle, self->h_cancelled);
+        Py_DECREF(handle);
+        if (ok < 0)
+            goto fail;
+        if (cancelled == Py_True) {
+            PyObject *count = SLOT(loop, self->l_cancelled_count);
+            PyObject *less = count == NULL ? NULL : PyNumber_Subtract(count, s_one);
+            if (less == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError, "loop._timer_cancelled_count unset");
+                goto fail;
+            }
+            set_slot(loop, self->l_cancelled_count, less);
+        }
+    }
+    Py_XDECREF(now_obj);
+    return 0;
+fail:
+    Py_XDECREF(now_obj);
+    return -1;
+}
+
+/* Call loop.<name>(arg) for an exception on its way out, which it keeps. */
+static void keep_for_next_run(PyObject *loop, PyObject *name, PyObject *arg) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = PyObject_CallMethodOneArg(loop, name, arg);
+    if (r == NULL)
+        PyErr_Clear(); /* the original exception wins */
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+}
+
+/* run_once(): loop/_core.py's _run_once, in C, for an ordinary iteration: no kept events
+ * (a backlog), no heap to compact, no cancelled timer first in the heap.  Otherwise the
+ * Python iteration runs, which does those; so does everything this only calls (flushing
+ * new timers, keeping state for the next run when an exception leaves).  The order and the
+ * exception handling are the Python code's, line for line. */
+static PyObject *Accel_run_once(Accel *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *loop = get_loop(self);
+    if (loop == NULL)
+        return NULL;
+    PyObject *result = NULL, *timers = NULL, *due = NULL, *runs = NULL;
+    PyObject *backlog = SLOT(loop, self->l_backlog), *fresh = SLOT(loop, self->l_new_timers);
+    timers = SLOT(loop, self->l_timers);
+    if (backlog == NULL || !PyList_CheckExact(backlog) || PyList_GET_SIZE(backlog) ||
+        fresh == NULL || !PyList_CheckExact(fresh) || timers == NULL ||
+        !PyList_CheckExact(timers)) {
+        timers = NULL;
+        goto python;
+    }
+    Py_INCREF(timers);
+    if (PyList_GET_SIZE(fresh)) {
+        PyObject *r = PyObject_CallOneArg(self->flush_new_timers, loop);
+        if (r == NULL)
+            goto out;
+        Py_DECREF(r);
+    }
+    PyObject *count = SLOT(loop, self->l_cancelled_count);
+    long long cancelled = count != NULL && PyLong_CheckExact(count) ? PyLong_AsLongLong(count)
+                                                                    : -1;
+    if (cancelled < 0) {
+        PyErr_Clear();
+        goto python;
+    }
+    if (cancelled > self->compact_min && cancelled * 2 > PyList_GET_SIZE(timers))
+        goto python; /* compaction */
+    if (PyList_GET_SIZE(timers)) {
+        PyObject *handle = entry_handle(PyList_GET_ITEM(timers, 0));
+        if (handle == NULL || timer_slot(self, handle, self->h_cancelled) != Py_False ||
+            !PyFloat_CheckExact(PyTuple_GET_ITEM(PyList_GET_ITEM(timers, 0), 0)))
+            goto python; /* a cancelled timer to drop first, or an unusual heap */
+    }
+
+    /* The flag goes up before the ready queue is looked at (see _run_once). */
+    set_slot(loop, self->l_polling, Py_NewRef(Py_True));
+    int64_t timeout;
+    PyObject *stopping = SLOT(loop, self->l_stopping);
+    Py_ssize_t nready = PyObject_Size(self->ready);
+    if (nready < 0)
+        goto out;
+    if (nready || (stopping != NULL && stopping != Py_False)) {
+        timeout = 0;
+    } else if (PyList_GET_SIZE(timers)) {
+        double when = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(timers, 0), 0));
+        double delay = (when - monotonic()) * 1000.0;
+        /* (the cap before ceil; NaN is not > 0: due at once) */
+        timeout = delay > 0 ? (int64_t)ceil(delay < (double)self->max_timeout_ms
+                                                ? delay : (double)self->max_timeout_ms)
+                            : 0;
+    } else {
+        timeout = -1;
+    }
+    runs = SLOT(loop, self->l_runs);
+    if (runs == NULL || !PyLong_CheckExact(runs)) {
+        PyErr_SetString(PyExc_RuntimeError, "loop._runs is not an int");
+        runs = NULL;
+        goto out;
+    }
+    Py_INCREF(runs);
+    if ((due = PyList_New(0)) == NULL)
+        goto out;
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = self->run_uv(self->uv, timeout);
+    Py_END_ALLOW_THREADS
+    /* Python's signal handlers run here, as they run when the cffi call returns: a Ctrl-C
+     * between the poll and the dispatch keeps the run's events (_keep_lost_run). */
+    if (PyErr_CheckSignals() < 0)
+        goto lost_run;
+    PyObject *next_runs = PyNumber_Add(runs, s_one);
+    if (next_runs == NULL)
+        goto lost_run;
+    set_slot(loop, self->l_runs, next_runs);
+    set_slot(loop, self->l_polling, Py_NewRef(Py_False));
+    Py_ssize_t ntodo = PyObject_Size(self->ready);
+    if (ntodo < 0 || (PyList_GET_SIZE(timers) && pop_due(self, loop, timers, due) < 0))
+        goto lost_run;
+
+    if (ntodo && run_handles(self, loop, self->ready_popleft, ntodo) < 0) {
+        if (n) {
+            PyObject *first = PyLong_FromLong(0), *cnt = PyLong_FromLong(n);
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyObject *kr = first && cnt ? PyObject_CallFunctionObjArgs(
+                                              self->keep_undispatched, loop, first, cnt, NULL)
+                                        : NULL;
+            if (kr == NULL)
+                PyErr_Clear();
+            Py_XDECREF(kr);
+            Py_XDECREF(first);
+            Py_XDECREF(cnt);
+            PyErr_Restore(type, value, tb);
+        }
+        goto keep_due;
+    }
+    if (n) {
+        PyObject *debug = SLOT(loop, self->l_debug);
+        PyObject *r;
+        if (debug != NULL && debug != Py_False) {
+            /* debug mode came on in a callback: each event timed (_dispatch_backlog) */
+            PyObject *first = PyLong_FromLong(0), *cnt = PyLong_FromLong(n);
+            r = first && cnt ? PyObject_CallFunctionObjArgs(self->keep_undispatched, loop,
+                                                            first, cnt, NULL)
+                             : NULL;
+            Py_XDECREF(first);
+            Py_XDECREF(cnt);
+            if (r != NULL) {
+                Py_DECREF(r);
+                r = PyObject_CallMethodNoArgs(loop, s_dispatch_backlog);
+            }
+        } else {
+            PyObject *cnt = PyLong_FromLong(n);
+            r = cnt ? Accel_dispatch(self, cnt) : NULL;
+            Py_XDECREF(cnt);
+        }
+        if (r == NULL)
+            goto keep_due;
+        Py_DECREF(r);
+    }
+
+    Py_ssize_t ndue = PyList_GET_SIZE(due);
+    if (ndue) {
+        PyObject *rest = PyObject_GetIter(due);
+        PyObject *next = rest ? PyObject_GetAttrString(rest, "__next__") : NULL;
+        int r = -1;
+        if (next != NULL && SLOT(loop, self->l_careful) == Py_False) {
+            r = run_handles(self, loop, next, ndue);
+        } else if (next != NULL) {
+            /* debug mode came on in a callback: the timers run as the Python code would */
+            PyObject *cnt = PyLong_FromSsize_t(ndue);
+            PyObject *rr = cnt ? PyObject_CallMethod(loop, "_run_handles", "OO", next, cnt)
+                               : NULL;
+            Py_XDECREF(cnt);
+            r = rr == NULL ? -1 : 0;
+            Py_XDECREF(rr);
+        }
+        Py_XDECREF(next);
+        if (r < 0 && rest != NULL) {
+            /* The timers after the one that raised are due still: first when the loop
+             * runs again (ready.extendleft(reversed(list(rest)))). */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyObject *left = PySequence_List(rest);
+            if (left != NULL && PyList_Reverse(left) == 0) {
+                PyObject *e = PyObject_CallMethod(self->ready, "extendleft", "O", left);
+                Py_XDECREF(e);
+            }
+            Py_XDECREF(left);
+            PyErr_Clear();
+            PyErr_Restore(type, value, tb);
+        }
+        Py_XDECREF(rest);
+        if (r < 0)
+            goto out;
+    }
+    result = Py_NewRef(Py_None);
+    goto out;
+
+lost_run:
+    set_slot(loop, self->l_polling, Py_NewRef(Py_False));
+    keep_for_next_run(loop, s_keep_due, due);
+    keep_for_next_run(loop, s_keep_lost_run, runs);
+    goto out;
+keep_due:
+    keep_for_next_run(loop, s_keep_due, due);
+    goto out;
+python:
+    result = PyObject_CallOneArg(self->run_once_py, loop);
+out:
+    Py_XDECREF(due);
+    Py_XDECREF(runs);
+    Py_XDECREF(timers);
+    Py_DECREF(loop);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"setup_read_into", accel_setup_read_into, METH_O, "setup_read_into(uvc_read_into_address)"},
     {"read_into", (PyCFunction)(void (*)(void))accel_read_into, METH_FASTCALL,
@@ -993,6 +1529,10 @@ static PyMethodDef Accel_methods[] = {
      "handle(callback, args): an asyncio.Handle, not scheduled."},
     {"run_handles", (PyCFunction)(void (*)(void))Accel_run_handles, METH_FASTCALL,
      "run_handles(next_handle, ntodo): run a batch of ready handles."},
+    {"run_once", (PyCFunction)Accel_run_once, METH_NOARGS,
+     "run_once(): one iteration of the loop (loop/_core.py's _run_once)."},
+    {"create_future", (PyCFunction)Accel_create_future, METH_NOARGS,
+     "create_future(): an asyncio.Future attached to the loop."},
     {"dispatch", (PyCFunction)Accel_dispatch, METH_O,
      "dispatch(n): hand the last run's n events to their slot owners."},
     {NULL}
@@ -1018,7 +1558,8 @@ static struct PyModuleDef moddef = {
 };
 
 PyMODINIT_FUNC PyInit__accel(void) {
-    if (PyType_Ready(&AccelType) < 0)
+    if (PyType_Ready(&AccelType) < 0 || PyType_Ready(&StreamWriteType) < 0 ||
+        PyType_Ready(&SlotMethodType) < 0)
         return NULL;
     if (!(s_uv_read = PyUnicode_InternFromString("_uv_read")) ||
         !(s_uv_read_at = PyUnicode_InternFromString("_uv_read_at")) ||
@@ -1026,7 +1567,20 @@ PyMODINIT_FUNC PyInit__accel(void) {
         !(s_uv_recv = PyUnicode_InternFromString("_uv_recv")) ||
         !(s_uv_recv_ended = PyUnicode_InternFromString("_uv_recv_ended")) ||
         !(s_uv_event = PyUnicode_InternFromString("_uv_event")) ||
-        !(s_uv_closed = PyUnicode_InternFromString("_uv_closed")))
+        !(s_uv_closed = PyUnicode_InternFromString("_uv_closed")) ||
+        !(s_write_partial = PyUnicode_InternFromString("_write_partial")) ||
+        !(s_loop_kwname = Py_BuildValue("(s)", "loop")) ||
+        !(s_dispatch_backlog = PyUnicode_InternFromString("_dispatch_backlog")) ||
+        !(s_keep_due = PyUnicode_InternFromString("_keep_due")) ||
+        !(s_keep_lost_run = PyUnicode_InternFromString("_keep_lost_run")) ||
+        !(s_one = PyLong_FromLong(1)))
+        return NULL;
+    PyObject *heapq = PyImport_ImportModule("_heapq");
+    if (heapq == NULL)
+        return NULL;
+    s_heappop = PyObject_GetAttrString(heapq, "heappop");
+    Py_DECREF(heapq);
+    if (s_heappop == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (m == NULL)
@@ -1036,6 +1590,16 @@ PyMODINIT_FUNC PyInit__accel(void) {
         Py_DECREF(&AccelType);
         Py_DECREF(m);
         return NULL;
+    }
+    PyTypeObject *types[] = {&StreamWriteType, &SlotMethodType};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        Py_INCREF(types[i]);
+        if (PyModule_AddObject(m, types[i]->tp_name + strlen("uvcffi._accel."),
+                               (PyObject *)types[i]) < 0) {
+            Py_DECREF(types[i]);
+            Py_DECREF(m);
+            return NULL;
+        }
     }
     return m;
 }

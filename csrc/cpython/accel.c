@@ -2,11 +2,14 @@
  *
  * cffi cannot make a Python object or call one without the costs DESIGN.md lists, and an
  * asyncio.Handle built in Python costs ~0.45 us.  This module, written against the CPython
- * C API as CPython's own _asyncio is, does four things for one loop and nothing else:
+ * C API as CPython's own _asyncio is, does these things for one loop and nothing else:
  *   - call_soon / call_soon_threadsafe / call_later / call_at: fill the slots of uvcffi's
  *     asyncio.Handle / TimerHandle subclasses (loop/_handles.py) directly;
+ *   - run_once: one ordinary iteration (poll, ready callbacks, events, due timers);
  *   - run_handles: run a batch of ready handles, each in its context;
- *   - dispatch: hand the C core's event records of one iteration to their slot owners.
+ *   - dispatch: hand the C core's event records of one iteration to their slot owners;
+ *   - create_future, and a few one-line methods of the loop and of stream transports
+ *     (write() of bytes, is_closing(), get_debug(): SlotMethod and StreamWrite).
  * It follows the pure-Python code of loop/_core.py line for line (that code stays, PyPy
  * runs it, and the suite runs on CPython in both modes: UVCFFI_PURE_PYTHON=1).  Anything
  * unusual (debug mode, a closed loop, an argument that is not a plain int or float) goes

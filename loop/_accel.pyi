@@ -79,6 +79,9 @@ class Accel:
     def run_handles(self, next_handle: Callable[[], Handle], ntodo: int, /) -> None:
         """Run a batch of ``ntodo`` ready handles taken with ``next_handle()``."""
 
+    def create_task(self, coro: Any, *, name: str | None = None,
+                    context: Context | None = None) -> Any:
+        """asyncio's create_task()."""
     def create_future(self) -> Any:
         """An asyncio.Future attached to the loop."""
     def run_once(self) -> None:

@@ -1309,7 +1309,8 @@ if _accel is not None:
 # The loop's methods bound to the accelerator's (instance attributes) on the fast path.
 # _run_handles and _run_once are the loop's own: Python frames less per iteration.
 _ACCEL_METHODS = {name: name for name in (
-    "call_soon", "call_soon_threadsafe", "call_later", "call_at", "create_future")}
+    "call_soon", "call_soon_threadsafe", "call_later", "call_at", "create_future",
+    "create_task")}
 _ACCEL_METHODS["_run_handles"] = "run_handles"
 _ACCEL_METHODS["_run_once"] = "run_once"
 
@@ -1363,6 +1364,7 @@ _ACCEL_FALLBACKS: dict[str, Any] = {
     "flush_new_timers": lambda loop: loop._flush_new_timers(),
     "poster_yield": lambda loop: loop._poster_yield(),
     "future_type": futures.Future,
+    "task_type": tasks.Task,
     "run_once": lambda loop: CoreLoop._run_once(loop),
     "uvc_run_once_address": int(ffi.cast("uintptr_t", ffi.addressof(lib, "uvc_run_once"))),
     "compact_min_cancelled": _COMPACT_MIN_CANCELLED,

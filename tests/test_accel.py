@@ -300,3 +300,36 @@ def test_stream_write_in_c(loop):
     transport.close()
     loop.run_until_complete(asyncio.sleep(0))
     b.close()
+
+
+def test_tasks_futures_and_slot_methods(loop):
+    # create_task() and create_future() of the accelerator, and the SlotMethods
+    # loop.get_debug() (which each C Future calls) and transport.is_closing().
+    from uvcffi._core import CoreLoop
+    from uvcffi.transports.stream import SocketTransport
+
+    assert loop.create_task.__self__ is loop._accel
+    assert loop.create_future.__self__ is loop._accel
+    assert type(CoreLoop.__dict__["get_debug"]).__name__ == "SlotMethod"
+    a, b = socket.socketpair()
+
+    async def setup():
+        return await loop.connect_accepted_socket(asyncio.Protocol, a)
+
+    transport, protocol = loop.run_until_complete(setup())
+
+    async def nothing():
+        pass
+
+    def work(total):
+        for _batch in range(total // 10_000):
+            for _ in range(10_000):
+                loop.create_future()
+                assert not transport.is_closing() and not loop.get_debug()
+            tasks = [loop.create_task(nothing()) for _ in range(1_000)]
+            loop.run_until_complete(asyncio.gather(*tasks))
+
+    _check_flat(loop, [loop, transport, SocketTransport.is_closing, CoreLoop.get_debug], work)
+    transport.close()
+    loop.run_until_complete(asyncio.sleep(0))
+    b.close()

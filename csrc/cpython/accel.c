@@ -42,7 +42,7 @@ typedef struct {
     PyObject *fallback;          /* dict: the Python paths (see Accel_init) */
     PyObject *call_soon_py, *call_soon_threadsafe_py, *call_later_py, *call_at_py;
     PyObject *callback_failed, *event_failed, *keep_undispatched, *handle_signal;
-    PyObject *flush_new_timers, *poster_yield, *call_python, *future_type;
+    PyObject *flush_new_timers, *poster_yield, *call_python, *future_type, *task_type;
     /* offsets of the loop's slots */
     Py_ssize_t l_careful, l_closed, l_polling, l_slots, l_new_timers, l_callbacks_run;
     Py_ssize_t l_backlog, l_timers, l_cancelled_count, l_stopping, l_runs, l_debug;
@@ -130,6 +130,7 @@ static int Accel_clear(Accel *self) {
     self->call_at_py = self->callback_failed = self->event_failed = NULL;
     self->keep_undispatched = self->handle_signal = self->flush_new_timers = NULL;
     self->poster_yield = self->call_python = self->future_type = self->run_once_py = NULL;
+    self->task_type = NULL;
     return 0;
 }
 
@@ -150,7 +151,8 @@ static PyObject *fallback_item(PyObject *fallback, const char *name) {
  * fallback: {"call_soon": ..., "call_soon_threadsafe": ..., "call_later": ...,
  *            "call_at": ..., "callback_failed": ..., "event_failed": ...,
  *            "keep_undispatched": ..., "handle_signal": ..., "flush_new_timers": ...,
- *            "poster_yield": ..., "call_python": ..., "future_type": ...}
+ *            "poster_yield": ..., "call_python": ..., "future_type": ...,
+ *            "task_type": ..., "run_once": ..., and run_once's numbers (see below)}
  * (functions taking the loop first: the accelerator's slow paths, in Python; and the
  * class create_future() makes). */
 static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
@@ -181,6 +183,7 @@ static int Accel_init(Accel *self, PyObject *args, PyObject *kw) {
     FB(poster_yield, "poster_yield");
     FB(call_python, "call_python");
     FB(future_type, "future_type");
+    FB(task_type, "task_type");
     FB(run_once_py, "run_once");
 #undef FB
     /* run_once's numbers: uvc_run_once's address and loop/_core.py's constants */
@@ -330,6 +333,36 @@ done:
     Py_XDECREF(pos);
     Py_XDECREF(kw);
     return r;
+}
+
+/* create_task(coro): asyncio.Task(coro, loop=loop) while the loop has no task factory
+ * (and is not closed or in debug mode: then this is not bound); with a name, a context or
+ * a factory, the Python create_task(). */
+static PyObject *s_task_factory;
+
+static PyObject *Accel_create_task(Accel *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames) {
+    if (nargs == 1 && kwnames == NULL) {
+        PyObject *loop = get_loop(self);
+        if (loop == NULL)
+            return NULL;
+        if (SLOT(loop, self->l_careful) == Py_False) {
+            PyObject *factory = PyObject_GetAttr(loop, s_task_factory);
+            if (factory == NULL) {
+                Py_DECREF(loop);
+                return NULL;
+            }
+            Py_DECREF(factory);
+            if (factory == Py_None) {
+                PyObject *call[2] = {args[0], loop};
+                PyObject *task = PyObject_Vectorcall(self->task_type, call, 1, s_loop_kwname);
+                Py_DECREF(loop);
+                return task;
+            }
+        }
+        Py_DECREF(loop);
+    }
+    return call_python(self, "create_task", args, nargs, kwnames);
 }
 
 /* The Python path: fallback(loop, callback, args, context) or fallback(loop, first,
@@ -1534,6 +1567,8 @@ static PyMethodDef Accel_methods[] = {
      "run_handles(next_handle, ntodo): run a batch of ready handles."},
     {"run_once", (PyCFunction)Accel_run_once, METH_NOARGS,
      "run_once(): one iteration of the loop (loop/_core.py's _run_once)."},
+    {"create_task", (PyCFunction)(void (*)(void))Accel_create_task, METH_FASTCALL | METH_KEYWORDS,
+     "create_task(coro, *, name=None, context=None): asyncio's create_task."},
     {"create_future", (PyCFunction)Accel_create_future, METH_NOARGS,
      "create_future(): an asyncio.Future attached to the loop."},
     {"dispatch", (PyCFunction)Accel_dispatch, METH_O,
@@ -1576,7 +1611,8 @@ PyMODINIT_FUNC PyInit__accel(void) {
         !(s_dispatch_backlog = PyUnicode_InternFromString("_dispatch_backlog")) ||
         !(s_keep_due = PyUnicode_InternFromString("_keep_due")) ||
         !(s_keep_lost_run = PyUnicode_InternFromString("_keep_lost_run")) ||
-        !(s_one = PyLong_FromLong(1)))
+        !(s_one = PyLong_FromLong(1)) ||
+        !(s_task_factory = PyUnicode_InternFromString("_task_factory")))
         return NULL;
     PyObject *heapq = PyImport_ImportModule("_heapq");
     if (heapq == NULL)

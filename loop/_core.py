@@ -1246,7 +1246,9 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            original = context.get("exception")
+            # (asyncio passes any context on to the handler: what is not a dict, a
+            # handler's bad input, must still be logged here, not raise a second error)
+            original = context.get("exception") if isinstance(context, dict) else None
             if exc.__context__ is None and isinstance(original, BaseException) \
                     and original is not exc:
                 # Where the error was caught in C (the accelerator's dispatch), the handler

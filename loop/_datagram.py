@@ -114,9 +114,12 @@ class DatagramMethods(_LoopBase):
                 local_addr, remote_addr, family, proto, flags, reuse_port, allow_broadcast
             )
 
-        protocol = protocol_factory()
         waiter = self.create_future()
         try:
+            protocol = protocol_factory()
+            # asyncio looks connection_made up as it makes the transport: a protocol without
+            # one is refused here (AttributeError), before the socket is taken.
+            protocol.connection_made  # noqa: B018
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 transport: UDPTransport | SocketDatagramTransport = UDPTransport(
                     self, sock, protocol, r_addr, waiter)

@@ -369,7 +369,10 @@ class StreamMethods(_LoopBase):
                 raise OSError("getaddrinfo() returned empty list")
             laddr_infos = None
             if local_addr is not None:
-                laddr_infos = await self._resolve_stream(*local_addr, family, proto, flags)
+                # (host, port) as asyncio takes them: a shorter tuple is a ValueError, a
+                # longer one's rest ignored, never passed on as the family or flags.
+                lhost, lport = local_addr[:2]
+                laddr_infos = await self._resolve_stream(lhost, lport, family, proto, flags)
                 if not laddr_infos:
                     raise OSError("getaddrinfo() returned empty list")
             if interleave:
@@ -809,6 +812,10 @@ class StreamMethods(_LoopBase):
     async def _sendfile_native(self, transport: SocketTransport, file: IO[bytes], offset: int,
                                count: int | None) -> int:
         check_sendfile_args(file, offset, count)
+        if transport._eof_written:
+            # asyncio's fallback refuses to write after write_eof(); sendfile(2) would send
+            # the file past the EOF (the shutdown may not have happened yet).
+            raise RuntimeError("Cannot call write() after write_eof()")
         if not hasattr(os, "sendfile"):
             raise asyncio.SendfileNotAvailableError("os.sendfile() is not available")
         try:

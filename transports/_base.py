@@ -9,8 +9,9 @@ its buffered data is and how it drops it (``_pending``, ``_drop_pending``), and 
 """
 from __future__ import annotations
 
+import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ._context import notify_protocol
 from ._flow import water_marks
@@ -24,6 +25,21 @@ logger = logging.getLogger("asyncio")
 # asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES: after this many writes to a lost
 # connection, each further write logs a warning.
 LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+
+
+def _data_received_late(protocol: Any, data: bytes) -> object:
+    return protocol.data_received(data)
+
+
+def data_received_of(protocol: Any) -> Callable[[bytes], object]:
+    """``protocol.data_received``, looked up now.  asyncio takes any object as a protocol
+    (set_protocol(), protocol_factory()) and fails only when data arrives: a protocol
+    without the method gets one that raises its AttributeError then, through the
+    transport's fatal-error path, instead of an error here after the protocol was set."""
+    try:
+        return protocol.data_received  # type: ignore[no-any-return]
+    except AttributeError:
+        return functools.partial(_data_received_late, protocol)
 
 
 class TransportBase:

@@ -44,7 +44,7 @@ from .. import _owners as owners
 from .._errors import uv_error
 from .._uv import ffi, lib
 from . import _sockref
-from ._base import TransportBase
+from ._base import TransportBase, data_received_of
 from ._flow import water_marks
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ class StreamTransportBase(TransportBase, asyncio.BaseTransport):
         else:
             # A C-level partial: a read costs no Python frame before data_received.  If it
             # raises, the loop calls _uv_callback_failed (below).
-            self._data_received = protocol.data_received  # type: ignore[attr-defined]
+            self._data_received = data_received_of(protocol)
             self._deliver = functools.partial(self._ctx_run, self._data_received)
         # TLS hook: a protocol that takes reads straight from the loop's arena (the TLS
         # layer's link, transports/tls.py, copies them into its BIO: no bytes object in

@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .. import _owners as owners
+from ._base import data_received_of
 from ._context import notify_protocol, run_in_context
 from ._flow import water_marks
 
@@ -227,7 +228,7 @@ class SSLTransport(asyncio.Transport):
             self._data_received: Any = None
             self._reader: Callable[[], bool] = self._do_read_buffered
         else:
-            self._data_received = protocol.data_received
+            self._data_received = data_received_of(protocol)
             self._reader = self._do_read_copied
 
     def set_protocol(self, protocol: BaseProtocol) -> None:

@@ -1,0 +1,187 @@
+"""Bad input to the loop and transport API, each case run on uvcffi and on asyncio's own
+loop: both must answer the same (the exception type asyncio raises, or none), with no fd
+left open by the refusal.  The cases are the differences a side-by-side scan of the public
+API found (tools: every AbstractEventLoop method and transport method with wrong types,
+values out of range, calls in the wrong state)."""
+import asyncio
+import gc
+import os
+import socket
+
+import pytest
+from _helpers import LOOP_FACTORIES
+
+
+class _Protocol(asyncio.Protocol):
+    pass
+
+
+class _NoDataReceived:
+    """A protocol with connection_made and connection_lost but no data_received."""
+
+    def connection_made(self, transport):
+        pass
+
+    def connection_lost(self, exc):
+        pass
+
+
+def _open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _first_loop_made():
+    # The first uvcffi loop of a process opens libuv's process-wide signal pipe for good:
+    # not a leak of the case that happens to make it.
+    LOOP_FACTORIES["uvcffi"]().close()
+
+
+def _outcome(kind, case):
+    """(exception type name or None, the types reported to the exception handler, fds
+    left open) of ``case`` run on a fresh loop of ``kind``."""
+    before = _open_fds()
+    loop = LOOP_FACTORIES[kind]()
+    reported = []
+    loop.set_exception_handler(
+        lambda lp, ctx: reported.append(type(ctx.get("exception")).__name__))
+    resources = []
+    try:
+        try:
+            result = case(loop, resources)
+            if asyncio.iscoroutine(result):
+                loop.run_until_complete(asyncio.wait_for(result, 10))
+            raised = None
+        except Exception as exc:  # noqa: BLE001 - the exception is the result
+            raised = type(exc).__name__
+        for close in reversed(resources):
+            close()
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    del loop
+    gc.collect()
+    return raised, sorted(set(reported)), len(_open_fds() - before)
+
+
+def _expect_same(case, raised, reported=()):
+    spec = _outcome("asyncio", case)
+    got = _outcome("uvcffi", case)
+    assert spec[:2] == (raised, sorted(reported)), "asyncio's behaviour changed"
+    assert got == (raised, sorted(reported), 0), "uvcffi differs, or left an fd open"
+
+
+def _listener(resources):
+    server = socket.create_server(("127.0.0.1", 0))
+    resources.append(server.close)
+    return server
+
+
+async def _connection(loop, resources, factory=_Protocol):
+    a, b = socket.socketpair()
+    resources += [a.close, b.close]
+    transport, protocol = await loop.create_connection(factory, sock=a)
+    resources.append(transport.close)
+    return transport, b
+
+
+def _failure_reported(loop):
+    reported = loop.create_future()
+    handler = loop.get_exception_handler()
+
+    def report(lp, ctx):
+        handler(lp, ctx)
+        if not reported.done():
+            reported.set_result(None)
+
+    loop.set_exception_handler(report)
+    return reported
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def test_a_context_that_is_no_dict_is_logged_when_the_handler_fails_on_it():
+    # asyncio hands any context to the handler and logs the handler's error; uvcffi then
+    # raised a second AttributeError (context.get) out of call_exception_handler().
+    def case(loop, resources):
+        loop.set_exception_handler(lambda lp, ctx: ctx.get("message"))
+        loop.call_exception_handler(None)
+
+    _expect_same(case, None)
+
+
+@pytest.mark.parametrize("local_addr", [("127.0.0.1",), ()], ids=["1-tuple", "empty"])
+def test_create_connection_local_addr_must_be_host_and_port(local_addr):
+    # asyncio unpacks local_addr[:2]: too short is ValueError.  uvcffi passed the tuple on
+    # as positional arguments, so a 1-tuple's port was the family argument (0): it bound
+    # an ephemeral port and connected.
+    async def case(loop, resources):
+        port = _listener(resources).getsockname()[1]
+        transport, _ = await loop.create_connection(_Protocol, "127.0.0.1", port,
+                                                    local_addr=local_addr)
+        resources.append(transport.close)
+
+    _expect_same(case, "ValueError")
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # asyncio leaves its socket open
+def test_datagram_protocol_without_connection_made_is_refused():
+    # asyncio looks connection_made up while it makes the transport: AttributeError from
+    # create_datagram_endpoint().  uvcffi returned (transport, 1) and reported the error
+    # later; the socket is closed on the refusal.
+    async def case(loop, resources):
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: 1, local_addr=("127.0.0.1", 0))
+        resources.append(transport.close)
+
+    _expect_same(case, "AttributeError")
+
+
+# ------------------------------------------------------------------ transports
+
+
+def test_sendfile_after_write_eof_is_refused(tmp_path):
+    # asyncio refuses to write after write_eof(), sendfile included (RuntimeError).  uvcffi
+    # sent the file with sendfile(2) after the EOF was asked for.
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 1000)
+
+    async def case(loop, resources):
+        transport, peer = await _connection(loop, resources)
+        transport.write_eof()
+        with open(path, "rb") as file:
+            await loop.sendfile(transport, file)
+
+    _expect_same(case, "RuntimeError")
+
+
+@pytest.mark.parametrize("kind", ["set_protocol", "protocol_factory"])
+def test_a_protocol_without_data_received_fails_when_data_comes(kind):
+    # asyncio takes any object as the protocol: the missing data_received is an error only
+    # when data arrives (reported, and the transport closes).  uvcffi raised AttributeError
+    # from set_protocol() after it had already switched to the new protocol, and from
+    # create_connection() for a protocol_factory making such a protocol.
+    async def case(loop, resources):
+        reported = _failure_reported(loop)
+        if kind == "set_protocol":
+            transport, peer = await _connection(loop, resources)
+            transport.set_protocol(_NoDataReceived())
+        else:
+            transport, peer = await _connection(loop, resources, _NoDataReceived)
+        peer.send(b"data")
+        await reported
+        assert transport.is_closing()
+
+    _expect_same(case, None, ["AttributeError"])
+
+
+def test_set_protocol_none_fails_when_data_comes():
+    async def case(loop, resources):
+        reported = _failure_reported(loop)
+        transport, peer = await _connection(loop, resources)
+        transport.set_protocol(None)
+        peer.send(b"data")
+        await reported
+
+    _expect_same(case, None, ["AttributeError"])

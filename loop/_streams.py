@@ -697,7 +697,6 @@ class StreamMethods(_LoopBase):
             # Before the socket is made: an empty path raises IndexError here, as on
             # asyncio, which leaves its new socket open for the collector.
             abstract = path[0] in (0, "\x00")
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             if not abstract:
                 try:
                     if stat.S_ISSOCK(os.stat(path).st_mode):
@@ -707,6 +706,9 @@ class StreamMethods(_LoopBase):
                 except OSError as err:
                     # The directory may allow creating the socket but not checking for it.
                     logger.error("Unable to check or remove stale UNIX socket %r: %r", path, err)
+            # Only now: a path os.stat() refuses (ValueError for a NUL in it) must not leave
+            # a socket open (asyncio's waits for the collector, which PyPy may never run).
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.bind(path)
             except OSError as exc:

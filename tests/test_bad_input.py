@@ -185,3 +185,45 @@ def test_set_protocol_none_fails_when_data_comes():
         await reported
 
     _expect_same(case, None, ["AttributeError"])
+
+
+class _RunsCallbacks:
+    """A context= that is no contextvars.Context: asyncio's Handle calls its run()."""
+
+    def __init__(self, ran):
+        self.ran = ran
+
+    def run(self, callback, *args):
+        self.ran.append("run")
+        return callback(*args)
+
+
+@pytest.mark.parametrize("context", ["str", "object with run()"])
+def test_a_context_that_is_no_context_is_used_as_handle_run_uses_it(context):
+    # asyncio's Handle calls context.run(callback, *args): an object with a run() method
+    # runs the callback; a str is an AttributeError, reported.  The accelerator entered
+    # the context with the C API: TypeError for both, and the callback never ran.
+    ran = []
+
+    def case(loop, resources):
+        ctx = "x" if context == "str" else _RunsCallbacks(ran)
+        loop.call_soon(ran.append, "callback", context=ctx)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+    if context == "str":
+        _expect_same(case, None, ["AttributeError"])
+        assert ran == []
+    else:
+        _expect_same(case, None)
+        assert ran == ["run", "callback"] * 2  # asyncio's run, then uvcffi's
+
+
+def test_a_unix_server_path_os_stat_refuses_leaves_no_socket_open():
+    # A NUL in the path: os.stat()'s ValueError (asyncio's too).  uvcffi had made its
+    # socket first and left it to the collector (on PyPy it stayed open).
+    async def case(loop, resources):
+        server = await loop.create_unix_server(_Protocol, "/tmp/uvcffi-bad\0path")
+        resources.append(server.close)
+
+    _expect_same(case, "ValueError")

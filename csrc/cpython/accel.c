@@ -615,10 +615,27 @@ static int run_handles(Accel *self, PyObject *loop, PyObject *next_handle, Py_ss
         Py_INCREF(cb);
         Py_INCREF(cbargs);
         PyObject *res = NULL;
-        if (PyContext_Enter(ctx) == 0) {
-            res = PyObject_Call(cb, cbargs, NULL);
-            if (PyContext_Exit(ctx) < 0)
-                Py_CLEAR(res);
+        if (PyContext_CheckExact(ctx)) {
+            if (PyContext_Enter(ctx) == 0) {
+                res = PyObject_Call(cb, cbargs, NULL);
+                if (PyContext_Exit(ctx) < 0)
+                    Py_CLEAR(res);
+            }
+        } else {
+            /* Any other context= object: ctx.run(cb, *args), as Handle._run() calls it
+             * (an object with a run() method works; one without is its AttributeError,
+             * not PyContext_Enter's TypeError). */
+            PyObject *run = PyObject_GetAttrString(ctx, "run");
+            if (run != NULL) {
+                PyObject *head = PyTuple_Pack(1, cb);
+                PyObject *all = head ? PySequence_Concat(head, cbargs) : NULL;
+                Py_XDECREF(head);
+                if (all != NULL) {
+                    res = PyObject_Call(run, all, NULL);
+                    Py_DECREF(all);
+                }
+                Py_DECREF(run);
+            }
         }
         Py_DECREF(ctx);
         Py_DECREF(cb);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct uvc_guard_entry {
     uvc_base_t *b; /* NULL: the fd is not guarded */
@@ -119,7 +120,14 @@ static void guard_cb(uv_prepare_t *p) {
             w->events = w->pevents;
             unlink_queue(q);
         } else {
+            /* Still the stream's own file, which epoll refuses (EPERM: /dev/null, a
+             * regular file given as a pipe): the fd is closed here, since cut_off leaves
+             * the handle's close without it.  Not a closed or reused number: that fd is
+             * not the stream's to close. */
+            int own = same_file(e, fd) == 0;
             cut_off(L, e, uv_translate_sys_error(-r), 1);
+            if (own)
+                close(fd);
         }
     }
     /* Python must see these now, not after a poll that may block until the next timer:

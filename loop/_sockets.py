@@ -12,6 +12,7 @@ import errno
 import io
 import os
 import socket
+import sys
 from asyncio import SendfileNotAvailableError
 from typing import IO, TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -43,6 +44,8 @@ _INET_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
 _SENDFILE_FALLBACK_BUFSIZE = 256 * 1024
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 _RECV_MAX = lib.UVC_RECV_MAX  # the size of the loop's receive buffer (uvc_recv_buffer)
+# A size sock.recv() refuses (OverflowError, as on asyncio) goes to sock.recv().
+_SSIZE_MAX = sys.maxsize
 _SOCK_STREAM = socket.SOCK_STREAM
 
 
@@ -214,7 +217,8 @@ class SocketMethods(_LoopBase):
         (b"" at end of stream)."""
         _check_socket(sock)
         if (sock.__class__ is socket.socket and n.__class__ is int and n > 0
-                and (n <= _RECV_MAX or sock.type == _SOCK_STREAM) and not self._closed):
+                and (n <= _RECV_MAX or (sock.type == _SOCK_STREAM and n <= _SSIZE_MAX))
+                and not self._closed):
             # The loop's own receive for a plain socket: into a buffer it reuses (recv(n)
             # allocates n bytes per call: 256 KiB for a 1 KiB message), and "nothing yet"
             # without an exception.  A subclass keeps its own recv().  That buffer holds

@@ -369,9 +369,11 @@ class StreamMethods(_LoopBase):
                 raise OSError("getaddrinfo() returned empty list")
             laddr_infos = None
             if local_addr is not None:
-                # (host, port) as asyncio takes them: a shorter tuple is a ValueError, a
-                # longer one's rest ignored, never passed on as the family or flags.
+                # (host, port[, flowinfo, scope_id]) as asyncio takes them: fewer items is
+                # ValueError, more is TypeError; none is passed on as the family or flags.
                 lhost, lport = local_addr[:2]
+                if len(local_addr) > 4:
+                    raise TypeError(f"local_addr takes at most 4 items, got {local_addr!r}")
                 laddr_infos = await self._resolve_stream(lhost, lport, family, proto, flags)
                 if not laddr_infos:
                     raise OSError("getaddrinfo() returned empty list")

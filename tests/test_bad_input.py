@@ -227,3 +227,43 @@ def test_a_unix_server_path_os_stat_refuses_leaves_no_socket_open():
         resources.append(server.close)
 
     _expect_same(case, "ValueError")
+
+
+def test_create_connection_local_addr_of_more_than_four_items_is_a_type_error():
+    # asyncio passes the items after (host, port) on as flowinfo and scope_id: more than
+    # four is a TypeError (a str local_addr, say).  uvcffi resolved "12" of "127.0.0.1" as
+    # the host "1", port "2", and tried to bind it.
+    async def case(loop, resources):
+        port = _listener(resources).getsockname()[1]
+        transport, _ = await loop.create_connection(_Protocol, "127.0.0.1", port,
+                                                    local_addr="127.0.0.1")
+        resources.append(transport.close)
+
+    _expect_same(case, "TypeError")
+
+
+def test_sock_recv_of_more_than_a_ssize_t_is_an_overflow_error():
+    # sock.recv()'s own OverflowError on asyncio; uvcffi's stream receive took any size.
+    async def case(loop, resources):
+        a, b = socket.socketpair()
+        resources += [a.close, b.close]
+        a.setblocking(False)
+        b.send(b"data")
+        await loop.sock_recv(a, 2 ** 63)  # (2 ** 64 is no size_t: cffi refused it)
+
+    _expect_same(case, "OverflowError")
+
+
+def test_a_read_pipe_epoll_refuses_leaves_no_fd_open():
+    # /dev/null passes connect_read_pipe()'s check (a character device) and epoll refuses
+    # it (EPERM): the transport is made and the error reported, on both loops.  uvcffi's
+    # duplicate of the fd, given to libuv, stayed open for good.
+    async def case(loop, resources):
+        reported = _failure_reported(loop)
+        pipe = open(os.devnull, "rb")
+        resources.append(pipe.close)
+        transport, _ = await loop.connect_read_pipe(_Protocol, pipe)
+        resources.append(transport.close)
+        await reported
+
+    _expect_same(case, None, ["PermissionError"])

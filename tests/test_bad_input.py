@@ -267,3 +267,15 @@ def test_a_read_pipe_epoll_refuses_leaves_no_fd_open():
         await reported
 
     _expect_same(case, None, ["PermissionError"])
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # asyncio leaves its socket open
+def test_a_datagram_protocol_factory_that_raises_leaves_no_socket_open():
+    # The factory's own error, on both loops; uvcffi had made and bound its socket before
+    # calling the factory and left it to the collector (on PyPy it stayed open).
+    async def case(loop, resources):
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: 1 / 0, local_addr=("127.0.0.1", 0))
+        resources.append(transport.close)
+
+    _expect_same(case, "ZeroDivisionError")

@@ -279,3 +279,34 @@ def test_a_datagram_protocol_factory_that_raises_leaves_no_socket_open():
         resources.append(transport.close)
 
     _expect_same(case, "ZeroDivisionError")
+
+
+class _NoFlowControl:
+    """A protocol without pause_writing and resume_writing."""
+
+    def connection_made(self, transport):
+        pass
+
+    def data_received(self, data):
+        pass
+
+    def eof_received(self):
+        pass
+
+    def connection_lost(self, exc):
+        pass
+
+
+def test_a_protocol_without_pause_writing_is_reported_not_raised_by_write():
+    # asyncio looks pause_writing up inside the try that reports its failure: write()
+    # buffers the data and returns.  uvcffi looked it up before: the AttributeError came
+    # out of write(), after the data was buffered.
+    async def case(loop, resources):
+        reported = _failure_reported(loop)
+        transport, peer = await _connection(loop, resources, _NoFlowControl)
+        transport.set_write_buffer_limits(high=1)
+        transport.write(b"x" * 8_000_000)  # more than the socket takes at once
+        await reported
+        assert transport.get_write_buffer_size() > 0 and not transport.is_closing()
+
+    _expect_same(case, None, ["AttributeError"])

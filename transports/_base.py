@@ -90,13 +90,12 @@ class TransportBase:
         # Called from write()/sendto() or set_write_buffer_limits(): in the caller's
         # context, which must not leak into the protocol; the caller may be this
         # transport's own callback, already in its context (transports/_context.py).
-        notify_protocol(self, self._context, self._protocol.pause_writing, "pause_writing")
+        notify_protocol(self, self._context, "pause_writing")
 
     def _maybe_resume_protocol(self) -> None:
         if self._protocol_paused and self._pending <= self._low_water:
             self._protocol_paused = False
-            notify_protocol(self, self._context, self._protocol.resume_writing,
-                            "resume_writing")
+            notify_protocol(self, self._context, "resume_writing")
 
     # ---------------------------------------------------------------- errors and closing
 

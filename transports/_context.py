@@ -38,13 +38,14 @@ def run_in_context(context: Context, callback: Callable[..., _T], *args: Any) ->
     return context.run(callback, *args)
 
 
-def notify_protocol(transport: Any, context: Context, callback: Callable[[], object],
-                    what: str) -> None:
-    """Flow control's callback (``protocol.pause_writing`` or ``resume_writing``) in the
-    transport's ``context``; an exception from it goes to the loop's exception handler
-    (``"protocol.<what>() failed"``, asyncio's keys), never to whoever wrote."""
+def notify_protocol(transport: Any, context: Context, what: str) -> None:
+    """Flow control's callback (the protocol's ``what``: pause_writing or resume_writing)
+    in the transport's ``context``; an exception from it goes to the loop's exception
+    handler (``"protocol.<what>() failed"``, asyncio's keys), never to whoever wrote.  So
+    does a protocol without the method (looked up inside the try, as asyncio does): a
+    write() must not raise after its data was buffered."""
     try:
-        run_in_context(context, callback)
+        run_in_context(context, getattr(transport._protocol, what))
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:

@@ -916,7 +916,7 @@ class SSLTransport(asyncio.Transport):
         if self.get_write_buffer_size() <= self._high_water:
             return
         self._app_writing_paused = True
-        notify_protocol(self, self._context, self._protocol.pause_writing, "pause_writing")
+        notify_protocol(self, self._context, "pause_writing")
 
     def _maybe_resume_app(self) -> None:
         if not self._app_writing_paused or self._app_lost:
@@ -924,7 +924,7 @@ class SSLTransport(asyncio.Transport):
         if self.get_write_buffer_size() > self._low_water:
             return
         self._app_writing_paused = False
-        notify_protocol(self, self._context, self._protocol.resume_writing, "resume_writing")
+        notify_protocol(self, self._context, "resume_writing")
 
     # ------------------------------------------------------------------ closing
 

@@ -358,8 +358,13 @@ class StreamMethods(_LoopBase):
         self._check_ssl_args(ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
         if sock is not None:
             _check_ssl_socket(sock)
-        if happy_eyeballs_delay is not None and interleave is None:
-            interleave = 1  # RFC 8305's default when racing
+        if happy_eyeballs_delay is not None:
+            # staggered_race() compares the delay with 0 only once the first attempt runs:
+            # one that cannot be compared (TypeError, asyncio's too) then left the socket
+            # that attempt connected to the collector.  Refused here, before any socket.
+            happy_eyeballs_delay <= 0  # noqa: B015
+            if interleave is None:
+                interleave = 1  # RFC 8305's default when racing
 
         if host is not None or port is not None:
             if sock is not None:

@@ -627,3 +627,59 @@ def test_unclosed_transport_warns(loop):
         for _ in range(3):  # PyPy finalizes over several collections
             gc.collect()
     assert sock.fileno() == -1
+
+
+@pytest.mark.parametrize("family", ["udp", "unix"])
+def test_reading_pauses_and_resumes_as_on_asyncio(anyloop, family, tmp_path):
+    # asyncio's datagram transports pause and resume receiving (pause_reading,
+    # resume_reading, is_reading); uvcffi's raised NotImplementedError.  Paused in the
+    # callback of the first of three datagrams already in the socket, the transport
+    # delivers no more until resume_reading(); then the rest, in order.  (uvcffi's UDP
+    # transport has received the batch from libuv by then: it keeps the rest.)
+    if anyloop.kind == "asyncio" and sys.version_info < (3, 11):
+        pytest.skip("asyncio's datagram transports pause reading from 3.11 (not PyPy's 3.9)")
+    loop = anyloop
+    got = []
+    seen_while_paused = []
+
+    class Pausing(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            got.append(data)
+            if data == b"1":
+                transport.pause_reading()
+                assert not transport.is_reading()
+                loop.call_soon(check_then_resume)
+            if len(got) == 3:
+                done.set_result(None)
+
+    def check_then_resume():
+        seen_while_paused.append((list(got), transport.is_reading()))
+        transport.resume_reading()
+        transport.resume_reading()  # (not paused: nothing)
+
+    async def main():
+        nonlocal transport, done
+        done = loop.create_future()
+        if family == "udp":
+            transport, _ = await loop.create_datagram_endpoint(
+                Pausing, local_addr=("127.0.0.1", 0))
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        else:
+            path = str(tmp_path / "dgram")
+            transport, _ = await loop.create_datagram_endpoint(
+                Pausing, local_addr=path, family=socket.AF_UNIX)
+            peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with peer:
+            for data in (b"1", b"2", b"3"):
+                peer.sendto(data, transport.get_extra_info("sockname"))
+            await done
+        assert got == [b"1", b"2", b"3"]
+        assert seen_while_paused == [([b"1"], False)]
+        assert transport.is_reading()
+        transport.close()
+        assert not transport.is_reading()
+        transport.pause_reading()  # closing: nothing
+        transport.resume_reading()
+
+    transport = done = None
+    run(loop, main())

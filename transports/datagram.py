@@ -75,9 +75,12 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
     """What both datagram transports share: state, flow control, protocol calls, closing.
 
     Also an asyncio.Transport, as asyncio's own datagram transports are (code and tests
-    check isinstance(transport, asyncio.Transport)); its stream methods are not supported."""
+    check isinstance(transport, asyncio.Transport)); its write methods are not supported,
+    but receiving can be paused, as on asyncio's (pause_reading, resume_reading)."""
 
     _sock: socket.socket | None = None  # read by __del__ even when __init__ failed
+    _read_paused = False  # pause_reading()
+    _made = False  # connection_made() has run: receiving may start
 
     if TYPE_CHECKING:
         _extra: dict[str, Any]  # asyncio.BaseTransport's slot, which typeshed leaves out
@@ -125,8 +128,10 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
         try:
             self._protocol.connection_made(self)
         finally:
-            # Receive only once connection_made() has run, even if it failed (as asyncio).
-            if not self._closing:
+            # Receive only once connection_made() has run, even if it failed (as asyncio),
+            # and unless it paused reading.
+            self._made = True
+            if not self._closing and not self._read_paused:
                 self._start_reading()
             if waiter is not None and not waiter.cancelled():
                 waiter.set_result(None)
@@ -161,6 +166,32 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
     def get_protocol(self) -> BaseProtocol:
         """The current protocol."""
         return self._protocol  # type: ignore[no-any-return]  # (Any inside)
+
+    # ---------------------------------------------------------------- receiving
+
+    def is_reading(self) -> bool:
+        """True unless reading is paused or the transport is closing."""
+        return not self._closing and not self._read_paused
+
+    def pause_reading(self) -> None:
+        """Receive no datagrams until resume_reading(): they wait in the socket's buffer
+        (and, as for any datagram, are dropped by the kernel when it is full).  Does
+        nothing when paused already or closing."""
+        if self._closing or self._read_paused:
+            return
+        self._read_paused = True
+        self._stop_reading()
+
+    def resume_reading(self) -> None:
+        """Receive again after pause_reading().  Does nothing unless paused."""
+        if self._closing or not self._read_paused:
+            return
+        self._read_paused = False
+        self._resume_receiving()
+
+    def _resume_receiving(self) -> None:
+        if self._made:
+            self._start_reading()
 
     def close(self) -> None:
         """Stop receiving, send what is buffered, then call connection_lost(None) once.
@@ -265,6 +296,7 @@ class UDPTransport(_DatagramTransportBase):
         self._arena = owners.arena(loop)
         self._family = sock.family
         self._reading = False
+        self._held: collections.deque[tuple[bytes, Any]] | None = None  # see _hold
         owners.register_slot(loop, slot, self)
         super().__init__(loop, sock, protocol, address, waiter)
         peer = self._extra["peername"]
@@ -424,7 +456,9 @@ class UDPTransport(_DatagramTransportBase):
     def _uv_event(self, kind: int, a: int, b: int, c: int) -> None:
         if kind == EV_UDP_RECV:
             if not self._reading:
-                return  # closed earlier in this batch of events
+                if self._read_paused and not self._closing:
+                    self._hold(a, b, c)
+                return  # (else closed earlier in this batch of events)
             arena = self._arena
             data = arena[a:a + b]
             addr = self._peer
@@ -454,6 +488,39 @@ class UDPTransport(_DatagramTransportBase):
                 # ICMP errors of a connected socket (ConnectionRefusedError, ...) come as
                 # recv errors: asyncio reports them and keeps the transport.
                 self._protocol_error(uv_error(a))
+
+    def _hold(self, offset: int, length: int, addr_offset: int) -> None:
+        """A datagram libuv received in the batch whose callback paused reading: kept for
+        resume_reading(), as asyncio, which would not have read it yet, keeps it in the
+        socket."""
+        arena = self._arena
+        addr = self._peer
+        if addr is None:
+            addr = self._address_of(arena[addr_offset:addr_offset + SOCKADDR_SIZE])
+        if self._held is None:
+            self._held = collections.deque()
+        self._held.append((arena[offset:offset + length], addr))
+
+    def _resume_receiving(self) -> None:
+        if self._held:
+            # The held datagrams first, each in a callback of its own, before libuv
+            # receives the next ones.
+            self._loop.call_soon(self._deliver_held, context=self._context)
+        else:
+            _DatagramTransportBase._resume_receiving(self)
+
+    def _deliver_held(self) -> None:
+        held = self._held
+        while held and not self._read_paused and not self._closing:
+            data, addr = held.popleft()
+            try:
+                self._protocol.datagram_received(data, addr)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._protocol_exception(exc, "datagram_received")
+        if not held and not self._read_paused and not self._closing:
+            _DatagramTransportBase._resume_receiving(self)
 
     def _uv_closed(self) -> None:
         self._slot = None  # type: ignore[assignment]  # (no slot any more)
@@ -507,8 +574,8 @@ class SocketDatagramTransport(_DatagramTransportBase):
             owners.unwatch_fd(self._loop, self._sock_fd, "reader")
 
     def _read_ready(self) -> None:
-        if self._conn_lost:
-            return
+        if self._conn_lost or self._read_paused:
+            return  # (a readiness seen before the pause: the datagram stays in the socket)
         try:
             data, addr = self._sock.recvfrom(self.max_size)  # type: ignore[union-attr]  # open
         except (BlockingIOError, InterruptedError):

@@ -484,7 +484,6 @@ class SSLTransport(asyncio.Transport):
             logger.debug("%r: SSL handshake took %.1f ms", self, dt * 1e3)
         self._extra.update(peercert=peercert, cipher=sslobj.cipher(),
                            compression=sslobj.compression(), ssl_object=sslobj)
-        self._flush_out()  # the last handshake records (TLS 1.3 session tickets)
         if not self._app_connected:
             self._app_connected = True
             if not self._app_call(self._protocol.connection_made, self,
@@ -499,6 +498,13 @@ class SSLTransport(asyncio.Transport):
         # protocol sees data (uvloop does the same: the caller may check ALPN first).
         if self._has_pending():
             self._schedule_read()
+        # Only now the last handshake records (TLS 1.3 session tickets) and what
+        # connection_made wrote go out, as asyncio sends them after its first read.  A
+        # peer that reset right after its Finished fails this write at once, and the lower
+        # transport schedules connection_lost: scheduled after the application's first
+        # callbacks (a task connection_made started, the data that came with the
+        # Finished), never before them.
+        self._flush_out()
 
     # ------------------------------------------------------------------ reading
 
@@ -1066,8 +1072,7 @@ class SSLTransport(asyncio.Transport):
             return False
         finally:
             self._in_app = False
-        self._flush_out()
-        return True
+        return True  # (what it wrote is sent by the caller: see _handshake_done)
 
     # ------------------------------------------------------------------ information
 

@@ -128,3 +128,95 @@ def test_reset_with_the_last_flight(anyloop, certs, with_data):
         assert "data" in proto.events
         assert bytes(proto.data) == b"GET / HTTP/1.1\r\n"
 
+
+class Responder(asyncio.Protocol):
+    """Answers each read from a task, as a server's request handler does (uvicorn runs
+    the application in a task data_received starts); closes nothing itself."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.events = []
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.events.append("data")
+
+        async def respond():
+            self.events.append("respond")
+            self.transport.write(b"response to " + data)
+
+        self.loop.create_task(respond())
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def read_to_the_end(loop, sock, obj, incoming):
+    """What the server sends until it closes (close_notify or TCP EOF), decrypted."""
+    got = bytearray()
+    while True:
+        data = await loop.sock_recv(sock, 65536)
+        if data:
+            incoming.write(data)
+        else:
+            incoming.write_eof()
+        try:
+            while True:
+                chunk = obj.read(65536)
+                if not chunk:
+                    return bytes(got)
+                got += chunk
+        except ssl.SSLWantReadError:
+            if not data:
+                return bytes(got)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return bytes(got)
+
+
+@pytest.mark.parametrize("with_finished", [False, True], ids=["after", "with-finished"])
+def test_request_then_fin_in_one_read_is_answered(anyloop, certs, with_finished):
+    """A request and the client's TCP FIN (no close_notify: a half-close) sent together,
+    after the handshake or with the client's Finished.  asyncio reads the FIN on a later
+    iteration than the data, so a handler task the data started has written its response
+    before the EOF closes the connection: the client gets it.  uvcffi delivers the data
+    that comes with the Finished one turn of the loop later (start_tls() returns first)
+    and handled the FIN as soon as it was read, on that turn: the connection closed
+    before the task ran, and its response was dropped (uvicorn over TLS answered nothing
+    to a client that half-closed after its request)."""
+    loop = anyloop
+    protos = []
+
+    def factory():
+        protos.append(Responder(loop))
+        return protos[-1]
+
+    async def main():
+        server = await loop.create_server(factory, "127.0.0.1", 0, ssl=certs.server())
+        port = server.sockets[0].getsockname()[1]
+        sock, obj, incoming, outgoing = await client_to_last_flight(loop, certs, port)
+        if not with_finished:
+            await loop.sock_sendall(sock, outgoing.read())
+            # The server's session tickets: its handshake is done.
+            incoming.write(await loop.sock_recv(sock, 65536))
+            with pytest.raises(ssl.SSLWantReadError):
+                obj.read(65536)
+        obj.write(b"request")
+        sock.send(outgoing.read())  # (small: the socket takes it all)
+        sock.shutdown(socket.SHUT_WR)
+        response = await read_to_the_end(loop, sock, obj, incoming)
+        sock.close()
+        await protos[0].lost
+        server.close()
+        await server.wait_closed()
+        return response
+
+    assert run(loop, main()) == b"response to request"
+    assert protos[0].events[:2] == ["data", "respond"]

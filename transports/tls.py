@@ -204,7 +204,7 @@ class SSLTransport(asyncio.Transport):
         self._backlog_size = 0
         self._reading_paused = False   # the application's pause_reading()
         self._lower_paused = False     # ... paused the lower transport, not resumed yet
-        self._eof_pending = False      # TCP EOF arrived while records wait for a reader
+        self._eof_pending = False      # TCP EOF arrived: handled from the loop (_lower_eof)
         self._rec_left = 0             # the TLS stream so far ends a record (see above)
         self._rec_head = b""           # the start of a header cut by a read's end
         self._read_scheduled = False   # a delivery of data left in the BIO is scheduled
@@ -352,14 +352,20 @@ class SSLTransport(asyncio.Transport):
             self._handshake_failed(ConnectionResetError(
                 "Connection lost during the TLS handshake"))
         elif state == _WRAPPED:
-            if self._read_scheduled or (self._reading_paused and self._has_pending()):
-                # Records wait for a reader: the read scheduled at the handshake's end (the
-                # FIN came in the same poll as the data) or a paused one.  The data goes
-                # first, then the EOF (asyncio's order); handled now, the records still in
-                # the BIO would look like a truncation and be dropped.
-                self._eof_pending = True
-            else:
+            if self._reading_paused and not self._has_pending():
                 self._ctx_run(self._on_peer_eof)
+            else:
+                # Handled from the loop, after what is scheduled already.  Records may wait
+                # for a reader (the read scheduled at the handshake's end, or a paused
+                # one): the data goes first, then the EOF (asyncio's order); handled now,
+                # the records still in the BIO would look like a truncation and be
+                # dropped.  And asyncio reads the FIN on an iteration of its own, after
+                # the callbacks the data scheduled: a handler task that data_received
+                # started writes its response before the EOF closes the connection (a
+                # request followed by a half-close gets its answer, as on asyncio).
+                self._eof_pending = True
+                if not self._reading_paused:
+                    self._schedule_read()
         elif state == _FLUSHING or state == _SHUTDOWN:
             # No close_notify will come: the close is as complete as it can be.
             self._shutdown_done()

@@ -220,3 +220,60 @@ def test_request_then_fin_in_one_read_is_answered(anyloop, certs, with_finished)
 
     assert run(loop, main()) == b"response to request"
     assert protos[0].events[:2] == ["data", "respond"]
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_request_then_close_notify_drain_does_not_fail(anyloop, certs, version):
+    """A line and the client's close_notify in one read (``echo ping | openssl s_client``
+    sends that), to a streams server that echoes the line: write() then drain().  The
+    echo cannot be delivered (the TLS layer answers the close_notify and drops it), but
+    on asyncio drain() returns and the next read gives EOF: asyncio closes the lower
+    transport from the loop after the close_notify exchange, so connection_lost comes
+    after the handler's next step.  uvcffi closed it at once: connection_lost came first
+    and drain() raised ConnectionResetError('Connection lost'), an error per connection
+    in the server's log that asyncio does not have."""
+    loop = anyloop
+
+    async def main():
+        result = loop.create_future()
+
+        async def handler(reader, writer):
+            line = await reader.readline()
+            writer.write(line)
+            try:
+                await writer.drain()
+                result.set_result(("drained", line, await reader.read()))
+            except Exception as exc:
+                result.set_result(exc)
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=certs.server())
+        port = server.sockets[0].getsockname()[1]
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        ctx = certs.client()
+        ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                out = outgoing.read()
+                if out:
+                    await loop.sock_sendall(sock, out)
+                incoming.write(await loop.sock_recv(sock, 65536))
+        await loop.sock_sendall(sock, outgoing.read())  # (TLS 1.3: the client's Finished)
+        obj.write(b"ping\n")
+        with pytest.raises(ssl.SSLWantReadError):
+            obj.unwrap()  # our close_notify, after the line
+        sock.send(outgoing.read())  # (small: the socket takes it all)
+        got = await result
+        sock.close()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    assert run(loop, main()) == ("drained", b"ping\n", b"")

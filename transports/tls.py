@@ -1010,7 +1010,20 @@ class SSLTransport(asyncio.Transport):
             self._fatal_error(exc, "Error occurred during shutdown")
             return
         self._flush_out()
-        self._shutdown_done()
+        # Both close_notify are through: closed now (writes are dropped from here on),
+        # the lower transport from the loop, as asyncio does.  A close_notify that came
+        # with data: the handler task that data woke takes its next step first, and its
+        # write() + drain() still returns (drain() raised ConnectionResetError when the
+        # lower transport's connection_lost came ahead of it).
+        self._cancel_timers()
+        self._state = _CLOSED
+        self._closing = True
+        self._loop.call_soon(self._close_lower)
+
+    def _close_lower(self) -> None:
+        lower = self._lower
+        if lower is not None:  # (None: the lower transport is gone already)
+            lower.close()  # sends what is buffered (our close_notify), then connection_lost
 
     def _shutdown_timed_out(self) -> None:
         self._shutdown_handle = None

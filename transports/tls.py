@@ -1015,15 +1015,7 @@ class SSLTransport(asyncio.Transport):
         # with data: the handler task that data woke takes its next step first, and its
         # write() + drain() still returns (drain() raised ConnectionResetError when the
         # lower transport's connection_lost came ahead of it).
-        self._cancel_timers()
-        self._state = _CLOSED
-        self._closing = True
-        self._loop.call_soon(self._close_lower)
-
-    def _close_lower(self) -> None:
-        lower = self._lower
-        if lower is not None:  # (None: the lower transport is gone already)
-            lower.close()  # sends what is buffered (our close_notify), then connection_lost
+        self._shutdown_done(lower_later=True)
 
     def _shutdown_timed_out(self) -> None:
         self._shutdown_handle = None
@@ -1033,12 +1025,18 @@ class SSLTransport(asyncio.Transport):
             if lower is not None:
                 lower._force_close(asyncio.TimeoutError("SSL shutdown timed out"))
 
-    def _shutdown_done(self) -> None:
+    def _shutdown_done(self, lower_later: bool = False) -> None:
         self._cancel_timers()
         self._state = _CLOSED
         self._closing = True
+        if lower_later:
+            self._loop.call_soon(self._close_lower)
+        else:
+            self._close_lower()
+
+    def _close_lower(self) -> None:
         lower = self._lower
-        if lower is not None:
+        if lower is not None:  # (None: the lower transport is gone already)
             lower.close()  # sends what is buffered (our close_notify), then connection_lost
 
     def abort(self) -> None:

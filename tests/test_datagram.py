@@ -3,6 +3,7 @@ import asyncio
 import errno
 import logging
 import os
+import select
 import socket
 import sys
 import tempfile
@@ -511,6 +512,39 @@ def test_existing_sock(loop):
                 s2.close()
 
     run(loop, main())
+
+
+@pytest.mark.parametrize(
+    "family, host",
+    [(socket.AF_INET, "127.0.0.1"), pytest.param(socket.AF_INET6, "::1", marks=needs_ipv6)],
+    ids=["ipv4", "ipv6"],
+)
+def test_connected_sock_reports_each_senders_address(anyloop, family, host):
+    # A datagram that reached a socket before it was connected stays in its queue and is
+    # read with its own sender's address (recvfrom's), not the peer's: asyncio reports it
+    # as such, and so must uvcffi (it used to report every datagram as the peer's).
+    async def main():
+        early = socket.socket(family, socket.SOCK_DGRAM)
+        peer = socket.socket(family, socket.SOCK_DGRAM)
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for sock in (early, peer, s):
+                sock.bind((host, 0))
+            early.sendto(b"early", s.getsockname())
+            # (wait for it to be queued, then connect)
+            assert select.select([s], [], [], 10)[0] == [s]
+            s.connect(peer.getsockname())
+            t, p = await asyncio.get_running_loop().create_datagram_endpoint(Proto, sock=s)
+            assert await p.received.get() == (b"early", early.getsockname())
+            peer.sendto(b"peer", s.getsockname())
+            assert await p.received.get() == (b"peer", peer.getsockname())
+            await close_all(t)
+        finally:
+            early.close()
+            peer.close()
+            s.close()
+
+    run(anyloop, main())
 
 
 def test_argument_errors(loop):

@@ -299,10 +299,7 @@ class UDPTransport(_DatagramTransportBase):
         self._held: collections.deque[tuple[bytes, Any]] | None = None  # see _hold
         owners.register_slot(loop, slot, self)
         super().__init__(loop, sock, protocol, address, waiter)
-        peer = self._extra["peername"]
-        self._connected = peer is not None
-        # A connected socket only receives from its peer: no sockaddr to convert then.
-        self._peer = peer
+        self._connected = self._extra["peername"] is not None
         self._recv_addrs: dict[bytes, Any] = {}  # sender sockaddr bytes -> address tuple
         self._send_addrs: dict[Any, bytes] = {}  # address tuple -> sockaddr bytes
         self._last_addr: Any = None
@@ -461,12 +458,12 @@ class UDPTransport(_DatagramTransportBase):
                 return  # (else closed earlier in this batch of events)
             arena = self._arena
             data = arena[a:a + b]
-            addr = self._peer
+            # Each datagram's own sender, also on a connected socket: what reached it
+            # before connect() stays queued and is read with its sender's address.
+            sockaddr = arena[c:c + SOCKADDR_SIZE]
+            addr = self._recv_addrs.get(sockaddr)
             if addr is None:
-                sockaddr = arena[c:c + SOCKADDR_SIZE]
-                addr = self._recv_addrs.get(sockaddr)
-                if addr is None:
-                    addr = self._address_of(sockaddr)
+                addr = self._address_of(sockaddr)
             try:
                 self._context.run(self._protocol.datagram_received, data, addr)
             except (SystemExit, KeyboardInterrupt):

@@ -300,6 +300,88 @@ def test_sendto_bad_address_as_socket_sendto(anyloop, addr):
     run(anyloop, main(), timeout=30)
 
 
+class _Index:
+    def __index__(self):
+        return 1
+
+
+# IPv6 sendto() addresses with the flowinfo and scope id in every form socket.sendto()
+# takes or refuses ("P" is the receiver's port): CPython converts both as C unsigned ints
+# that wrap (a scope id of -1 is sent), PyPy refuses negative and too-large ones; CPython
+# resolves the host before it checks the flowinfo's range, PyPy after.
+IPV6_EXTRAS = [
+    ("::1", "P", 0, -1),
+    ("::1", "P", 0, 2**32 + 1),
+    ("::1", "P", 0, 2**64 + 1),
+    ("::1", "P", 0, -(2**70)),
+    ("::1", "P", 2**32 + 1, 0),
+    ("::1", "P", 2**70, 0),
+    ("::1", "P", -1, 0),
+    ("::1", "P", -(2**32), 0),
+    ("::1", "P", _Index(), 0),
+    ("::1", "P", 0, _Index()),
+    ("::1", "P", 0, 1.0),
+    ("::1", "P", 2**20, -1),
+    ("::1", 70000, 1.5, 0),
+    ("no-such-host.invalid", "P", 2**20, 0),
+    ("no-such-host.invalid", "P", 0, -1),
+]
+
+
+@needs_ipv6
+@pytest.mark.parametrize("template", IPV6_EXTRAS, ids=repr)
+def test_sendto_ipv6_flowinfo_and_scope_id_as_socket_sendto(anyloop, template):
+    contexts = []
+    anyloop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        rt, rp = await anyloop.create_datagram_endpoint(Proto, local_addr=("::1", 0))
+        port = rt.get_extra_info("sockname")[1]
+        addr = tuple(port if x == "P" else x for x in template)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.sendto(b"probe", addr)
+            except Exception as exc:  # noqa: BLE001 - the refusal is the expectation
+                refused = (type(exc), str(exc))
+            else:
+                refused = None
+                assert (await rp.received.get())[0] == b"probe"
+        t, p = await anyloop.create_datagram_endpoint(Proto, family=socket.AF_INET6)
+        t.sendto(b"x", addr)
+        if refused is None:
+            assert (await rp.received.get())[0] == b"x"
+            assert not t.is_closing() and p.errors.empty()
+        else:
+            kind = "error" if issubclass(refused[0], OSError) else "fatal"
+            assert await fatal_or_error_received(anyloop, t, p, contexts) == (kind, *refused)
+        await close_all(t, rt)
+
+    run(anyloop, main(), timeout=30)
+
+
+@needs_ipv6
+def test_sendto_cached_address_does_not_hide_a_bad_flowinfo(anyloop):
+    # ("::1", port, 1.0, 0) == ("::1", port, 1, 0), and hashes alike: a conversion cached
+    # for the latter must not send the former, which socket.sendto() refuses (TypeError).
+    contexts = []
+    anyloop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        rt, rp = await anyloop.create_datagram_endpoint(Proto, local_addr=("::1", 0))
+        port = rt.get_extra_info("sockname")[1]
+        t, p = await anyloop.create_datagram_endpoint(Proto, family=socket.AF_INET6)
+        t.sendto(b"int", ("::1", port, 1, 0))
+        assert (await rp.received.get())[0] == b"int"
+        t.sendto(b"other", ("::1", port))  # (the last address is remembered apart)
+        assert (await rp.received.get())[0] == b"other"
+        t.sendto(b"float", ("::1", port, 1.0, 0))
+        kind, exc_type, _ = await fatal_or_error_received(anyloop, t, p, contexts)
+        assert (kind, exc_type) == ("fatal", TypeError)
+        await close_all(rt)
+
+    run(anyloop, main())
+
+
 def test_c_sockaddr_refuses_port_out_of_range():
     # Python checks the port first; the C conversion must not wrap one either.
     out = dg_module.ffi.new("char[]", lib.UVC_SOCKADDR_SIZE)

@@ -71,6 +71,29 @@ def _sendto_port(port: SupportsIndex) -> int:
     return port
 
 
+_FLOW_RANGE = _CALLER + "flowinfo must be 0-1048575."
+
+
+def _sendto_ipv6_extras(flowinfo: Any, scope_id: Any) -> tuple[int, int]:
+    """The flowinfo and scope id of an AF_INET6 sendto() address as socket.sendto()
+    converts them, or its TypeError/ValueError/OverflowError (the flowinfo's range is
+    checked apart).  CPython takes both as C unsigned ints without an overflow check, so
+    they wrap (a scope id of -1 is sent as 0xFFFFFFFF); PyPy takes the flowinfo as a
+    machine word and refuses a negative scope id or one of 2**64 or more."""
+    if not _PYPY:
+        return operator.index(flowinfo) & 0xFFFFFFFF, operator.index(scope_id) & 0xFFFFFFFF
+    flowinfo = _sendto_port(flowinfo)
+    if not isinstance(scope_id, int):
+        raise TypeError(f"expected integer, got {type(scope_id).__name__} object")
+    if scope_id < 0:
+        # (PyPy's words differ for a number beyond a machine word)
+        suffix = "" if scope_id >= -(2**63) else " int"
+        raise ValueError("cannot convert negative integer to unsigned" + suffix)
+    if scope_id >= 2**64:
+        raise OverflowError("int too large to convert to unsigned int")
+    return flowinfo, scope_id & 0xFFFFFFFF
+
+
 class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.Transport):
     """What both datagram transports share: state, flow control, protocol calls, closing.
 
@@ -360,8 +383,11 @@ class UDPTransport(_DatagramTransportBase):
         """The sockaddr (bytes for C) of an address as socket.sendto() would take it."""
         try:
             sockaddr = self._send_addrs[addr]
-            # 5000.0 == 5000 hashes alike; socket refuses a non-int port.
-            if type(addr[1]) is not int:
+            # 5000.0 == 5000 hashes alike; socket refuses a non-int port, flowinfo or
+            # scope id.
+            if type(addr[1]) is not int or (
+                len(addr) > 2 and not all(type(x) is int for x in addr[2:])
+            ):
                 raise KeyError(addr)
         except (KeyError, TypeError):
             sockaddr = self._convert_address(addr)
@@ -385,10 +411,6 @@ class UDPTransport(_DatagramTransportBase):
                     "AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])"
                 )
             host, port, flowinfo, scope_id = (addr + (0, 0))[:4]
-            flowinfo = operator.index(flowinfo)
-            scope_id = operator.index(scope_id)
-            if not 0 <= flowinfo <= 0xFFFFF:
-                raise OverflowError(_CALLER + "flowinfo must be 0-1048575.")
         if isinstance(host, (bytes, bytearray)):
             host = bytes(host).decode("idna")
         if not isinstance(host, str):
@@ -397,6 +419,14 @@ class UDPTransport(_DatagramTransportBase):
         port_ok = 0 <= port <= 0xFFFF
         if not port_ok and _PYPY:
             raise OverflowError(_PORT_RANGE)
+        # socket.sendto()'s order: the conversions, then (PyPy) the ranges, the host's
+        # resolution, then (CPython) the ranges.
+        flow_ok = True
+        if family == socket.AF_INET6:
+            flowinfo, scope_id = _sendto_ipv6_extras(flowinfo, scope_id)
+            flow_ok = 0 <= flowinfo <= 0xFFFFF
+            if not flow_ok and _PYPY:
+                raise OverflowError(_FLOW_RANGE)
         cacheable = True
         if host == "":
             host = "0.0.0.0" if family == socket.AF_INET else "::"
@@ -417,6 +447,8 @@ class UDPTransport(_DatagramTransportBase):
             cacheable = False
         if not port_ok:
             raise OverflowError(_PORT_RANGE)
+        if not flow_ok:
+            raise OverflowError(_FLOW_RANGE)
         out = ffi.new("char[]", SOCKADDR_SIZE)
         err = lib.uvc_sockaddr_make(family, host.encode("ascii"), port, flowinfo, scope_id, out)
         if err < 0:

@@ -359,6 +359,42 @@ def test_sendto_ipv6_flowinfo_and_scope_id_as_socket_sendto(anyloop, template):
     run(anyloop, main(), timeout=30)
 
 
+@pytest.mark.parametrize(
+    "host",
+    [bytearray(b"127.0.0.1"), "127.0.0.1\0", b"127.0.0.1\0", "no\0such.host"],
+    ids=repr,
+)
+def test_sendto_host_forms_as_socket_sendto(anyloop, host):
+    # socket.sendto() takes a bytearray host (unhashable: it cannot be cached) and refuses
+    # one with a NUL in it (TypeError, fatal in asyncio) before it looks at anything else.
+    contexts = []
+    anyloop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def main():
+        rt, rp = await anyloop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        addr = (host, rt.get_extra_info("sockname")[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.sendto(b"probe", addr)
+            except Exception as exc:  # noqa: BLE001 - the refusal is the expectation
+                refused = (type(exc), str(exc))
+            else:
+                refused = None
+                assert (await rp.received.get())[0] == b"probe"
+        t, p = await anyloop.create_datagram_endpoint(Proto, family=socket.AF_INET)
+        for _ in range(2):  # (the second time from the cache, if it was cached)
+            t.sendto(b"x", addr)
+            if refused is not None:
+                break
+            assert (await rp.received.get())[0] == b"x"
+            assert not t.is_closing() and p.errors.empty()
+        if refused is not None:
+            assert await fatal_or_error_received(anyloop, t, p, contexts) == ("fatal", *refused)
+        await close_all(t, rt)
+
+    run(anyloop, main())
+
+
 @needs_ipv6
 def test_sendto_cached_address_does_not_hide_a_bad_flowinfo(anyloop):
     # ("::1", port, 1.0, 0) == ("::1", port, 1, 0), and hashes alike: a conversion cached

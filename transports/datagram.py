@@ -415,6 +415,9 @@ class UDPTransport(_DatagramTransportBase):
             host = bytes(host).decode("idna")
         if not isinstance(host, str):
             raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+        if "\0" in host:
+            # socket.sendto()'s first check of the host, in both runtimes' words.
+            raise TypeError("host name must not contain null character")
         port = _sendto_port(port)
         port_ok = 0 <= port <= 0xFFFF
         if not port_ok and _PYPY:
@@ -454,7 +457,8 @@ class UDPTransport(_DatagramTransportBase):
         if err < 0:
             raise uv_error(err)
         sockaddr = ffi.buffer(out)[:]
-        if cacheable:
+        # (a bytearray host makes the address unhashable: nothing to cache it by)
+        if cacheable and type(addr[0]) is not bytearray:
             if len(self._send_addrs) >= _ADDR_CACHE_MAX:
                 self._send_addrs.clear()
             self._send_addrs[addr] = sockaddr

@@ -665,6 +665,96 @@ def test_connected_sock_reports_each_senders_address(anyloop, family, host):
     run(anyloop, main())
 
 
+def _skip_without_datagram_pause_reading(anyloop):
+    from asyncio import selector_events
+    if (anyloop.kind == "asyncio" and selector_events._SelectorDatagramTransport.pause_reading
+            is asyncio.ReadTransport.pause_reading):
+        pytest.skip("this asyncio's datagram transport has no pause_reading() (3.9's)")
+
+
+def test_pause_and_resume_reading_as_asyncio(anyloop):
+    _skip_without_datagram_pause_reading(anyloop)
+    # asyncio's datagram transports take pause_reading()/resume_reading()/is_reading()
+    # (its selector transport's): while paused nothing is delivered, and what arrived
+    # meanwhile comes after resume_reading(), in order.
+    async def main():
+        rt, rp = await anyloop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        addr = rt.get_extra_info("sockname")
+        assert rt.is_reading()
+        rt.pause_reading()
+        rt.pause_reading()  # (again: nothing)
+        assert not rt.is_reading()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"while paused", addr)
+            # the sender's own reply proves a full loop round trip went by meanwhile
+            st, sp = await anyloop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+            sock.sendto(b"ping", st.get_extra_info("sockname"))
+            assert (await sp.received.get())[0] == b"ping"
+            assert sock.recv(100) == b"pong"
+        assert rp.received.empty()
+        rt.resume_reading()
+        rt.resume_reading()
+        assert rt.is_reading()
+        assert (await rp.received.get())[0] == b"while paused"
+        rt.close()
+        assert not rt.is_reading()
+        rt.resume_reading()  # (closing: nothing)
+        assert not rt.is_reading()
+        await close_all(rt, st)
+
+    run(anyloop, main())
+
+
+def test_pause_reading_inside_datagram_received_loses_nothing(anyloop):
+    _skip_without_datagram_pause_reading(anyloop)
+    # libuv reads up to 32 datagrams at a time: those read after the protocol paused
+    # must wait for resume_reading(), not be dropped nor delivered while paused.
+    async def main():
+        lp = asyncio.get_running_loop()
+        got = []
+        paused_at = {1: lp.create_future(), 5: lp.create_future(), 20: lp.create_future()}
+
+        class Pausing(asyncio.DatagramProtocol):
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def datagram_received(self, data, addr):
+                assert self.transport.is_reading()
+                got.append(data)
+                if len(got) in paused_at:
+                    self.transport.pause_reading()
+                    paused_at[len(got)].set_result(None)
+
+        async def round_trip():
+            # a full loop round trip: whatever was to be delivered meanwhile has been
+            st, sp = await lp.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+            ct, cp = await lp.create_datagram_endpoint(
+                Proto, remote_addr=st.get_extra_info("sockname"))
+            ct.sendto(b"ping")
+            assert (await cp.received.get())[0] == b"pong"
+            await close_all(st, ct)
+
+        rt, _ = await lp.create_datagram_endpoint(Pausing, local_addr=("127.0.0.1", 0))
+        rt.pause_reading()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for i in range(20):
+                sock.sendto(b"%d" % i, rt.get_extra_info("sockname"))
+        rt.resume_reading()
+        await paused_at[1]
+        await round_trip()
+        assert got == [b"0"]
+        rt.resume_reading()
+        await paused_at[5]
+        await round_trip()
+        assert len(got) == 5 and not rt.is_reading()
+        rt.resume_reading()
+        await paused_at[20]
+        assert got == [b"%d" % i for i in range(20)]
+        rt.close()
+
+    run(anyloop, main())
+
+
 def test_argument_errors(loop):
     async def main():
         lp = asyncio.get_running_loop()

@@ -464,6 +464,16 @@ class UDPTransport(_DatagramTransportBase):
             self._send_addrs[addr] = sockaddr
         return sockaddr
 
+    def _sender(self, offset: int) -> Any:
+        """The sender of a received datagram, from its sockaddr at ``offset`` in the arena.
+        Each datagram's own, also on a connected socket: what reached it before connect()
+        stays queued and is read with its sender's address."""
+        sockaddr = self._arena[offset:offset + SOCKADDR_SIZE]
+        addr = self._recv_addrs.get(sockaddr)
+        if addr is None:
+            addr = self._address_of(sockaddr)
+        return addr
+
     def _address_of(self, sockaddr: bytes) -> Any:
         """The address tuple socket.recvfrom() gives for a sender's sockaddr bytes."""
         host = ffi.new("char[]", 64)
@@ -492,14 +502,8 @@ class UDPTransport(_DatagramTransportBase):
                 if self._read_paused and not self._closing:
                     self._hold(a, b, c)
                 return  # (else closed earlier in this batch of events)
-            arena = self._arena
-            data = arena[a:a + b]
-            # Each datagram's own sender, also on a connected socket: what reached it
-            # before connect() stays queued and is read with its sender's address.
-            sockaddr = arena[c:c + SOCKADDR_SIZE]
-            addr = self._recv_addrs.get(sockaddr)
-            if addr is None:
-                addr = self._address_of(sockaddr)
+            data = self._arena[a:a + b]
+            addr = self._sender(c)
             try:
                 self._context.run(self._protocol.datagram_received, data, addr)
             except (SystemExit, KeyboardInterrupt):
@@ -526,13 +530,10 @@ class UDPTransport(_DatagramTransportBase):
         """A datagram libuv received in the batch whose callback paused reading: kept for
         resume_reading(), as asyncio, which would not have read it yet, keeps it in the
         socket."""
-        arena = self._arena
-        addr = self._peer
-        if addr is None:
-            addr = self._address_of(arena[addr_offset:addr_offset + SOCKADDR_SIZE])
+        addr = self._sender(addr_offset)
         if self._held is None:
             self._held = collections.deque()
-        self._held.append((arena[offset:offset + length], addr))
+        self._held.append((self._arena[offset:offset + length], addr))
 
     def _resume_receiving(self) -> None:
         if self._held:

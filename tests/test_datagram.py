@@ -851,6 +851,38 @@ def test_callback_exception_goes_to_handler(loop):
     run(loop, main())
 
 
+@pytest.mark.parametrize("kind", ["udp", "unix"])
+def test_error_received_exception_inside_sendto_reaches_the_caller(anyloop, kind):
+    # asyncio calls error_received() for sendto()'s own OSError inside sendto(): what it
+    # raises comes out of sendto(), to its caller (not to the exception handler), and the
+    # transport lives on.
+    contexts = []
+    anyloop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    class Raising(Proto):
+        def error_received(self, exc):
+            super().error_received(exc)
+            raise ZeroDivisionError(type(exc).__name__)
+
+    async def main():
+        lp = asyncio.get_running_loop()
+        if kind == "udp":
+            t, p = await lp.create_datagram_endpoint(Raising, local_addr=("127.0.0.1", 0))
+            data, addr = b"x" * 70000, t.get_extra_info("sockname")  # EMSGSIZE
+        else:
+            with tempfile.TemporaryDirectory() as d:
+                t, p = await lp.create_datagram_endpoint(
+                    Raising, local_addr=os.path.join(d, "s"), family=socket.AF_UNIX)
+            data, addr = b"x", os.path.join(d, "gone")  # FileNotFoundError
+        with pytest.raises(ZeroDivisionError):
+            t.sendto(data, addr)
+        assert isinstance(await p.errors.get(), OSError)
+        assert not t.is_closing() and contexts == []
+        await close_all(t)
+
+    run(anyloop, main())
+
+
 def test_unclosed_transport_warns(loop):
     import gc
 

@@ -257,20 +257,26 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
 
     # ---------------------------------------------------------------- errors and closing
 
-    def _send_failed(self, exc: BaseException) -> None:
+    def _send_failed(self, exc: BaseException, in_sendto: bool = False) -> None:
         """A send (or its address) raised: an OSError goes to error_received() and the
         transport lives on; anything else (socket.sendto's TypeError or OverflowError for
         a bad address) is fatal for the transport, as in asyncio."""
         if isinstance(exc, OSError):
-            self._protocol_error(exc)
+            self._protocol_error(exc, in_sendto)
         else:
             self._fatal_error(exc, "Fatal write error on datagram transport")
 
-    def _protocol_error(self, exc: OSError) -> None:
-        """An OSError of one datagram: the protocol hears of it, the transport lives on."""
+    def _protocol_error(self, exc: OSError, in_sendto: bool = False) -> None:
+        """An OSError of one datagram: the protocol hears of it, the transport lives on.
+
+        ``in_sendto``: the error is sendto()'s own, and error_received() is called inside
+        it, as asyncio calls it: what error_received() raises then goes to sendto()'s
+        caller, as in asyncio.  From the loop, it goes to the exception handler."""
+        if in_sendto:
+            # (the caller may be one of this transport's callbacks, already in its context)
+            run_in_context(self._context, self._protocol.error_received, exc)
+            return
         try:
-            # sendto()'s own error comes inside the caller's call (maybe one of this
-            # transport's callbacks, already in its context).
             run_in_context(self._context, self._protocol.error_received, exc)
         except (SystemExit, KeyboardInterrupt):
             raise
@@ -366,7 +372,7 @@ class UDPTransport(_DatagramTransportBase):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._send_failed(exc)
+                self._send_failed(exc, in_sendto=True)
                 return
         if type(data) is not bytes:
             data = bytes(data)
@@ -377,7 +383,7 @@ class UDPTransport(_DatagramTransportBase):
             self._pending += len(data)
             self._maybe_pause_protocol()
         else:
-            self._protocol_error(uv_error(r))
+            self._protocol_error(uv_error(r), in_sendto=True)
 
     def _sockaddr_of(self, addr: Any) -> bytes:
         """The sockaddr (bytes for C) of an address as socket.sendto() would take it."""
@@ -650,7 +656,7 @@ class SocketDatagramTransport(_DatagramTransportBase):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._send_failed(exc)
+                self._send_failed(exc, in_sendto=True)
                 return
         self._buffer.append((bytes(data), addr))
         self._pending += len(data)

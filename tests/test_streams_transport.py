@@ -359,6 +359,44 @@ def test_reset_after_the_peers_fin_is_still_eof(anyloop):
     assert calls == ["made", "eof", "lost"] and exc is None
 
 
+def test_reset_after_both_fins_is_still_eof(anyloop):
+    # As above, but our side had shut down its write side too, after the peer's FIN, and
+    # its own FIN was still queued (the peer's window was shut): the peer then closed with
+    # a reset, which the kernel files as ECONNRESET here (not EPIPE: the connection was
+    # past CLOSE_WAIT).  recv() still returns the data and then b"" (the peer's FIN came
+    # first), so asyncio calls eof_received(), and connection_lost(None) at the close.
+    # uvcffi read the pending error with SO_ERROR and made it a ConnectionResetError
+    # (found by tests/test_differential.py).
+    with socket.socket() as lsock:
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # shut the window soon
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        ours = socket.create_connection(lsock.getsockname())
+        peer, _ = lsock.accept()
+    with peer:
+        peer.sendall(b"reply")
+        peer.shutdown(socket.SHUT_WR)
+        ours.setblocking(False)
+        assert ours.send(bytes(1 << 20)) > 0  # more than the peer's window takes
+        ours.shutdown(socket.SHUT_WR)  # our FIN waits behind the unsent bytes
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    deadline = time.monotonic() + 10  # a bound, not a timing: loopback answers at once
+    while _tcp_state(ours) != 7 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert _tcp_state(ours) == 7
+
+    async def main():
+        tr, pr = await anyloop.create_connection(lambda: Recorder(keep_open=True), sock=ours)
+        while "eof" not in pr.calls and not pr.done.done():
+            await asyncio.sleep(0)
+        tr.close()
+        exc = await pr.done
+        return pr.calls, bytes(pr.data), exc
+
+    calls, data, exc = run(anyloop, main())
+    assert (calls[0], calls[-2:], data, exc) == ("made", ["eof", "lost"], b"reply", None)
+
+
 def test_write_eof_on_a_reset_connection_is_not_silent(anyloop):
     # The peer closed and reset the connection (as above); the protocol keeps its write
     # side open after the EOF and then calls write_eof(): shutdown() fails with ENOTCONN.

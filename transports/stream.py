@@ -31,7 +31,6 @@ import contextvars
 import errno
 import functools
 import logging
-import os
 import socket
 import sys
 import warnings
@@ -993,21 +992,24 @@ class SocketTransport(StreamTransportBase, asyncio.Transport):
 
     def _on_eof(self) -> None:
         # Data followed by a reset: libuv reads the data and, seeing POLLHUP after that
-        # partial read, reports EOF; the reset is left pending in SO_ERROR.  asyncio's next
-        # recv() would raise it, so it is a read error here too, not an EOF.  But a reset
-        # that came after the peer's FIN (an answer to a write of ours: the kernel files it
-        # as EPIPE) leaves that FIN an EOF, for recv() as for us.
+        # partial read, reports EOF without reading again; the reset is left pending.
+        # asyncio's next recv() would raise it, so it is a read error here too.  Whether
+        # that recv() raises is the kernel's to say, so ask it the same way: a peek.  A
+        # FIN that came before the reset makes recv() return b"" whatever the pending
+        # error is (TCP marks the stream done at the FIN), so the EOF stands then: the
+        # peer's FIN then a reset answering a write of ours (filed as EPIPE), or a reset
+        # after our own write_eof() too (filed as ECONNRESET: SO_ERROR alone, which this
+        # used to read, made that an error where asyncio sees EOF).  An AF_UNIX socket
+        # reports a pending reset before its EOF, to the peek as to asyncio's recv().
         sock = self._socket()
-        err = 0
         if sock is not None:
             try:
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            except OSError:
-                err = 0
-        if err and err != errno.EPIPE:
-            self._fatal_error(OSError(err, os.strerror(err)),
-                              f"Fatal read error on {self._kind} transport")
-            return
+                sock.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self._fatal_error(exc, f"Fatal read error on {self._kind} transport")
+                return
         StreamTransportBase._on_eof(self)
 
     def _accepted_peer(self) -> Any:

@@ -1044,3 +1044,34 @@ def test_record_boundaries_of_reads_in_a_larger_buffer(piece):
         in_header = state._rec_left == tls._REC_IN_HEADER
         assert (state._rec_left, state._rec_head if in_header else None) == expected, end
     assert state._rec_left == 0
+
+
+def test_nothing_buffered_after_connection_lost(loop, certs):
+    """The peer goes away (a FIN, no close_notify) and the protocol writes 1 MiB from its
+    eof_received(): the records never reach the socket, and once connection_lost() has
+    come get_write_buffer_size() is 0, as a plain socket transport's is (nothing will
+    ever be sent).  uvcffi still counted the records left in the outgoing BIO (found by
+    tests/test_differential.py).  (asyncio 3.11's raises AttributeError there.)"""
+    class Writer(Recorder):
+        def eof_received(self):
+            super().eof_received()
+            self.transport.write(bytes(1 << 20))
+
+    async def main():
+        server = await loop.create_server(Abort, "127.0.0.1", 0, ssl=certs.server())
+        try:
+            lsock = server.sockets[0]
+            tr, proto = await tls_client(loop, certs, lsock, lambda: Writer(loop))
+            exc = await asyncio.wait_for(proto.lost, TIMEOUT)
+        finally:
+            server.close()
+            await server.wait_closed()
+        return proto, exc, tr.get_write_buffer_size()
+
+    class Abort(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.abort()
+
+    proto, exc, size = run(loop, main())
+    assert proto.events[:2] == ["made", "eof"]
+    assert size == 0

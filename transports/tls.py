@@ -405,6 +405,11 @@ class SSLTransport(asyncio.Transport):
         self._closing = True
         self._backlog = None
         self._backlog_size = 0
+        # Records still in the outgoing BIO will never be sent (the protocol wrote them
+        # as the connection went): dropped, so get_write_buffer_size() is 0 once lost, as
+        # a socket transport's is, and not their size forever.
+        if self._outgoing.pending:
+            self._out_read()
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None

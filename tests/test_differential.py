@@ -81,6 +81,10 @@ class Hang(Exception):
     pass
 
 
+class Raised(ValueError):
+    """What a protocol callback raises when the script says so."""
+
+
 _TLS = []
 
 
@@ -151,7 +155,11 @@ class Side:
         # docstring): what a step armed for them is done at the step's end if they did not
         # come, and either way recorded as done "in flow control".
         where = "flow" if trigger in ("pause_writing", "resume_writing", "late") else trigger
+        raise_after = False
         for op, args in ops:
+            if op == "raise":
+                raise_after = True
+                continue
             if trigger == "lost":
                 # Kept apart: when connection_lost() comes, relative to the script's calls,
                 # can be timing (see Case.do's peer_gone).
@@ -163,6 +171,9 @@ class Side:
                 continue
             self.calls.append(("in", where))
             self.case.do(self, op, args)
+        if raise_after:
+            self.events.append(("raised in", trigger))
+            raise Raised(trigger)
 
     # -- protocol callbacks (the case's protocol classes forward here) --
     def connection_made(self, transport):
@@ -314,6 +325,9 @@ def _make_op(rng, kind, side, late):
     else:
         ops = ["pause", "pause", "resume", "resume", "is_closing"] + (["close"] if late else [])
     op = rng.choice(ops)
+    if rng.random() < 0.03:
+        # a protocol callback that raises: eof_received() or connection_lost()
+        return (side, "raise", (), rng.choice(("eof", "lost")))
     if op == "write":
         args = (_payload(rng),)
     elif op == "writelines":
@@ -753,6 +767,7 @@ def differences(kind, seed):
         # Neither loop may report an error to the exception handler: the peers' resets
         # and broken pipes are OSErrors, which both keep to debug logging, and anything
         # else would be a failure of this test's protocols or of the loop.
+        handled = []
         for ctx in exceptions:
             if (loop_name == "asyncio" and isinstance(ctx.get("exception"), AttributeError)
                     and "_call_connection_lost" in str(ctx.get("message"))):
@@ -761,11 +776,17 @@ def differences(kind, seed):
                 # abort() from the resume_writing() its _write_ready() calls, which then
                 # finds the buffer empty and the transport closing.
                 continue
+            if isinstance(ctx.get("exception"), Raised):
+                handled.append("a protocol callback raised")
+                continue
             diffs.append(f"{loop_name}: exception handler: {ctx.get('message')!r} "
                          f"{ctx.get('exception')!r}")
+        rec["handler"] = handled
         results[loop_name] = rec
     if len(results) < 2:
         return diffs
+    if results["uvcffi"].pop("handler") != results["asyncio"].pop("handler"):
+        diffs.append("the exception handler heard of the protocols' errors differently")
     u, a = results["uvcffi"], results["asyncio"]
     for name, r in a.items():
         raised = [i for i, c in enumerate(r["calls"])
@@ -817,6 +838,15 @@ def differences(kind, seed):
                                if e != "eof"]
                 r["calls"] = [(c[0], "?") if c[0] in ("is_closing", "is_reading") else c
                               for c in r["calls"]]
+                # A write_eof() meets a connection already failing (uvcffi) or not yet
+                # (asyncio): only the latter sets the EOF that makes later writes raise
+                # RuntimeError rather than be dropped as writes to a lost connection.
+                eof_at = next((i for i, c in enumerate(r["calls"]) if c[0] == "write_eof"),
+                              len(r["calls"]))
+                r["calls"] = r["calls"][:eof_at] + [
+                    (c[0], "dropped or refused") if c[0].startswith("write") and
+                    c[1:] in ((None,), ("raised", "RuntimeError")) else c
+                    for c in r["calls"][eof_at:]]
         if u[name]["reread"] or a[name]["reread"]:
             # asyncio reads again when a transport paused after its EOF resumes (the
             # second eof_received() of _asyncio_events comes from there); a reset the

@@ -135,6 +135,7 @@ class Side:
         self.lossy = False  # aborted with bytes buffered: the peer may miss some
         self.flow_suspect = False
         self.aborted = False
+        self.raised_in_eof = False  # (the transport closes then, as after a false return)
         self.lost_exc = False  # connection_lost() came with an exception
         self.reread = False  # resumed reading after its EOF (see _asyncio_events)
         self.armed = {}  # protocol callback -> operations to do inside its next call
@@ -181,6 +182,7 @@ class Side:
             self.calls.append(("in", where))
             self.case.do(self, op, args)
         if raise_after:
+            self.raised_in_eof = self.raised_in_eof or trigger == "eof"
             self.events.append(("raised in", trigger))
             raise Raised(trigger)
 
@@ -492,8 +494,10 @@ class Case:
         return None
 
     def closes_itself(self, x):
-        """x's eof_received() returned a false value: its transport closes itself."""
-        return x.eof and not x.eof_ret and self.kind in ("tcp", "unix", "tls")
+        """x's eof_received() returned a false value (or raised): its transport closes
+        itself."""
+        return (x.eof and (not x.eof_ret or x.raised_in_eof)
+                and self.kind in ("tcp", "unix", "tls"))
 
     def peer(self, x):
         a, b = self.sides

@@ -1,9 +1,11 @@
 import gc
 import signal
 import sys
+import tempfile
 
 import pytest
 from _helpers import LOOP_FACTORIES
+from _tls_certs import Certs
 
 import uvcffi
 
@@ -59,3 +61,11 @@ def loop():
 def pytest_report_header(config):
     impl = sys.implementation.name
     return f"uvcffi on {impl} {sys.version.split()[0]}, libuv {uvcffi.libuv_version()}"
+
+
+@pytest.fixture(scope="module")
+def certs():
+    """A CA and the server and client certificates it signed (tests/_tls_certs.py), made
+    once per test module that asks for them (the TLS tests need the openssl command)."""
+    with tempfile.TemporaryDirectory() as d:
+        yield Certs(d)

@@ -328,6 +328,18 @@ IPV6_EXTRAS = [
 ]
 
 
+async def _how_socket_sendto_answers(family, addr, receiver):
+    """What socket.sendto() makes of ``addr``: (exception type, message) when it refuses
+    it, else None, once its probe has reached ``receiver``."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(b"probe", addr)
+        except Exception as exc:  # noqa: BLE001 - the refusal is the expectation
+            return (type(exc), str(exc))
+    assert (await receiver.received.get())[0] == b"probe"
+    return None
+
+
 @needs_ipv6
 @pytest.mark.parametrize("template", IPV6_EXTRAS, ids=repr)
 def test_sendto_ipv6_flowinfo_and_scope_id_as_socket_sendto(anyloop, template):
@@ -338,14 +350,7 @@ def test_sendto_ipv6_flowinfo_and_scope_id_as_socket_sendto(anyloop, template):
         rt, rp = await anyloop.create_datagram_endpoint(Proto, local_addr=("::1", 0))
         port = rt.get_extra_info("sockname")[1]
         addr = tuple(port if x == "P" else x for x in template)
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.sendto(b"probe", addr)
-            except Exception as exc:  # noqa: BLE001 - the refusal is the expectation
-                refused = (type(exc), str(exc))
-            else:
-                refused = None
-                assert (await rp.received.get())[0] == b"probe"
+        refused = await _how_socket_sendto_answers(socket.AF_INET6, addr, rp)
         t, p = await anyloop.create_datagram_endpoint(Proto, family=socket.AF_INET6)
         t.sendto(b"x", addr)
         if refused is None:
@@ -373,14 +378,7 @@ def test_sendto_host_forms_as_socket_sendto(anyloop, host):
     async def main():
         rt, rp = await anyloop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
         addr = (host, rt.get_extra_info("sockname")[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.sendto(b"probe", addr)
-            except Exception as exc:  # noqa: BLE001 - the refusal is the expectation
-                refused = (type(exc), str(exc))
-            else:
-                refused = None
-                assert (await rp.received.get())[0] == b"probe"
+        refused = await _how_socket_sendto_answers(socket.AF_INET, addr, rp)
         t, p = await anyloop.create_datagram_endpoint(Proto, family=socket.AF_INET)
         for _ in range(2):  # (the second time from the cache, if it was cached)
             t.sendto(b"x", addr)

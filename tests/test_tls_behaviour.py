@@ -32,24 +32,16 @@ import shutil
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import weakref
 
 import pytest
 from _helpers import run
-from _tls_certs import Certs
 
 TIMEOUT = 10
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="the openssl command line makes the test certificates")
-
-
-@pytest.fixture(scope="module")
-def certs():
-    with tempfile.TemporaryDirectory() as d:
-        yield Certs(d)
 
 
 class Peer:

@@ -9,22 +9,14 @@ import shutil
 import socket
 import ssl
 import subprocess
-import tempfile
 
 import pytest
 from _helpers import run
-from _tls_certs import Certs
 
 TIMEOUT = 10
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="the openssl command line (certificates, peers)")
-
-
-@pytest.fixture(scope="module")
-def certs():
-    with tempfile.TemporaryDirectory() as d:
-        yield Certs(d)
 
 
 def socket_fds():

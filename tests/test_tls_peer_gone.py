@@ -10,20 +10,12 @@ import shutil
 import socket
 import ssl
 import struct
-import tempfile
 
 import pytest
 from _helpers import run
-from _tls_certs import Certs
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None,
                                 reason="the openssl command line (certificates)")
-
-
-@pytest.fixture(scope="module")
-def certs():
-    with tempfile.TemporaryDirectory() as d:
-        yield Certs(d)
 
 
 class Recorder(asyncio.Protocol):
@@ -87,6 +79,20 @@ def reset(sock):
     sock.close()
 
 
+async def serve_to_last_flight(loop, certs, protocol_class, protos):
+    """A TLS server whose protocols (``protocol_class(loop)``) are appended to ``protos``,
+    and a client taken to the last flight of its handshake: (server, then what
+    client_to_last_flight() returns)."""
+
+    def factory():
+        protos.append(protocol_class(loop))
+        return protos[-1]
+
+    server = await loop.create_server(factory, "127.0.0.1", 0, ssl=certs.server())
+    port = server.sockets[0].getsockname()[1]
+    return (server, *await client_to_last_flight(loop, certs, port))
+
+
 @pytest.mark.parametrize("with_data", [False, True], ids=["finished", "finished+data"])
 def test_reset_with_the_last_flight(anyloop, certs, with_data):
     """The client's Finished (and a first record of data) then a reset, read in one poll.
@@ -98,14 +104,9 @@ def test_reset_with_the_last_flight(anyloop, certs, with_data):
     loop = anyloop
     protos = []
 
-    def factory():
-        protos.append(Recorder(loop))
-        return protos[-1]
-
     async def main():
-        server = await loop.create_server(factory, "127.0.0.1", 0, ssl=certs.server())
-        port = server.sockets[0].getsockname()[1]
-        sock, obj, _, outgoing = await client_to_last_flight(loop, certs, port)
+        server, sock, obj, _, outgoing = await serve_to_last_flight(loop, certs, Recorder,
+                                                                    protos)
         if with_data:
             obj.write(b"GET / HTTP/1.1\r\n")
         sock.send(outgoing.read())  # (small: the socket takes it all)
@@ -194,14 +195,9 @@ def test_request_then_fin_in_one_read_is_answered(anyloop, certs, with_finished)
     loop = anyloop
     protos = []
 
-    def factory():
-        protos.append(Responder(loop))
-        return protos[-1]
-
     async def main():
-        server = await loop.create_server(factory, "127.0.0.1", 0, ssl=certs.server())
-        port = server.sockets[0].getsockname()[1]
-        sock, obj, incoming, outgoing = await client_to_last_flight(loop, certs, port)
+        server, sock, obj, incoming, outgoing = await serve_to_last_flight(
+            loop, certs, Responder, protos)
         if not with_finished:
             await loop.sock_sendall(sock, outgoing.read())
             # The server's session tickets: its handshake is done.

@@ -1318,31 +1318,51 @@ _ACCEL_METHODS["_run_once"] = "run_once"
 
 
 # The accelerator's slow paths: the Python code, taking the loop first (see accel.c).
+# A method fetched before set_debug(True) stays the accelerator's and comes here in debug
+# mode: each path takes its own frame out of the traceback it records, so that
+# source_traceback ends at the caller, as asyncio's does (the frames of asyncio's code
+# inside are already taken out by the methods it calls).
+def _without_own_frame(result: _T, name: str) -> _T:
+    stack = getattr(result, "_source_traceback", None)
+    if stack:  # debug mode only
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i].name == name and stack[i].filename == __file__:
+                del stack[i]
+                break
+    return result
+
+
 def _call_soon_py(loop: CoreLoop, callback: Callable[..., object], args: tuple[Any, ...],
                   context: Context | None) -> Handle:
-    return CoreLoop.call_soon(loop, callback, *args, context=context)
+    return _without_own_frame(CoreLoop.call_soon(loop, callback, *args, context=context),
+                              "_call_soon_py")
 
 
 def _call_soon_threadsafe_py(loop: CoreLoop, callback: Callable[..., object],
                              args: tuple[Any, ...], context: Context | None) -> Handle:
-    return CoreLoop.call_soon_threadsafe(loop, callback, *args, context=context)
+    return _without_own_frame(
+        CoreLoop.call_soon_threadsafe(loop, callback, *args, context=context),
+        "_call_soon_threadsafe_py")
 
 
 def _call_later_py(loop: CoreLoop, delay: float, callback: Callable[..., object],
                    args: tuple[Any, ...], context: Context | None) -> TimerHandle:
-    return CoreLoop.call_later(loop, delay, callback, *args, context=context)
+    return _without_own_frame(
+        CoreLoop.call_later(loop, delay, callback, *args, context=context), "_call_later_py")
 
 
 def _call_at_py(loop: CoreLoop, when: float, callback: Callable[..., object],
                 args: tuple[Any, ...], context: Context | None) -> TimerHandle:
-    return CoreLoop.call_at(loop, when, callback, *args, context=context)
+    return _without_own_frame(CoreLoop.call_at(loop, when, callback, *args, context=context),
+                              "_call_at_py")
 
 
 def _call_python(loop: CoreLoop, method: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> Handle:
     # A call the accelerator does not take apart (keyword arguments other than context=,
     # as call_later(delay=1, callback=cb), or too few arguments) binds as asyncio's does.
-    return getattr(CoreLoop, method)(loop, *args, **kwargs)  # type: ignore[no-any-return]
+    result: Handle = getattr(CoreLoop, method)(loop, *args, **kwargs)
+    return _without_own_frame(result, "_call_python")
 
 
 def _callback_failed(loop: CoreLoop, handle: Handle, exc: BaseException) -> None:

@@ -585,6 +585,36 @@ def test_debug_mode_handles_say_where_the_user_created_them(anyloop):
         handle.cancel()
 
 
+def test_debug_mode_tracebacks_end_at_the_caller_of_methods_fetched_before(anyloop):
+    # A bound method kept from before set_debug(True) (a callback registry, say) records
+    # the same source traceback as a fresh one: its last frame is the caller's.
+    loop = anyloop
+    call_soon, call_soon_threadsafe = loop.call_soon, loop.call_soon_threadsafe
+    call_later, call_at, create_task = loop.call_later, loop.call_at, loop.create_task
+    loop.set_debug(True)
+
+    async def nothing():
+        pass
+
+    made = {
+        "call_soon": call_soon(print),
+        "call_soon context=": call_soon(print, context=None),
+        "call_soon_threadsafe": call_soon_threadsafe(print),
+        "call_later": call_later(60, print),
+        "call_later by keyword": call_later(delay=60, callback=print),
+        "call_at": call_at(loop.time() + 60, print),
+    }
+    task = create_task(nothing())
+    last = {what: h._source_traceback[-1].name for what, h in made.items()}
+    last["create_task"] = task._source_traceback[-1].name
+    for handle in made.values():
+        handle.cancel()
+    loop.run_until_complete(task)
+    me = sys._getframe().f_code.co_name
+    assert last == dict.fromkeys(last, me)
+    loop.set_debug(False)
+
+
 def test_handle_reprs_name_asyncio_classes(anyloop):
     # Logs and debuggers show handles by repr: as asyncio's Handle and TimerHandle.
     anyloop.set_debug(False)  # (debug mode adds where each was created)

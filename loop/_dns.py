@@ -326,11 +326,11 @@ class DnsMethods(_LoopBase):
         if not 2 <= len(sockaddr) <= 4 or not isinstance(sockaddr[0], str):
             raise TypeError("getnameinfo(): illegal sockaddr argument")
         host, port = sockaddr[0], _as_c_int(sockaddr[1])
-        flowinfo = operator.index(sockaddr[2]) if len(sockaddr) > 2 else 0
-        scope_id = operator.index(sockaddr[3]) if len(sockaddr) > 3 else 0
-        if not 0 <= scope_id <= 0xFFFFFFFF:
-            raise OverflowError("Python int too large to convert to C unsigned long")
-        if not 0 <= flowinfo <= 0xFFFFF:
+        # CPython parses both as C unsigned ints that wrap (2**32 is 0, -1 is 2**32 - 1), as
+        # its sendto() does, and then checks flowinfo's range: the same values here.
+        flowinfo = operator.index(sockaddr[2]) & 0xFFFFFFFF if len(sockaddr) > 2 else 0
+        scope_id = operator.index(sockaddr[3]) & 0xFFFFFFFF if len(sockaddr) > 3 else 0
+        if flowinfo > 0xFFFFF:
             raise OverflowError("getnameinfo(): flowinfo must be 0-1048575.")
         # As socket.getnameinfo: the host must be numeric, resolved with AI_NUMERICHOST
         # (which never leaves the process, so it runs here), and must be one address.

@@ -235,7 +235,15 @@ if HAS_IPV6:
         (("::1", 80), 0),
         (("fe80::1%lo", 80, 0, 0), socket.NI_NUMERICHOST),
     ]
-    GETNAMEINFO_BAD.append((("::1", 80, 2**21, 0), 0, OverflowError))
+    GETNAMEINFO_BAD += [(("::1", 80, 2**21, 0), 0, OverflowError),
+                        (("::1", 80, -1, 0), 0, OverflowError)]
+    if IS_CPYTHON:  # PyPy 3.9's getnameinfo takes no 4-tuple (ValueError): asyncio's there
+        # CPython wraps flowinfo and scope id as C unsigned ints, then checks flowinfo
+        GETNAMEINFO_CASES += [
+            (("::1", 80, 0, 2**32), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV),
+            (("::1", 80, 0, 2**64 + 1), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV),
+            (("::1", 80, 2**32 + 5, 0), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV),
+        ]
 
 
 @pytest.mark.parametrize("sockaddr,flags,exc_type", GETNAMEINFO_BAD, ids=repr)

@@ -144,7 +144,11 @@ void uvc_fdguard_init(uvc_loop_t *L) {
 }
 
 void uvc_fdguard_add(uvc_loop_t *L, uvc_base_t *b, uv_stream_t *s) {
-    int fd = s->io_watcher.fd;
+    uvc_fdguard_add_io(L, b, &s->io_watcher);
+}
+
+void uvc_fdguard_add_io(uvc_loop_t *L, uvc_base_t *b, uv__io_t *w) {
+    int fd = w->fd;
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0)
         return;
@@ -163,13 +167,12 @@ void uvc_fdguard_add(uvc_loop_t *L, uvc_base_t *b, uv_stream_t *s) {
     if (e->b != NULL && e->b != b)
         cut_off(L, e, UV_EBADF, 0); /* see uvc_fdguard_claim: uv_tcp_connect made this fd */
     /* uv_tcp_connect started watching before the stale stream let go of the number. */
-    uv__io_t *w = &s->io_watcher;
     if (w->pevents != 0 && (unsigned)fd < L->uv.nwatchers && L->uv.watchers[fd] == NULL) {
         L->uv.watchers[fd] = w;
         L->uv.nfds++;
     }
     e->b = b;
-    e->w = &s->io_watcher;
+    e->w = w;
     e->dev = st.st_dev;
     e->ino = st.st_ino;
     b->guard_fd = fd;

@@ -12,7 +12,9 @@
  * opened with (the number closed and reused), the stream is cut off from libuv (its fd
  * number forgotten, so closing the handle closes nobody's file) and Python gets
  * UVC_EV_FD_LOST with UV_EBADF (the transport fails, paused or not); every later call on the slot but uvc_close fails with
- * UV_EBADF.  The common path costs nothing more than libuv's own epoll_ctl, plus an
+ * UV_EBADF.  UDP handles are guarded the same way: their fd is libuv's own duplicate,
+ * which only a stray close can reach (a socket object closed twice, the number reused by
+ * the duplicate in between), and libuv aborts on it all the same.  The common path costs nothing more than libuv's own epoll_ctl, plus an
  * fstat() per EPOLL_CTL_ADD.
  *
  * This reads fields of uv_loop_t and uv__io_t that uv.h declares but calls private
@@ -35,6 +37,8 @@ void uvc_fdguard_init(uvc_loop_t *L);
 void uvc_fdguard_claim(uvc_loop_t *L, int fd);
 /* Guard the fd a stream handle holds now (after uv_tcp_open, uv_pipe_open, uv_tcp_connect). */
 void uvc_fdguard_add(uvc_loop_t *L, uvc_base_t *b, uv_stream_t *s);
+/* The same for any handle's I/O watcher (a UDP handle's, after uv_udp_open). */
+void uvc_fdguard_add_io(uvc_loop_t *L, uvc_base_t *b, uv__io_t *w);
 /* Stop guarding a slot's fd: before uv_close, which closes the fd (and, if the fd was
  * closed under the stream, now names nobody's file or another's, forgets it first so that
  * uv_close closes nothing). */

@@ -1,6 +1,8 @@
 /* uvcffi UDP: see uvc_udp.h. */
 #include "uvc_udp.h"
 
+#include "uvc_fdguard.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -103,6 +105,8 @@ int uvc_udp_open(uvc_loop_t *L, int fd) {
     optlen = sizeof reuseport;
     getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &reuseport, &optlen);
 #endif
+    /* The duplicate may take the number of a handle whose fd was closed under it. */
+    uvc_fdguard_claim(L, dupfd);
     r = uv_udp_open(&h->udp, dupfd);
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuseaddr, sizeof reuseaddr);
 #ifdef SO_REUSEPORT
@@ -115,14 +119,25 @@ int uvc_udp_open(uvc_loop_t *L, int fd) {
         uv_close((uv_handle_t *)&h->udp, uvc_close_cb);
         return r;
     }
+    /* Only a stray close reaches libuv's duplicate (a socket object closed twice, the number
+     * taken by the duplicate in between); libuv would abort at the next epoll_ctl on it and
+     * close the number with the handle, whoever has it by then (see uvc_fdguard.h). */
+    uvc_fdguard_add_io(L, &h->base, &h->udp.io_watcher);
     return h->base.slot;
 }
 
-int uvc_udp_recv(uvc_loop_t *L, int slot, int on) {
+/* The UDP handle of a slot, or NULL if there is none or its fd was closed under it. */
+static uv_udp_t *udp_of(uvc_loop_t *L, int slot) {
     uvc_base_t *b = uvc_slot_get(L, slot);
-    if (b == NULL)
+    if (b == NULL || b->handle->type != UV_UDP || b->faulted)
+        return NULL;
+    return (uv_udp_t *)b->handle;
+}
+
+int uvc_udp_recv(uvc_loop_t *L, int slot, int on) {
+    uv_udp_t *udp = udp_of(L, slot);
+    if (udp == NULL)
         return UV_EBADF;
-    uv_udp_t *udp = (uv_udp_t *)b->handle;
     if (on)
         return uv_udp_recv_start(udp, udp_alloc_cb, udp_recv_cb);
     return uv_udp_recv_stop(udp);
@@ -130,10 +145,9 @@ int uvc_udp_recv(uvc_loop_t *L, int slot, int on) {
 
 int uvc_udp_send(uvc_loop_t *L, int slot, const char *data, size_t len, const char *addr,
                  int queued) {
-    uvc_base_t *b = uvc_slot_get(L, slot);
-    if (b == NULL)
+    uv_udp_t *udp = udp_of(L, slot);
+    if (udp == NULL)
         return UV_EBADF;
-    uv_udp_t *udp = (uv_udp_t *)b->handle;
     struct sockaddr_storage ss;
     const struct sockaddr *sa = NULL;
     if (addr != NULL) {

@@ -697,3 +697,65 @@ def test_callbacks_of_a_closed_fd_never_run_for_the_file_that_reuses_its_number(
         d.close()
         return stale, got
     """) == "result ([], %r)" % (None if then == "remove_writer" else b"new")
+
+
+UDP_PRELUDE = """
+class Proto(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.lost = asyncio.get_running_loop().create_future()
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+async def udp_endpoint_on_a_stray_number(loop):
+    # A socket object whose fd the program closed with os.close() still thinks it owns the
+    # number: closing the object later (a double close) closes whatever has the number by
+    # then, here libuv's own duplicate of the endpoint's socket.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    stray = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    number = stray.fileno()
+    os.close(number)
+    transport, proto = await loop.create_datagram_endpoint(Proto, sock=sock)
+    st, mine = os.fstat(number), os.fstat(sock.fileno())
+    assert (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)  # libuv's duplicate
+    stray.close()
+    return transport, proto, sock, number
+"""
+
+
+def run_udp_case(body):
+    return run_isolated(UDP_PRELUDE + textwrap.dedent(body))
+
+
+def test_a_udp_endpoint_whose_libuv_fd_was_closed_resumes_into_an_error_not_an_abort():
+    # libuv registers a resumed UDP handle with epoll at its next poll and aborts the process
+    # when that fails (EBADF): the fd guard now covers UDP handles as it covers streams.
+    assert run_udp_case("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, proto, sock, number = await udp_endpoint_on_a_stray_number(loop)
+        transport.pause_reading()
+        await asyncio.sleep(0)
+        transport.resume_reading()  # libuv: EPOLL_CTL_ADD on the closed number, abort()
+        exc = await proto.lost  # no timer pending: a poll that blocks hangs here
+        return type(exc).__name__, exc.errno, sock.fileno()
+    """) == "result ('OSError', 9, -1)"
+
+
+def test_a_udp_endpoint_whose_libuv_fd_was_closed_closes_no_other_file():
+    assert run_udp_case("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, proto, sock, number = await udp_endpoint_on_a_stray_number(loop)
+        other, other_peer = socket.socketpair()
+        assert other.fileno() == number
+        transport.close()  # libuv closed its fd number, the other socket's now
+        await proto.lost
+        await asyncio.sleep(0)  # libuv's close callback has run
+        other_peer.send(b"still open")
+        got = other.recv(100)
+        other.close()
+        other_peer.close()
+        return got, sock.fileno()
+    """) == "result (b'still open', -1)"
+

@@ -34,6 +34,7 @@ logger = logging.getLogger("asyncio")
 EV_UDP_RECV = lib.UVC_EV_UDP_RECV
 EV_UDP_SEND = lib.UVC_EV_UDP_SEND
 EV_READ_ERROR = lib.UVC_EV_READ_ERROR
+EV_FD_LOST = lib.UVC_EV_FD_LOST
 SOCKADDR_SIZE = lib.UVC_SOCKADDR_SIZE
 UDP_QUEUED = lib.UVC_UDP_QUEUED
 _udp_send = lib.uvc_udp_send
@@ -531,6 +532,14 @@ class UDPTransport(_DatagramTransportBase):
                 # ICMP errors of a connected socket (ConnectionRefusedError, ...) come as
                 # recv errors: asyncio reports them and keeps the transport.
                 self._protocol_error(uv_error(a))
+        elif kind == EV_FD_LOST:
+            # libuv's duplicate of the socket was closed under the loop (a stray close:
+            # csrc/uvc_fdguard.h): libuv let go of the handle, which can receive and send
+            # nothing any more.  The socket object is still ours to close.
+            self._reading = False
+            self._fatal_error(
+                uv_error(a), "Fatal error on datagram transport: its fd was closed under the loop"
+            )
 
     def _hold(self, offset: int, length: int, addr_offset: int) -> None:
         """A datagram libuv received in the batch whose callback paused reading: kept for

@@ -5,17 +5,58 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
 /* Ready fds taken per wake-up; more stay ready (level-triggered) for the next iteration. */
 #define UVC_FDSET_BATCH 256
 
+/* What the set holds for one fd number: the events asked for (0: nothing), and the
+ * generation of the registration, which its epoll events carry along with the fd. */
+typedef struct {
+    uint32_t events;
+    uint32_t gen;
+} fdset_reg_t;
+
 typedef struct {
     uvc_base_t base;
     uv_poll_t poll;
     int epfd;
+    fdset_reg_t *regs; /* by fd number */
+    int nregs;
+    uint32_t gen;      /* the last generation handed out */
 } uvc_fdset_t;
+
+/* An epoll registration is the pair (open file, fd number), and closing the number removes
+ * it only when no other fd refers to that file any more (a dup(), a child's copy).  Until
+ * then epoll keeps reporting the closed number's file under the old number: for nobody (a
+ * busy loop, level-triggered, while that file is readable, even after remove_reader), or
+ * for the new file that took the number and is watched in its own right, whose callbacks
+ * then run for the other file's readiness.  Such a registration cannot be deleted (the
+ * kernel finds it through an fd of that file, under that number), so each registration
+ * carries a generation in its event data: an event whose generation is not the one the
+ * number holds now is stale, and the set is rebuilt without it (set_rebuild). */
+static uint64_t reg_data(int fd, uint32_t gen) { return ((uint64_t)gen << 32) | (uint32_t)fd; }
+
+static fdset_reg_t *reg_of(uvc_fdset_t *s, int fd, int grow) {
+    if (fd < s->nregs)
+        return &s->regs[fd];
+    if (!grow)
+        return NULL;
+    int n = s->nregs ? s->nregs : 64;
+    while (n <= fd)
+        n *= 2;
+    fdset_reg_t *t = realloc(s->regs, sizeof *t * (size_t)n);
+    if (t == NULL)
+        return NULL;
+    memset(t + s->nregs, 0, sizeof *t * (size_t)(n - s->nregs));
+    s->regs = t;
+    s->nregs = n;
+    return &s->regs[fd];
+}
+
+static void fdset_cb(uv_poll_t *p, int status, int events);
 
 static void fdset_free(uvc_base_t *b) {
     uvc_fdset_t *s = (uvc_fdset_t *)b;
@@ -24,24 +65,62 @@ static void fdset_free(uvc_base_t *b) {
         s->base.loop->fdset = NULL;
     if (s->epfd >= 0)
         close(s->epfd);
+    free(s->regs);
+}
+
+/* A fresh epoll set under the same number, holding only the registrations that are still
+ * the ones asked for: each is checked in the old set first (EPOLL_CTL_MOD finds the pair
+ * of the file now at that number and the number; ENOENT if the number was closed and
+ * reused since, EBADF if it is closed), so a closed number's callbacks are not made to
+ * watch whichever file has the number now (the caller's next change to it gets UV_ENOENT,
+ * as if the kernel had dropped it).  Stale registrations go with the old set. */
+static void set_rebuild(uvc_fdset_t *s) {
+    int fresh = epoll_create1(EPOLL_CLOEXEC);
+    if (fresh < 0)
+        return; /* the stale events stay (as they would on any selector loop) */
+    for (int fd = 0; fd < s->nregs; fd++) {
+        fdset_reg_t *r = &s->regs[fd];
+        if (r->events == 0)
+            continue;
+        struct epoll_event e = {0};
+        e.events = r->events;
+        e.data.u64 = reg_data(fd, r->gen);
+        if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &e) != 0 ||
+            epoll_ctl(fresh, EPOLL_CTL_ADD, fd, &e) != 0)
+            r->events = 0;
+    }
+    /* libuv watches the number: its registration was for the old set's file, which the
+     * dup3 closes (and the kernel drops with it), so its watch must be made again. */
+    dup3(fresh, s->epfd, O_CLOEXEC);
+    close(fresh);
+    uv_poll_stop(&s->poll);
+    uv_poll_start(&s->poll, UV_READABLE, fdset_cb);
 }
 
 static void fdset_cb(uv_poll_t *p, int status, int events) {
     uvc_fdset_t *s = p->data;
     struct epoll_event ready[UVC_FDSET_BATCH];
+    int stale = 0;
     (void)events;
     if (status < 0)
         return;
     int n = epoll_wait(s->epfd, ready, UVC_FDSET_BATCH, 0);
     for (int i = 0; i < n; i++) {
+        int fd = (int)(uint32_t)ready[i].data.u64;
+        fdset_reg_t *r = reg_of(s, fd, 0);
+        if (r == NULL || r->events == 0 || r->gen != (uint32_t)(ready[i].data.u64 >> 32)) {
+            stale = 1; /* a registration of a closed number's file (see reg_data) */
+            continue;
+        }
         uint32_t e = ready[i].events;
         /* selectors' rule: anything but "writable" counts as readable and vice versa, so an
          * error or hang-up wakes both callbacks, whose own I/O call then meets it. */
         int mask = ((e & ~(uint32_t)EPOLLOUT) ? UVC_READABLE : 0) |
                    ((e & ~(uint32_t)EPOLLIN) ? UVC_WRITABLE : 0);
-        uvc_emit(s->base.loop, UVC_EV_POLL, s->base.slot, ready[i].data.fd, mask,
-                 s->base.loop->polls);
+        uvc_emit(s->base.loop, UVC_EV_POLL, s->base.slot, fd, mask, s->base.loop->polls);
     }
+    if (stale)
+        set_rebuild(s);
 }
 
 int uvc_fdset_open(uvc_loop_t *L) {
@@ -88,32 +167,48 @@ static int epoll_events(int events) {
 int64_t uvc_fdset_ctl(uvc_loop_t *L, int fd, int old, int events) {
     if (L->closed || L->fdset == NULL)
         return UV_EBADF;
-    int epfd = ((uvc_fdset_t *)L->fdset)->epfd;
+    uvc_fdset_t *s = (uvc_fdset_t *)L->fdset;
+    int epfd = s->epfd;
     /* The set's own number: what the caller holds is an fd closed before the set was
      * opened (the set took the lowest free number).  EBADF, as for any closed fd. */
     if (fd == epfd)
         return UV_EBADF;
+    if (fd < 0)
+        return UV_EBADF;
+    fdset_reg_t *r = reg_of(s, fd, events != 0);
     struct epoll_event e = {0};
     e.events = (uint32_t)epoll_events(events);
-    e.data.fd = fd;
     if (events == 0) {
-        /* EBADF or ENOENT: closing the fd took it out of the set already. */
+        /* EBADF or ENOENT: closing the fd took it out of the set already (or left it to a
+         * duplicate's file, which fdset_cb finds stale). */
         epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &e);
+        if (r != NULL)
+            r->events = 0;
         return L->polls;
     }
+    if (r == NULL)
+        return UV_ENOMEM;
     int op = old == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-    if (epoll_ctl(epfd, op, fd, &e) == 0)
-        return L->polls;
+    /* A change keeps the registration's generation; a new one gets the next. */
+    uint32_t gen = op == EPOLL_CTL_MOD && r->events != 0 ? r->gen : ++s->gen;
+    e.data.u64 = reg_data(fd, gen);
+    int ok = epoll_ctl(epfd, op, fd, &e) == 0;
     /* A registration that survived through a duplicate of a closed fd (ADD gives EEXIST):
      * make it what is asked. */
-    if (errno == EEXIST && op == EPOLL_CTL_ADD) {
-        if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &e) == 0)
-            return L->polls;
+    if (!ok && errno == EEXIST && op == EPOLL_CTL_ADD)
+        ok = epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &e) == 0;
+    if (ok) {
+        r->events = e.events;
+        r->gen = gen;
+        return L->polls;
     }
     /* MOD gives ENOENT when the fd dropped out of the set (closed, its number maybe another
      * file's now): UV_ENOENT, nothing registered.  What it was watched for (``old``) was
      * for the file that is gone; re-adding it would run those callbacks for the new file. */
-    return uv_translate_sys_error(errno);
+    int err = uv_translate_sys_error(errno);
+    if (op == EPOLL_CTL_MOD)
+        r->events = 0;
+    return err;
 }
 
 int uvc_fdset_fd(uvc_loop_t *L) {
@@ -132,4 +227,7 @@ void uvc_fdset_after_fork(uvc_loop_t *L) {
     /* Same number, so libuv's poll on it (re-armed by uv_loop_fork) watches the new set. */
     dup3(fresh, s->epfd, O_CLOEXEC);
     close(fresh);
+    /* Empty: Python registers again what it watches. */
+    if (s->regs != NULL)
+        memset(s->regs, 0, sizeof *s->regs * (size_t)s->nregs);
 }

@@ -16,6 +16,10 @@
  * one of them may consume the fd's data and watch it anew.  Such a watch, made after the
  * poll (uvc_fdset_ctl returns the poll number it was made after), must not get the event,
  * as asyncio's selector loop only runs the handles it found registered when it polled.
+ *
+ * A registration epoll keeps for a closed fd whose file lives on in a duplicate is never
+ * reported: each event carries its registration's generation, and one that is not the
+ * number's current registration makes the set be rebuilt without it (uvc_fdset.c).
  */
 #ifndef UVC_FDSET_H
 #define UVC_FDSET_H

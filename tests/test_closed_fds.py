@@ -759,3 +759,55 @@ def test_a_udp_endpoint_whose_libuv_fd_was_closed_closes_no_other_file():
         return got, sock.fileno()
     """) == "result (b'still open', -1)"
 
+
+def test_a_closed_fd_whose_file_lives_on_never_wakes_the_file_that_reuses_its_number():
+    # epoll keeps a registration while any fd refers to its file: closing the number does
+    # not remove it when the file lives on in a duplicate.  The number's new file, watched,
+    # had its callback run at every poll for the duplicate's data (asyncio's does too).
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        number = a.fileno()
+        loop.add_reader(number, lambda: None)
+        await asyncio.sleep(0)  # registered, and polled
+        keep = os.dup(number)
+        a.close()  # without remove_reader: the registration lives on with keep's file
+        c, d = socket.socketpair()
+        assert c.fileno() == number
+        b.send(b"for the closed number's file")  # keep is readable; c is not
+        fired = []
+        loop.add_reader(number, fired.append, "new")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        loop.remove_reader(number)
+        for fd in (keep, b, c, d):
+            os.close(fd) if isinstance(fd, int) else fd.close()
+        return fired
+    """) == "result []"
+
+
+def test_a_removed_reader_of_a_closed_fd_whose_file_lives_on_leaves_no_events_behind():
+    # remove_reader after the close cannot take the registration out (the number names no
+    # file, so epoll_ctl cannot find it): epoll kept reporting the duplicate's file, for
+    # nobody, at every poll (a busy loop while it stays readable; asyncio's too).
+    assert run_isolated("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        number = a.fileno()
+        loop.add_reader(number, lambda: None)
+        await asyncio.sleep(0)
+        keep = os.dup(number)
+        a.close()
+        loop.remove_reader(number)
+        b.send(b"for nobody")  # keep stays readable
+        await asyncio.sleep(0)  # (the stale registration is met here)
+        before = loop.stats()["events"].get("poll", 0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        after = loop.stats()["events"].get("poll", 0)
+        os.close(keep)
+        b.close()
+        return after - before
+    """) == "result 0"

@@ -187,6 +187,14 @@ void uvc_fdguard_claim(uvc_loop_t *L, int fd) {
         cut_off(L, &L->guard[fd], UV_EBADF, 0);
 }
 
+int uvc_fdguard_lost(uvc_loop_t *L, uvc_base_t *b, int err) {
+    int fd = b->guard_fd;
+    if (fd < 0 || fd >= L->guard_cap || L->guard[fd].b != b)
+        return 0;
+    cut_off(L, &L->guard[fd], err, 1);
+    return 1;
+}
+
 void uvc_fdguard_remove(uvc_loop_t *L, uvc_base_t *b) {
     int fd = b->guard_fd;
     if (fd >= 0 && fd < L->guard_cap && L->guard[fd].b == b) {

@@ -39,6 +39,10 @@ void uvc_fdguard_claim(uvc_loop_t *L, int fd);
 void uvc_fdguard_add(uvc_loop_t *L, uvc_base_t *b, uv_stream_t *s);
 /* The same for any handle's I/O watcher (a UDP handle's, after uv_udp_open). */
 void uvc_fdguard_add_io(uvc_loop_t *L, uvc_base_t *b, uv__io_t *w);
+/* A guarded handle's own I/O call found its fd closed under it (EBADF, or ENOTSOCK for a
+ * number reused by something else): cut it off as the guard would (UVC_EV_FD_LOST now,
+ * ``err`` its error).  Returns 1 if it was guarded, else 0 (nothing done). */
+int uvc_fdguard_lost(uvc_loop_t *L, uvc_base_t *b, int err);
 /* Stop guarding a slot's fd: before uv_close, which closes the fd (and, if the fd was
  * closed under the stream, now names nobody's file or another's, forgets it first so that
  * uv_close closes nothing). */

@@ -48,6 +48,12 @@ static void udp_recv_cb(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
     uvc_loop_t *L = b->loop;
     (void)flags;
     if (nread < 0) {
+        /* Only a stray close reaches libuv's duplicate, and it leaves the socket's file open
+         * (the caller's fd): epoll keeps reporting it under the closed number, where every
+         * receive fails.  The handle has lost its fd: as a closed fd the guard meets.  (A
+         * number reused by another socket is not seen here: that one's receives succeed.) */
+        if ((nread == UV_EBADF || nread == UV_ENOTSOCK) && uvc_fdguard_lost(L, b, UV_EBADF))
+            return;
         if (nread != UV_ENOBUFS)
             uvc_emit(L, UVC_EV_READ_ERROR, b->slot, nread, 0, 0);
         return;

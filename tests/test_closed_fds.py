@@ -811,3 +811,25 @@ def test_a_removed_reader_of_a_closed_fd_whose_file_lives_on_leaves_no_events_be
         b.close()
         return after - before
     """) == "result 0"
+
+
+def test_a_reading_udp_endpoint_whose_libuv_fd_was_closed_is_lost_not_flooded_with_errors():
+    # The stray close leaves the socket's file open (the caller's fd), so epoll still
+    # reports it under the closed number, and libuv's every receive there fails with EBADF:
+    # error_received() ran at every iteration, for good, while the transport lived on.
+    assert run_udp_case("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # made before: no reuse
+        transport, proto, sock, number = await udp_endpoint_on_a_stray_number(loop)
+        first = loop.create_future()
+        proto.error_received = lambda exc: first.done() or first.set_result(("error", exc))
+        proto.lost.add_done_callback(
+            lambda f: first.done() or first.set_result(("lost", f.result())))
+        sender.sendto(b"datagram", sock.getsockname())
+        what, exc = await first
+        transport.close()
+        await proto.lost
+        sender.close()
+        return what, type(exc).__name__, exc.errno, sock.fileno()
+    """) == "result ('lost', 'OSError', 9, -1)"

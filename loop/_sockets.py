@@ -49,13 +49,35 @@ _SSIZE_MAX = sys.maxsize
 _SOCK_STREAM = socket.SOCK_STREAM
 
 
-def _check_socket(sock: socket.socket) -> None:
+def _check_socket(sock: socket.socket) -> socket.socket:
+    """Refuse what asyncio refuses; return the socket the operation is to use."""
     if isinstance(sock, _SSLSocket):
         raise TypeError("Socket cannot be of type SSLSocket")
     # asyncio checks this in debug mode only; uvcffi always does: a blocking socket would
     # block the whole loop (a hang), which is never what the caller meant.
     if sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking")
+    if getattr(sock, "_closed", False) and sock.fileno() >= 0:
+        # Closed while another sock_* wait holds its fd (transports/_sockref.py): the fd
+        # stays open for that wait only.  A new operation must not use it (it sent data
+        # and files through a socket its owner had closed): it runs on a closed socket of
+        # the same kind instead, so it fails (or not: CPython's recv(0) returns b"" even
+        # then) exactly as it would once the fd is gone, which is what asyncio gives.
+        twin = _closed_twins.get((sock.family, sock.type, sock.proto))
+        if twin is None:
+            try:
+                twin = socket.socket(sock.family, sock.type, sock.proto)
+            except OSError:
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
+            twin.setblocking(False)
+            twin.close()
+            _closed_twins[(sock.family, sock.type, sock.proto)] = twin
+        return twin
+    return sock
+
+
+# (family, type, proto) -> a closed socket of that kind (see _check_socket).
+_closed_twins: dict[tuple[int, int, int], socket.socket] = {}
 
 
 # What the fd watcher runs when the socket is ready: one attempt of the operation.  The
@@ -215,7 +237,7 @@ class SocketMethods(_LoopBase):
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``; return them
         (b"" at end of stream)."""
-        _check_socket(sock)
+        sock = _check_socket(sock)
         if (sock.__class__ is socket.socket and n.__class__ is int and n > 0
                 and (n <= _RECV_MAX or (sock.type == _SOCK_STREAM and n <= _SSIZE_MAX))
                 and not self._closed):
@@ -242,7 +264,7 @@ class SocketMethods(_LoopBase):
     async def sock_recv_into(self, sock: socket.socket, buf: WriteableBuffer) -> int:
         """Receive data from ``sock`` into the writable buffer ``buf``; return the number
         of bytes written."""
-        _check_socket(sock)
+        sock = _check_socket(sock)
         try:
             return sock.recv_into(buf)
         except _WOULD_BLOCK:
@@ -252,7 +274,7 @@ class SocketMethods(_LoopBase):
     async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, _RetAddress]:
         """Receive a datagram of up to ``bufsize`` bytes from ``sock``; return
         (data, address)."""
-        _check_socket(sock)
+        sock = _check_socket(sock)
         if (sock.__class__ is socket.socket and bufsize.__class__ is int
                 and 0 < bufsize <= _RECV_MAX):
             # recvfrom(bufsize) allocates bufsize bytes per call (40 us for 256 KiB on
@@ -277,7 +299,7 @@ class SocketMethods(_LoopBase):
                                  nbytes: int = 0) -> tuple[int, _RetAddress]:
         """Receive a datagram from ``sock`` into ``buf`` (at most ``nbytes`` bytes, all of
         ``buf`` when 0); return (number of bytes, address)."""
-        _check_socket(sock)
+        sock = _check_socket(sock)
         if not nbytes:  # 0 or None, as asyncio takes it
             nbytes = len(buf)  # type: ignore[arg-type]  # buffers asyncio takes have len()
         elif isinstance(nbytes, int) and nbytes < 0:
@@ -297,7 +319,7 @@ class SocketMethods(_LoopBase):
         Returns None once everything is handed to the kernel; on error the exception is
         raised and there is no telling how much was sent.
         """
-        _check_socket(sock)
+        sock = _check_socket(sock)
         try:
             n = sock.send(data)
         except _WOULD_BLOCK:
@@ -323,7 +345,7 @@ class SocketMethods(_LoopBase):
                           address: _Address) -> int:
         """Send the datagram ``data`` to ``address`` through ``sock``; return the number
         of bytes sent."""
-        _check_socket(sock)
+        sock = _check_socket(sock)
         try:
             return sock.sendto(data, address)
         except _WOULD_BLOCK:
@@ -336,7 +358,7 @@ class SocketMethods(_LoopBase):
         first (for AF_INET/AF_INET6 sockets).  An address the socket module refuses raises
         what socket.connect() raises for it: TypeError for one that is not a (host, port[,
         flowinfo[, scope_id]]) sequence, OverflowError for a port outside 0-65535."""
-        _check_socket(sock)
+        sock = _check_socket(sock)
         if sock.family in _INET_FAMILIES:
             if isinstance(address, (str, bytes, bytearray)):
                 # Never an AF_INET/AF_INET6 address.  asyncio slices it into host and
@@ -383,7 +405,7 @@ class SocketMethods(_LoopBase):
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, _RetAddress]:
         """Accept a connection on the listening socket ``sock``; return (conn, address),
         ``conn`` being a new non-blocking socket."""
-        _check_socket(sock)
+        sock = _check_socket(sock)
         try:
             conn, address = sock.accept()
         except _WOULD_BLOCK:
@@ -400,7 +422,7 @@ class SocketMethods(_LoopBase):
         ``fallback`` is true, reads the file and sends it; else raises
         asyncio.SendfileNotAvailableError.  The file position ends after the last byte sent.
         """
-        _check_socket(sock)
+        sock = _check_socket(sock)
         self._check_sendfile_params(sock, file, offset, count)
         self._check_closed()  # as asyncio: nothing is sent through a closed loop
         try:

@@ -1,6 +1,7 @@
 """The sock_* methods and sock_sendfile, checked against what asyncio's own loop does."""
 import array
 import asyncio
+import errno
 import io
 import os
 import socket
@@ -771,3 +772,62 @@ def test_recv_of_zero_bytes_is_socket_recvs(anyloop):
         b.send(b"y")
         assert run(anyloop, anyloop.sock_recv(a, 0)) == b""
         assert run(anyloop, anyloop.sock_recv(a, 10)) in (b"y", b"xy")
+
+
+# Each operation, with its arguments after the socket (None: the peer's address for sendto).
+_AFTER_CLOSE = [
+    ("sock_recv", (10,)), ("sock_recv", (0,)), ("sock_recv_into", (bytearray(5),)),
+    ("sock_recv_into", (bytearray(0),)), ("sock_recvfrom", (10,)),
+    ("sock_recvfrom_into", (bytearray(5),)), ("sock_sendall", (b"x",)),
+    ("sock_sendall", (b"",)), ("sock_sendto", (b"x", None)), ("sock_accept", ()),
+    ("sock_sendfile", ()),
+]
+
+
+@pytest.mark.parametrize("method,args", _AFTER_CLOSE, ids=lambda x: str(x)[:20])
+def test_new_operation_on_a_socket_closed_while_another_waits(anyloop, method, args,
+                                                               tmp_path):
+    # A sock_recv waiting on the socket keeps its fd open after close() (uvcffi, as uvloop:
+    # the pending operation ends normally).  A new operation must still see a closed
+    # socket, as asyncio's does: uvcffi used the fd, so sock_sendall and sock_sendfile sent
+    # through a socket its owner had closed, and the receives waited.
+    needs(anyloop, method)
+    a, b = tcp_pair()
+    datafile = tmp_path / "data"
+    datafile.write_bytes(b"file data")
+    with a, b, open(datafile, "rb") as file:
+        if method == "sock_sendfile":
+            args = (file,)
+        elif method == "sock_sendto":
+            args = (args[0], b.getsockname())
+
+        async def main():
+            pending = anyloop.create_task(anyloop.sock_recv(a, 10))
+            await asyncio.sleep(0)  # the task runs up to its wait
+            a.close()
+            try:
+                return await getattr(anyloop, method)(a, *args)
+            except OSError as exc:
+                return type(exc), exc.errno
+            finally:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+
+        got = run(anyloop, main())
+        # What the socket's own method gives a closed socket: EBADF, but CPython's
+        # recv(0) and recv_into() of an empty buffer return without a system call.
+        if method in ("sock_recv", "sock_recv_into") and args[0] in (0, bytearray(0)):
+            closed = socket.socket()
+            closed.close()
+            try:
+                expected = getattr(closed, method[5:])(*args)
+            except OSError as exc:
+                expected = type(exc), exc.errno
+        else:
+            expected = (OSError, errno.EBADF)
+        assert got == expected
+        try:
+            sent = b.recv(100)  # b"": asyncio closed the fd (the end of the stream)
+        except BlockingIOError:
+            sent = b""  # uvcffi's wait still holds it
+        assert sent == b""

@@ -129,6 +129,13 @@ def address_addrinfo(host: object, port: Any, family: int = 0, type: int = 0,
             port = int(port)  # service names ("http") are for the resolver
         except (TypeError, ValueError):
             return None
+    # asyncio decodes a bytes host ("idna": a non-ASCII one raises UnicodeError) and hands
+    # it, unless it has a "%" zone, to inet_pton, which refuses a NUL.  getaddrinfo takes
+    # the name up to the NUL instead: "127.0.0.1\0..." connected to (or bound) 127.0.0.1.
+    if isinstance(host, bytes):
+        host = host.decode("idna")
+    if isinstance(host, str) and "\0" in host and "%" not in host:
+        raise ValueError("embedded null character")
     return _literal_addrinfo(host, port, family, kinds, as_given=True)
 
 

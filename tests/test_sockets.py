@@ -831,3 +831,33 @@ def test_new_operation_on_a_socket_closed_while_another_waits(anyloop, method, a
         except BlockingIOError:
             sent = b""  # uvcffi's wait still holds it
         assert sent == b""
+
+
+@pytest.mark.parametrize("host,error", [
+    ("127.0.0.1\0", ValueError), ("127.0.0.1\0junk", ValueError), (b"127.0.0.1\0", ValueError),
+    ("localhost\0", ValueError), (b"\xff", UnicodeError),
+], ids=repr)
+def test_host_that_is_no_address_for_asyncio(anyloop, host, error):
+    # asyncio decodes a bytes host with "idna" and gives the host to inet_pton, which
+    # refuses a NUL; uvcffi went to getaddrinfo, which reads the name up to the NUL, and
+    # connected to 127.0.0.1 (create_connection, sock_connect, a datagram's remote_addr).
+    if anyloop.kind == "asyncio" and sys.implementation.name == "pypy":
+        pytest.skip("PyPy's inet_pton takes some names with a NUL and refuses others with "
+                    "TypeError: its asyncio is not the specification here")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        async def main():
+            with socket.socket() as sock:
+                sock.setblocking(False)
+                with pytest.raises(error):
+                    await anyloop.sock_connect(sock, (host, port))
+            with pytest.raises(error):
+                await anyloop.create_connection(asyncio.Protocol, host, port)
+            with pytest.raises(error):
+                await anyloop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                       remote_addr=(host, port))
+
+        run(anyloop, main())

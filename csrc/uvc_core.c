@@ -317,9 +317,29 @@ int uvc_wakeup(uvc_loop_t *L) {
 }
 int uvc_signal_fd(uvc_loop_t *L) { return L->signal_fds[1]; }
 int uvc_backend_fd(uvc_loop_t *L) { return L->closed ? UV_EBADF : uv_backend_fd(&L->uv); }
+/* A forked child's copy of the loop gets a socketpair of its own for the signal bytes, in
+ * place of the one it shares with its parent, under the same fd numbers (Python's wakeup
+ * fd and the poll name them).  Shared, a signal the child got was written into the
+ * parent's pair and handled by the parent's loop (a worker's SIGTERM stopping its parent),
+ * and either process's loop could read the other's.  (No new pair to be had, out of fds:
+ * the shared one stays, as before.) */
+static void signal_pair_after_fork(uvc_loop_t *L) {
+    int fresh[2];
+    if (L->signal_fds[0] < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fresh) != 0)
+        return;
+    for (int i = 0; i < 2; i++) {
+        /* dup2 replaces the inherited fd in this process only; it clears close-on-exec */
+        if (dup2(fresh[i], L->signal_fds[i]) >= 0)
+            fcntl(L->signal_fds[i], F_SETFD, FD_CLOEXEC);
+        close(fresh[i]);
+    }
+}
+
 int uvc_loop_fork(uvc_loop_t *L) {
     if (L->closed)
         return UV_EBADF;
+    signal_pair_after_fork(L);
     uvc_fdset_after_fork(L);
     uvc_hold_drop_all(L);  /* the parent sends them: sent from here too, they would go twice */
     return uv_loop_fork(&L->uv);

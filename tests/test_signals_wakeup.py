@@ -380,3 +380,33 @@ def test_ctrl_c_wakes_a_loop_after_an_idle_loop_gave_up_its_handler(give_up):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=WATCHDOG + 30
     )
     assert out.stdout == "interrupted\n", (out.stdout, out.stderr)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_childs_signals_do_not_reach_the_parents_loop(loops):
+    """A child forked while the loop runs inherits Python's wakeup fd, which pointed into the
+    loop's socketpair, shared with the parent: a signal the child got was written there and
+    handled by the parent's loop (a worker's SIGTERM stopping its parent, say).  asyncio 3.12
+    resets the wakeup fd in the child; here the child's copy of the loop gets a socketpair
+    of its own, under the same fd numbers.  The parent signals itself once the child is
+    gone: its handler runs after any byte the child wrote, which would have come first."""
+    loop = loops()
+    hits = []
+    parents_own = loop.create_future()
+    loop.add_signal_handler(signal.SIGUSR1, hits.append, "SIGUSR1")
+    loop.add_signal_handler(signal.SIGUSR2, resolver(parents_own))
+
+    def fork_and_signal():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)  # the C handler writes the byte now
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    loop.call_soon(fork_and_signal)
+    run_until_signalled(loop, parents_own)
+    assert hits == []

@@ -37,7 +37,7 @@ from ._handles import (
     callback_error_context,
 )
 from ._handles import is_coroutine_callback as _is_coroutine_callback
-from ._signals import SignalMethods
+from ._signals import SignalMethods, _wakeup_fd
 from ._uv import ffi, lib
 
 if TYPE_CHECKING:
@@ -1295,6 +1295,7 @@ _EVENT_NAMES = {
 
 
 def _after_fork_in_child() -> None:
+    _wakeup_fd.after_fork_in_child()
     for loop in list(_live_loops):
         loop._after_fork()
 

@@ -173,6 +173,15 @@ class _WakeupFd:
                 return
 
 
+    def after_fork_in_child(self) -> None:
+        """A forked child: the lock may have been held by a thread that the child does not
+        have (a loop starting or stopping in it), and would be held for good: the child
+        gets a new one.  The child's loops keep their fd numbers (see uvc_loop_fork), so the
+        record stays true; a change that thread had half made is finished by the child's
+        next one, which elects the fd's loop afresh."""
+        self._lock = threading.RLock()
+
+
 _wakeup_fd = _WakeupFd()
 
 

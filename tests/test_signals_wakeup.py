@@ -410,3 +410,41 @@ def test_a_forked_childs_signals_do_not_reach_the_parents_loop(loops):
     loop.call_soon(fork_and_signal)
     run_until_signalled(loop, parents_own)
     assert hits == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_moves_the_wakeup_fd_can_run_a_loop():
+    """The loops' record of who wants the wakeup fd has a lock, which a loop starting or
+    stopping in another thread holds for a moment.  A fork in that moment gave the child a
+    lock held by a thread that does not exist there: the child's first loop run waited for
+    it for good.  The thread here holds the lock across the fork, as that thread would."""
+    from uvcffi._signals import _wakeup_fd
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _wakeup_fd._lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                # A hang ends the child (SIGALRM's default action), not the test.
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(int(WATCHDOG))
+                loop = uvcffi.new_event_loop()
+                code = 0 if loop.run_until_complete(asyncio.sleep(0, "ran")) == "ran" else 2
+                loop.close()
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

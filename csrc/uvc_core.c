@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -173,7 +174,9 @@ static void *reap(void *arg) {
 void uvc_loop_close(uvc_loop_t *L) {
     if (L == NULL || L->closed)
         return;
-    L->closed = 1;
+    __atomic_store_n(&L->closed, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&L->wakers, __ATOMIC_SEQ_CST)) /* see uvc_wakeup: a send or two */
+        sched_yield();
     uv_walk(&L->uv, close_any, NULL);
     /* Run the close callbacks, and those of the lookups Python cancelled. */
     L->nevents = 0;
@@ -278,6 +281,10 @@ void uvc_set_slow_ms(uvc_loop_t *L, int64_t ms) {
 }
 
 void uvc_test_set_arm_delay(uvc_loop_t *L, int64_t usec) { L->test_arm_delay_us = usec; }
+void uvc_test_set_wakeup_pause(uvc_loop_t *L, int fd, int64_t usec) {
+    L->test_wakeup_fd = fd;
+    L->test_wakeup_pause_us = usec;
+}
 
 int64_t *uvc_events(uvc_loop_t *L) { return L->events; }
 int uvc_events_capacity(uvc_loop_t *L) { return L->events_cap; }
@@ -312,8 +319,24 @@ void uvc_arena_copy(uvc_loop_t *L, int64_t off, char *dst, size_t len) {
 }
 
 int uvc_wakeup(uvc_loop_t *L) {
-    /* libuv aborts on a send to a closed loop: a late call_soon_threadsafe must not. */
-    return L->closed ? UV_EBADF : uv_async_send(&L->async);
+    /* libuv aborts on a send to a closed loop: a late call_soon_threadsafe must not.  Nor
+     * may the loop's close overtake this call between the check and the send (cffi lets go
+     * of the GIL for it): the wake-up counts itself before it looks at the flag, and
+     * uvc_loop_close raises the flag before it waits for the count to drop, both
+     * sequentially consistent, so either this call sees the loop closed, or the close
+     * waits for its send to end before libuv's eventfd goes. */
+    __atomic_add_fetch(&L->wakers, 1, __ATOMIC_SEQ_CST);
+    int rc = UV_EBADF;
+    if (!__atomic_load_n(&L->closed, __ATOMIC_SEQ_CST)) {
+        if (L->test_wakeup_fd > 0) {
+            ssize_t w = write(L->test_wakeup_fd, "w", 1);
+            (void)w;
+            usleep((useconds_t)L->test_wakeup_pause_us);
+        }
+        rc = uv_async_send(&L->async);
+    }
+    __atomic_sub_fetch(&L->wakers, 1, __ATOMIC_SEQ_CST);
+    return rc;
 }
 int uvc_signal_fd(uvc_loop_t *L) { return L->signal_fds[1]; }
 int uvc_backend_fd(uvc_loop_t *L) { return L->closed ? UV_EBADF : uv_backend_fd(&L->uv); }
@@ -340,6 +363,7 @@ int uvc_loop_fork(uvc_loop_t *L) {
     if (L->closed)
         return UV_EBADF;
     signal_pair_after_fork(L);
+    L->wakers = 0; /* a thread that was waking the loop is not in the child */
     uvc_fdset_after_fork(L);
     uvc_hold_drop_all(L);  /* the parent sends them: sent from here too, they would go twice */
     return uv_loop_fork(&L->uv);

@@ -95,6 +95,10 @@ void uvc_set_slow_ms(uvc_loop_t *L, int64_t ms);
  * uvc_run_once with a positive timeout, so a test can make the timer fall due before libuv
  * polls (the window the timer callback's uv_stop closes). */
 void uvc_test_set_arm_delay(uvc_loop_t *L, int64_t usec);
+/* Test-only: in every uvc_wakeup that finds the loop open, write a byte to ``fd`` and then
+ * sleep ``usec`` before waking the loop, so a test can close the loop inside that window
+ * (the byte wakes it: a reader on the other end stops it). */
+void uvc_test_set_wakeup_pause(uvc_loop_t *L, int fd, int64_t usec);
 int64_t *uvc_events(uvc_loop_t *L);
 /* Events the array holds before it must grow (and uvc_events() moves). */
 int uvc_events_capacity(uvc_loop_t *L);
@@ -169,7 +173,8 @@ struct uvc_loop_s {
     int *dead_slots;              /* freed during this run; reusable from the next run */
     int ndead, dead_cap;
     int active;
-    int closed;
+    int closed;                   /* set atomically: see uvc_wakeup */
+    int wakers;                   /* uvc_wakeup calls under way (atomic) */
     int reaping;                  /* closed with lookups in flight: a thread finishes closing */
     int free_requested;           /* uvc_loop_free came while reaping: the thread frees */
     uvc_base_t *fdset;            /* uvc_fdset.c: the set of fds the loop does not own */
@@ -179,6 +184,8 @@ struct uvc_loop_s {
     uint64_t last_return_ms;      /* loop clock when uvc_run_once last returned (0: never) */
     uint64_t slow_ms;
     int64_t test_arm_delay_us;    /* uvc_test_set_arm_delay */
+    int test_wakeup_fd;           /* uvc_test_set_wakeup_pause (0: off) */
+    int64_t test_wakeup_pause_us;
     uv_prepare_t guard_prepare;   /* uvc_fdguard.c: runs just before libuv's poll */
     struct uvc_guard_entry *guard;  /* by fd */
     int guard_cap;

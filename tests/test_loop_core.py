@@ -316,6 +316,36 @@ def test_call_soon_threadsafe_wakes_a_blocked_loop(loop):
     assert out == [t.ident]  # (without the wake-up, run_forever would never return)
 
 
+WAKE_A_LOOP_AS_IT_CLOSES = r"""
+import socket, threading
+import uvcffi
+from uvcffi._uv import lib
+
+loop = uvcffi.new_event_loop()
+r, w = socket.socketpair()
+# Each wake-up that finds the loop open writes a byte to w, then waits 0.5 s before it wakes
+# the loop: the byte wakes it first, and the loop stops and closes inside that wait.
+lib.uvc_test_set_wakeup_pause(loop._uv, w.fileno(), 500000)
+loop.add_reader(r, loop.stop)
+waker = threading.Thread(target=loop._write_to_self)
+loop.call_soon(waker.start)
+loop.run_forever()
+loop.close()
+waker.join()
+print("ok")
+"""
+
+
+def test_a_wake_up_from_another_thread_as_the_loop_closes():
+    """call_soon_threadsafe (and _write_to_self) wake the loop with uvc_wakeup, which the
+    loop's close could overtake between its check that the loop is open and libuv's send:
+    cffi lets go of the GIL for the call (the accelerator's call_soon_threadsafe does not).
+    The send then wrote to the closed eventfd, and libuv aborted the process."""
+    out = subprocess.run([sys.executable, "-c", WAKE_A_LOOP_AS_IT_CLOSES],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "ok\n"), out.stderr
+
+
 def test_call_soon_threadsafe_many_threads(loop):
     count = 2000
     got = []

@@ -902,9 +902,14 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         """Like call_later(), with an absolute time on the loop's clock (loop.time())."""
         if when is None:
             raise TypeError("when cannot be None")
-        if when.__class__ is not float and not isinstance(when, numbers.Real):
-            # Refused here: in the heap it would break the next iteration, not this call.
-            raise TypeError(f"when must be a real number, not {type(when).__name__!r}")
+        if when.__class__ is not float:
+            if not isinstance(when, numbers.Real):
+                # Refused here: in the heap it would break the next iteration, not this call.
+                raise TypeError(f"when must be a real number, not {type(when).__name__!r}")
+            # So is a time the clock's float arithmetic overflows on (an int or Fraction
+            # past 1e308): first in the heap, every iteration's wait (when - now) would raise
+            # OverflowError, as on asyncio, until it was cancelled.  uvloop refuses it too.
+            float(when)
         return self._call_at(when, callback, args, context, "call_at")
 
     def _call_at(self, when: float, callback: Callable[..., object], args: tuple[Any, ...],

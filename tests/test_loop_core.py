@@ -2,6 +2,7 @@
 import asyncio
 import contextvars
 import errno
+import fractions
 import gc
 import logging
 import math
@@ -130,6 +131,20 @@ def test_call_later_none_delay_is_type_error(loop):
         loop.call_later(None, print)
     with pytest.raises(TypeError):
         loop.call_at(None, print)
+
+
+@pytest.mark.parametrize("when", [10 ** 400, -10 ** 400, fractions.Fraction(10 ** 400)],
+                         ids=["huge-int", "huge-negative-int", "huge-fraction"])
+def test_call_at_a_time_no_float_can_hold_is_refused(loop, when):
+    """A deadline the clock's float arithmetic overflows on: asyncio takes it, and then
+    every iteration of the loop raises OverflowError (its wait is when - now) until the
+    timer is cancelled; uvloop refuses it at call_at(), and so does uvcffi, so the loop
+    stays usable.  (call_later(10 ** 400) fails in the addition already, everywhere.)"""
+    ran = []
+    with pytest.raises(OverflowError):
+        loop.call_at(when, ran.append, "timer")
+    assert loop.run_until_complete(asyncio.sleep(0, "still runs")) == "still runs"
+    assert ran == []
 
 
 @pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_later", "call_at"])

@@ -113,13 +113,17 @@ class _WakeupFd:
             if self._installed is not None:
                 self._give_back()
             return
-        if loop._signal_fd == self._installed:
-            self._owner = weakref.ref(loop)
-            return
+        # Set even when the record says this fd is in place already: it may have been
+        # reset since (asyncio 3.12+ resets it in every forked child; a library may), and
+        # a loop that went by its record then never got its signals again.  (asyncio's
+        # add_signal_handler sets its fd each time, too.)
         try:
             found = signal.set_wakeup_fd(loop._signal_fd, warn_on_full_buffer=False)
         except (ValueError, OSError):
-            return  # not the main thread (the loop's signals wait for a change made there)
+            # not the main thread (the loop's signals wait for a change made there)
+            if loop._signal_fd == self._installed:
+                self._owner = weakref.ref(loop)
+            return
         if found != self._installed:
             # We held nothing, or someone else set the fd since we did: theirs is what goes
             # back when no loop wants the fd any more.

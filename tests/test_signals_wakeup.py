@@ -448,3 +448,19 @@ def test_a_child_forked_while_another_thread_moves_the_wakeup_fd_can_run_a_loop(
         holder.join()
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_a_loop_puts_its_wakeup_fd_back_after_someone_reset_it(loops):
+    """Python's wakeup fd can be reset under a loop that holds it: asyncio 3.12+ does it in
+    every forked child (its at-fork hook calls set_wakeup_fd(-1)), a library may do it
+    anywhere.  asyncio's add_signal_handler sets its fd again each time; the loop went by
+    its record, which said its fd was in place, and never set it again: its signals no
+    longer woke it (in a 3.12 child, a loop's signal handlers never ran)."""
+    loop = loops()
+    loop.add_signal_handler(signal.SIGUSR1, print)
+    loop.run_until_complete(asyncio.sleep(0))
+    signal.set_wakeup_fd(-1)  # what asyncio 3.12's at-fork hook does in the child
+    fut = loop.create_future()
+    loop.add_signal_handler(signal.SIGUSR2, resolver(fut))
+    threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGUSR2)).start()
+    assert run_until_signalled(loop, fut) is True

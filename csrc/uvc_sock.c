@@ -16,7 +16,11 @@ int64_t uvc_sock_recv(uvc_loop_t *L, int fd, size_t n) {
     if (n > UVC_RECV_MAX)
         n = UVC_RECV_MAX;
     for (;;) {
-        ssize_t r = recv(fd, buf, n, 0);
+        /* MSG_DONTWAIT whatever the fd's O_NONBLOCK says: the number may be another file's
+         * by now (closed under the wait, its file kept open elsewhere, so epoll still
+         * reports it), or user code may have made the socket blocking.  A loop must never
+         * sleep in a receive: "nothing yet" lets the wait go on. */
+        ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
         if (r >= 0)
             return r;
         if (errno != EINTR)

@@ -213,6 +213,11 @@ class SocketMethods(_LoopBase):
                 return await fut  # type: ignore[no-any-return]  # attempt()'s result
             while True:
                 await fut
+                if sock.fileno() != fd:
+                    # Detached or closed for real meanwhile (a close() from another task
+                    # is deferred while we hold the socket): the number is not its fd any
+                    # more, and may be another file's.  asyncio's sock.recv() fails so.
+                    raise OSError(errno.EBADF, os.strerror(errno.EBADF))
                 try:
                     result = attempt(*args)
                 except _WOULD_BLOCK:

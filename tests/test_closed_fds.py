@@ -833,3 +833,45 @@ def test_a_reading_udp_endpoint_whose_libuv_fd_was_closed_is_lost_not_flooded_wi
         sender.close()
         return what, type(exc).__name__, exc.errno, sock.fileno()
     """) == "result ('lost', 'OSError', 9, -1)"
+
+
+@pytest.mark.parametrize("how", ["detach", "os.close"])
+def test_a_sock_recv_whose_fd_number_was_closed_and_reused_never_reads_the_new_file(how):
+    # The wait's fd was closed under it (os.close() of the number, the socket object
+    # detached first or not) while another fd kept its file open, so epoll still reported
+    # that file under the number; a blocking socket took the number.  The loop's receive
+    # went to the number: recv() on the new socket blocked the whole loop for good.  Now:
+    # a detached socket has no fd, and its receive fails as asyncio's sock.recv() does;
+    # a number that is another file's is read without blocking (MSG_DONTWAIT), so the loop
+    # goes on (asyncio's blocks here), and the wait with it.
+    assert run_isolated(f"""
+    import faulthandler
+    faulthandler.dump_traceback_later(30, exit=True)  # a blocked loop fails fast
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        keep = os.dup(a.fileno())  # the file lives on: epoll keeps reporting it
+        recv = asyncio.ensure_future(loop.sock_recv(a, 10))
+        await asyncio.sleep(0)  # it waits for the number to be readable
+        number = a.fileno()
+        if "{how}" == "detach":
+            a.detach()
+        os.close(number)
+        c, d = socket.socketpair()  # blocking, on the number
+        assert c.fileno() == number
+        b.send(b"for the file kept open")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if recv.done():
+            exc = recv.exception()
+            outcome = (type(exc).__name__, exc.errno)
+        else:
+            outcome = "waiting"
+            recv.cancel()
+        faulthandler.cancel_dump_traceback_later()
+        for s in (b, c, d):
+            s.close()
+        os.close(keep)
+        return outcome
+    """) == ("result ('OSError', 9)" if how == "detach" else "result waiting")

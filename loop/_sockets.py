@@ -204,10 +204,7 @@ class SocketMethods(_LoopBase):
         # Closing the socket meanwhile (another task) marks it closed; the fd closes when
         # this wait ends, so the operation finishes (see transports/_sockref.py).  The loop
         # counts what it holds, to give it back if it closes first.
-        held = _sockref.hold(sock)
-        if held:
-            holds = self._held_sockets
-            holds[sock] = holds.get(sock, 0) + 1
+        held = self._hold_socket(sock)
         try:
             if not in_task:
                 return await fut  # type: ignore[no-any-return]  # attempt()'s result
@@ -231,13 +228,25 @@ class SocketMethods(_LoopBase):
             if not handle.cancelled():
                 self._fd_unwatch(fd, which)
             if held:
-                holds = self._held_sockets
-                n = holds.pop(sock, 0)
-                if n:  # else the loop closed and gave it back
-                    if n > 1:
-                        holds[sock] = n - 1
-                    _sockref.release(sock)
+                self._release_socket(sock)
             fut = None  # type: ignore[assignment]  # break the frame <-> exception cycle
+
+    def _hold_socket(self, sock: socket.socket) -> bool:
+        """Defer sock.close() until _release_socket (see transports/_sockref.py); True if
+        held.  The loop counts what it holds, to give it back if it closes first."""
+        held = _sockref.hold(sock)
+        if held:
+            holds = self._held_sockets
+            holds[sock] = holds.get(sock, 0) + 1
+        return held
+
+    def _release_socket(self, sock: socket.socket) -> None:
+        holds = self._held_sockets
+        n = holds.pop(sock, 0)
+        if n:  # else the loop closed and gave it back
+            if n > 1:
+                holds[sock] = n - 1
+            _sockref.release(sock)
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``; return them
@@ -324,7 +333,9 @@ class SocketMethods(_LoopBase):
         Returns None once everything is handed to the kernel; on error the exception is
         raised and there is no telling how much was sent.
         """
-        sock = _check_socket(sock)
+        await self._sock_sendall(_check_socket(sock), data)
+
+    async def _sock_sendall(self, sock: socket.socket, data: ReadableBuffer) -> None:
         try:
             n = sock.send(data)
         except _WOULD_BLOCK:
@@ -430,12 +441,22 @@ class SocketMethods(_LoopBase):
         sock = _check_socket(sock)
         self._check_sendfile_params(sock, file, offset, count)
         self._check_closed()  # as asyncio: nothing is sent through a closed loop
+        # The socket is held for the whole operation, as a sock_sendall is: closed by
+        # another task meanwhile, it stays open until the file is sent.  Held only while
+        # each wait for writability lasted, it closed between two of them: the next
+        # os.sendfile() used a number that might be another file's by then, and the
+        # fallback's next block failed with EBADF (asyncio's never completes).
+        held = self._hold_socket(sock)
         try:
-            return await self._sock_sendfile_native(sock, file, offset, count)
-        except SendfileNotAvailableError:
-            if not fallback:
-                raise
-        return await self._sock_sendfile_fallback(sock, file, offset, count)
+            try:
+                return await self._sock_sendfile_native(sock, file, offset, count)
+            except SendfileNotAvailableError:
+                if not fallback:
+                    raise
+            return await self._sock_sendfile_fallback(sock, file, offset, count)
+        finally:
+            if held:
+                self._release_socket(sock)
 
     @staticmethod
     def _check_sendfile_params(sock: socket.socket, file: IO[bytes], offset: int,
@@ -506,7 +527,7 @@ class SocketMethods(_LoopBase):
                 read = await self.run_in_executor(None, file.readinto, view)  # type: ignore[attr-defined]  # binary files have readinto (asyncio calls it too)
                 if not read:
                     break  # end of file
-                await self.sock_sendall(sock, view[:read])
+                await self._sock_sendall(sock, view[:read])  # sock is checked and held
                 sent_total += read
             return sent_total
         finally:

@@ -861,3 +861,33 @@ def test_host_that_is_no_address_for_asyncio(anyloop, host, error):
                                                        remote_addr=(host, port))
 
         run(anyloop, main())
+
+
+@pytest.mark.parametrize("kind", ["native", "fallback"])
+def test_sendfile_on_a_socket_closed_meanwhile_sends_it_all(loop, kind, tmp_path):
+    # As a pending sock_sendall does, a pending sock_sendfile keeps the socket open until
+    # the file is sent (asyncio's never completes).  The socket was held only while each
+    # wait for writability lasted: it closed between two, and the next block failed with
+    # EBADF (or, for os.sendfile(), went to whatever file had the number by then).
+    data = os.urandom(8 << 20)  # more than the socket buffers hold
+    path = tmp_path / "data"
+    path.write_bytes(data)
+    a, b = tcp_pair()
+    with b, open(path, "rb") as f:
+        file = f if kind == "native" else io.BytesIO(data)
+
+        async def main():
+            task = loop.create_task(loop.sock_sendfile(a, file))
+            await asyncio.sleep(0)  # the task runs up to its first wait: the peer reads nothing yet
+            a.close()
+            got = bytearray()
+            while True:
+                chunk = await loop.sock_recv(b, 1 << 20)
+                if not chunk:  # the socket closes once the file is sent
+                    break
+                got += chunk
+            return await task, got
+
+        sent, got = run(loop, main())
+        assert sent == len(data) and got == data
+        assert a.fileno() == -1 and file.tell() == len(data)

@@ -189,10 +189,13 @@ class SocketMethods(_LoopBase):
         watcher goes away when this returns, also when the wait is cancelled.
 
         ``in_task``: the attempt runs here, in the task, once the fd is ready, instead of
-        in the fd's callback.  For the receives that return a new bytes object: on PyPy,
-        data handed on as a Future's result survives the next minor collection (a 10 KiB
-        sock_recv echo promoted every message to the old generation, and its major
-        collections took half the time).  Nothing is read for a task cancelled meanwhile.
+        in the fd's callback.  Every receive and sock_accept waits so: nothing is read
+        (or accepted) for a task cancelled meanwhile, where a read done in the callback went
+        down with the cancelled future (the bytes of a recv_into, a whole datagram, an
+        accepted connection; asyncio 3.11 loses them so).  And on PyPy, data handed on as
+        a Future's result survives the next minor collection (a 10 KiB sock_recv echo
+        promoted every message to the old generation, and its major collections took half
+        the time).
         """
         fut = self.create_future()
         fd = self._ensure_fd_no_transport(sock.fileno())
@@ -273,7 +276,7 @@ class SocketMethods(_LoopBase):
             return sock.recv(n)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _call_method, (sock, "recv", n))
+        return await self._sock_wait(sock, "reader", _call_method, (sock, "recv", n), True)
 
     async def sock_recv_into(self, sock: socket.socket, buf: WriteableBuffer) -> int:
         """Receive data from ``sock`` into the writable buffer ``buf``; return the number
@@ -283,7 +286,8 @@ class SocketMethods(_LoopBase):
             return sock.recv_into(buf)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _call_method, (sock, "recv_into", buf))
+        return await self._sock_wait(sock, "reader", _call_method, (sock, "recv_into", buf),
+                                     True)
 
     async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, _RetAddress]:
         """Receive a datagram of up to ``bufsize`` bytes from ``sock``; return
@@ -307,7 +311,8 @@ class SocketMethods(_LoopBase):
             return sock.recvfrom(bufsize)
         except _WOULD_BLOCK:
             pass
-        return await self._sock_wait(sock, "reader", _call_method, (sock, "recvfrom", bufsize))
+        return await self._sock_wait(sock, "reader", _call_method, (sock, "recvfrom", bufsize),
+                                     True)
 
     async def sock_recvfrom_into(self, sock: socket.socket, buf: WriteableBuffer,
                                  nbytes: int = 0) -> tuple[int, _RetAddress]:
@@ -325,7 +330,7 @@ class SocketMethods(_LoopBase):
         except _WOULD_BLOCK:
             pass
         return await self._sock_wait(
-            sock, "reader", _call_method, (sock, "recvfrom_into", buf, nbytes))
+            sock, "reader", _call_method, (sock, "recvfrom_into", buf, nbytes), True)
 
     async def sock_sendall(self, sock: socket.socket, data: ReadableBuffer) -> None:
         """Send all of ``data`` (a bytes-like object) on the connected socket ``sock``.
@@ -425,7 +430,7 @@ class SocketMethods(_LoopBase):
         try:
             conn, address = sock.accept()
         except _WOULD_BLOCK:
-            return await self._sock_wait(sock, "reader", _accept_attempt, (sock,))
+            return await self._sock_wait(sock, "reader", _accept_attempt, (sock,), True)
         conn.setblocking(False)
         return conn, address
 

@@ -891,3 +891,60 @@ def test_sendfile_on_a_socket_closed_meanwhile_sends_it_all(loop, kind, tmp_path
         sent, got = run(loop, main())
         assert sent == len(data) and got == data
         assert a.fileno() == -1 and file.tell() == len(data)
+
+
+class _RecvSubclass(socket.socket):
+    """A socket subclass: sock_recv calls its own recv(), not the loop's receive."""
+
+
+@pytest.mark.parametrize("case", ["recv_into", "recvfrom_into", "recv_of_a_subclass",
+                                  "recv_of_a_huge_datagram_size", "recvfrom_huge", "accept"])
+def test_cancelled_after_readiness_takes_nothing(loop, case):
+    # The fd turns ready, then the waiting task is cancelled before it resumes.  These read
+    # (or accepted) in the fd's callback: the bytes, the datagram or the connection went down
+    # with the cancelled future, as on asyncio 3.11.  Now they stay for the next caller, as
+    # sock_recv's and sock_recvfrom's own receive always left them.
+    needs(loop, "sock_recvfrom_into")
+    kind = socket.SOCK_STREAM if case in ("recv_into", "recv_of_a_subclass") else socket.SOCK_DGRAM
+    if case == "accept":
+        a = socket.socket()
+        a.bind(("127.0.0.1", 0))
+        a.listen()
+        b = socket.socket()
+    else:
+        a, b = socket.socketpair(socket.AF_UNIX, kind)
+        if case == "recv_of_a_subclass":
+            a = _RecvSubclass(fileno=a.detach())
+    with a, b:
+        a.setblocking(False)
+        buf = bytearray(10)
+        start = {
+            "recv_into": lambda: loop.sock_recv_into(a, buf),
+            "recvfrom_into": lambda: loop.sock_recvfrom_into(a, buf),
+            "recv_of_a_subclass": lambda: loop.sock_recv(a, 10),
+            "recv_of_a_huge_datagram_size": lambda: loop.sock_recv(a, 1 << 30),
+            "recvfrom_huge": lambda: loop.sock_recvfrom(a, 1 << 30),
+            "accept": lambda: loop.sock_accept(a),
+        }[case]
+
+        async def main():
+            task = loop.create_task(start())
+            await asyncio.sleep(0)  # waiting for the fd
+            if case == "accept":
+                b.connect(a.getsockname())
+            else:
+                b.send(b"x")
+            # The next poll sees the fd ready; this cancel runs first in the iteration
+            # after, before the task resumes.
+            loop.call_soon(loop.call_soon, task.cancel)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            if case == "accept":
+                conn, _ = await loop.sock_accept(a)
+                conn.close()
+                return b"accepted"
+            return await loop.sock_recv(a, 10)
+
+        assert run(loop, main()) in (b"x", b"accepted")
+        assert buf == bytearray(10)  # nothing was read into it
+        assert not loop.remove_reader(a)

@@ -57,7 +57,8 @@ def _check_socket(sock: socket.socket) -> socket.socket:
     # block the whole loop (a hang), which is never what the caller meant.
     if sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking")
-    if getattr(sock, "_closed", False) and sock.fileno() >= 0:
+    # (``is True``: a stand-in socket, as a Mock, answers any attribute with a true object.)
+    if getattr(sock, "_closed", False) is True and sock.fileno() >= 0:
         # Closed while another sock_* wait holds its fd (transports/_sockref.py): the fd
         # stays open for that wait only.  A new operation must not use it (it sent data
         # and files through a socket its owner had closed): it runs on a closed socket of

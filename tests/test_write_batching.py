@@ -432,10 +432,14 @@ def test_tls_over_a_holding_stream(loop, tmp_path):
     async def main():
         got = bytearray()
         done = loop.create_future()
+        server_side_lost = loop.create_future()
 
         class Echo(asyncio.Protocol):
             def connection_made(self, transport):
                 self.transport = transport
+
+            def connection_lost(self, exc):
+                server_side_lost.set_result(exc)
 
             def data_received(self, data):
                 # Two writes per read: the TLS records of both leave in one write.
@@ -460,6 +464,9 @@ def test_tls_over_a_holding_stream(loop, tmp_path):
         await done
         assert bytes(got) == b"A" * 1000 + b"B" * 1000 + b"C" * 1000
         transport.close()
+        # The server's end closes on the client's close_notify; the test must not close the
+        # loop before (Server.wait_closed() of 3.11 does not wait for connections).
+        assert await server_side_lost is None
         srv.close()
         await srv.wait_closed()
 

@@ -81,6 +81,14 @@ def _check_socket(sock: socket.socket) -> socket.socket:
 _closed_twins: dict[tuple[int, int, int], socket.socket] = {}
 
 
+def _send_now(sock: socket.socket, data: ReadableBuffer) -> int:
+    """What sock.send() takes of ``data`` now: 0 when the socket would block."""
+    try:
+        return sock.send(data)
+    except _WOULD_BLOCK:
+        return 0
+
+
 # What the fd watcher runs when the socket is ready: one attempt of the operation.  The
 # future may already be done (cancelled during the iteration that reported the fd ready):
 # then nothing is attempted.
@@ -339,13 +347,15 @@ class SocketMethods(_LoopBase):
         Returns None once everything is handed to the kernel; on error the exception is
         raised and there is no telling how much was sent.
         """
-        await self._sock_sendall(_check_socket(sock), data)
+        sock = _check_socket(sock)
+        n = _send_now(sock, data)
+        cls = data.__class__
+        if (cls is bytes or cls is bytearray) and n == len(data):  # type: ignore[arg-type]
+            return  # all sent: no second coroutine (this is the echo's every reply)
+        await self._sock_send_rest(sock, data, n)
 
-    async def _sock_sendall(self, sock: socket.socket, data: ReadableBuffer) -> None:
-        try:
-            n = sock.send(data)
-        except _WOULD_BLOCK:
-            n = 0
+    async def _sock_send_rest(self, sock: socket.socket, data: ReadableBuffer, n: int) -> None:
+        """Send ``data`` after its first ``n`` bytes, which are sent; ``sock`` is checked."""
         cls = data.__class__
         if cls is bytes or cls is bytearray:
             if n == len(data):  # type: ignore[arg-type]  # bytes or bytearray here
@@ -533,7 +543,8 @@ class SocketMethods(_LoopBase):
                 read = await self.run_in_executor(None, file.readinto, view)  # type: ignore[attr-defined]  # binary files have readinto (asyncio calls it too)
                 if not read:
                     break  # end of file
-                await self._sock_sendall(sock, view[:read])  # sock is checked and held
+                chunk = view[:read]  # sock is checked and held
+                await self._sock_send_rest(sock, chunk, _send_now(sock, chunk))
                 sent_total += read
             return sent_total
         finally:

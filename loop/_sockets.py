@@ -49,13 +49,15 @@ _SSIZE_MAX = sys.maxsize
 _SOCK_STREAM = socket.SOCK_STREAM
 
 
-def _check_socket(sock: socket.socket) -> socket.socket:
+def _check_socket(sock: socket.socket, debug: bool) -> socket.socket:
     """Refuse what asyncio refuses; return the socket the operation is to use."""
     if isinstance(sock, _SSLSocket):
         raise TypeError("Socket cannot be of type SSLSocket")
-    # asyncio checks this in debug mode only; uvcffi always does: a blocking socket would
-    # block the whole loop (a hang), which is never what the caller meant.
-    if sock.gettimeout() != 0:
+    # In debug mode only, as asyncio and uvloop: programs pass a blocking socket to
+    # sock_connect() (asyncssh's `sock = socket.socket(); await loop.sock_connect(sock,
+    # addr)`), and a call that blocks on it blocks the loop there too.  The loop's own
+    # receive (sock_recv, sock_recvfrom into its buffer) never blocks (MSG_DONTWAIT).
+    if debug and sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking")
     # (``is True``: a stand-in socket, as a Mock, answers any attribute with a true object.)
     if getattr(sock, "_closed", False) is True and sock.fileno() >= 0:
@@ -263,7 +265,7 @@ class SocketMethods(_LoopBase):
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``; return them
         (b"" at end of stream)."""
-        sock = _check_socket(sock)
+        sock = _check_socket(sock, self._debug)
         if (sock.__class__ is socket.socket and n.__class__ is int and n > 0
                 and (n <= _RECV_MAX or (sock.type == _SOCK_STREAM and n <= _SSIZE_MAX))
                 and not self._closed):
@@ -290,7 +292,7 @@ class SocketMethods(_LoopBase):
     async def sock_recv_into(self, sock: socket.socket, buf: WriteableBuffer) -> int:
         """Receive data from ``sock`` into the writable buffer ``buf``; return the number
         of bytes written."""
-        sock = _check_socket(sock)
+        sock = _check_socket(sock, self._debug)
         try:
             return sock.recv_into(buf)
         except _WOULD_BLOCK:
@@ -301,7 +303,7 @@ class SocketMethods(_LoopBase):
     async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, _RetAddress]:
         """Receive a datagram of up to ``bufsize`` bytes from ``sock``; return
         (data, address)."""
-        sock = _check_socket(sock)
+        sock = _check_socket(sock, self._debug)
         if (sock.__class__ is socket.socket and bufsize.__class__ is int
                 and 0 < bufsize <= _RECV_MAX):
             # recvfrom(bufsize) allocates bufsize bytes per call (40 us for 256 KiB on
@@ -327,7 +329,7 @@ class SocketMethods(_LoopBase):
                                  nbytes: int = 0) -> tuple[int, _RetAddress]:
         """Receive a datagram from ``sock`` into ``buf`` (at most ``nbytes`` bytes, all of
         ``buf`` when 0); return (number of bytes, address)."""
-        sock = _check_socket(sock)
+        sock = _check_socket(sock, self._debug)
         if not nbytes:  # 0 or None, as asyncio takes it
             nbytes = len(buf)  # type: ignore[arg-type]  # buffers asyncio takes have len()
         elif isinstance(nbytes, int) and nbytes < 0:
@@ -347,7 +349,7 @@ class SocketMethods(_LoopBase):
         Returns None once everything is handed to the kernel; on error the exception is
         raised and there is no telling how much was sent.
         """
-        sock = _check_socket(sock)
+        sock = _check_socket(sock, self._debug)
         n = _send_now(sock, data)
         cls = data.__class__
         if (cls is bytes or cls is bytearray) and n == len(data):  # type: ignore[arg-type]
@@ -377,7 +379,7 @@ class SocketMethods(_LoopBase):
                           address: _Address) -> int:
         """Send the datagram ``data`` to ``address`` through ``sock``; return the number
         of bytes sent."""
-        sock = _check_socket(sock)
+        sock = _check_socket(sock, self._debug)
         try:
             return sock.sendto(data, address)
         except _WOULD_BLOCK:
@@ -390,7 +392,7 @@ class SocketMethods(_LoopBase):
         first (for AF_INET/AF_INET6 sockets).  An address the socket module refuses raises
         what socket.connect() raises for it: TypeError for one that is not a (host, port[,
         flowinfo[, scope_id]]) sequence, OverflowError for a port outside 0-65535."""
-        sock = _check_socket(sock)
+        sock = _check_socket(sock, self._debug)
         if sock.family in _INET_FAMILIES:
             if isinstance(address, (str, bytes, bytearray)):
                 # Never an AF_INET/AF_INET6 address.  asyncio slices it into host and
@@ -437,7 +439,7 @@ class SocketMethods(_LoopBase):
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, _RetAddress]:
         """Accept a connection on the listening socket ``sock``; return (conn, address),
         ``conn`` being a new non-blocking socket."""
-        sock = _check_socket(sock)
+        sock = _check_socket(sock, self._debug)
         try:
             conn, address = sock.accept()
         except _WOULD_BLOCK:
@@ -454,7 +456,7 @@ class SocketMethods(_LoopBase):
         ``fallback`` is true, reads the file and sends it; else raises
         asyncio.SendfileNotAvailableError.  The file position ends after the last byte sent.
         """
-        sock = _check_socket(sock)
+        sock = _check_socket(sock, self._debug)
         self._check_sendfile_params(sock, file, offset, count)
         self._check_closed()  # as asyncio: nothing is sent through a closed loop
         # The socket is held for the whole operation, as a sock_sendall is: closed by

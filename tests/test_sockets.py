@@ -289,21 +289,49 @@ BLOCKING_CALLS = {
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKING_CALLS))
-def test_blocking_socket_is_refused(loop, name):
+def test_blocking_socket_is_refused_in_debug_mode(anyloop, name):
+    needs(anyloop, name)
+    anyloop.set_debug(True)
     with socket.socket() as s:
         assert s.gettimeout() is None
         with pytest.raises(ValueError, match="the socket must be non-blocking"):
-            run(loop, BLOCKING_CALLS[name](loop, s))
+            run(anyloop, BLOCKING_CALLS[name](anyloop, s))
         s.settimeout(1.0)  # a timeout is blocking too, for the loop
         with pytest.raises(ValueError, match="the socket must be non-blocking"):
-            run(loop, BLOCKING_CALLS[name](loop, s))
+            run(anyloop, BLOCKING_CALLS[name](anyloop, s))
 
 
-def test_blocking_socket_in_debug_mode(anyloop):
-    anyloop.set_debug(True)
-    with socket.socket() as s:
-        with pytest.raises(ValueError, match="the socket must be non-blocking"):
-            run(anyloop, anyloop.sock_recv(s, 1))
+def test_blocking_sockets_are_taken_outside_debug_mode(anyloop):
+    # As asyncio and uvloop take them: asyncssh connects `socket.socket()` so.  Each call
+    # here can complete at once, so that none blocks asyncio's loop either.
+    loop = anyloop
+
+    async def main():
+        with socket.socket() as lsock, socket.socket() as client:
+            lsock.bind(("127.0.0.1", 0))
+            lsock.listen(1)
+            await loop.sock_connect(client, lsock.getsockname())
+            conn, _ = await loop.sock_accept(lsock)  # the connection is queued already
+            with conn:
+                assert conn.gettimeout() == 0
+                await loop.sock_sendall(client, b"ping")
+                assert await loop.sock_recv(conn, 4) == b"ping"
+                await loop.sock_sendall(conn, b"pong")
+                buf = bytearray(4)
+                assert await loop.sock_recv_into(client, buf) == 4 and buf == b"pong"
+                assert client.gettimeout() is None and lsock.gettimeout() is None
+
+    run(loop, main())
+
+
+def test_the_loops_own_receive_waits_in_the_loop_on_a_blocking_socket(loop):
+    # Better than asyncio, whose sock.recv() would block its whole loop here (a hang: the
+    # data comes from a callback of the same loop).
+    a, b = socket.socketpair()
+    with a, b:
+        loop.call_soon(b.send, b"late")
+        assert run(loop, loop.sock_recv(a, 100)) == b"late"
+        assert a.gettimeout() is None
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKING_CALLS))

@@ -37,7 +37,7 @@ from ._handles import (
     callback_error_context,
 )
 from ._handles import is_coroutine_callback as _is_coroutine_callback
-from ._signals import SignalMethods, _wakeup_fd
+from ._signals import INTERRUPT_BEFORE_START, SignalMethods, _wakeup_fd, interruption
 from ._uv import ffi, lib
 
 if TYPE_CHECKING:
@@ -160,6 +160,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         self._slots: list[Any] = [None] * 64
         # events a Ctrl-C interrupted the dispatch of (see _keep_undispatched)
         self._backlog: list[list[Any]] = []
+        # a handle an interruption landed on before its callback began (see _keep_unrun)
+        self._unstarted: _Handle | _TimerHandle | None = None
         # uvc_run_once calls that returned to Python: the C count of runs goes past it only
         # when an exception lost a run's return value (see _keep_lost_run)
         self._runs = 0
@@ -280,6 +282,28 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 record.append(arena[record[2]:record[2] + record[3]])
             backlog.append(record)
 
+    def _event_interrupted(self, exc: BaseException, ev: Any, i: int, end: int,
+                           callee_depth: int, owner: Any, read: bytes | None) -> bool:
+        """The event whose record ends at word ``i`` raised ``exc`` as it was handed out:
+        True when ``exc`` is an interruption that must leave the dispatch (see
+        interruption()), with the events after it kept for the next run, and this one too
+        when its owner had not begun (``read``: what a read-into event had taken from its
+        stream for the owner, kept as a read).  ``ev`` as for _keep_undispatched."""
+        how = interruption(exc, callee_depth)
+        if not how:
+            return False
+        first = i
+        if how == INTERRUPT_BEFORE_START:
+            record = (_unpack(lib.uvc_events(self._uv), i) if ev is None else ev)[i - WORDS:i]
+            if read is not None:
+                self._backlog.append([EV_READ, record[1], 0, len(read), 0, read])
+            else:
+                first = i - WORDS
+                if record[0] == EV_CLOSED and owner is not None:
+                    self._slots[record[1]] = owner  # (the dispatch let go of it)
+        self._keep_undispatched(ev, first, end)
+        return True
+
     def _keep_lost_run(self, runs: int) -> None:
         """An exception came between the poll and the dispatch of its events: a signal
         handler's (Ctrl-C's KeyboardInterrupt), raised as uvc_run_once returned, or on the
@@ -324,9 +348,14 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                         owner._uv_closed()
                     else:
                         owner._uv_event(kind, a, b, c)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
                 except BaseException as exc:
+                    how = interruption(exc, 1)
+                    if how:  # kept from this record if its owner had not begun
+                        if how == INTERRUPT_BEFORE_START:
+                            handed -= 1
+                            if kind == EV_CLOSED:
+                                slots[slot] = owner
+                        raise
                     self._event_failed(owner, kind, exc)
                 if debug:
                     dt = time.monotonic() - t0
@@ -334,8 +363,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                         logger.warning("Executing <%s event of %r> took %.3f seconds",
                                        _EVENT_NAMES.get(kind, kind), owner, dt)
         finally:
-            # SystemExit or KeyboardInterrupt, from a handler or (a signal's) from between
-            # two of them, the timing included: the rest is kept for the next run.
+            # An interruption (see interruption()), from a handler or from between two of
+            # them, the timing included: the rest is kept for the next run.
             if handed < len(backlog):
                 self._backlog = backlog[handed:] + self._backlog
 
@@ -412,7 +441,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             if ntodo:
                 try:
                     self._run_handles(self._ready.popleft, ntodo)
-                except BaseException:  # only SystemExit / KeyboardInterrupt get here
+                except BaseException:  # only an interruption gets here
+                    self._keep_unrun(None)
                     if n:
                         self._keep_undispatched(ev, 0, n * WORDS)
                     raise
@@ -427,7 +457,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 n = 0
             if n:
                 self._dispatch(ev, n)
-        except BaseException:  # SystemExit / KeyboardInterrupt: the due timers run next
+        except BaseException:  # an interruption: the due timers run next
             self._keep_due(due)
             raise
 
@@ -435,11 +465,22 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
             rest = iter(due)
             try:
                 self._run_handles(rest.__next__, len(due))
-            except BaseException:  # SystemExit / KeyboardInterrupt from a callback
+            except BaseException:  # an interruption, in a callback or between two
                 # The timers after it are due still: asyncio keeps them in its ready
                 # queue, and so they run first when the loop runs again.
-                self._ready.extendleft(reversed(list(rest)))
+                self._keep_unrun(list(rest))
                 raise
+
+    def _keep_unrun(self, rest: list[_TimerHandle] | None) -> None:
+        """An interruption left a batch of handles: ``rest`` (due timers it did not reach)
+        go first in the ready queue, and before them the handle the interruption landed on
+        before its callback began (``_unstarted``): it runs when the loop runs again, as if
+        the interruption had come just before it."""
+        if rest:
+            self._ready.extendleft(reversed(rest))
+        unstarted, self._unstarted = self._unstarted, None
+        if unstarted is not None:
+            self._ready.appendleft(unstarted)
 
     def _keep_due(self, due: list[_TimerHandle]) -> None:
         """An exception leaves the iteration before its due timers ran: they go to the
@@ -469,6 +510,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
         # A record is (kind, slot, a, b, c); once i has moved past it, its fields are at
         # these distances back (locals: the cheapest names in this loop).
         SLOT, A, B, C = 4, 3, 2, 1
+        size = 0  # a read-into event's read, once taken (the except below reads it)
         while n and i < end:
             owner = None
             try:
@@ -494,6 +536,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                         if owner is not None:
                             recv = owner._uv_recv
                             if recv is None:  # it reads itself (a BufferedProtocol)
+                                size = 0
                                 owner._uv_readable()
                                 continue
                             # A Protocol: one read into the receive buffer, as the
@@ -505,6 +548,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                             elif size >= _BIG_READ:
                                 recv(_buffer(recv_ptr, size)[:])
                                 if size == _RECV_MAX:
+                                    size = 0  # (handed out: see the except below)
                                     owner._uv_readable()
                             elif size != _UV_EAGAIN:
                                 owner._uv_recv_ended(size)
@@ -523,9 +567,6 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                         owner = slots[ev[i - SLOT]]
                         if owner is not None:
                             owner._uv_event(kind, ev[i - A], ev[i - B], ev[i - C])
-            except (SystemExit, KeyboardInterrupt):
-                self._keep_undispatched(ev, i, end)
-                raise
             except BaseException as exc:
                 if exc.__class__ is IndexError and ev[i - SLOT] >= len(slots):
                     # A slot Python never registered (a Ctrl-C between a request's start in
@@ -533,6 +574,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                     # no owner to tell, as the accelerator's dispatch drops it.  Checked
                     # here, not per event, off the hot path.
                     continue
+                # An interruption keeps the rest; a read this event took from its stream
+                # for a recv() that had not begun is in the receive buffer still (size).
+                read = None
+                if ev[i - WORDS] == EV_READABLE and size > 0:
+                    read = _buffer(recv_ptr, size)[:]
+                if self._event_interrupted(exc, ev, i, end, 1, owner, read):
+                    raise
                 self._event_failed(owner, ev[i - WORDS], exc)
 
     def _compact_timers(self, cancelling: TimerHandle | None = None) -> None:
@@ -569,9 +617,12 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                         handle._context.run(handle._callback, *handle._args)
                     else:
                         self._callbacks_run -= 1
-            except (SystemExit, KeyboardInterrupt):
-                raise
             except BaseException as exc:
+                how = interruption(exc, 1)
+                if how:  # it leaves the loop (_keep_unrun keeps the handle if unbegun)
+                    if how == INTERRUPT_BEFORE_START:
+                        self._unstarted = handle
+                    raise
                 self.call_exception_handler(callback_error_context(handle, exc))
             handle = None  # type: ignore[assignment]  # no cycle through the traceback
 
@@ -1371,8 +1422,27 @@ def _call_python(loop: CoreLoop, method: str, args: tuple[Any, ...],
     return _without_own_frame(result, "_call_python")
 
 
-def _callback_failed(loop: CoreLoop, handle: Handle, exc: BaseException) -> None:
+def _callback_failed(loop: CoreLoop, handle: Handle, exc: BaseException) -> bool:
+    """The accelerator's batch ran ``handle``, which raised ``exc``: True when it is an
+    interruption, which leaves the loop (the handle kept if it had not begun)."""
+    how = interruption(exc, 0)
+    if how:
+        if how == INTERRUPT_BEFORE_START:
+            loop._unstarted = handle  # type: ignore[assignment]
+        return True
     loop.call_exception_handler(callback_error_context(handle, exc))
+    return False
+
+
+def _event_failed_at(loop: CoreLoop, owner: Any, kind: int, exc: BaseException,
+                     index: int, count: int, read: bytes | None) -> bool:
+    """The accelerator's dispatch handed out event ``index`` of ``count``, which raised:
+    True when ``exc`` is an interruption, which leaves the dispatch (see
+    _event_interrupted), else the owner hears of its failure."""
+    if loop._event_interrupted(exc, None, (index + 1) * WORDS, count * WORDS, 0, owner, read):
+        return True
+    loop._event_failed(owner, kind, exc)
+    return False
 
 
 def _keep_undispatched_from(loop: CoreLoop, first: int, count: int) -> None:
@@ -1386,7 +1456,7 @@ _ACCEL_FALLBACKS: dict[str, Any] = {
     "call_at": _call_at_py,
     "call_python": _call_python,
     "callback_failed": _callback_failed,
-    "event_failed": lambda loop, owner, kind, exc: loop._event_failed(owner, kind, exc),
+    "event_failed": _event_failed_at,
     "keep_undispatched": _keep_undispatched_from,
     "handle_signal": lambda loop, sig: loop._handle_signal(sig),
     "flush_new_timers": lambda loop: loop._flush_new_timers(),

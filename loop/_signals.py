@@ -2,7 +2,9 @@
 pointed at a loop, so a signal (Ctrl-C included) interrupts a loop blocked in libuv."""
 from __future__ import annotations
 
+import dis
 import errno
+import functools
 import logging
 import os
 import signal
@@ -10,7 +12,7 @@ import sys
 import threading
 import warnings
 import weakref
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._handles import Handle, is_coroutine_callback
@@ -37,6 +39,91 @@ def _file_identity(fd: int) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+# How an exception that reached one of the loop's catch-alls (the events' dispatch, the
+# ready queue's batch) came to be: see interruption().
+OWN = 0  # the code that was called raised it: its failure, logged as asyncio logs it
+INTERRUPT = 1  # Ctrl-C, SystemExit, or a signal handler's exception: it leaves the loop
+INTERRUPT_BEFORE_START = 2  # the same, landed on the first instruction of the called code
+
+
+def _handler_code(handler: object) -> Any:
+    """The code object a Python-level signal handler runs (None for SIG_DFL, SIG_IGN,
+    a handler in C); methods, functools.partial and callable objects are followed."""
+    for _ in range(8):
+        code = getattr(handler, "__code__", None)
+        if code is not None:
+            return code
+        if hasattr(handler, "__func__"):
+            handler = handler.__func__
+        elif isinstance(handler, functools.partial):
+            handler = handler.func
+        elif callable(handler) and not isinstance(handler, (int, type)):
+            handler = type(handler).__call__
+        else:
+            return None
+    return None
+
+
+def interruption(exc: BaseException, callee_depth: int) -> int:
+    """Tell a loop's catch-all whether ``exc`` is the failure of the code it called (OWN)
+    or an interruption that must leave the loop: Ctrl-C's KeyboardInterrupt, SystemExit,
+    or whatever a Python signal handler raised (INTERRUPT).
+
+    A signal handler runs wherever the interpreter next looks for signals: between two of
+    the loop's own steps as often as inside a callback.  asyncio's loop lets what lands in
+    its own code out of run_forever(); uvcffi's dispatch and batch loops sit in one try per
+    batch, so without this check pytest-timeout's Failed or an alarm's TimeoutError became
+    a logged "callback failed" (or a transport's fatal error) and the run went on, hung.
+
+    INTERRUPT_BEFORE_START: the interruption landed on the first instruction of the called
+    code (``callee_depth`` traceback entries below the catching frame): the callback did
+    nothing, and the caller keeps it for the next run instead of losing it."""
+    entries = []
+    tb = exc.__traceback__
+    while tb is not None:
+        entries.append(tb)
+        tb = tb.tb_next
+    codes = set()
+    for sig in signal.valid_signals():
+        try:
+            code = _handler_code(signal.getsignal(sig))
+        except (OSError, ValueError):
+            continue
+        if code is not None:
+            codes.add(code)
+    landed = -1
+    for depth, entry in enumerate(entries):
+        if entry.tb_frame.f_code in codes:
+            landed = depth - 1  # the frame the handler interrupted
+            break
+    else:
+        if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return OWN
+        landed = len(entries) - 1  # raised where it landed (default_int_handler is C)
+    if landed == callee_depth and landed >= 0 and _at_entry(entries[landed]):
+        return INTERRUPT_BEFORE_START
+    return INTERRUPT
+
+
+_RESUME = dis.opmap.get("RESUME")  # CPython 3.11+: where a function's own code begins
+
+
+def _at_entry(entry: TracebackType) -> bool:
+    """Whether ``entry`` stopped before its function's own code began: at its first
+    instruction, or (CPython 3.11+) at RESUME, after the ops that set up cells and free
+    variables (a closure) or make the generator."""
+    lasti = entry.tb_lasti
+    if lasti <= 0:
+        return True
+    if _RESUME is None:
+        return False
+    code = entry.tb_frame.f_code.co_code
+    for offset in range(0, len(code), 2):
+        if code[offset] == _RESUME:
+            return lasti <= offset
+    return False
 
 
 class _Claim:

@@ -548,9 +548,9 @@ static PyObject *fetch_exception(void) {
     return value;
 }
 
-static int is_exit(void) {
-    return PyErr_ExceptionMatches(PyExc_SystemExit) ||
-           PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+/* Set ``exc`` (a reference this steals) as the current exception again. */
+static void restore_exception(PyObject *exc) {
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
 }
 
 static int add_callbacks_run(Accel *self, PyObject *loop, Py_ssize_t n) {
@@ -572,7 +572,8 @@ static int add_callbacks_run(Accel *self, PyObject *loop, Py_ssize_t n) {
 
 /* run_handles(next_handle, ntodo): run ``ntodo`` handles taken with next_handle(), each
  * in its context, as Handle._run() would; an exception goes to callback_failed(handle,
- * exc), SystemExit and KeyboardInterrupt propagate. */
+ * exc), which logs it, or answers True for an interruption (Ctrl-C, SystemExit, a signal
+ * handler's exception: loop/_signals.py's interruption()), which propagates. */
 static int run_handles(Accel *self, PyObject *loop, PyObject *next_handle, Py_ssize_t ntodo);
 
 static PyObject *Accel_run_handles(Accel *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -645,17 +646,20 @@ static int run_handles(Accel *self, PyObject *loop, PyObject *next_handle, Py_ss
             Py_DECREF(h);
             continue;
         }
-        if (is_exit()) {
-            Py_DECREF(h);
-            goto out;
-        }
         PyObject *exc = fetch_exception();
         PyObject *r = PyObject_CallFunctionObjArgs(self->callback_failed, loop, h, exc, NULL);
-        Py_XDECREF(exc);
         Py_DECREF(h);
-        if (r == NULL)
+        if (r == NULL) {
+            Py_XDECREF(exc);
             goto out;
+        }
+        int leaves = r == Py_True;
         Py_DECREF(r);
+        if (leaves && exc != NULL) {
+            restore_exception(exc);
+            goto out;
+        }
+        Py_XDECREF(exc);
     }
     result = 0;
 out:
@@ -669,9 +673,10 @@ out:
  * as transports/stream.py's _recv_stream does.  Reading goes on while reads fill the
  * buffer (as libuv's own reads do, 32 at most) and the owner still has a _uv_recv (the
  * protocol may pause or close).  EOF and errors go to the owner's _uv_recv_ended(n).
- * NULL with *read_failed set when recv raised. */
+ * NULL with *read_failed set when recv raised, and *unread the bytes it raised on (an
+ * interruption that landed before recv began leaves them unread: see dispatch). */
 static PyObject *recv_stream(uvc_loop_t *L, PyObject *owner, PyObject *recv, int slot,
-                             int *read_failed) {
+                             int *read_failed, PyObject **unread) {
     char *buf = c_recv_buffer(L);
     for (int budget = 32;; budget--) {
         int64_t n = buf == NULL ? UV_ENOMEM : c_read_into(L, slot, buf, UVC_RECV_MAX);
@@ -686,12 +691,13 @@ static PyObject *recv_stream(uvc_loop_t *L, PyObject *owner, PyObject *recv, int
         }
         PyObject *data = PyBytes_FromStringAndSize(buf, (Py_ssize_t)n);
         PyObject *r = data ? PyObject_CallOneArg(recv, data) : NULL;
-        Py_XDECREF(data);
         Py_DECREF(recv);
         if (r == NULL) {
             *read_failed = 1;
+            *unread = data;
             return NULL;
         }
+        Py_DECREF(data);
         if (n < UVC_RECV_MAX || budget == 1)
             return r;
         Py_DECREF(r);
@@ -725,7 +731,7 @@ static PyObject *Accel_dispatch(Accel *self, PyObject *arg) {
     for (Py_ssize_t i = 0; i < n; i++) {
         const int64_t *e = ev + i * UVC_EVENT_WORDS;
         int64_t kind = e[0], slot = e[1];
-        PyObject *owner = NULL, *r = NULL;
+        PyObject *owner = NULL, *r = NULL, *unread = NULL;
         if (slot >= 0 && slot < PyList_GET_SIZE(slots))
             owner = PyList_GET_ITEM(slots, slot);
         if (owner == Py_None)
@@ -760,7 +766,7 @@ static PyObject *Accel_dispatch(Accel *self, PyObject *arg) {
                 /* fall through to the error handling below */
             } else if (recv != Py_None) {
                 int read_failed = 0;
-                r = recv_stream(self->uv, owner, recv, (int)slot, &read_failed);
+                r = recv_stream(self->uv, owner, recv, (int)slot, &read_failed, &unread);
                 if (read_failed)
                     kind = UVC_EV_READ; /* data_received raised: the owner's error */
             } else {
@@ -797,35 +803,33 @@ static PyObject *Accel_dispatch(Accel *self, PyObject *arg) {
             Py_XDECREF(owner);
             continue;
         }
-        if (is_exit()) {
-            /* Keep the events not handed out yet for the next run (their reads copied out
-             * of the arena the next run reuses). */
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyObject *first = PyLong_FromSsize_t(i + 1), *count = PyLong_FromSsize_t(n);
-            PyObject *kr = first && count ? PyObject_CallFunctionObjArgs(
-                                                self->keep_undispatched, loop, first, count, NULL)
-                                          : NULL;
-            Py_XDECREF(first);
-            Py_XDECREF(count);
-            Py_XDECREF(owner);
-            if (kr == NULL)
-                PyErr_Clear(); /* the original exception wins */
-            Py_XDECREF(kr);
-            PyErr_Restore(type, value, tb);
+        /* event_failed tells the owner, or answers True for an interruption, which
+         * leaves with the events not handed out kept for the next run (their reads copied
+         * out of the arena the next run reuses; this one's too if its owner had not
+         * begun). */
+        PyObject *exc = fetch_exception();
+        PyObject *k = PyLong_FromLongLong(kind), *at = PyLong_FromSsize_t(i);
+        PyObject *count = PyLong_FromSsize_t(n);
+        r = k && at && count ? PyObject_CallFunctionObjArgs(
+                                   self->event_failed, loop, owner ? owner : Py_None, k, exc,
+                                   at, count, unread ? unread : Py_None, NULL)
+                             : NULL;
+        Py_XDECREF(k);
+        Py_XDECREF(at);
+        Py_XDECREF(count);
+        Py_XDECREF(unread);
+        Py_XDECREF(owner);
+        if (r == NULL) {
+            Py_XDECREF(exc);
             goto out;
         }
-        PyObject *exc = fetch_exception();
-        PyObject *k = PyLong_FromLongLong(kind);
-        r = k ? PyObject_CallFunctionObjArgs(self->event_failed, loop, owner ? owner : Py_None,
-                                             k, exc, NULL)
-              : NULL;
-        Py_XDECREF(k);
-        Py_XDECREF(exc);
-        Py_XDECREF(owner);
-        if (r == NULL)
-            goto out;
+        int leaves = r == Py_True;
         Py_DECREF(r);
+        if (leaves && exc != NULL) {
+            restore_exception(exc);
+            goto out;
+        }
+        Py_XDECREF(exc);
     }
     result = Py_NewRef(Py_None);
 out:
@@ -1450,20 +1454,26 @@ static PyObject *Accel_run_once(Accel *self, PyObject *Py_UNUSED(ignored)) {
         goto lost_run;
 
     if (ntodo && run_handles(self, loop, self->ready_popleft, ntodo) < 0) {
+        /* an interruption: the handle it landed on before it began goes back first
+         * (_keep_unrun), and the run's events wait for the next run */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *kr = PyObject_CallMethod(loop, "_keep_unrun", "O", Py_None);
+        if (kr == NULL)
+            PyErr_Clear();
+        Py_XDECREF(kr);
         if (n) {
             PyObject *first = PyLong_FromLong(0), *cnt = PyLong_FromLong(n);
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyObject *kr = first && cnt ? PyObject_CallFunctionObjArgs(
-                                              self->keep_undispatched, loop, first, cnt, NULL)
-                                        : NULL;
+            kr = first && cnt ? PyObject_CallFunctionObjArgs(self->keep_undispatched, loop,
+                                                             first, cnt, NULL)
+                              : NULL;
             if (kr == NULL)
                 PyErr_Clear();
             Py_XDECREF(kr);
             Py_XDECREF(first);
             Py_XDECREF(cnt);
-            PyErr_Restore(type, value, tb);
         }
+        PyErr_Restore(type, value, tb);
         goto keep_due;
     }
     if (n) {
@@ -1510,12 +1520,13 @@ static PyObject *Accel_run_once(Accel *self, PyObject *Py_UNUSED(ignored)) {
         Py_XDECREF(next);
         if (r < 0 && rest != NULL) {
             /* The timers after the one that raised are due still: first when the loop
-             * runs again (ready.extendleft(reversed(list(rest)))). */
+             * runs again, after the one the interruption landed on if it had not begun
+             * (loop._keep_unrun(list(rest))). */
             PyObject *type, *value, *tb;
             PyErr_Fetch(&type, &value, &tb);
             PyObject *left = PySequence_List(rest);
-            if (left != NULL && PyList_Reverse(left) == 0) {
-                PyObject *e = PyObject_CallMethod(self->ready, "extendleft", "O", left);
+            if (left != NULL) {
+                PyObject *e = PyObject_CallMethod(loop, "_keep_unrun", "O", left);
                 Py_XDECREF(e);
             }
             Py_XDECREF(left);

@@ -180,6 +180,7 @@ struct uvc_loop_s {
     uvc_base_t *fdset;            /* uvc_fdset.c: the set of fds the loop does not own */
     int64_t polls;                /* uvc_run_once calls so far: the fd set stamps its events */
     char *recv_buffer;            /* uvc_recv_buffer (allocated on first use) */
+    int64_t last_recv;            /* uvc_stream_recv's last result (uvc_stream_last_recv) */
     uvc_stats_t stats;
     uint64_t last_return_ms;      /* loop clock when uvc_run_once last returned (0: never) */
     uint64_t slow_ms;

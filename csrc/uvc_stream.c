@@ -182,7 +182,12 @@ int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len) {
 
 int64_t uvc_stream_recv(uvc_loop_t *L, int slot) {
     char *buf = uvc_recv_buffer(L);
-    return buf == NULL ? UV_ENOMEM : uvc_read_into(L, slot, buf, UVC_RECV_MAX);
+    L->last_recv = buf == NULL ? UV_ENOMEM : uvc_read_into(L, slot, buf, UVC_RECV_MAX);
+    return L->last_recv;
+}
+
+int64_t uvc_stream_last_recv(uvc_loop_t *L) {
+    return L->last_recv;
 }
 
 int uvc_read_stop(uvc_loop_t *L, int slot) {

@@ -37,6 +37,10 @@ int64_t uvc_read_into(uvc_loop_t *L, int slot, char *buf, size_t len);
 /* uvc_read_into the loop's receive buffer (uvc_recv_buffer), UVC_RECV_MAX at most: how a
  * Protocol's stream is read in read-into mode.  The data is valid until the next read. */
 int64_t uvc_stream_recv(uvc_loop_t *L, int slot);
+/* What the last uvc_stream_recv returned: the pure-Python dispatch reads it when an
+ * interruption came between that call's return and the use of its result (the read is in
+ * the receive buffer, and kept for the next run). */
+int64_t uvc_stream_last_recv(uvc_loop_t *L);
 
 /* Write now what the fd takes (uv_try_write) and queue only the unsent tail, copied into
  * C-owned memory; any length (libuv gets 4 GiB or more as several buffers).  Returns the

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextvars
+import dis
 import errno
 import heapq
 import itertools
@@ -37,7 +38,14 @@ from ._handles import (
     callback_error_context,
 )
 from ._handles import is_coroutine_callback as _is_coroutine_callback
-from ._signals import INTERRUPT_BEFORE_START, SignalMethods, _wakeup_fd, interruption
+from ._signals import (
+    INTERRUPT,
+    INTERRUPT_BEFORE_START,
+    INTERRUPT_TAKING,
+    SignalMethods,
+    _wakeup_fd,
+    interruption,
+)
 from ._uv import ffi, lib
 
 if TYPE_CHECKING:
@@ -282,18 +290,15 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 record.append(arena[record[2]:record[2] + record[3]])
             backlog.append(record)
 
-    def _event_interrupted(self, exc: BaseException, ev: Any, i: int, end: int,
-                           callee_depth: int, owner: Any, read: bytes | None) -> bool:
-        """The event whose record ends at word ``i`` raised ``exc`` as it was handed out:
-        True when ``exc`` is an interruption that must leave the dispatch (see
-        interruption()), with the events after it kept for the next run, and this one too
-        when its owner had not begun (``read``: what a read-into event had taken from its
-        stream for the owner, kept as a read).  ``ev`` as for _keep_undispatched."""
-        how = interruption(exc, callee_depth)
-        if not how:
-            return False
+    def _keep_interrupted_event(self, how: int, ev: Any, i: int, end: int, owner: Any,
+                                read: bytes | None) -> None:
+        """An interruption (``how``, from interruption()) left the dispatch as the event
+        whose record ends at word ``i`` was handed out: keep the events after it for the
+        next run, and this one too when its owner had not begun (``read``: what a read-into
+        event had taken from its stream for the owner, kept as a read).  ``ev`` as for
+        _keep_undispatched."""
         first = i
-        if how == INTERRUPT_BEFORE_START:
+        if how == INTERRUPT_BEFORE_START or how == INTERRUPT_TAKING:
             record = (_unpack(lib.uvc_events(self._uv), i) if ev is None else ev)[i - WORDS:i]
             if read is not None:
                 self._backlog.append([EV_READ, record[1], 0, len(read), 0, read])
@@ -302,7 +307,6 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 if record[0] == EV_CLOSED and owner is not None:
                     self._slots[record[1]] = owner  # (the dispatch let go of it)
         self._keep_undispatched(ev, first, end)
-        return True
 
     def _keep_lost_run(self, runs: int) -> None:
         """An exception came between the poll and the dispatch of its events: a signal
@@ -527,7 +531,8 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                                 if size < _BIG_READ:
                                     read(arena[off:off + size])
                                 else:  # on PyPy the slice of a big read costs 1.8x this
-                                    read(_buffer(arena_ptr + off, size)[:])
+                                    data = _buffer(arena_ptr + off, size)[:]  # (taking)
+                                    read(data)
                             else:
                                 owner._uv_read_at(off, ev[i - B])
                     elif kind == EV_READABLE:  # read-into mode
@@ -542,11 +547,12 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                             # A Protocol: one read into the receive buffer, as the
                             # accelerator's dispatch does; the owner's _uv_readable
                             # reads on after a read that fills the buffer.
-                            size = _uvc_stream_recv(uv, slot)
+                            size = _uvc_stream_recv(uv, slot)  # (taking)
                             if 0 < size < _BIG_READ:
                                 recv(received[:size])
                             elif size >= _BIG_READ:
-                                recv(_buffer(recv_ptr, size)[:])
+                                data = _buffer(recv_ptr, size)[:]  # (taking)
+                                recv(data)
                                 if size == _RECV_MAX:
                                     size = 0  # (handed out: see the except below)
                                     owner._uv_readable()
@@ -574,14 +580,21 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                     # no owner to tell, as the accelerator's dispatch drops it.  Checked
                     # here, not per event, off the hot path.
                     continue
-                # An interruption keeps the rest; a read this event took from its stream
-                # for a recv() that had not begun is in the receive buffer still (size).
+                how = interruption(exc, 1, _DISPATCH_TAKING_LINES)
+                if not how:
+                    self._event_failed(owner, ev[i - WORDS], exc)
+                    continue
+                # An interruption keeps the rest, and this event if its owner had not
+                # begun.  A read-into event's read is in the receive buffer then: ``size``
+                # if it landed on the owner's entry, the C core's record if it landed as
+                # the read returned (``size`` not stored yet).
                 read = None
-                if ev[i - WORDS] == EV_READABLE and size > 0:
-                    read = _buffer(recv_ptr, size)[:]
-                if self._event_interrupted(exc, ev, i, end, 1, owner, read):
-                    raise
-                self._event_failed(owner, ev[i - WORDS], exc)
+                if ev[i - WORDS] == EV_READABLE and how != INTERRUPT:
+                    got = lib.uvc_stream_last_recv(uv) if how == INTERRUPT_TAKING else size
+                    if got > 0:
+                        read = received[:got]
+                self._keep_interrupted_event(how, ev, i, end, owner, read)
+                raise
 
     def _compact_timers(self, cancelling: TimerHandle | None = None) -> None:
         """Drop cancelled timers from the heap (in place: callers may hold the list), and
@@ -1438,11 +1451,13 @@ def _event_failed_at(loop: CoreLoop, owner: Any, kind: int, exc: BaseException,
                      index: int, count: int, read: bytes | None) -> bool:
     """The accelerator's dispatch handed out event ``index`` of ``count``, which raised:
     True when ``exc`` is an interruption, which leaves the dispatch (see
-    _event_interrupted), else the owner hears of its failure."""
-    if loop._event_interrupted(exc, None, (index + 1) * WORDS, count * WORDS, 0, owner, read):
-        return True
-    loop._event_failed(owner, kind, exc)
-    return False
+    _keep_interrupted_event), else the owner hears of its failure."""
+    how = interruption(exc, 0)
+    if not how:
+        loop._event_failed(owner, kind, exc)
+        return False
+    loop._keep_interrupted_event(how, None, (index + 1) * WORDS, count * WORDS, owner, read)
+    return True
 
 
 def _keep_undispatched_from(loop: CoreLoop, first: int, count: int) -> None:
@@ -1468,6 +1483,22 @@ _ACCEL_FALLBACKS: dict[str, Any] = {
     "compact_min_cancelled": _COMPACT_MIN_CANCELLED,
     "max_timeout_ms": _MAX_TIMEOUT_MS,
 }
+
+def _lines_calling(function: Any, names: set[str]) -> frozenset[int]:
+    """The lines of ``function`` that load any of ``names`` (the calls there)."""
+    lines = set()
+    line = 0
+    for instr in dis.get_instructions(function):
+        if instr.starts_line:
+            line = instr.starts_line
+        if instr.argval in names and instr.opname.startswith("LOAD_"):
+            lines.add(line)
+    return frozenset(lines)
+
+
+# Where the pure-Python dispatch takes a read with a C call, before it hands the read on:
+# an interruption landing as such a call returns keeps the read (see interruption()).
+_DISPATCH_TAKING_LINES = _lines_calling(CoreLoop._dispatch, {"_uvc_stream_recv", "_buffer"})
 
 # From this size the pure-Python dispatch makes a read's bytes with ffi.buffer(ptr, n)[:]:
 # on PyPy 100 KiB take 15 us so against 28 us through a slice of the arena's buffer (which

@@ -46,6 +46,7 @@ def _file_identity(fd: int) -> tuple[int, int] | None:
 OWN = 0  # the code that was called raised it: its failure, logged as asyncio logs it
 INTERRUPT = 1  # Ctrl-C, SystemExit, or a signal handler's exception: it leaves the loop
 INTERRUPT_BEFORE_START = 2  # the same, landed on the first instruction of the called code
+INTERRUPT_TAKING = 3  # the same, landed in the catching frame as it took what it would hand on
 
 
 def _handler_code(handler: object) -> Any:
@@ -66,7 +67,8 @@ def _handler_code(handler: object) -> Any:
     return None
 
 
-def interruption(exc: BaseException, callee_depth: int) -> int:
+def interruption(exc: BaseException, callee_depth: int,
+                 taking_lines: frozenset[int] = frozenset()) -> int:
     """Tell a loop's catch-all whether ``exc`` is the failure of the code it called (OWN)
     or an interruption that must leave the loop: Ctrl-C's KeyboardInterrupt, SystemExit,
     or whatever a Python signal handler raised (INTERRUPT).
@@ -79,7 +81,10 @@ def interruption(exc: BaseException, callee_depth: int) -> int:
 
     INTERRUPT_BEFORE_START: the interruption landed on the first instruction of the called
     code (``callee_depth`` traceback entries below the catching frame): the callback did
-    nothing, and the caller keeps it for the next run instead of losing it."""
+    nothing, and the caller keeps it for the next run instead of losing it.
+    INTERRUPT_TAKING: it landed in the catching frame itself (``callee_depth`` 1), on one of
+    ``taking_lines``: just after a C call that took the data the frame was about to hand
+    on (the interpreter looks for signals as a call returns), which the caller keeps."""
     entries = []
     tb = exc.__traceback__
     while tb is not None:
@@ -104,6 +109,8 @@ def interruption(exc: BaseException, callee_depth: int) -> int:
         landed = len(entries) - 1  # raised where it landed (default_int_handler is C)
     if landed == callee_depth and landed >= 0 and _at_entry(entries[landed]):
         return INTERRUPT_BEFORE_START
+    if landed == 0 and callee_depth == 1 and entries[0].tb_lineno in taking_lines:
+        return INTERRUPT_TAKING
     return INTERRUPT
 
 

@@ -23,6 +23,7 @@ import itertools
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -203,3 +204,63 @@ def test_a_callbacks_own_base_exception_is_still_its_failure(loop, boom_on_usr1,
     loop.call_soon(fail)
     loop.run_until_complete(asyncio.sleep(0))
     assert [type(c.get("exception")) for c in reported] == [Boom]
+
+
+@pytest.mark.parametrize("take", ["_uvc_stream_recv", "_buffer"])
+def test_as_the_python_dispatch_takes_a_read_it_leaves_the_loop_and_keeps_the_read(
+        loop, boom_on_usr1, reported, monkeypatch, take):
+    """The pure-Python dispatch (PyPy's) takes a Protocol's read with a C call, the read
+    itself or (100 KiB) the bytes of it, then hands it on; the interpreter looks for
+    signals as such a call returns.  A handler that runs there must not lose the read
+    (the size not stored yet).  The stand-in for that handler is the call itself, made a
+    signal handler (so the loop takes what it raises for a handler's): it takes the read,
+    then raises."""
+    if loop._accel is not None:
+        pytest.skip("the accelerator's dispatch takes reads in C: no Python code runs "
+                    "between a read and its hand-over")
+    core = sys.modules[type(loop)._dispatch.__module__]
+    real = getattr(core, take)
+    armed = []
+
+    def take_then_interrupt(*args):
+        result = real(*args)
+        if armed:
+            armed.clear()
+            raise Boom()
+        return result
+
+    old = signal.signal(signal.SIGUSR2, take_then_interrupt)
+    monkeypatch.setattr(core, take, take_then_interrupt)
+    got = []
+    transports = []
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            transports.append(transport)
+
+        def data_received(self, data):
+            got.append(data)
+
+    server = loop.run_until_complete(loop.create_server(Server, "127.0.0.1", 0))
+    client = socket.create_connection(server.sockets[0].getsockname())
+    try:
+        while not transports:
+            loop.run_until_complete(asyncio.sleep(0.01))
+        message = os.urandom(100 * 1024 if take == "_buffer" else 1000)
+        armed.append(True)
+        client.sendall(message)
+        with pytest.raises(Boom):
+            loop.run_until_complete(asyncio.sleep(1))
+        assert not transports[0].is_closing()
+        client.sendall(b"more")
+        deadline = loop.time() + 30  # a failure's cost, never a pass's condition
+        while len(b"".join(got)) < len(message) + 4 and loop.time() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.01))
+        assert b"".join(got) == message + b"more"
+        assert reported == []
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+        client.close()
+        transports[0].close()
+        server.close()
+        loop.run_until_complete(server.wait_closed())

@@ -40,11 +40,7 @@ static void defer_fault(uvc_loop_t *L, int slot) {
     L->guard_faults[L->nguard_faults++] = slot;
 }
 
-/* Take the stream off every libuv structure that names its fd. */
-static void forget_fd(uvc_loop_t *L, struct uvc_guard_entry *e) {
-    uv__io_t *w = e->w;
-    uvc_base_t *b = e->b;
-    uv_loop_t *loop = &L->uv;
+void uvc_fdguard_detach_io(uv_loop_t *loop, uv__io_t *w) {
     unlink_queue(watcher_link(w));
     /* A watcher fed to the pending queue would reach libuv's stream callback, which
      * asserts a valid fd. */
@@ -57,6 +53,12 @@ static void forget_fd(uvc_loop_t *L, struct uvc_guard_entry *e) {
     w->events = 0;
     /* uv_close skips the close() of an fd of -1: the number may be another file's now. */
     w->fd = -1;
+}
+
+/* Take the stream off every libuv structure that names its fd. */
+static void forget_fd(uvc_loop_t *L, struct uvc_guard_entry *e) {
+    uvc_base_t *b = e->b;
+    uvc_fdguard_detach_io(&L->uv, e->w);
     e->b = NULL;
     b->guard_fd = -1;
     b->faulted = 1;

@@ -47,6 +47,9 @@ int uvc_fdguard_lost(uvc_loop_t *L, uvc_base_t *b, int err);
  * closed under the stream, now names nobody's file or another's, forgets it first so that
  * uv_close closes nothing). */
 void uvc_fdguard_remove(uvc_loop_t *L, uvc_base_t *b);
+/* Take a watcher off every libuv structure that names its fd, with no syscall on that
+ * number (it may be another file's now): its fd becomes -1. */
+void uvc_fdguard_detach_io(uv_loop_t *loop, uv__io_t *w);
 /* Free the guard's table (the loop is going). */
 void uvc_fdguard_free(uvc_loop_t *L);
 

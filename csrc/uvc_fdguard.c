@@ -1,5 +1,6 @@
 /* uvcffi fd guard: see uvc_fdguard.h. */
 #include "uvc_fdguard.h"
+#include "uvc_fdset.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -62,12 +63,21 @@ static void forget_fd(uvc_loop_t *L, struct uvc_guard_entry *e) {
     e->b = NULL;
     b->guard_fd = -1;
     b->faulted = 1;
+    /* A poll handle's close needs a number (libuv asserts one): see uvc_fdset_forgotten. */
+    if (b == L->fdset)
+        uvc_fdset_forgotten(L);
 }
 
 /* forget_fd, and tell Python (at once when inside uv_run, else from the next run). */
 static void cut_off(uvc_loop_t *L, struct uvc_guard_entry *e, int err, int now) {
     uvc_base_t *b = e->b;
     forget_fd(L, e);
+    /* The fd set is the loop's own, with no transport to fail: it starts again at once on
+     * a new epoll fd, and every fd it watched keeps working. */
+    if (b == L->fdset) {
+        uvc_fdset_reopen(L);
+        return;
+    }
     if (now)
         uvc_emit(L, UVC_EV_FD_LOST, b->slot, err, 0, 0);
     else

@@ -14,7 +14,9 @@
  * UVC_EV_FD_LOST with UV_EBADF (the transport fails, paused or not); every later call on the slot but uvc_close fails with
  * UV_EBADF.  UDP handles are guarded the same way: their fd is libuv's own duplicate,
  * which only a stray close can reach (a socket object closed twice, the number reused by
- * the duplicate in between), and libuv aborts on it all the same.  The common path costs nothing more than libuv's own epoll_ctl, plus an
+ * the duplicate in between), and libuv aborts on it all the same.  So is the fd set's
+ * poll (uvc_fdset.h), which has no transport to fail: cut off, it starts again on a new
+ * epoll fd (uvc_fdset_reopen) and no UVC_EV_FD_LOST is sent.  The common path costs nothing more than libuv's own epoll_ctl, plus an
  * fstat() per EPOLL_CTL_ADD.
  *
  * This reads fields of uv_loop_t and uv__io_t that uv.h declares but calls private

@@ -20,6 +20,14 @@
  * A registration epoll keeps for a closed fd whose file lives on in a duplicate is never
  * reported: each event carries its registration's generation, and one that is not the
  * number's current registration makes the set be rebuilt without it (uvc_fdset.c).
+ *
+ * The set's own epoll fd closed under the loop (a stray os.close() of its number: a double
+ * close) never aborts the process and never silences the watched fds: the set starts again
+ * on a new epoll fd with every registration it held, found out by the fd guard before
+ * libuv's first poll of it, and afterwards by the first failing call on it (fdset_cb's
+ * epoll_wait, which libuv still runs since a second fd keeps the set's file open, or a
+ * watch's epoll_ctl).  The old number is never closed or read again: another file may
+ * have it (see uvc_fdset.c).
  */
 #ifndef UVC_FDSET_H
 #define UVC_FDSET_H
@@ -44,5 +52,10 @@ int uvc_fdset_fd(uvc_loop_t *L);
 /* After fork: give the child an epoll set of its own under the same fd number (the one it
  * inherited is the parent's set).  Python then registers its fds again. */
 void uvc_fdset_after_fork(uvc_loop_t *L);
+/* For the fd guard (uvc_fdguard.c), when the set's number was closed under the loop: the
+ * set lets go of the number (never to close it), then starts again on a new epoll fd and
+ * poll watch, holding every registration it held (UV_ENOENT later for one that fails). */
+void uvc_fdset_forgotten(uvc_loop_t *L);
+void uvc_fdset_reopen(uvc_loop_t *L);
 
 #endif

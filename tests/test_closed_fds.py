@@ -875,3 +875,129 @@ def test_a_sock_recv_whose_fd_number_was_closed_and_reused_never_reads_the_new_f
         os.close(keep)
         return outcome
     """) == ("result ('OSError', 9)" if how == "detach" else "result waiting")
+
+
+FDSET_PRELUDE = """
+import faulthandler
+from uvcffi._uv import lib
+faulthandler.dump_traceback_later(20, exit=True)  # a loop that hangs fails, not the run
+
+def stray_number():
+    # A socket object whose fd the program closed with os.close() still thinks it owns the
+    # number: closing the object later (a double close) closes whatever took the number
+    # in between, here the loop's fd set, opened by the next add_reader.
+    stray = socket.socket()
+    number = stray.fileno()
+    os.close(number)
+    return stray, number
+
+def watch(loop, sock):
+    got = loop.create_future()
+    def read():
+        if not got.done():
+            got.set_result(sock.recv(100))
+    loop.add_reader(sock, read)
+    return got
+"""
+
+
+def run_fdset_case(body):
+    return run_isolated(FDSET_PRELUDE + textwrap.dedent(body))
+
+
+def test_the_fd_sets_fd_closed_before_its_first_poll_never_aborts_and_keeps_watching():
+    # libuv registers the set's epoll fd at its next poll and aborted the process when that
+    # failed (EBADF).  Now the set starts again on a new epoll fd, with what it watched.
+    assert run_fdset_case("""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        stray, number = stray_number()
+        got = watch(loop, a)  # the set opens, on the stray number
+        assert lib.uvc_fdset_fd(loop._uv) == number
+        stray.close()  # before the loop has polled once
+        b.send(b"still heard")
+        data = await got
+        loop.remove_reader(a)
+        a.close()
+        b.close()
+        return data
+    """) == "result b'still heard'"
+
+
+@pytest.mark.parametrize("then", ["add_reader", "sock_recv", "nothing"])
+def test_watches_after_the_fd_sets_fd_was_closed_under_the_loop_keep_working(then):
+    # Once libuv had registered the set's fd, closing it took the registration along: the
+    # watched fds' callbacks never ran again (a hang), and the next add_reader or sock_*
+    # wait failed (OSError EBADF from the closed set).  Now the set's readiness still
+    # reaches the loop (the set holds its file open in a second fd), and the set, found
+    # closed there or by the next watch, starts again with every fd it watched.
+    assert run_fdset_case(f"""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        c, d = socket.socketpair()
+        c.setblocking(False)
+        stray, number = stray_number()
+        first = watch(loop, a)
+        assert lib.uvc_fdset_fd(loop._uv) == number
+        await asyncio.sleep(0)  # libuv polls the set's fd now
+        stray.close()
+        if "{then}" == "add_reader":
+            second = watch(loop, c)
+        elif "{then}" == "sock_recv":
+            second = asyncio.ensure_future(loop.sock_recv(c, 100))
+            await asyncio.sleep(0)
+        b.send(b"first")
+        got = [await first]
+        if "{then}" != "nothing":
+            d.send(b"second")
+            got.append(await second)
+            loop.remove_reader(c)
+        loop.remove_reader(a)
+        for s in (a, b, c, d):
+            s.close()
+        return got
+    """) == ("result [b'first']" if then == "nothing" else "result [b'first', b'second']")
+
+
+@pytest.mark.parametrize("when", ["before the first poll", "after"])
+def test_the_file_that_takes_the_fd_sets_closed_number_is_neither_read_nor_closed(when):
+    # The set's number closed under the loop, then taken by a pipe: libuv watched the pipe
+    # in the set's place, or nothing, and the socket's reader never ran (a hang); add_reader
+    # on the pipe was refused as the set's own number (EBADF), and the set, closing with
+    # the loop, closed the number: the pipe.  Now the set starts again elsewhere and leaves
+    # the number to the pipe, whose bytes stay for its own reader.
+    assert run_fdset_case(f"""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        stray, number = stray_number()
+        first = watch(loop, a)
+        assert lib.uvc_fdset_fd(loop._uv) == number
+        if "{when}" == "after":
+            await asyncio.sleep(0)
+        stray.close()
+        r, w = os.pipe()
+        assert r == number
+        os.write(w, b"piped")
+        b.send(b"socket")
+        got = [await first]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        piped = loop.create_future()
+        loop.add_reader(r, lambda: piped.done() or piped.set_result(os.read(r, 100)))
+        got.append(await piped)
+        loop.remove_reader(r)
+        os.write(w, b" own")
+        loop.remove_reader(a)
+        a.close()
+        b.close()
+        return got, r, w
+
+    got, r, w = uvcffi.run(scenario())
+    left = os.read(r, 100)  # the loop closed with its set: not this number
+    os.close(r)
+    os.close(w)
+    print("result", got, left)
+    """) == "result [b'socket', b'piped'] b' own'"

@@ -103,6 +103,9 @@ static int apply(uvc_loop_t *L, struct uvc_guard_entry *e) {
         int r = same_file(e, w->fd);
         if (r < 0)
             return r;
+        /* Every epoll fd is the same inode to fstat: the set tells its own apart. */
+        if (e->b == L->fdset && !uvc_fdset_is_ours(L))
+            return -EBADF;
         if (epoll_ctl(epfd, EPOLL_CTL_ADD, w->fd, &ev) == 0)
             return 0;
         if (errno != EEXIST) /* still registered from before a stop: libuv does the same */
@@ -136,7 +139,7 @@ static void guard_cb(uv_prepare_t *p) {
              * regular file given as a pipe): the fd is closed here, since cut_off leaves
              * the handle's close without it.  Not a closed or reused number: that fd is
              * not the stream's to close. */
-            int own = same_file(e, fd) == 0;
+            int own = same_file(e, fd) == 0 && (e->b != L->fdset || uvc_fdset_is_ours(L));
             cut_off(L, e, uv_translate_sys_error(-r), 1);
             if (own)
                 close(fd);

@@ -105,6 +105,8 @@ static int is_set(uvc_fdset_t *s, int fd, int sure) {
 
 static int set_is_ours(uvc_fdset_t *s) { return is_set(s, s->epfd, 0); }
 
+int uvc_fdset_is_ours(uvc_loop_t *L) { return set_is_ours((uvc_fdset_t *)L->fdset); }
+
 /* Close the set's fds that still are its file (a stray close may have given either
  * number to another file, which is not the set's to close). */
 static void set_release(uvc_fdset_t *s) {
@@ -181,9 +183,10 @@ static void fdset_cb(uv_poll_t *p, int status, int events) {
     if (status < 0)
         return;
     int n = epoll_wait(s->epfd, ready, UVC_FDSET_BATCH, 0);
-    if (n < 0 && errno != EINTR) {
-        /* The number was closed while the set's file lived on elsewhere (a forked child's
-         * copy keeps libuv's registration), or taken by a file epoll refuses. */
+    /* libuv found the set readable: an error, or nothing ready (rare: a readiness gone by
+     * now), may mean the number is not the set any more, libuv's registration of the set
+     * living on through keep: closed, or taken by another file, another epoll set even. */
+    if ((n < 0 && errno != EINTR) || (n == 0 && !set_is_ours(s))) {
         set_lose(s);
         return;
     }

@@ -56,6 +56,8 @@ void uvc_fdset_after_fork(uvc_loop_t *L);
  * set lets go of the number (never to close it), then starts again on a new epoll fd and
  * poll watch, holding every registration it held (UV_ENOENT later for one that fails). */
 void uvc_fdset_forgotten(uvc_loop_t *L);
+/* Whether the set's number still is its epoll set (every epoll fd is one inode to fstat). */
+int uvc_fdset_is_ours(uvc_loop_t *L);
 void uvc_fdset_reopen(uvc_loop_t *L);
 
 #endif

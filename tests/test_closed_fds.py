@@ -1001,3 +1001,44 @@ def test_the_file_that_takes_the_fd_sets_closed_number_is_neither_read_nor_close
     os.close(w)
     print("result", got, left)
     """) == "result [b'socket', b'piped'] b' own'"
+
+
+@pytest.mark.parametrize("when", ["before the first poll", "after"])
+def test_an_epoll_set_that_takes_the_fd_sets_closed_number_is_left_alone(when):
+    # Every epoll fd is the same inode to fstat, so only the set's own registrations tell
+    # it from another epoll set that took its number (here a selector's): libuv watched the
+    # selector's set in the fd set's place, or nothing, and the socket's reader never ran
+    # (a hang).  Now the fd set starts again elsewhere, and the selector keeps its events.
+    assert run_fdset_case(f"""
+    import select
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        x, y = socket.socketpair()
+        stray, number = stray_number()
+        first = watch(loop, a)
+        assert lib.uvc_fdset_fd(loop._uv) == number
+        if "{when}" == "after":
+            await asyncio.sleep(0)
+        stray.close()
+        ep = select.epoll()
+        assert ep.fileno() == number
+        ep.register(x.fileno(), select.EPOLLIN)
+        y.send(b"for the selector")
+        b.send(b"socket")
+        got = await first
+        for _ in range(3):
+            await asyncio.sleep(0)
+        loop.remove_reader(a)
+        a.close()
+        b.close()
+        return got, ep, x, y
+
+    got, ep, x, y = uvcffi.run(scenario())
+    ready = ep.poll(0) == [(x.fileno(), select.EPOLLIN)]  # its own, still there
+    ep.close()
+    x.close()
+    y.close()
+    print("result", got, ready)
+    """) == "result b'socket' True"

@@ -631,7 +631,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                     else:
                         self._callbacks_run -= 1
             except BaseException as exc:
-                how = interruption(exc, 1)
+                how = interruption(exc, 1, callee=handle._callback)
                 if how:  # it leaves the loop (_keep_unrun keeps the handle if unbegun)
                     if how == INTERRUPT_BEFORE_START:
                         self._unstarted = handle
@@ -1435,13 +1435,13 @@ def _call_python(loop: CoreLoop, method: str, args: tuple[Any, ...],
     return _without_own_frame(result, "_call_python")
 
 
-def _callback_failed(loop: CoreLoop, handle: Handle, exc: BaseException) -> bool:
+def _callback_failed(loop: CoreLoop, handle: _Handle, exc: BaseException) -> bool:
     """The accelerator's batch ran ``handle``, which raised ``exc``: True when it is an
     interruption, which leaves the loop (the handle kept if it had not begun)."""
-    how = interruption(exc, 0)
+    how = interruption(exc, 0, callee=handle._callback)
     if how:
         if how == INTERRUPT_BEFORE_START:
-            loop._unstarted = handle  # type: ignore[assignment]
+            loop._unstarted = handle
         return True
     loop.call_exception_handler(callback_error_context(handle, exc))
     return False

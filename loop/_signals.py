@@ -68,7 +68,7 @@ def _handler_code(handler: object) -> Any:
 
 
 def interruption(exc: BaseException, callee_depth: int,
-                 taking_lines: frozenset[int] = frozenset()) -> int:
+                 taking_lines: frozenset[int] = frozenset(), callee: object = None) -> int:
     """Tell a loop's catch-all whether ``exc`` is the failure of the code it called (OWN)
     or an interruption that must leave the loop: Ctrl-C's KeyboardInterrupt, SystemExit,
     or whatever a Python signal handler raised (INTERRUPT).
@@ -81,7 +81,10 @@ def interruption(exc: BaseException, callee_depth: int,
 
     INTERRUPT_BEFORE_START: the interruption landed on the first instruction of the called
     code (``callee_depth`` traceback entries below the catching frame): the callback did
-    nothing, and the caller keeps it for the next run instead of losing it.
+    nothing, and the caller keeps it for the next run instead of losing it.  ``callee``,
+    when given, is the callable the caller called: the frame must be its code's, else C
+    code in between may have acted already (a Task's step, which takes an exception its
+    coroutine raised at its first instruction for the task's result).
     INTERRUPT_TAKING: it landed in the catching frame itself (``callee_depth`` 1), on one of
     ``taking_lines``: just after a C call that took the data the frame was about to hand
     on (the interpreter looks for signals as a call returns), which the caller keeps."""
@@ -107,7 +110,8 @@ def interruption(exc: BaseException, callee_depth: int,
         if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
             return OWN
         landed = len(entries) - 1  # raised where it landed (default_int_handler is C)
-    if landed == callee_depth and landed >= 0 and _at_entry(entries[landed]):
+    if (landed == callee_depth and landed >= 0 and _at_entry(entries[landed])
+            and (callee is None or entries[landed].tb_frame.f_code is _handler_code(callee))):
         return INTERRUPT_BEFORE_START
     if landed == 0 and callee_depth == 1 and entries[0].tb_lineno in taking_lines:
         return INTERRUPT_TAKING

@@ -264,3 +264,25 @@ def test_as_the_python_dispatch_takes_a_read_it_leaves_the_loop_and_keeps_the_re
         transports[0].close()
         server.close()
         loop.run_until_complete(server.wait_closed())
+
+
+def test_ctrl_c_at_a_tasks_first_instruction_does_not_run_the_step_twice(loop, reported):
+    """A task's step is C (asyncio's Task) that runs the coroutine: Ctrl-C landing on the
+    coroutine's first instruction is taken by the step for the task's result (as asyncio's
+    Task does, then re-raised).  The step has acted: kept and run again, it found the task
+    done (InvalidStateError, reported).  Only a callback's own first instruction counts
+    as not begun."""
+    async def work():
+        return "done"
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        loop.call_soon(kill_in_c(signal.SIGINT))
+        task = loop.create_task(work())  # its first step runs next
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(task)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert task.done()
+    assert reported == []

@@ -290,6 +290,15 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 record.append(arena[record[2]:record[2] + record[3]])
             backlog.append(record)
 
+    def _event_callees(self, owner: Any) -> tuple[object, ...]:
+        """What the dispatch may call for an event of ``owner`` (None: a signal's): an
+        interruption that landed on one's first instruction finds the event not begun."""
+        if owner is None:
+            return (self._handle_signal,)
+        names = ("_uv_read", "_uv_read_at", "_uv_recv", "_uv_readable", "_uv_recv_ended",
+                 "_uv_closed", "_uv_event", "_deliver")
+        return tuple(getattr(owner, name, None) for name in names)
+
     def _keep_interrupted_event(self, how: int, ev: Any, i: int, end: int, owner: Any,
                                 read: bytes | None) -> None:
         """An interruption (``how``, from interruption()) left the dispatch as the event
@@ -353,7 +362,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                     else:
                         owner._uv_event(kind, a, b, c)
                 except BaseException as exc:
-                    how = interruption(exc, 1)
+                    how = interruption(exc, 1, callees=self._event_callees(owner))
                     if how:  # kept from this record if its owner had not begun
                         if how == INTERRUPT_BEFORE_START:
                             handed -= 1
@@ -580,7 +589,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                     # no owner to tell, as the accelerator's dispatch drops it.  Checked
                     # here, not per event, off the hot path.
                     continue
-                how = interruption(exc, 1, _DISPATCH_TAKING_LINES)
+                how = interruption(exc, 1, _DISPATCH_TAKING_LINES, self._event_callees(owner))
                 if not how:
                     self._event_failed(owner, ev[i - WORDS], exc)
                     continue
@@ -631,7 +640,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                     else:
                         self._callbacks_run -= 1
             except BaseException as exc:
-                how = interruption(exc, 1, callee=handle._callback)
+                how = interruption(exc, 1, callees=(handle._callback,))
                 if how:  # it leaves the loop (_keep_unrun keeps the handle if unbegun)
                     if how == INTERRUPT_BEFORE_START:
                         self._unstarted = handle
@@ -1438,7 +1447,7 @@ def _call_python(loop: CoreLoop, method: str, args: tuple[Any, ...],
 def _callback_failed(loop: CoreLoop, handle: _Handle, exc: BaseException) -> bool:
     """The accelerator's batch ran ``handle``, which raised ``exc``: True when it is an
     interruption, which leaves the loop (the handle kept if it had not begun)."""
-    how = interruption(exc, 0, callee=handle._callback)
+    how = interruption(exc, 0, callees=(handle._callback,))
     if how:
         if how == INTERRUPT_BEFORE_START:
             loop._unstarted = handle
@@ -1452,7 +1461,7 @@ def _event_failed_at(loop: CoreLoop, owner: Any, kind: int, exc: BaseException,
     """The accelerator's dispatch handed out event ``index`` of ``count``, which raised:
     True when ``exc`` is an interruption, which leaves the dispatch (see
     _keep_interrupted_event), else the owner hears of its failure."""
-    how = interruption(exc, 0)
+    how = interruption(exc, 0, callees=loop._event_callees(owner))
     if not how:
         loop._event_failed(owner, kind, exc)
         return False

@@ -2,6 +2,7 @@
 pointed at a loop, so a signal (Ctrl-C included) interrupts a loop blocked in libuv."""
 from __future__ import annotations
 
+import contextvars
 import dis
 import errno
 import functools
@@ -59,7 +60,9 @@ def _handler_code(handler: object) -> Any:
         if hasattr(handler, "__func__"):
             handler = handler.__func__
         elif isinstance(handler, functools.partial):
-            handler = handler.func
+            # partial(context.run, f), how transports call their protocols: f runs
+            run = getattr(handler.func, "__name__", None) == "run" and handler.args
+            handler = handler.args[0] if run else handler.func
         elif callable(handler) and not isinstance(handler, (int, type)):
             handler = type(handler).__call__
         else:
@@ -68,7 +71,8 @@ def _handler_code(handler: object) -> Any:
 
 
 def interruption(exc: BaseException, callee_depth: int,
-                 taking_lines: frozenset[int] = frozenset(), callee: object = None) -> int:
+                 taking_lines: frozenset[int] = frozenset(), callees: tuple[object, ...] = ()
+                 ) -> int:
     """Tell a loop's catch-all whether ``exc`` is the failure of the code it called (OWN)
     or an interruption that must leave the loop: Ctrl-C's KeyboardInterrupt, SystemExit,
     or whatever a Python signal handler raised (INTERRUPT).
@@ -81,10 +85,12 @@ def interruption(exc: BaseException, callee_depth: int,
 
     INTERRUPT_BEFORE_START: the interruption landed on the first instruction of the called
     code (``callee_depth`` traceback entries below the catching frame): the callback did
-    nothing, and the caller keeps it for the next run instead of losing it.  ``callee``,
-    when given, is the callable the caller called: the frame must be its code's, else C
-    code in between may have acted already (a Task's step, which takes an exception its
-    coroutine raised at its first instruction for the task's result).
+    nothing, and the caller keeps it for the next run instead of losing it.  ``callees``
+    are what the caller may have called: the frame must run one's code, else code in C in
+    between may have acted already (a Task's step takes an exception its coroutine raised
+    at its first instruction for the task's result; a protocol in Cython may have buffered
+    the data it then hands to a Python callback).  A Python Context.run (PyPy's) in
+    between has done nothing that lasts.
     INTERRUPT_TAKING: it landed in the catching frame itself (``callee_depth`` 1), on one of
     ``taking_lines``: just after a C call that took the data the frame was about to hand
     on (the interpreter looks for signals as a call returns), which the caller keeps."""
@@ -110,8 +116,10 @@ def interruption(exc: BaseException, callee_depth: int,
         if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
             return OWN
         landed = len(entries) - 1  # raised where it landed (default_int_handler is C)
-    if (landed == callee_depth and landed >= 0 and _at_entry(entries[landed])
-            and (callee is None or entries[landed].tb_frame.f_code is _handler_code(callee))):
+    if (0 <= callee_depth <= landed and _at_entry(entries[landed])
+            and all(entries[d].tb_frame.f_code is _CONTEXT_RUN
+                    for d in range(callee_depth, landed))
+            and any(entries[landed].tb_frame.f_code is _handler_code(c) for c in callees)):
         return INTERRUPT_BEFORE_START
     if landed == 0 and callee_depth == 1 and entries[0].tb_lineno in taking_lines:
         return INTERRUPT_TAKING
@@ -119,6 +127,8 @@ def interruption(exc: BaseException, callee_depth: int,
 
 
 _RESUME = dis.opmap.get("RESUME")  # CPython 3.11+: where a function's own code begins
+# PyPy's Context.run is Python code, a frame between the loop and what it runs
+_CONTEXT_RUN = getattr(contextvars.Context.run, "__code__", None)
 
 
 def _at_entry(entry: TracebackType) -> bool:

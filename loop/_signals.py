@@ -119,7 +119,8 @@ def interruption(exc: BaseException, callee_depth: int,
     if (0 <= callee_depth <= landed and _at_entry(entries[landed])
             and all(entries[d].tb_frame.f_code is _CONTEXT_RUN
                     for d in range(callee_depth, landed))
-            and any(entries[landed].tb_frame.f_code is _handler_code(c) for c in callees)):
+            and (entries[landed].tb_frame.f_code is _CONTEXT_RUN
+                 or any(entries[landed].tb_frame.f_code is _handler_code(c) for c in callees))):
         return INTERRUPT_BEFORE_START
     if landed == 0 and callee_depth == 1 and entries[0].tb_lineno in taking_lines:
         return INTERRUPT_TAKING

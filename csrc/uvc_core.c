@@ -505,7 +505,8 @@ int uvc_close(uvc_loop_t *L, int slot) {
 int uvc_fileno(uvc_loop_t *L, int slot) {
     uvc_base_t *b = uvc_slot_get(L, slot);
     uv_os_fd_t fd;
-    if (b == NULL)
+    /* A cut-off poll handle keeps a borrowed number for libuv's close (see forget_fd). */
+    if (b == NULL || b->faulted)
         return UV_EBADF;
     int r = uv_fileno(b->handle, &fd);
     return r < 0 ? r : (int)fd;

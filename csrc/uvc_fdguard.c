@@ -66,6 +66,8 @@ static void forget_fd(uvc_loop_t *L, struct uvc_guard_entry *e) {
     /* A poll handle's close needs a number (libuv asserts one): see uvc_fdset_forgotten. */
     if (b == L->fdset)
         uvc_fdset_forgotten(L);
+    else if (b->handle->type == UV_POLL) /* a listener's: the same borrowed number */
+        e->w->fd = uv_backend_fd(&L->uv);
 }
 
 /* forget_fd, and tell Python (at once when inside uv_run, else from the next run). */
@@ -208,6 +210,13 @@ int uvc_fdguard_lost(uvc_loop_t *L, uvc_base_t *b, int err) {
         return 0;
     cut_off(L, &L->guard[fd], err, 1);
     return 1;
+}
+
+int uvc_fdguard_moved(uvc_loop_t *L, uvc_base_t *b) {
+    int fd = b->guard_fd;
+    if (fd < 0 || fd >= L->guard_cap || L->guard[fd].b != b)
+        return 0;
+    return same_file(&L->guard[fd], fd) != 0;
 }
 
 void uvc_fdguard_remove(uvc_loop_t *L, uvc_base_t *b) {

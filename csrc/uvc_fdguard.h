@@ -14,7 +14,8 @@
  * UVC_EV_FD_LOST with UV_EBADF (the transport fails, paused or not); every later call on the slot but uvc_close fails with
  * UV_EBADF.  UDP handles are guarded the same way: their fd is libuv's own duplicate,
  * which only a stray close can reach (a socket object closed twice, the number reused by
- * the duplicate in between), and libuv aborts on it all the same.  So is the fd set's
+ * the duplicate in between), and libuv aborts on it all the same.  So are a listener's
+ * poll (uvc_stream.h) on its duplicate of the listening socket, for the same reason, and the fd set's
  * poll (uvc_fdset.h), which has no transport to fail: cut off, it starts again on a new
  * epoll fd (uvc_fdset_reopen) and no UVC_EV_FD_LOST is sent.  The common path costs nothing more than libuv's own epoll_ctl, plus an
  * fstat() per EPOLL_CTL_ADD.
@@ -45,6 +46,9 @@ void uvc_fdguard_add_io(uvc_loop_t *L, uvc_base_t *b, uv__io_t *w);
  * number reused by something else): cut it off as the guard would (UVC_EV_FD_LOST now,
  * ``err`` its error).  Returns 1 if it was guarded, else 0 (nothing done). */
 int uvc_fdguard_lost(uvc_loop_t *L, uvc_base_t *b, int err);
+/* Whether a guarded handle's fd number names no file, or another file than the one it was
+ * guarded with (an fstat: for error paths).  0 if it is not guarded. */
+int uvc_fdguard_moved(uvc_loop_t *L, uvc_base_t *b);
 /* Stop guarding a slot's fd: before uv_close, which closes the fd (and, if the fd was
  * closed under the stream, now names nobody's file or another's, forgets it first so that
  * uv_close closes nothing). */

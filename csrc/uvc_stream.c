@@ -559,7 +559,9 @@ typedef struct {
 
 static void listener_free(uvc_base_t *b) {
     uvc_listener_t *h = (uvc_listener_t *)b;
-    if (h->fd >= 0) /* closed without uvc_listener_close (the loop is closing) */
+    /* closed without uvc_listener_close (the loop is closing); a cut-off listener's number
+     * is nobody's or another file's now */
+    if (h->fd >= 0 && !b->faulted)
         close(h->fd);
 }
 
@@ -593,6 +595,10 @@ int uvc_listener_new(uvc_loop_t *L, int fd, int is_tcp) {
     h->is_tcp = is_tcp;
     h->bound = 1;
     h->base.on_free = listener_free;
+    /* Only a stray close reaches the duplicate (a socket object closed twice, the number
+     * taken by the duplicate in between): libuv would abort at the epoll_ctl of the first
+     * listen or of a resume, and the slot's close would close whoever has the number. */
+    uvc_fdguard_add_io(L, &h->base, &h->poll.io_watcher);
     return h->base.slot;
 }
 
@@ -661,6 +667,13 @@ static void listener_cb(uv_poll_t *p, int status, int events) {
                 return;
             if (err == EINTR || err == ECONNABORTED) /* that one went away: the next */
                 continue;
+            /* The duplicate was closed under the loop while epoll still reports the
+             * listening socket's file under its number (the caller's fd keeps it open),
+             * or the number is another file's now (ENOTSOCK, or EINVAL for a socket that
+             * does not listen): never accept again on that number, nor close it. */
+            if ((err == EBADF || err == ENOTSOCK || uvc_fdguard_moved(h->base.loop, &h->base)) &&
+                uvc_fdguard_lost(h->base.loop, &h->base, UV_EBADF))
+                return;
             accept_failed(h, uv_translate_sys_error(err));
             return;
         }
@@ -675,7 +688,7 @@ static void listener_cb(uv_poll_t *p, int status, int events) {
 
 int uvc_listen(uvc_loop_t *L, int slot, int backlog) {
     uvc_listener_t *h = listener_of(L, slot);
-    if (h == NULL || uv_is_closing((uv_handle_t *)&h->poll))
+    if (h == NULL || uv_is_closing((uv_handle_t *)&h->poll) || h->base.faulted)
         return UV_EBADF;
     if (listen(h->fd, backlog) < 0)
         return uv_translate_sys_error(errno);
@@ -685,8 +698,8 @@ int uvc_listen(uvc_loop_t *L, int slot, int backlog) {
 
 int uvc_listener_resume(uvc_loop_t *L, int slot) {
     uvc_listener_t *h = listener_of(L, slot);
-    /* uv_poll_start asserts on a closing handle */
-    if (h == NULL || uv_is_closing((uv_handle_t *)&h->poll))
+    /* uv_poll_start asserts on a closing handle; a cut-off one has no fd of its own */
+    if (h == NULL || uv_is_closing((uv_handle_t *)&h->poll) || h->base.faulted)
         return UV_EBADF;
     return uv_poll_start(&h->poll, UV_READABLE, listener_cb);
 }
@@ -699,9 +712,12 @@ int uvc_listener_close(uvc_loop_t *L, int slot) {
         return 0;
     /* uv_close on a poll stops it and takes the fd out of epoll before it returns: libuv
      * holds nothing of the fd after this line, so it can be closed now, as asyncio's
-     * Server.close() closes its sockets (the port is free when close() returns). */
+     * Server.close() closes its sockets (the port is free when close() returns).  Not a
+     * number closed under the listener since (free, or another file's now). */
+    uvc_fdguard_remove(L, &h->base);
     uv_close((uv_handle_t *)&h->poll, uvc_close_cb);
-    close(h->fd);
+    if (!h->base.faulted)
+        close(h->fd);
     h->fd = -1;
     return 0;
 }

@@ -81,7 +81,10 @@ int uvc_shutdown(uvc_loop_t *L, int slot);
 /* A listener slot for a bound stream socket (TCP when is_tcp, else AF_UNIX).  It listens
  * on a duplicate of ``fd``, closed with the slot: ``fd`` stays the caller's, and its
  * os.close() (or the reuse of its number by another file) under a running server never
- * reaches libuv, which aborts when epoll_ctl meets a closed fd. */
+ * reaches libuv, which aborts when epoll_ctl meets a closed fd.  A stray close of the
+ * duplicate itself (its number closed, or another file's now) is the fd guard's
+ * (uvc_fdguard.h): UVC_EV_FD_LOST with UV_EBADF, the slot accepting no more and closing no
+ * fd; the caller's fd is untouched, for a new listener slot. */
 int uvc_listener_new(uvc_loop_t *L, int fd, int is_tcp);
 /* listen(backlog) and accept: each connection is accepted in C into a new slot, TCP or pipe
  * (TCP with TCP_NODELAY set, as asyncio does): UVC_EV_ACCEPT with a = 0, b = the new slot,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # accept() errors that mean "out of resources", as asyncio's _accept_connection names them.
 # The C core pauses the listener on these (UVC_EV_ACCEPT's c = 1), and so does asyncio.
 _ACCEPT_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+EV_FD_LOST = lib.UVC_EV_FD_LOST
 
 
 def adopt_stream_socket(loop: Loop, sock: socket.socket) -> tuple[int, bool]:
@@ -47,19 +48,22 @@ class _Listener:
     """Owner of one listening slot (the C core accepts, see uvc_listen): hands its accept
     events to the server, and resumes accepting after a pause for lack of fds or memory."""
 
-    __slots__ = ("server", "sock", "slot", "closed", "retry", "held")
+    __slots__ = ("server", "sock", "slot", "closed", "retry", "held", "file", "backlog")
 
     def __init__(self, server: Server, sock: socket.socket) -> None:
-        loop = server._loop
-        is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
-        # The slot listens on a duplicate of the fd (uvc_listener_new): an os.close() of
-        # the socket's number under the server cannot reach libuv.
-        self.slot = check(lib.uvc_listener_new(owners.uv(loop), sock.fileno(), is_tcp))
+        st = os.fstat(sock.fileno())
+        # The listening socket's file, to tell it from another that takes its number after
+        # an os.close() of it under the server.
+        self.file = (st.st_dev, st.st_ino)
         self.server = server
         self.sock = sock
         self.closed = False
         self.retry: asyncio.TimerHandle | None = None
-        owners.register_slot(loop, self.slot, self)
+        self.backlog = 0
+        # The slot listens on a duplicate of the fd (uvc_listener_new): an os.close() of
+        # the socket's number under the server cannot reach libuv.  (-1: none, see _lost.)
+        self.slot = -1
+        self.slot = self._new_slot()
         # A sock= given to create_server stays the caller's object: its close() must not
         # close the fd the C core listens on (transports/_sockref.py).
         self.held = _sockref.hold(sock)
@@ -77,11 +81,74 @@ class _Listener:
             self.held = False
             _sockref.release(self.sock)
 
+    def _new_slot(self) -> int:
+        loop = self.server._loop
+        is_tcp = self.sock.family in (socket.AF_INET, socket.AF_INET6)
+        slot = check(lib.uvc_listener_new(owners.uv(loop), self.sock.fileno(), is_tcp))
+        owners.register_slot(loop, slot, self)
+        return slot
+
     def listen(self, backlog: int) -> None:
+        self.backlog = backlog
         check(lib.uvc_listen(owners.uv(self.server._loop), self.slot, backlog))
 
     def _uv_event(self, kind: int, status: int, slot: int, c: int) -> None:
+        if kind == EV_FD_LOST:
+            self._lost(status)
+            return
         self.server._accepted(self, status, slot, c)
+
+    def _sock_replaced(self) -> bool:
+        """True if the socket's fd was closed under the server (os.close()) and its number
+        names no file or another one now: that number is not the server's to use or close."""
+        fd = self.sock.fileno()
+        if fd < 0:
+            return False
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.file
+
+    def _lost(self, status: int) -> None:
+        """The slot's duplicate of the fd was closed under the loop (a stray close of its
+        number: csrc/uvc_fdguard.h) and the C core cut it off.  The listening socket itself
+        is untouched, so the server listens again on a new duplicate of it and the clients
+        waiting in the backlog are served; asyncio would raise or stop accepting."""
+        if self.closed or self.slot < 0:
+            return  # (the slot is closed, or closing: its number may be another's soon)
+        loop = self.server._loop
+        lib.uvc_listener_close(owners.uv(loop), self.slot)  # (closes no fd: cut off)
+        self.slot = -1
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
+        if self.sock.fileno() < 0 or self._sock_replaced():
+            # The socket is gone as well: nothing left to accept from.
+            self._stop_accepting(uv_error(status), "Error on accepting a connection")
+            return
+        self._relisten()
+
+    def _relisten(self) -> None:
+        try:
+            self.slot = self._new_slot()
+            self.listen(self.backlog)
+        except OSError as exc:
+            if self.slot >= 0:
+                lib.uvc_listener_close(owners.uv(self.server._loop), self.slot)
+                self.slot = -1
+            if exc.errno in _ACCEPT_RESOURCE_ERRNOS:  # no fd for the duplicate: later
+                self._stop_accepting(exc, "socket.accept() out of system resource")
+                self.retry_later()
+            else:
+                self._stop_accepting(exc, "Error on accepting a connection")
+
+    def _stop_accepting(self, exc: OSError, message: str) -> None:
+        self.server._loop.call_exception_handler({
+            "message": message,
+            "exception": exc,
+            "socket": trsock.TransportSocket(self.sock),
+        })
 
     def _uv_read(self, data: bytes) -> None:
         pass
@@ -99,6 +166,10 @@ class _Listener:
     def _resume(self) -> None:
         self.retry = None
         if self.closed:
+            return
+        if self.slot < 0:  # lost, and no fd to listen again on then: try again now
+            if self.sock.fileno() >= 0 and not self._sock_replaced():
+                self._relisten()
             return
         err = lib.uvc_listener_resume(owners.uv(self.server._loop), self.slot)
         if err < 0:
@@ -126,19 +197,19 @@ class _Listener:
             self.retry = None
         loop = self.server._loop
         if loop.is_closed():
-            self._close_sock(None)
+            self._close_sock(False)
             return
-        uv = owners.uv(loop)
-        self._close_sock(lib.uvc_fileno(uv, self.slot))
-        lib.uvc_listener_close(uv, self.slot)  # and its duplicate of the fd
+        self._close_sock(True)
+        if self.slot >= 0:
+            lib.uvc_listener_close(owners.uv(loop), self.slot)  # and its duplicate of the fd
 
-    def _close_sock(self, own_fd: int | None) -> None:
+    def _close_sock(self, check_fd: bool) -> None:
         """Close the listening socket object, as asyncio's Server.close() does, unless its
         fd was closed under the server (os.close()) and the number names another file
-        now: that number is not the server's to close.  ``own_fd`` is the slot's duplicate
-        (None or negative: gone, nothing to compare with)."""
+        now: that number is not the server's to close.  (``check_fd`` False: the loop is
+        closed, and so are its fds' users.)"""
         sock = self.sock
-        if own_fd is not None and _sockref.replaced(sock, own_fd):
+        if check_fd and self._sock_replaced():
             sock.detach()
         sock.close()
         self._release_sock()
@@ -152,8 +223,7 @@ class _Listener:
         if self.retry is not None:
             self.retry.cancel()
             self.retry = None
-        loop = self.server._loop
-        self._close_sock(lib.uvc_fileno(owners.uv(loop), self.slot))
+        self._close_sock(True)
 
 
 class Server(asyncio.AbstractServer):

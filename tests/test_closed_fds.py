@@ -1042,3 +1042,192 @@ def test_an_epoll_set_that_takes_the_fd_sets_closed_number_is_left_alone(when):
     y.close()
     print("result", got, ready)
     """) == "result b'socket' True"
+
+
+# The listener's own duplicate of the listening socket closed by a stray close (a socket
+# object closed twice, the duplicate taking its number in between).  The caller's socket is
+# still open and listening, so the server goes on serving on a new duplicate of it.
+LISTENER_PRELUDE = """
+import faulthandler
+faulthandler.dump_traceback_later(20, exit=True)  # a server that stops serving fails
+
+FIRST = None
+
+def settle(what):
+    if FIRST is not None and not FIRST.done():
+        FIRST.set_result(what)
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(data)
+        settle(("served", data))
+
+def errors_of(loop):
+    errors = []
+    def handler(loop, ctx):
+        exc = ctx.get("exception")
+        errors.append((ctx["message"], getattr(exc, "errno", None)))
+        settle(("error", getattr(exc, "errno", None)))
+    loop.set_exception_handler(handler)
+    return errors
+
+def stray_number():
+    # A socket object whose fd the program closed with os.close() still thinks it owns the
+    # number: closing it later closes whatever took the number in between.
+    stray = socket.socket()
+    number = stray.fileno()
+    os.close(number)
+    return stray, number
+
+def assert_duplicate(sock, number):
+    st, mine = os.fstat(number), os.fstat(sock.fileno())
+    assert (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)  # the listener's duplicate
+
+async def ping(loop, client, addr):
+    # Connected without the loop, whose own fds (its fd set) would take a free number: the
+    # kernel completes the connection into the listening socket's backlog.
+    global FIRST
+    FIRST = loop.create_future()
+    client.connect(addr)
+    client.sendall(b"ping")
+    return await FIRST  # (the client stays open: its number is not freed for a reuse)
+
+def listening_socket():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()
+"""
+
+
+def run_listener_case(body):
+    return run_isolated(LISTENER_PRELUDE + textwrap.dedent(body))
+
+
+@pytest.mark.parametrize("then", ["closed", "a pipe's"])
+@pytest.mark.parametrize("when", ["before the first poll", "after an accept"])
+def test_a_listener_whose_duplicate_was_closed_keeps_serving_and_leaves_the_number_alone(
+        when, then):
+    # libuv registers the listener's poll at its next poll and aborted the process when that
+    # failed (EBADF); registered already, the registration outlived the number (the caller's
+    # fd keeps the file open), and accept() on the number failed at every readiness (EBADF,
+    # ENOTSOCK on the pipe that took it), the clients never served.  Now the duplicate is
+    # cut off, a new one listens, and the number's new file is never read or closed.
+    assert run_listener_case(f"""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        errors = errors_of(loop)
+        sock, addr = listening_socket()
+        first, second = socket.socket(), socket.socket()  # made before: no reuse
+        stray, number = stray_number()
+        pipe = []
+
+        def stray_close():
+            assert_duplicate(sock, number)
+            stray.close()
+            if "{then}" == "a pipe's":
+                pipe.extend(os.pipe())
+                assert pipe[0] == number
+                os.write(pipe[1], b"the pipe's")  # readable: a listener on it would accept
+
+        if "{when}" == "before the first poll":
+            server = await loop.create_server(Echo, sock=sock, start_serving=False)
+            started = asyncio.ensure_future(server.start_serving())
+            loop.call_soon(stray_close)  # the same turn: before the loop polls
+            await started
+            served = []
+        else:
+            server = await loop.create_server(Echo, sock=sock)
+            served = [await ping(loop, first, addr)]
+            stray_close()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        served.append(await ping(loop, second, addr))
+        first.close()
+        second.close()
+        server.close()
+        await server.wait_closed()
+        return served, errors, pipe
+
+    served, errors, pipe = uvcffi.run(scenario())
+    left = None
+    if pipe:
+        left = os.read(pipe[0], 100)  # the loop closed: the pipe is still whole, unread
+        os.close(pipe[0])
+        os.close(pipe[1])
+    print("result", served[-1], errors, left)
+    """) == "result ('served', b'ping') [] %r" % (b"the pipe's" if then == "a pipe's" else None)
+
+
+def test_a_paused_listener_whose_duplicate_was_closed_resumes_on_a_new_one():
+    # Out of fds the listener stops watching and resumes a second later (asyncio's
+    # ACCEPT_RETRY_DELAY): libuv aborted the process at that resume (EPOLL_CTL_ADD of the
+    # closed duplicate).  Now a new duplicate listens and the waiting client is served.
+    assert run_listener_case("""
+    import resource
+    async def main():
+        loop = asyncio.get_running_loop()
+        errors = errors_of(loop)
+        sock, addr = listening_socket()
+        client = socket.socket()
+        stray, number = stray_number()
+        server = await loop.create_server(Echo, sock=sock)
+        assert_duplicate(sock, number)
+        global FIRST
+        FIRST = loop.create_future()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        fillers = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        try:
+            while True:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        client.connect(addr)  # the kernel completes it; accept() meets EMFILE
+        client.sendall(b"ping")
+        while not errors:
+            await asyncio.sleep(0.01)
+        stray.close()  # while paused: the resume registers the duplicate again
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        FIRST = loop.create_future()
+        served = await FIRST
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return served, errors
+    """) == "result (('served', b'ping'), [('socket.accept() out of system resource', 24)])"
+
+
+def test_a_listener_whose_duplicate_and_socket_were_both_closed_stops_with_the_error():
+    # Nothing is left to listen on: the error is logged as an accept error (asyncio's
+    # message) and the server stops accepting; its close() closes no other file.
+    assert run_listener_case("""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        errors = errors_of(loop)
+        sock, addr = listening_socket()
+        stray, number = stray_number()
+        server = await loop.create_server(Echo, sock=sock, start_serving=False)
+
+        def close_both():
+            assert_duplicate(sock, number)
+            stray.close()
+            os.close(sock.fileno())
+
+        started = asyncio.ensure_future(server.start_serving())
+        loop.call_soon(close_both)  # the same turn: before the loop polls
+        await started
+        for _ in range(3):
+            await asyncio.sleep(0)
+        other = os.pipe()  # takes the numbers: neither is the server's to close
+        server.close()
+        await server.wait_closed()
+        return errors, other
+
+    errors, other = uvcffi.run(scenario())
+    os.write(other[1], b"still open")
+    print("result", errors, os.read(other[0], 100))
+    """) == "result [('Error on accepting a connection', 9)] b'still open'"

@@ -653,6 +653,15 @@ static void listener_cb(uv_poll_t *p, int status, int events) {
         uvc_emit(h->base.loop, UVC_EV_ACCEPT, h->base.slot, status, -1, 1);
         return;
     }
+    /* A stray close of the duplicate leaves epoll reporting the listening socket's file
+     * under its number (the caller's fd keeps the file open), and the number may be
+     * another file's by now, even another listening socket, whose clients an accept() here
+     * would take: an fstat per readiness event, so that no accept() runs on a number that
+     * is not the listener's any more. */
+    if (uvc_fdguard_moved(h->base.loop, &h->base)) {
+        uvc_fdguard_lost(h->base.loop, &h->base, UV_EBADF);
+        return;
+    }
     /* At most `bound` (the listen backlog, as asyncio) per readiness event: enough to empty
      * the kernel's queue as it stood, while a flood of new connections cannot hold the loop
      * here; what is left keeps the fd readable for the next iteration. */
@@ -667,11 +676,10 @@ static void listener_cb(uv_poll_t *p, int status, int events) {
                 return;
             if (err == EINTR || err == ECONNABORTED) /* that one went away: the next */
                 continue;
-            /* The duplicate was closed under the loop while epoll still reports the
-             * listening socket's file under its number (the caller's fd keeps it open),
-             * or the number is another file's now (ENOTSOCK, or EINVAL for a socket that
-             * does not listen): never accept again on that number, nor close it. */
-            if ((err == EBADF || err == ENOTSOCK || uvc_fdguard_moved(h->base.loop, &h->base)) &&
+            /* The number closed or another file's: the check above sees it first, and
+             * nothing in this loop changes what the number names; this keeps such an
+             * error from being reported (and retried) at every readiness all the same. */
+            if ((err == EBADF || err == ENOTSOCK) &&
                 uvc_fdguard_lost(h->base.loop, &h->base, UV_EBADF))
                 return;
             accept_failed(h, uv_translate_sys_error(err));

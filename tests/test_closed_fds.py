@@ -1105,23 +1105,26 @@ def run_listener_case(body):
     return run_isolated(LISTENER_PRELUDE + textwrap.dedent(body))
 
 
-@pytest.mark.parametrize("then", ["closed", "a pipe's"])
+@pytest.mark.parametrize("then", ["closed", "a pipe's", "a listening socket's"])
 @pytest.mark.parametrize("when", ["before the first poll", "after an accept"])
 def test_a_listener_whose_duplicate_was_closed_keeps_serving_and_leaves_the_number_alone(
         when, then):
     # libuv registers the listener's poll at its next poll and aborted the process when that
     # failed (EBADF); registered already, the registration outlived the number (the caller's
     # fd keeps the file open), and accept() on the number failed at every readiness (EBADF,
-    # ENOTSOCK on the pipe that took it), the clients never served.  Now the duplicate is
-    # cut off, a new one listens, and the number's new file is never read or closed.
+    # ENOTSOCK on the pipe that took it), the clients never served; a listening socket that
+    # took the number had its clients accepted by the server.  Now the duplicate is cut off,
+    # a new one listens, and the number's new file is never read, accepted from or closed.
     assert run_listener_case(f"""
     async def scenario():
         loop = asyncio.get_running_loop()
         errors = errors_of(loop)
         sock, addr = listening_socket()
         first, second = socket.socket(), socket.socket()  # made before: no reuse
+        its_client = socket.socket()
         stray, number = stray_number()
         pipe = []
+        other = []
 
         def stray_close():
             assert_duplicate(sock, number)
@@ -1130,6 +1133,12 @@ def test_a_listener_whose_duplicate_was_closed_keeps_serving_and_leaves_the_numb
                 pipe.extend(os.pipe())
                 assert pipe[0] == number
                 os.write(pipe[1], b"the pipe's")  # readable: a listener on it would accept
+            elif "{then}" == "a listening socket's":
+                other.append(socket.socket())
+                assert other[0].fileno() == number
+                other[0].bind(("127.0.0.1", 0))
+                other[0].listen()
+                its_client.connect(other[0].getsockname())  # waits: not the server's to take
 
         if "{when}" == "before the first poll":
             server = await loop.create_server(Echo, sock=sock, start_serving=False)
@@ -1148,16 +1157,24 @@ def test_a_listener_whose_duplicate_was_closed_keeps_serving_and_leaves_the_numb
         second.close()
         server.close()
         await server.wait_closed()
-        return served, errors, pipe
+        return served, errors, pipe, other, its_client
 
-    served, errors, pipe = uvcffi.run(scenario())
+    served, errors, pipe, other, its_client = uvcffi.run(scenario())
     left = None
     if pipe:
         left = os.read(pipe[0], 100)  # the loop closed: the pipe is still whole, unread
         os.close(pipe[0])
         os.close(pipe[1])
+    if other:
+        other[0].setblocking(False)
+        conn, _ = other[0].accept()  # still in its backlog, and the socket still open
+        left = conn.getpeername() == its_client.getsockname()
+        conn.close()
+        other[0].close()
+    its_client.close()
     print("result", served[-1], errors, left)
-    """) == "result ('served', b'ping') [] %r" % (b"the pipe's" if then == "a pipe's" else None)
+    """) == "result ('served', b'ping') [] %r" % {
+        "a pipe's": b"the pipe's", "a listening socket's": True}.get(then)
 
 
 def test_a_paused_listener_whose_duplicate_was_closed_resumes_on_a_new_one():

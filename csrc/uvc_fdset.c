@@ -127,6 +127,23 @@ static void set_lose(uvc_fdset_t *s) {
     uvc_fdset_reopen(L);
 }
 
+/* Register in ``fresh`` what the set holds, each under its own generation.  One that
+ * cannot be made is dropped (its fd closed since), and so, when ``old`` is the set's
+ * current file, is one ``old`` no longer holds (the kernel dropped it with its file). */
+static void register_all(uvc_fdset_t *s, int fresh, int old) {
+    for (int fd = 0; fd < s->nregs; fd++) {
+        fdset_reg_t *r = &s->regs[fd];
+        if (r->events == 0)
+            continue;
+        struct epoll_event e = {0};
+        e.events = r->events;
+        e.data.u64 = reg_data(fd, r->gen);
+        if ((old >= 0 && epoll_ctl(old, EPOLL_CTL_MOD, fd, &e) != 0) ||
+            epoll_ctl(fresh, EPOLL_CTL_ADD, fd, &e) != 0)
+            r->events = 0;
+    }
+}
+
 static void fdset_free(uvc_base_t *b) {
     uvc_fdset_t *s = (uvc_fdset_t *)b;
     s->base.loop->active++; /* slot_release counted it off; uvc_fdset_open never counted it */
@@ -151,17 +168,7 @@ static void set_rebuild(uvc_fdset_t *s) {
     if (fresh < 0)
         return; /* the stale events stay (as they would on any selector loop) */
     int witnessed = add_witness(s, fresh);
-    for (int fd = 0; fd < s->nregs; fd++) {
-        fdset_reg_t *r = &s->regs[fd];
-        if (r->events == 0)
-            continue;
-        struct epoll_event e = {0};
-        e.events = r->events;
-        e.data.u64 = reg_data(fd, r->gen);
-        if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &e) != 0 ||
-            epoll_ctl(fresh, EPOLL_CTL_ADD, fd, &e) != 0)
-            r->events = 0;
-    }
+    register_all(s, fresh, s->epfd);
     /* libuv watches the number: its registration was for the old set's file, which the
      * dup3s close (and the kernel drops with it), so its watch must be made again. */
     if (is_set(s, s->keep, 1))
@@ -272,18 +279,9 @@ void uvc_fdset_reopen(uvc_loop_t *L) {
         return; /* (epfd -1: the next uvc_fdset_ctl tries again) */
     s->keep = fcntl(fresh, F_DUPFD_CLOEXEC, 0);
     s->witnessed = add_witness(s, fresh);
-    /* What the set held, under the registrations' own generations: a watched fd closed
-     * since is refused here, and the caller's next change to it gets UV_ENOENT. */
-    for (int fd = 0; fd < s->nregs; fd++) {
-        fdset_reg_t *r = &s->regs[fd];
-        if (r->events == 0)
-            continue;
-        struct epoll_event e = {0};
-        e.events = r->events;
-        e.data.u64 = reg_data(fd, r->gen);
-        if (epoll_ctl(fresh, EPOLL_CTL_ADD, fd, &e) != 0)
-            r->events = 0;
-    }
+    /* What the set held: a watched fd closed since is refused here, and the caller's next
+     * change to it gets UV_ENOENT. */
+    register_all(s, fresh, -1);
     s->epfd = fresh;
     /* The same handle, on the new number (the guard's cut-off left it watching nothing). */
     s->poll.io_watcher.fd = fresh;

@@ -1,6 +1,10 @@
 """Helpers shared by the test modules (the fixtures are in conftest.py)."""
 import asyncio
+import os
 import socket
+import statistics
+import subprocess
+import sys
 
 import uvcffi
 
@@ -50,3 +54,18 @@ def has_ipv6_loopback():
     except OSError:
         return False
     return True
+
+
+def pypy_minor_survivors(script, tmp_path):
+    """Run ``script`` (Python source) in a PyPy child with a 2 MiB nursery; return the
+    median size of what survived its minor collections (from PyPy's GC log) and how many
+    there were.  What a loop keeps alive past its use is promoted at each minor collection,
+    for the old generation's collections to free: this counts it without timing anything."""
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    log = tmp_path / "gc.log"
+    env = dict(os.environ, PYPY_GC_NURSERY="2M", PYPYLOG="gc-minor:%s" % log)
+    subprocess.run([sys.executable, str(path)], env=env, check=True, timeout=120)
+    surviving = [int(line.split(":")[1]) for line in log.read_text().splitlines()
+                 if line.startswith("total size of surviving objects:")]
+    return statistics.median(surviving), len(surviving)

@@ -6,14 +6,12 @@ import io
 import os
 import socket
 import ssl
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 
 import pytest
-from _helpers import has_ipv6_loopback, run, socket_refusal
+from _helpers import has_ipv6_loopback, pypy_minor_survivors, run, socket_refusal
 
 
 def needs(loop, name):
@@ -1027,12 +1025,6 @@ def test_sock_recv_leaves_nothing_of_a_message_alive_once_its_reader_dropped_it(
     # collections to free.  Measured in PyPy's own GC log: what survives each minor
     # collection, with 4 connections echoing 100 KiB messages that nobody keeps (was a
     # median of 836 KB, about two messages per connection; now 119 KB).
-    script = tmp_path / "echo.py"
-    script.write_text(_RECV_ECHO)
-    log = tmp_path / "gc.log"
-    env = dict(os.environ, PYPY_GC_NURSERY="2M", PYPYLOG="gc-minor:%s" % log)
-    subprocess.run([sys.executable, str(script)], env=env, check=True, timeout=120)
-    surviving = [int(line.split(":")[1]) for line in log.read_text().splitlines()
-                 if line.startswith("total size of surviving objects:")]
-    assert len(surviving) > 20  # the echo did fill the nursery, many times
-    assert statistics.median(surviving) < 4 * 100 * 1024
+    median, collections = pypy_minor_survivors(_RECV_ECHO, tmp_path)
+    assert collections > 20  # the echo did fill the nursery, many times
+    assert median < 4 * 100 * 1024

@@ -6,6 +6,8 @@ import statistics
 import subprocess
 import sys
 
+import pytest
+
 import uvcffi
 
 # The loops the side-by-side tests run on: uvcffi, and asyncio's selector loop as the
@@ -56,11 +58,16 @@ def has_ipv6_loopback():
     return True
 
 
+needs_generational_gc = pytest.mark.skipif(sys.implementation.name != "pypy", reason=(
+    "CPython frees a received message when its last reference goes; only a generational "
+    "GC keeps one alive through a dead frame of the old generation"))
+
+
 def pypy_minor_survivors(script, tmp_path):
     """Run ``script`` (Python source) in a PyPy child with a 2 MiB nursery; return the
-    median size of what survived its minor collections (from PyPy's GC log) and how many
-    there were.  What a loop keeps alive past its use is promoted at each minor collection,
-    for the old generation's collections to free: this counts it without timing anything."""
+    median size of what survived its minor collections (from PyPy's GC log).  What a loop
+    keeps alive past its use is promoted at each minor collection, for the old
+    generation's collections to free: this counts it without timing anything."""
     path = tmp_path / "script.py"
     path.write_text(script)
     log = tmp_path / "gc.log"
@@ -68,4 +75,5 @@ def pypy_minor_survivors(script, tmp_path):
     subprocess.run([sys.executable, str(path)], env=env, check=True, timeout=120)
     surviving = [int(line.split(":")[1]) for line in log.read_text().splitlines()
                  if line.startswith("total size of surviving objects:")]
-    return statistics.median(surviving), len(surviving)
+    assert len(surviving) > 20  # the script filled the nursery, many times
+    return statistics.median(surviving)

@@ -542,7 +542,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                                 else:  # on PyPy the slice of a big read costs 1.8x this
                                     data = _buffer(arena_ptr + off, size)[:]  # (taking)
                                     read(data)
-                                    data = None  # (see below)
+                                    del data  # (see below)
                             else:
                                 owner._uv_read_at(off, ev[i - B])
                     elif kind == EV_READABLE:  # read-into mode
@@ -568,7 +568,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                                 # object keeps what it points to through the next minor
                                 # collection, dead or not.  The 100 KiB protocol echo
                                 # carried 300 KB of such messages into each one; 2 KB now.
-                                data = None
+                                del data
                                 if size == _RECV_MAX:
                                     size = 0  # (handed out: see the except below)
                                     owner._uv_readable()

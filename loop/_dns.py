@@ -4,9 +4,15 @@ A lookup that needs the resolver runs as a libuv request (uv_getaddrinfo/uv_getn
 its completion is a UVC_EV_DNS event, after which one C call copies the packed result out
 and frees the request.  Hosts that are already IP addresses never leave the loop thread:
 ``numeric_addrinfo`` builds the answer socket.getaddrinfo would give.
+
+asyncio's loop calls socket.getaddrinfo/socket.getnameinfo as the socket module names them
+at the call, in the default executor: a program or test that replaces one of them (asyncssh's
+suite maps test host names so) has its replacement asked.  So while one is replaced, the
+loop asks it as asyncio does, for every argument, instead of libuv.
 """
 from __future__ import annotations
 
+import _socket
 import operator
 import socket
 import struct
@@ -184,6 +190,21 @@ def _literal_addrinfo(host: object, port: int, family: int,
 _PORT_INT_IS_C_LONG = sys.version_info < (3, 12) or sys.implementation.name != "cpython"
 
 
+def _getaddrinfo_replaced(fn: object) -> bool:
+    """Whether ``fn``, what socket.getaddrinfo names now, is not the socket module's own
+    (a Python function of socket.py around _socket.getaddrinfo).  Told by its code, not by
+    the object seen at import, so that one replaced before uvcffi was imported is told too."""
+    code = getattr(fn, "__code__", None)
+    return not (code is not None and code.co_name == "getaddrinfo"
+                and code.co_filename == _SOCKET_FILE)
+
+
+_SOCKET_FILE = getattr(socket, "__file__", None)
+_STOCK_GETADDRINFO: object = socket.getaddrinfo if not _getaddrinfo_replaced(
+    socket.getaddrinfo) else None
+_STOCK_GETNAMEINFO = _socket.getnameinfo  # socket.getnameinfo is the C function itself
+
+
 def _as_c_int(value: SupportsIndex) -> int:
     value = operator.index(value)
     if value > _INT_MAX:
@@ -275,6 +296,11 @@ class DnsMethods(_LoopBase):
         on libuv's thread pool.
         """
         self._check_closed()  # asyncio's goes through run_in_executor, closed or not
+        fn = socket.getaddrinfo
+        if fn is not _STOCK_GETADDRINFO and _getaddrinfo_replaced(fn):
+            # Replaced: asked as asyncio asks it, IP addresses and bad arguments included.
+            return await self.run_in_executor(
+                None, fn, host, port, family, type, proto, flags)
         info = numeric_addrinfo(host, port, family, type, proto, flags)
         if info is not None:
             return info
@@ -327,6 +353,10 @@ class DnsMethods(_LoopBase):
         does, without blocking the loop: returns (host, service); raises socket.gaierror,
         or socket.getnameinfo's TypeError/OSError/OverflowError for bad arguments."""
         self._check_closed()
+        fn = socket.getnameinfo
+        if fn is not _STOCK_GETNAMEINFO:
+            # Replaced: asked as asyncio asks it, whatever the arguments.
+            return await self.run_in_executor(None, fn, sockaddr, flags)
         if not isinstance(sockaddr, tuple):
             raise TypeError("getnameinfo() argument 1 must be a tuple")
         flags = _as_c_int(flags)
@@ -340,8 +370,11 @@ class DnsMethods(_LoopBase):
         if flowinfo > 0xFFFFF:
             raise OverflowError("getnameinfo(): flowinfo must be 0-1048575.")
         # As socket.getnameinfo: the host must be numeric, resolved with AI_NUMERICHOST
-        # (which never leaves the process, so it runs here), and must be one address.
-        infos = socket.getaddrinfo(host, str(port), _AF_UNSPEC, _DGRAM, 0, socket.AI_NUMERICHOST)
+        # (which never leaves the process, so it runs here), and must be one address.  The
+        # C function, as socket.getnameinfo's own: a replaced socket.getaddrinfo is no part
+        # of it.
+        infos = _socket.getaddrinfo(host, str(port), _AF_UNSPEC, _DGRAM, 0,
+                                    socket.AI_NUMERICHOST)
         if len(infos) != 1:
             raise OSError("sockaddr resolved to multiple addresses")
         family, _, _, _, addr = infos[0]

@@ -362,3 +362,106 @@ def test_close_does_not_wait_for_a_lookup_in_the_thread_pool(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "closed\n"
+
+
+# A program (or a test suite: asyncssh's patches socket.getaddrinfo and socket.getnameinfo
+# to map test host names to 127.0.0.1) that replaces the socket module's resolver functions
+# gets its replacement from asyncio's loop.getaddrinfo/getnameinfo, which call
+# socket.getaddrinfo/socket.getnameinfo as they are when called, for every host, IP
+# addresses included.  So must uvcffi's.
+_FAKE_ANSWER = [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 9))]
+
+
+def _replace_getaddrinfo(monkeypatch, names):
+    """socket.getaddrinfo answers ``names`` (host -> address) itself, passes the rest on to
+    the socket module's own, and records every call."""
+    stock = socket.getaddrinfo
+    calls = []
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        calls.append(host)
+        if host in names:
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                     (names[host], port))]
+        return stock(host, port, family, type, proto, flags)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return calls
+
+
+def test_getaddrinfo_calls_a_replaced_socket_getaddrinfo(anyloop, monkeypatch):
+    calls = _replace_getaddrinfo(monkeypatch, {"testhost.test": "127.0.0.1",
+                                               "10.9.8.7": "127.0.0.1"})
+    got = run(anyloop, anyloop.getaddrinfo("testhost.test", 9))
+    assert got == _FAKE_ANSWER
+    # An IP address goes to the replacement too (asyncio asks it for every host).
+    assert run(anyloop, anyloop.getaddrinfo("10.9.8.7", 9)) == _FAKE_ANSWER
+    assert calls == ["testhost.test", "10.9.8.7"]
+
+
+def test_create_connection_to_a_name_a_replaced_getaddrinfo_answers(anyloop, monkeypatch):
+    _replace_getaddrinfo(monkeypatch, {"testhost.test": "127.0.0.1"})
+
+    async def main():
+        server = await anyloop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await anyloop.create_connection(asyncio.Protocol, "testhost.test", port)
+        assert transport.get_extra_info("peername") == ("127.0.0.1", port)
+        transport.close()
+        server.close()
+        await server.wait_closed()
+    run(anyloop, main())
+
+
+def test_getnameinfo_calls_a_replaced_socket_getnameinfo(anyloop, monkeypatch):
+    calls = []
+
+    def getnameinfo(sockaddr, flags):
+        calls.append((sockaddr, flags))
+        return ("testhost.test", str(sockaddr[1]))
+
+    monkeypatch.setattr(socket, "getnameinfo", getnameinfo)
+    assert run(anyloop, anyloop.getnameinfo(("127.0.0.1", 22))) == ("testhost.test", "22")
+    assert calls == [(("127.0.0.1", 22), 0)]
+
+    def failing(sockaddr, flags):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getnameinfo", failing)
+    with pytest.raises(socket.gaierror):
+        run(anyloop, anyloop.getnameinfo(("127.0.0.1", 22)))
+
+
+def test_getnameinfo_does_not_call_a_replaced_socket_getaddrinfo(anyloop, monkeypatch):
+    # socket.getnameinfo parses the address in C: a replaced socket.getaddrinfo is no part
+    # of it, in asyncio's loop.getnameinfo or here.
+    expected = socket.getnameinfo(("127.0.0.1", 22), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+
+    def getaddrinfo(*args, **kwargs):
+        raise AssertionError("getnameinfo called socket.getaddrinfo")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    got = run(anyloop, anyloop.getnameinfo(("127.0.0.1", 22),
+                                           socket.NI_NUMERICHOST | socket.NI_NUMERICSERV))
+    assert got == expected
+
+
+def test_getaddrinfo_replaced_before_uvcffi_is_imported():
+    # Told by the function's code, not by what socket.getaddrinfo was at uvcffi's import.
+    script = textwrap.dedent("""
+        import socket
+        calls = []
+        def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+            calls.append(host)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        socket.getaddrinfo = getaddrinfo
+        import uvcffi
+        async def main():
+            import asyncio
+            return await asyncio.get_running_loop().getaddrinfo("testhost.test", 9)
+        print(uvcffi.run(main())[0][4], calls)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "('127.0.0.1', 9) ['testhost.test']"

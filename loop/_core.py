@@ -39,11 +39,12 @@ from ._handles import (
 )
 from ._handles import is_coroutine_callback as _is_coroutine_callback
 from ._signals import (
-    INTERRUPT,
     INTERRUPT_BEFORE_START,
+    INTERRUPT_INSIDE,
     INTERRUPT_TAKING,
     SignalMethods,
     _wakeup_fd,
+    failed_a_transport,
     interruption,
 )
 from ._uv import ffi, lib
@@ -275,6 +276,17 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 }
             )
 
+    def _event_cut_short(self, owner: Any, kind: int, how: int, exc: BaseException) -> None:
+        """An interruption (``how``, not an exit) that leaves the dispatch landed inside the
+        handling of an event of ``owner``: a transport makes it the failure of the protocol
+        callback it cut short, as it makes any other exception (see leave_if_interrupted,
+        which raises it again, as the caller does then), unless its own code did already."""
+        if (how == INTERRUPT_INSIDE and not isinstance(exc, (SystemExit, KeyboardInterrupt))
+                and not failed_a_transport(exc)):
+            handler = getattr(owner, "_uv_callback_failed", None)
+            if handler is not None:
+                handler(kind, exc)
+
     def _keep_undispatched(self, ev: Any, i: int, end: int) -> None:
         """Ctrl-C (or SystemExit) stopped a dispatch: keep the events not yet handed out,
         with their data copied out of the arena the next run reuses, for the next run.
@@ -368,6 +380,7 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                             handed -= 1
                             if kind == EV_CLOSED:
                                 slots[slot] = owner
+                        self._event_cut_short(owner, kind, how, exc)
                         raise
                     self._event_failed(owner, kind, exc)
                 if debug:
@@ -605,11 +618,13 @@ class CoreLoop(FdWatchMethods, SignalMethods, asyncio.AbstractEventLoop):
                 # if it landed on the owner's entry, the C core's record if it landed as
                 # the read returned (``size`` not stored yet).
                 read = None
-                if ev[i - WORDS] == EV_READABLE and how != INTERRUPT:
+                if ev[i - WORDS] == EV_READABLE and (
+                        how == INTERRUPT_BEFORE_START or how == INTERRUPT_TAKING):
                     got = lib.uvc_stream_last_recv(uv) if how == INTERRUPT_TAKING else size
                     if got > 0:
                         read = received[:got]
                 self._keep_interrupted_event(how, ev, i, end, owner, read)
+                self._event_cut_short(owner, ev[i - WORDS], how, exc)
                 raise
 
     def _compact_timers(self, cancelling: TimerHandle | None = None) -> None:
@@ -1473,6 +1488,7 @@ def _event_failed_at(loop: CoreLoop, owner: Any, kind: int, exc: BaseException,
         loop._event_failed(owner, kind, exc)
         return False
     loop._keep_interrupted_event(how, None, (index + 1) * WORDS, count * WORDS, owner, read)
+    loop._event_cut_short(owner, kind, how, exc)
     return True
 
 

@@ -48,6 +48,7 @@ OWN = 0  # the code that was called raised it: its failure, logged as asyncio lo
 INTERRUPT = 1  # Ctrl-C, SystemExit, or a signal handler's exception: it leaves the loop
 INTERRUPT_BEFORE_START = 2  # the same, landed on the first instruction of the called code
 INTERRUPT_TAKING = 3  # the same, landed in the catching frame as it took what it would hand on
+INTERRUPT_INSIDE = 4  # the same, landed inside the called code once it had begun: cut short
 
 
 def _handler_code(handler: object) -> Any:
@@ -93,7 +94,10 @@ def interruption(exc: BaseException, callee_depth: int,
     between has done nothing that lasts.
     INTERRUPT_TAKING: it landed in the catching frame itself (``callee_depth`` 1), on one of
     ``taking_lines``: just after a C call that took the data the frame was about to hand
-    on (the interpreter looks for signals as a call returns), which the caller keeps."""
+    on (the interpreter looks for signals as a call returns), which the caller keeps.
+    INTERRUPT_INSIDE: it landed in the called code (``callee_depth`` >= 0) after it began:
+    that code was cut short (a transport makes it its protocol callback's failure).
+    INTERRUPT: anywhere else (the catching frame, between two calls)."""
     entries = []
     tb = exc.__traceback__
     while tb is not None:
@@ -124,12 +128,48 @@ def interruption(exc: BaseException, callee_depth: int,
         return INTERRUPT_BEFORE_START
     if landed == 0 and callee_depth == 1 and entries[0].tb_lineno in taking_lines:
         return INTERRUPT_TAKING
+    if 0 <= callee_depth <= landed and entries[landed].tb_frame.f_code not in _WRAPPERS:
+        return INTERRUPT_INSIDE
     return INTERRUPT
+
+
+def leave_if_interrupted(exc: BaseException) -> None:
+    """Raise ``exc`` again if a signal handler raised it (see interruption()): for a
+    transport that has just made it the failure of the protocol callback it landed in.
+
+    asyncio's transports make any exception but an exit that a protocol callback raises
+    the callback's failure (the transport's fatal error, or a report), and go on.  Whatever
+    a signal handler raises there (pytest-timeout's Failed, an alarm's TimeoutError) is
+    that too: the callback was cut short, so the transport it belongs to is no longer
+    sound, and asyncio's fate for it (closed, connection_lost(exc)) is the right one.  But
+    the exception is also the program's, not the protocol's: it leaves the loop, as it
+    does wherever else it lands.  asyncio swallows it and runs on (a timed-out test then
+    hangs instead of failing)."""
+    if exc.__traceback__ is not None and interruption(exc, -1):
+        raise exc
+
+
+def failed_a_transport(exc: BaseException) -> bool:
+    """Whether ``exc`` comes out of leave_if_interrupted: a transport made it its failure
+    already (a raise keeps the traceback it had and adds the raising frame)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is _LEAVE_IF_INTERRUPTED:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+_LEAVE_IF_INTERRUPTED = leave_if_interrupted.__code__
 
 
 _RESUME = dis.opmap.get("RESUME")  # CPython 3.11+: where a function's own code begins
 # PyPy's Context.run is Python code, a frame between the loop and what it runs
 _CONTEXT_RUN = getattr(contextvars.Context.run, "__code__", None)
+# Frames that only pass a call on (PyPy's Context.run and functools.partial are Python): an
+# interruption landing in one has not cut the code they call short (not begun, or done).
+_WRAPPERS = frozenset(code for code in (
+    _CONTEXT_RUN, getattr(functools.partial.__call__, "__code__", None)) if code is not None)
 
 
 def _at_entry(entry: TracebackType) -> bool:

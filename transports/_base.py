@@ -13,6 +13,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
+from .._signals import leave_if_interrupted
 from ._context import notify_protocol
 from ._flow import water_marks
 
@@ -116,6 +117,7 @@ class TransportBase:
         else:
             self._report(exc, message)
         self._force_close(exc)
+        leave_if_interrupted(exc)
 
     def _force_close(self, exc: BaseException | None) -> None:
         """Close at once: stop reading, drop what is buffered, connection_lost(exc) soon."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, SupportsIndex
 
 from .. import _owners as owners
 from .._errors import uv_error
+from .._signals import leave_if_interrupted
 from .._uv import ffi, lib
 from . import _sockref
 from ._base import TransportBase
@@ -282,10 +283,13 @@ class _DatagramTransportBase(TransportBase, asyncio.DatagramTransport, asyncio.T
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as cb_exc:
-            self._report(cb_exc, "Exception in callback error_received()")
+            self._protocol_exception(cb_exc, "error_received")
 
     def _protocol_exception(self, exc: BaseException, method: str) -> None:
+        """A protocol callback raised: reported, as asyncio's loop reports it; the transport
+        lives on.  A signal handler's exception then leaves the loop."""
         self._report(exc, f"Exception in callback {method}()")
+        leave_if_interrupted(exc)
 
     def _stop_reading_for_close(self) -> None:
         self._stop_reading()

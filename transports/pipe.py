@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import _owners as owners
 from .._errors import uv_error
+from .._signals import leave_if_interrupted
 from .._uv import lib
 from ._base import LOG_THRESHOLD_FOR_CONNLOST_WRITES
 from .stream import StreamTransportBase
@@ -204,6 +205,7 @@ class ReadPipeTransport(_PipeTransport, asyncio.ReadTransport):
         else:
             self._report(exc, message)
         self._force_close(exc)
+        leave_if_interrupted(exc)
 
     def close(self) -> None:
         """Stop reading and close: connection_lost(None) is called soon, then the pipe

@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .. import _owners as owners
+from .._signals import leave_if_interrupted
 from ._base import data_received_of
 from ._context import notify_protocol, run_in_context
 from ._flow import water_marks
@@ -1081,6 +1082,7 @@ class SSLTransport(asyncio.Transport):
                 "protocol": self._protocol,
             })
         self._force_close(exc)
+        leave_if_interrupted(exc)  # (after its fate in asyncio: see there)
 
     def _app_call(self, callback: Callable[..., _T], *args: Any, what: str) -> bool:
         """An application callback during the handshake's end (in the context)."""

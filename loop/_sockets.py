@@ -247,9 +247,10 @@ class SocketMethods(_LoopBase):
             # The result leaves by the return value only.  On PyPy the frame of a coroutine
             # that waited is old by the time it returns (minor collections ran meanwhile),
             # and an old object, dead or not, keeps what it points to through the next minor
-            # collection: each connection's last message outlived the caller's use of it (a sock_recv echo of 100 KiB
-            # messages over 10 connections carried 1 MB more into every minor collection,
-            # and the old generation's collections ran half again as often).
+            # collection: each connection's last message outlived the caller's use of it
+            # (a sock_recv echo of 100 KiB messages over 10 connections carried 1 MB more
+            # into every minor collection, and the old generation's collections ran half
+            # again as often).
             result = None
 
     def _hold_socket(self, sock: socket.socket) -> bool:
